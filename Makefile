@@ -1,0 +1,16 @@
+# Two commands do all set-up on a fresh machine:
+#   make run    start the playground on the default model
+#   make test   run the whole test suite (GPU tests skip without a GPU)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+ARGS ?=
+
+.PHONY: run test setup bench-cpu
+setup:
+	@scripts/bootstrap.sh
+
+run: setup
+	$(VENV)/bin/playground $(ARGS)
+
+test: setup
+	$(PY) -m pytest $(ARGS)

@@ -1,0 +1,26 @@
+"""Attention and fused-op kernels for the paged KV cache: Triton on CUDA, torch references on CPU.
+
+Public functions (same signature for both paths; see kernels/reference.py for the meaning of
+every argument):
+
+    paged_attention(q, k_cache, v_cache, cu_seqlens_q, context_lens, block_tables,
+                    max_q_len, max_context_len, scale, mask=DENSE, num_decodes=0, out=None)
+    write_kv(k, v, k_cache, v_cache, slot_mapping)
+    rms_norm(x, weight, eps, residual=None)
+    silu_and_mul(gate_up)
+    rope(q, k, positions, cos, sin)
+
+Dispatch: the Triton kernel runs when the tensors are on CUDA, the reference otherwise;
+`set_backend("reference" | "triton" | "auto")` (or the env var KERNELS_BACKEND) forces one.
+This package imports torch and triton only.
+"""
+from kernels.dispatch import (  # noqa: F401
+    get_backend,
+    paged_attention,
+    rms_norm,
+    rope,
+    set_backend,
+    silu_and_mul,
+    write_kv,
+)
+from kernels.mask import DENSE, MaskSpec  # noqa: F401
