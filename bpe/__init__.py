@@ -1,1 +1,37 @@
-"""bpe package."""
+"""Byte-level BPE: pre-tokenization patterns, encoding, streaming decoding, training, formats.
+
+    import bpe
+    tok = bpe.load("cl100k_base")            # or a saved file, tokenizer.json, *.gguf, *.tiktoken
+    ids = tok.encode("hello world")
+    tok = bpe.train(["corpus/"], vocab_size=4096)
+
+Imports regex and numpy only (never torch); tiktoken is imported only by `bpe.reference`.
+"""
+from __future__ import annotations
+
+from bpe import patterns
+from bpe.stream import StreamDecoder
+from bpe.tokenizer import Tokenizer
+
+REFERENCE_NAMES = ("cl100k_base", "o200k_base")
+
+__all__ = ["Tokenizer", "StreamDecoder", "load", "train", "patterns", "REFERENCE_NAMES"]
+
+
+def load(spec, **options) -> Tokenizer:
+    """A tokenizer from "cl100k_base" / "o200k_base" (bpe.reference) or a file (format detected
+    by bpe.formats.load, which receives `options`)."""
+    if isinstance(spec, str) and spec in REFERENCE_NAMES:
+        from bpe.reference import load_tokenizer
+        return load_tokenizer(spec, options.get("progress"))
+    from bpe import formats
+    return formats.load(spec, **options)
+
+
+def train(files_or_iterable, vocab_size: int, pattern: str = "cl100k", special_tokens=(),
+          min_frequency: int = 2, progress=None, num_workers=None, **options) -> Tokenizer:
+    """Train a byte-level BPE tokenizer; see `bpe.training.train` for every option."""
+    from bpe.training import train as _train
+    return _train(files_or_iterable, vocab_size, pattern=pattern, special_tokens=special_tokens,
+                  min_frequency=min_frequency, progress=progress, num_workers=num_workers,
+                  **options)

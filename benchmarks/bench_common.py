@@ -1,0 +1,75 @@
+"""Small helpers shared by the GPU benchmarks: timing, JSON output, table printing.
+
+Timing is triton.testing.do_bench (CUDA events, median of repeats after warm-up). Nothing here
+knows about any kernel.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import platform
+from pathlib import Path
+
+import torch
+
+
+def median_ms(fn, warmup_ms: int = 25, rep_ms: int = 100) -> float:
+    import triton
+    return float(triton.testing.do_bench(fn, warmup=warmup_ms, rep=rep_ms, return_mode="median"))
+
+
+def device_info() -> dict:
+    info = {"date": datetime.date.today().isoformat(), "torch": torch.__version__,
+            "python": platform.python_version()}
+    try:
+        import triton
+        info["triton"] = triton.__version__
+    except ImportError:
+        pass
+    if torch.cuda.is_available():
+        p = torch.cuda.get_device_properties(0)
+        info.update(gpu=p.name, sms=p.multi_processor_count, memory_gib=round(p.total_memory / 2**30, 1))
+    return info
+
+
+def write_json(path: str | None, name: str, rows: list[dict], extra: dict | None = None) -> None:
+    if not path:
+        return
+    doc = {"benchmark": name, "device": device_info(), "rows": rows}
+    if extra:
+        doc.update(extra)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(doc, indent=1))
+
+
+def print_table(rows: list[dict], columns: list[str]) -> None:
+    widths = [max(len(c), *(len(_fmt(r.get(c))) for r in rows)) if rows else len(c) for c in columns]
+    print("  ".join(c.rjust(w) for c, w in zip(columns, widths)))
+    for r in rows:
+        print("  ".join(_fmt(r.get(c)).rjust(w) for c, w in zip(columns, widths)))
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.3g}" if abs(v) < 10 else f"{v:.1f}"
+    return str(v)
+
+
+def paged_layout(ctx_lens: list[int], block_size: int, num_kv_heads: int, head_dim: int,
+                 dtype, device, seed: int = 0):
+    """K/V pools and block tables for sequences of the given lengths, blocks shuffled in the pool."""
+    g = torch.Generator().manual_seed(seed)
+    n_blocks = [(n + block_size - 1) // block_size for n in ctx_lens]
+    total = sum(n_blocks)
+    perm = torch.randperm(total, generator=g)
+    table = torch.full((len(ctx_lens), max(n_blocks)), -1, dtype=torch.int32)
+    used = 0
+    for b, nb in enumerate(n_blocks):
+        table[b, :nb] = perm[used:used + nb].to(torch.int32)
+        used += nb
+    shape = (total, block_size, num_kv_heads, head_dim)
+    k_cache = torch.randn(shape, dtype=dtype, device=device)
+    v_cache = torch.randn(shape, dtype=dtype, device=device)
+    return k_cache, v_cache, table.to(device)

@@ -1,0 +1,137 @@
+"""Prefill attention TFLOP/s: our Triton flash prefill (K/V read through block tables) vs SDPA.
+
+Shapes S = (9 heads, 3 KV heads, dim 64) and L = (32, 8, 128), sequence lengths N in {1k, 4k,
+16k}, bf16, causal and full; about 16k tokens per batch so every size fills the GPU. Baselines:
+torch SDPA with its default backend and with the flash backend only, on contiguous (B, H, N, D)
+tensors with enable_gqa. FLOPs: 4 * N * N * D * Hq per sequence, halved for causal (the
+convention of FlashAttention's papers), the same count for every implementation.
+`--sweep` times a list of tile configurations first and reports the best (the one to keep in
+kernels/flash_prefill.py PREFILL_CONFIGS).
+
+    python benchmarks/prefill_attention.py [--sweep] [--json out.json] [--quick]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import median_ms, paged_layout, print_table, write_json  # noqa: E402
+from kernels.flash_prefill import PREFILL_CONFIGS, flash_prefill  # noqa: E402
+
+SHAPES = {"S": (9, 3, 64), "L": (32, 8, 128)}
+SWEEP = [(128, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 3), (128, 32, 4, 3), (64, 64, 4, 3),
+         (128, 64, 8, 4), (128, 128, 8, 2), (64, 128, 4, 3), (128, 64, 4, 4), (128, 128, 4, 3),
+         (64, 32, 4, 4), (128, 32, 8, 4)]
+
+
+def make_inputs(shape, n, tokens, block_size, dtype=torch.bfloat16):
+    hq, hkv, d = shape
+    b = max(1, tokens // n)
+    k_cache, v_cache, table = paged_layout([n] * b, block_size, hkv, d, dtype, "cuda")
+    q = torch.randn(b * n, hq, d, dtype=dtype, device="cuda")
+    cu = torch.arange(0, (b + 1) * n, n, dtype=torch.int32, device="cuda")
+    ctx = torch.full((b,), n, dtype=torch.int32, device="cuda")
+    return b, q, k_cache, v_cache, cu, ctx, table
+
+
+def ours(shape, n, causal, block_size, tokens, config=None):
+    hq, hkv, d = shape
+    b, q, kc, vc, cu, ctx, table = make_inputs(shape, n, tokens, block_size)
+    out = torch.empty_like(q)
+    fn = lambda: flash_prefill(q, kc, vc, cu, ctx, table, n, d ** -0.5, out=out,  # noqa: E731
+                               config=config, causal=causal)
+    return b, median_ms(fn)
+
+
+def sdpa(shape, n, causal, tokens, backend=None):
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    hq, hkv, d = shape
+    b = max(1, tokens // n)
+    q = torch.randn(b, hq, n, d, dtype=torch.bfloat16, device="cuda")
+    k = torch.randn(b, hkv, n, d, dtype=torch.bfloat16, device="cuda")
+    v = torch.randn(b, hkv, n, d, dtype=torch.bfloat16, device="cuda")
+
+    def fn():
+        return F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=True)
+    if backend is None:
+        return median_ms(fn)
+    be = {"flash": SDPBackend.FLASH_ATTENTION}[backend]
+    try:
+        with sdpa_kernel([be]):
+            return median_ms(fn)
+    except RuntimeError:
+        # This backend refuses GQA on this torch: give it K/V repeated to Hq heads (as it would need).
+        k2, v2 = k.repeat_interleave(hq // hkv, 1), v.repeat_interleave(hq // hkv, 1)
+        with sdpa_kernel([be]):
+            return median_ms(lambda: F.scaled_dot_product_attention(q, k2, v2, is_causal=causal))
+
+
+def tflops(shape, n, b, causal, ms):
+    hq, _, d = shape
+    flops = 4.0 * b * n * n * d * hq * (0.5 if causal else 1.0)
+    return flops / (ms * 1e-3) / 1e12
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--json")
+    ap.add_argument("--sweep", action="store_true")
+    ap.add_argument("--quick", action="store_true", help="N=1k only (a smoke run)")
+    ap.add_argument("--tokens", type=int, default=16384)
+    args = ap.parse_args(argv)
+    if not torch.cuda.is_available():
+        print("prefill_attention: needs a CUDA GPU", file=sys.stderr)
+        return 2
+    sweep_rows = []
+    if args.sweep:
+        for name, shape in SHAPES.items():
+            best = None
+            for cfg in SWEEP:
+                try:
+                    _, ms = ours(shape, 4096, True, 16, args.tokens, cfg)
+                except Exception as e:  # a config the compiler refuses (shared memory)
+                    sweep_rows.append({"shape": name, "config": str(cfg), "error": str(e)[:80]})
+                    continue
+                b = max(1, args.tokens // 4096)
+                t = tflops(shape, 4096, b, True, ms)
+                sweep_rows.append({"shape": name, "config": str(cfg), "tflops": t})
+                if best is None or t > best[1]:
+                    best = (cfg, t)
+            print(f"sweep {name}: best {best}")
+            if best:
+                PREFILL_CONFIGS[shape[2]] = best[0]
+        print_table(sweep_rows, ["shape", "config", "tflops", "error"])
+    rows = []
+    for name, shape in SHAPES.items():
+        for n in ([1024] if args.quick else [1024, 4096, 16384]):
+            for causal in (True, False):
+                b, ms16 = ours(shape, n, causal, 16, args.tokens)
+                _, ms256 = ours(shape, n, causal, 256, args.tokens)
+                ms_def = sdpa(shape, n, causal, args.tokens)
+                ms_fl = sdpa(shape, n, causal, args.tokens, "flash")
+                r = {"shape": name, "N": n, "batch": b, "causal": causal,
+                     "ours_bs16": tflops(shape, n, b, causal, ms16),
+                     "ours_bs256": tflops(shape, n, b, causal, ms256),
+                     "sdpa_default": tflops(shape, n, b, causal, ms_def),
+                     "sdpa_flash": tflops(shape, n, b, causal, ms_fl)}
+                r["ratio_default"] = r["ours_bs16"] / r["sdpa_default"]
+                r["ratio_flash"] = r["ours_bs16"] / r["sdpa_flash"]
+                rows.append(r)
+                print(r, flush=True)
+    cols = ["shape", "N", "batch", "causal", "ours_bs16", "ours_bs256", "sdpa_default",
+            "sdpa_flash", "ratio_default", "ratio_flash"]
+    print_table(rows, cols)
+    write_json(args.json, "prefill_attention", rows,
+               {"unit": "TFLOP/s", "configs": {str(k): v for k, v in PREFILL_CONFIGS.items()},
+                "sweep": sweep_rows})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""Pre-tokenization patterns: the regexes that cut text into pieces before BPE merges them.
+
+GPT2, CL100K and O200K are copied verbatim from tiktoken's current source
+(`tiktoken_ext/openai_public.py`, tiktoken 0.14), including its possessive quantifiers.
+CL100K_2023 is the form cl100k_base shipped with in 2023; it splits trailing whitespace
+differently (`"today\\n "` -> `"today", "\\n "` now, `"today", "\\n", " "` then).
+SMOLLM is the split of the default model (SmolLM2, Hugging Face pre-tokenizer
+`Sequence([Digits(individual_digits=True), ByteLevel(use_regex=True)])`, llama.cpp pre "smollm")
+written as one regex.
+
+All patterns are compiled with the third-party `regex` module, never `re`: the two disagree on
+`\\x1c`-`\\x1f` (whitespace for `re`, not for `regex` or tiktoken). This module does not split
+special tokens out of text; `bpe.tokenizer` does that.
+"""
+from __future__ import annotations
+
+import functools
+
+import regex
+
+GPT2 = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
+
+CL100K = (
+    r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+"""
+    r"""|\s++$|\s*[\r\n]|\s+(?!\S)|\s"""
+)
+
+CL100K_2023 = (
+    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"""
+    r"""|\s*[\r\n]+|\s+(?!\S)|\s+"""
+)
+
+O200K = "|".join(
+    [
+        r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
+        r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
+        r"""\p{N}{1,3}""",
+        r""" ?[^\s\p{L}\p{N}]+[\r\n/]*""",
+        r"""\s*[\r\n]+""",
+        r"""\s+(?!\S)""",
+        r"""\s+""",
+    ]
+)
+
+# Digits one by one, then GPT-2's byte-level regex inside each non-digit run. As one regex the
+# whitespace before a digit must end its piece, hence `\s+(?=\p{N})` before `\s+(?!\S)`.
+SMOLLM = (
+    r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+|\s+(?=\p{N})|\s+(?!\S)|\s+"""
+)
+
+NAMED: dict[str, str] = {
+    "gpt2": GPT2,
+    "r50k": GPT2,
+    "cl100k": CL100K,
+    "cl100k_base": CL100K,
+    "cl100k_2023": CL100K_2023,
+    "o200k": O200K,
+    "o200k_base": O200K,
+    "smollm": SMOLLM,
+}
+
+
+def resolve(name_or_regex: str) -> str:
+    """Return the regex for a known name (case-insensitive), or check and return a user regex.
+
+    Raises ValueError with a one-line message when a user regex does not compile.
+    """
+    if not isinstance(name_or_regex, str) or not name_or_regex:
+        raise ValueError("pattern must be a non-empty string (a name like 'cl100k' or a regex)")
+    known = NAMED.get(name_or_regex.lower())
+    if known is not None:
+        return known
+    try:
+        compiled(name_or_regex)
+    except regex.error as exc:
+        raise ValueError(f"pattern {name_or_regex!r} is neither a known name "
+                         f"({', '.join(sorted(NAMED))}) nor a valid regex: {exc}") from None
+    return name_or_regex
+
+
+def name_of(pattern: str) -> str | None:
+    """The canonical short name of a known pattern string, else None."""
+    for name in ("gpt2", "cl100k", "cl100k_2023", "o200k", "smollm"):
+        if NAMED[name] == pattern:
+            return name
+    return None
+
+
+@functools.lru_cache(maxsize=64)
+def compiled(pattern: str) -> regex.Pattern:
+    """The compiled `regex` pattern (cached: compiling o200k takes milliseconds)."""
+    return regex.compile(pattern)

@@ -1,0 +1,239 @@
+"""FlashAttention forward for prefill over the paged KV cache (Triton).
+
+What it does: for each sequence of a packed, variable-length batch (cu_seqlens_q), every new
+query token attends causally to all of that sequence's keys -- an already-cached prefix plus the
+new tokens, whose K/V were written into the cache before this call -- read through the block
+table. One program computes one tile of BLOCK_M query tokens for one query head:
+
+- online softmax: running row max m and row sum l, the accumulator rescaled by exp2(m_old - m_new)
+  whenever the max grows; the 1/l normalisation happens once, in the epilogue;
+- exp2 with log2(e) folded into the softmax scale (qk_scale = scale * log2(e));
+- GQA without repeating K/V: query head h reads KV head h // (Hq / Hkv);
+- causal work split in two loops: key tiles wholly left of the query tile's first position run
+  without any mask (off-diagonal), the tiles that touch the diagonal run with the causal mask;
+- holes (-1 in the block table, blocks freed by a sliding pattern) are skipped through a per-key
+  bias of 0 / -inf folded into the score scaling (one FMA, no extra pass);
+- MaskSpec patterns (window / stride / sinks): whole key tiles that no query of the tile may see
+  are never loaded (local and StreamingLLM only visit the sink tiles and the window band; atrous
+  visits every tile since a stride below the tile width leaves no tile empty), and the token-level
+  formula of kernels/mask.py masks inside the visited tiles.
+
+What it does not do: write K/V (kernels/kv_write.py), handle decode-only batches fast (that is
+kernels/paged_decode.py), or backward passes. Tile configuration: chosen on an H100 by
+benchmarks/prefill_attention.py (see PREFILL_CONFIGS).
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from kernels.mask import DENSE, MaskSpec
+
+LOG2E = 1.4426950408889634
+
+# head_dim -> (BLOCK_M, BLOCK_N, num_warps, num_stages). Picked on an H100 (2026-11-23) by the
+# sweep in benchmarks/prefill_attention.py; the interpreter (CPU tests) uses small tiles instead.
+PREFILL_CONFIGS = {
+    64: (128, 64, 4, 3),
+    128: (128, 64, 8, 3),
+}
+_INTERPRET_CONFIG = (16, 16, 4, 1)
+
+
+@triton.jit
+def _attend_tile(acc, m_i, l_i, q, q_pos, k_ptrs_base, v_ptrs_base, Table, ks, ctx,
+                 stride_kb, stride_ks, stride_vb, stride_vs, qk_scale,
+                 window, stride, sinks,
+                 offs_d, BS: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
+                 BLOCK_N: tl.constexpr, CAUSAL_MASK: tl.constexpr, PATTERN: tl.constexpr,
+                 DOT_F32: tl.constexpr, PRECISION: tl.constexpr):
+    """One key tile [ks, ks + BLOCK_N): scores, optional mask, online-softmax update."""
+    offs_n = ks + tl.arange(0, BLOCK_N)                                   # (BN,)
+    d_ok = offs_d[None, :] < HEAD_DIM
+    if BS % BLOCK_N == 0:
+        # The whole tile lies in one physical block: one table read, contiguous rows.
+        blk = tl.load(Table + ks // BS)
+        row = blk.to(tl.int64) * stride_kb + ((ks % BS) + tl.arange(0, BLOCK_N)) * stride_ks
+        vrow = blk.to(tl.int64) * stride_vb + ((ks % BS) + tl.arange(0, BLOCK_N)) * stride_vs
+        key_ok = (offs_n < ctx) & ((offs_n * 0 + blk) >= 0)  # broadcast first (interpreter)
+    else:
+        blk = tl.load(Table + offs_n // BS, mask=offs_n < ctx, other=-1)  # (BN,)
+        row = blk.to(tl.int64) * stride_kb + (offs_n % BS) * stride_ks
+        vrow = blk.to(tl.int64) * stride_vb + (offs_n % BS) * stride_vs
+        key_ok = (offs_n < ctx) & (blk >= 0)
+    k = tl.load(k_ptrs_base + row[:, None] + offs_d[None, :],
+                mask=key_ok[:, None] & d_ok, other=0.0)                   # (BN, BD)
+    v = tl.load(v_ptrs_base + vrow[:, None] + offs_d[None, :],
+                mask=key_ok[:, None] & d_ok, other=0.0)                   # (BN, BD)
+    if DOT_F32:  # triton's interpreter multiplies bf16 tiles wrongly: give it float32 tiles
+        k = k.to(tl.float32)
+    bias = tl.where(key_ok, 0.0, float("-inf"))                            # (BN,)
+    s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale + bias[None, :]                  # (BM, BN) log2 units
+    if CAUSAL_MASK:
+        allowed = offs_n[None, :] <= q_pos[:, None]
+        if PATTERN:
+            dist = q_pos[:, None] - offs_n[None, :]
+            pat = (dist < window) | ((stride > 0) & (dist % tl.maximum(stride, 1) == 0))
+            pat = pat | (offs_n[None, :] < sinks)
+            allowed = allowed & pat
+        s = tl.where(allowed, s, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, 1))                                  # (BM,)
+    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+    p = tl.math.exp2(s - m_safe[:, None])                                  # (BM, BN)
+    alpha = tl.math.exp2(m_i - m_safe)                                     # (BM,)
+    l_i = l_i * alpha + tl.sum(p, 1)
+    p = p.to(v.dtype)                                                      # bf16 P, as FA does
+    if DOT_F32:
+        p = p.to(tl.float32)
+        v = v.to(tl.float32)
+    acc = acc * alpha[:, None] + tl.dot(p, v, input_precision=PRECISION)
+    return acc, m_new, l_i
+
+
+@triton.jit
+def _prefill_kernel(
+    Q, K, V, Out, CuSeqQ, CtxLens, Tables,
+    stride_qt, stride_qh, stride_kb, stride_ks, stride_kh, stride_vb, stride_vs, stride_vh,
+    stride_ot, stride_oh, stride_tb,
+    qk_scale, seq_offset, window, stride, sinks,
+    GROUP: tl.constexpr, BS: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PATTERN: tl.constexpr, WINDOW_ONLY: tl.constexpr,
+    CAUSAL: tl.constexpr, DOT_F32: tl.constexpr, PRECISION: tl.constexpr,
+):
+    h = tl.program_id(0)
+    b = tl.program_id(2) + seq_offset
+    q_start = tl.load(CuSeqQ + b)
+    q_len = tl.load(CuSeqQ + b + 1) - q_start
+    num_m_tiles = tl.cdiv(q_len, BLOCK_M)
+    m_tile = num_m_tiles - 1 - tl.program_id(1)      # heaviest (last) tiles launch first
+    if m_tile < 0:
+        return
+    ctx = tl.load(CtxLens + b)
+    prefix = ctx - q_len                              # logical position of the first new token
+    offs_m = m_tile * BLOCK_M + tl.arange(0, BLOCK_M)                      # (BM,) new-token index
+    offs_d = tl.arange(0, BLOCK_D)
+    q_pos = prefix + offs_m                                                # (BM,) logical positions
+    m_ok = offs_m < q_len
+    q = tl.load(Q + (q_start + offs_m).to(tl.int64)[:, None] * stride_qt + h * stride_qh
+                + offs_d[None, :], mask=m_ok[:, None] & (offs_d[None, :] < HEAD_DIM), other=0.0)
+    if DOT_F32:
+        q = q.to(tl.float32)
+    kvh = h // GROUP
+    k_base = K + kvh * stride_kh
+    v_base = V + kvh * stride_vh
+    table = Tables + b.to(tl.int64) * stride_tb
+    q_lo = prefix + m_tile * BLOCK_M                  # first query position of the tile
+    q_end = tl.minimum(q_lo + BLOCK_M, ctx)           # one past the last valid query position
+
+    m_i = tl.full((BLOCK_M,), float("-inf"), tl.float32)
+    l_i = tl.zeros((BLOCK_M,), tl.float32)
+    acc = tl.zeros((BLOCK_M, BLOCK_D), tl.float32)
+
+    if not CAUSAL:
+        # Full (bidirectional) attention: only for benchmarks against non-causal SDPA.
+        for ks in range(0, ctx, BLOCK_N):
+            acc, m_i, l_i = _attend_tile(acc, m_i, l_i, q, q_pos, k_base, v_base, table, ks, ctx,
+                                         stride_kb, stride_ks, stride_vb, stride_vs, qk_scale,
+                                         window, stride, sinks, offs_d, BS, HEAD_DIM, BLOCK_D,
+                                         BLOCK_N, False, False, DOT_F32, PRECISION)
+    elif not PATTERN:
+        # Off-diagonal tiles: every key <= every query of the tile, no mask at all.
+        full_end = ((q_lo + 1) // BLOCK_N) * BLOCK_N
+        for ks in range(0, full_end, BLOCK_N):
+            acc, m_i, l_i = _attend_tile(acc, m_i, l_i, q, q_pos, k_base, v_base, table, ks, ctx,
+                                         stride_kb, stride_ks, stride_vb, stride_vs, qk_scale,
+                                         window, stride, sinks, offs_d, BS, HEAD_DIM, BLOCK_D,
+                                         BLOCK_N, False, False, DOT_F32, PRECISION)
+        # Diagonal tiles: causal mask.
+        for ks in range(full_end, q_end, BLOCK_N):
+            acc, m_i, l_i = _attend_tile(acc, m_i, l_i, q, q_pos, k_base, v_base, table, ks, ctx,
+                                         stride_kb, stride_ks, stride_vb, stride_vs, qk_scale,
+                                         window, stride, sinks, offs_d, BS, HEAD_DIM, BLOCK_D,
+                                         BLOCK_N, True, False, DOT_F32, PRECISION)
+    else:
+        # Sparse pattern: the sink tiles, then the band of tiles some query of the tile may see.
+        sink_end = tl.minimum(tl.cdiv(sinks, BLOCK_N) * BLOCK_N, q_end)
+        band_lo = sink_end
+        if WINDOW_ONLY:
+            band_lo = tl.maximum(sink_end, (tl.maximum(q_lo - window + 1, 0) // BLOCK_N) * BLOCK_N)
+        for ks in range(0, sink_end, BLOCK_N):
+            acc, m_i, l_i = _attend_tile(acc, m_i, l_i, q, q_pos, k_base, v_base, table, ks, ctx,
+                                         stride_kb, stride_ks, stride_vb, stride_vs, qk_scale,
+                                         window, stride, sinks, offs_d, BS, HEAD_DIM, BLOCK_D,
+                                         BLOCK_N, True, True, DOT_F32, PRECISION)
+        for ks in range(band_lo, q_end, BLOCK_N):
+            acc, m_i, l_i = _attend_tile(acc, m_i, l_i, q, q_pos, k_base, v_base, table, ks, ctx,
+                                         stride_kb, stride_ks, stride_vb, stride_vs, qk_scale,
+                                         window, stride, sinks, offs_d, BS, HEAD_DIM, BLOCK_D,
+                                         BLOCK_N, True, True, DOT_F32, PRECISION)
+
+    out = acc / l_i[:, None]                          # epilogue: the one 1/l normalisation
+    tl.store(Out + (q_start + offs_m).to(tl.int64)[:, None] * stride_ot + h * stride_oh
+             + offs_d[None, :], out.to(Out.dtype.element_ty),
+             mask=m_ok[:, None] & (offs_d[None, :] < HEAD_DIM))
+
+
+def _interpreting() -> bool:
+    return triton.knobs.runtime.interpret if hasattr(triton, "knobs") else False
+
+
+def flash_prefill(
+    q: torch.Tensor,             # (T, Hq, D)
+    k_cache: torch.Tensor,       # (NB, BS, Hkv, D)
+    v_cache: torch.Tensor,       # (NB, BS, Hkv, D)
+    cu_seqlens_q: torch.Tensor,  # (B+1,) int32
+    context_lens: torch.Tensor,  # (B,) int32
+    block_tables: torch.Tensor,  # (B, max_blocks) int32
+    max_q_len: int,
+    scale: float,
+    mask: MaskSpec = DENSE,
+    out: torch.Tensor | None = None,  # (T, Hq, D)
+    first_seq: int = 0,          # sequences before this one are skipped (decodes, done elsewhere)
+    config: tuple[int, int, int, int] | None = None,  # (BLOCK_M, BLOCK_N, warps, stages)
+    causal: bool = True,         # False: every new token sees every key (benchmarks only)
+) -> torch.Tensor:
+    T, Hq, D = q.shape
+    NB, BS, Hkv, _ = k_cache.shape
+    if out is None:
+        out = torch.empty_like(q)
+    num_seqs = context_lens.shape[0] - first_seq
+    if num_seqs <= 0 or max_q_len <= 0 or T == 0:
+        return out
+    if q.stride(-1) != 1 or k_cache.stride(-1) != 1 or v_cache.stride(-1) != 1 or out.stride(-1) != 1:
+        raise ValueError("flash_prefill needs the head dimension contiguous in q, caches and out")
+    if config is None:
+        config = _INTERPRET_CONFIG if _interpreting() else PREFILL_CONFIGS.get(
+            D, PREFILL_CONFIGS[128])
+    block_m, block_n, warps, stages = config
+    pattern = not mask.is_dense
+    grid = (Hq, triton.cdiv(max_q_len, block_m), num_seqs)
+    _prefill_kernel[grid](
+        q, k_cache, v_cache, out, cu_seqlens_q, context_lens, block_tables,
+        q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
+        v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
+        out.stride(0), out.stride(1), block_tables.stride(0),
+        scale * LOG2E, first_seq, mask.window, mask.stride, mask.sinks,
+        GROUP=Hq // Hkv, BS=BS, HEAD_DIM=D, BLOCK_D=triton.next_power_of_2(D),
+        BLOCK_M=block_m, BLOCK_N=block_n, PATTERN=pattern,
+        WINDOW_ONLY=pattern and mask.window > 0 and mask.stride == 0, CAUSAL=causal,
+        DOT_F32=_interpreting() and q.dtype != torch.float32,
+        PRECISION="ieee" if q.dtype == torch.float32 else "tf32",  # fp32 stays fp32
+        num_warps=warps, num_stages=stages,
+    )
+    return out
+
+
+def prefill_flops(q_lens: list[int], ctx_lens: list[int], num_heads: int, head_dim: int,
+                  causal: bool = True) -> float:
+    """Matmul FLOPs of attention (4 * q * k * d per head), counting only visible pairs if causal."""
+    total = 0.0
+    for q_len, n in zip(q_lens, ctx_lens):
+        if causal:
+            prefix = n - q_len
+            pairs = q_len * prefix + q_len * (q_len + 1) / 2
+        else:
+            pairs = q_len * n
+        total += 4.0 * pairs * head_dim * num_heads
+    return total
+

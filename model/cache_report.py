@@ -1,0 +1,68 @@
+"""Build the plain-data `CacheReport` from the block manager and the live sequences.
+
+Definitions (what the inspector and the benchmarks show):
+- kv_bytes_in_use: blocks with at least one owner (USED or SHARED) x bytes per block; a shared
+  block counts once, because it is stored once.
+- kv_bytes_wasted: slots of those blocks not holding a token (K/V not written), in bytes. A block
+  holds as many tokens as its fullest owner has computed in it.
+- reserved_bytes_equivalent: what a contiguous cache that reserves each live sequence's maximum
+  length up front would hold: min(prompt + max_tokens, max_model_len) tokens per sequence (each
+  parallel sample its own copy, no sharing), x bytes per token. This is the reservation the seeds
+  describe for pre-paging systems (reserve for the longest possible output).
+This module only reads; it changes no state.
+"""
+from __future__ import annotations
+
+from model.block_manager import BlockManager
+from model.reports import CACHED, FREE, SHARED, USED, CacheReport, SequenceReport
+from model.sequence import Sequence
+
+
+def block_fill(bm: BlockManager, seqs: list[Sequence]) -> dict[int, int]:
+    """Physical block -> tokens written in it (max over its owners)."""
+    filled: dict[int, int] = {}
+    bs = bm.block_size
+    for s in seqs:
+        if not bm.has(s.seq_id):
+            continue
+        for i, b in enumerate(bm.table(s.seq_id)):
+            if b >= 0:
+                n = min(bs, max(0, s.num_computed - i * bs))
+                filled[b] = max(filled.get(b, 0), n)
+    return filled
+
+
+def sequence_reports(bm: BlockManager, seqs: list[Sequence]) -> list[SequenceReport]:
+    out = []
+    for s in seqs:
+        table = list(bm.table(s.seq_id)) if bm.has(s.seq_id) else []
+        holes = sum(1 for b in table if b < 0)
+        out.append(SequenceReport(
+            seq_id=s.seq_id, request_id=s.request_id, status=s.status.value,
+            prompt_len=len(s.prompt_ids), output_len=len(s.output_ids),
+            num_cached_tokens=s.num_cached_tokens, block_table=table,
+            kv_tokens=max(0, s.num_computed - holes * bm.block_size) if table else 0))
+    return out
+
+
+def cache_report(bm: BlockManager, seqs: list[Sequence], bytes_per_block: int, max_model_len: int,
+                 preemptions: int) -> CacheReport:
+    filled = block_fill(bm, seqs)
+    blocks = bm.block_infos(filled)
+    counts = {FREE: 0, CACHED: 0, USED: 0, SHARED: 0}
+    for info in blocks:
+        counts[info.state] += 1
+    bs = bm.block_size
+    per_token = bytes_per_block // bs
+    owned = [info for info in blocks if info.state in (USED, SHARED)]
+    wasted_slots = sum(bs - filled.get(info.block_id, 0) for info in owned)
+    reserved_tokens = sum(min(s.num_tokens - len(s.output_ids) + s.params.max_tokens, max_model_len)
+                          for s in seqs if not s.is_finished)
+    return CacheReport(
+        num_blocks=bm.num_blocks, block_size=bs, bytes_per_block=bytes_per_block,
+        num_free=counts[FREE], num_cached=counts[CACHED], num_used=counts[USED],
+        num_shared=counts[SHARED], blocks=blocks,
+        kv_bytes_in_use=len(owned) * bytes_per_block,
+        kv_bytes_wasted=wasted_slots * per_token,
+        reserved_bytes_equivalent=reserved_tokens * per_token,
+        prefix_hits=bm.prefix_hits, prefix_queries=bm.prefix_queries, preemptions=preemptions)

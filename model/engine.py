@@ -1,0 +1,362 @@
+"""The inference engine: requests in, one batched forward per step, tokens and reports out.
+
+`Engine.step()` asks the scheduler (model/scheduler.py) what runs, performs copy-on-write block
+copies, builds one `AttentionBatch` of every scheduled sequence (decodes first, then prefill
+chunks of any length; one forward per distinct attention mask when requests use different
+patterns), runs the model, samples (model/sampler.py), appends tokens, applies stop rules (EOS,
+stop ids, stop strings, max tokens, context end), frees finished sequences, evicts blocks that
+sliding patterns no longer need (model/streaming.py), and returns a plain-data `StepReport`.
+
+Parallel sampling (n > 1): sample 0 prefills the prompt; when the prompt's logits arrive it is
+forked into n - 1 children sharing all its blocks, and each draws its first token from the same
+logits with its own generator (seed + sample index). Later writes into the shared last block copy
+it first (block manager). Errors in one request (empty prompt, too long, bad ids) finish that
+request with finish_reason "error"; the engine keeps serving the others.
+This module does not know about the UI; the UI reads the reports.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+import torch
+
+from model import sampler as sampling
+from model import streaming
+from model.batch import AttentionBatch
+from model.block_manager import BlockManager
+from model.cache_report import cache_report, sequence_reports
+from model.engine_config import CPU_KV_BYTES_DEFAULT, EngineConfig
+from model.kv_cache import KVCache, bytes_per_block
+from model.reports import CacheReport, RequestOutput, StepReport
+from model.sampling_params import SamplingParams
+from model.scheduler import ScheduledSeq, Scheduler
+from model.sequence import Request, Sequence, SeqStatus, TextState
+from model.sparsity import AttentionPattern, parse_pattern
+
+
+class RequestError(RuntimeError):
+    """A request finished with an error (raised by the convenience `generate`)."""
+
+
+class Engine:
+    def __init__(self, loaded, config: EngineConfig | None = None) -> None:
+        self.config = config = config or EngineConfig()
+        self.loaded = loaded
+        self.model = loaded.model
+        self.model_config = mc = loaded.config
+        self.tokenizer = loaded.tokenizer
+        self.device = torch.device(loaded.device)
+        self.max_model_len = min(config.max_model_len or mc.max_position, mc.max_position)
+        num_blocks = config.num_blocks or self._blocks_from_budget()
+        self.kv = KVCache(mc.num_layers, num_blocks, config.block_size, mc.num_kv_heads,
+                          mc.head_dim, loaded.dtype, self.device)
+        self.bm = BlockManager(num_blocks, config.block_size, config.enable_prefix_caching)
+        self.scheduler = Scheduler(self.bm, config.max_num_batched_tokens, config.max_num_seqs,
+                                   config.enable_chunked_prefill)
+        self.pattern: AttentionPattern = parse_pattern(config.attention)
+        self.requests: dict[int, Request] = {}
+        self._pending: list[RequestOutput] = []      # outputs decided outside step (abort, errors)
+        self._next_request = 0
+        self._next_seq = 0
+        self._step = 0
+
+    @classmethod
+    def from_path(cls, path: str | None = None, progress=None, **fields) -> "Engine":
+        from model.loader import load_model
+        config = EngineConfig(**fields)
+        loaded = load_model(path, config.dtype, config.device, progress=progress)
+        return cls(loaded, config)
+
+    def _blocks_from_budget(self) -> int:
+        mc, cfg = self.model_config, self.config
+        per_block = bytes_per_block(mc.num_layers, mc.num_kv_heads, mc.head_dim, self.loaded.dtype,
+                                    cfg.block_size)
+        budget = cfg.kv_cache_bytes
+        if budget is None and self.device.type == "cuda":
+            free, total = torch.cuda.mem_get_info(self.device)
+            # What this process may still take: util x total minus what is already used by anyone.
+            budget = int(cfg.gpu_memory_utilization * total - (total - free))
+            if budget < per_block:
+                raise RuntimeError(f"no GPU memory left for the KV cache (free {free / 2**30:.2f} GiB "
+                                   f"of {total / 2**30:.2f} GiB); lower the load or raise "
+                                   "gpu_memory_utilization")
+        elif budget is None:
+            budget = CPU_KV_BYTES_DEFAULT
+        return max(1, budget // per_block)
+
+    # ---- requests ------------------------------------------------------------------------------
+    def add_request(self, prompt_ids: list[int], params: SamplingParams | None = None,
+                    pattern: str | None = None) -> int:
+        params = params or SamplingParams()
+        rid = self._next_request
+        self._next_request += 1
+        req = Request(rid, list(prompt_ids), params)
+        self.requests[rid] = req
+        seq = self._new_seq(req, 0)
+        error = None
+        try:
+            seq.pattern = parse_pattern(pattern) if pattern is not None else self.pattern
+        except ValueError as e:
+            seq.pattern, error = self.pattern, str(e)
+        if error is None:
+            error = self._check_prompt(req.prompt_ids, params, seq.pattern)
+        seq.cacheable = not seq.pattern.evicts
+        if error is not None:
+            self._finish(seq, "error", error=error)
+        else:
+            self.scheduler.add(seq)
+        return rid
+
+    def _check_prompt(self, ids: list[int], params: SamplingParams, pattern: AttentionPattern) -> str | None:
+        V = self.model_config.vocab_size
+        if not ids:
+            return "empty prompt: at least one token is needed"
+        bad = [t for t in ids if not isinstance(t, int) or not 0 <= t < V]
+        if bad:
+            return f"prompt token id {bad[0]!r} is outside the vocabulary (0..{V - 1})"
+        if pattern.evicts:
+            if params.n > 1:
+                return "parallel sampling (n > 1) with a sliding attention pattern is not supported"
+            return None
+        if len(ids) >= self.max_model_len:
+            return (f"prompt of {len(ids)} tokens does not fit the context of {self.max_model_len} "
+                    f"tokens (one more is needed to generate)")
+        if self.bm.blocks_for(len(ids) + 1) > self.bm.num_blocks:
+            return (f"prompt of {len(ids)} tokens needs more than the whole KV cache "
+                    f"({self.bm.num_blocks} blocks of {self.bm.block_size} tokens)")
+        return None
+
+    def _new_seq(self, req: Request, index: int) -> Sequence:
+        seq = Sequence(self._next_seq, req.request_id, list(req.prompt_ids), req.params,
+                       sample_index=index, arrival_time=req.arrival_time)
+        self._next_seq += 1
+        seq.generator = sampling.make_generator(req.params.seed, index, self.device)
+        decoder = self.tokenizer.stream_decoder() if self.tokenizer is not None else None
+        seq.text = TextState(decoder, req.params.stop)
+        req.seqs.append(seq)
+        return seq
+
+    def abort(self, request_id: int) -> None:
+        req = self.requests.get(request_id)
+        if req is None:
+            return
+        for seq in req.seqs:
+            if not seq.is_finished:
+                self._finish(seq, "abort")
+
+    def has_unfinished(self) -> bool:
+        return self.scheduler.has_work() or bool(self._pending)
+
+    def set_pattern(self, spec: str) -> None:
+        self.pattern = parse_pattern(spec)
+
+    # ---- one step --------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def step(self) -> StepReport:
+        t0 = time.perf_counter()
+        sched = self.scheduler.schedule()
+        for seq in sched.outgrown:
+            if seq.output_ids:
+                self._finish(seq, "length")
+            else:
+                self._finish(seq, "error", error=f"sequence of {seq.num_tokens} tokens needs more "
+                             f"than the whole KV cache ({self.bm.num_blocks} blocks)")
+        for src, dst in sched.copies:
+            self.kv.copy_block(src, dst)
+        groups: dict[object, list[ScheduledSeq]] = {}
+        for item in sched.scheduled:
+            groups.setdefault(item.seq.pattern.spec, []).append(item)
+        rows: list[tuple[Sequence, torch.Tensor]] = []
+        for spec, items in groups.items():
+            rows += self._forward(items, spec)
+        for item in sched.scheduled:
+            item.seq.num_computed = item.end
+            self.bm.commit(item.seq.seq_id, item.seq.all_ids, item.seq.num_computed)
+        now = time.perf_counter()
+        ttft = self._sample_and_append(rows, now)
+        for item in sched.scheduled:
+            if not item.seq.is_finished and item.seq.pattern.evicts:
+                self._evict(item.seq)
+        dt = time.perf_counter() - t0
+        outputs, self._pending = self._pending, []
+        outputs += self._collect_outputs()
+        self._step += 1
+        live = self._live_seqs()
+        return StepReport(
+            step=self._step, outputs=outputs, num_prefill_tokens=sched.num_prefill_tokens,
+            num_decode_tokens=sched.num_decode_tokens, step_time_s=dt,
+            prefill_tokens_per_s=sched.num_prefill_tokens / dt if dt > 0 else 0.0,
+            decode_tokens_per_s=sched.num_decode_tokens / dt if dt > 0 else 0.0,
+            ttft_s=ttft, inter_token_latency_s=dt if sched.num_decode_tokens else 0.0,
+            sequences=sequence_reports(self.bm, live), cache=self._cache_report(live),
+            num_running=len(self.scheduler.running), num_waiting=len(self.scheduler.waiting))
+
+    def _forward(self, items: list[ScheduledSeq], spec) -> list[tuple[Sequence, torch.Tensor]]:
+        batch, input_ids = self._build_batch(items, spec)
+        hidden = self.model(input_ids, batch, self.kv)                               # (T, H)
+        need = [it.seq for it in items if it.needs_logits]
+        if not need:
+            return []
+        logits = self.model.compute_logits(hidden[batch.logits_indices])            # (N, V) f32
+        return list(zip(need, logits.unbind(0)))
+
+    def _build_batch(self, items: list[ScheduledSeq], spec) -> tuple[AttentionBatch, torch.Tensor]:
+        ids, positions, slots, cu, ctx, tables, logit_rows = [], [], [], [0], [], [], []
+        bs = self.bm.block_size
+        for it in items:
+            seq = it.seq
+            table = self.bm.table(seq.seq_id)
+            offset = streaming.rope_offset(table, it.start, bs) if seq.pattern.evicts else 0
+            ids += seq.all_ids[it.start:it.end]
+            positions += range(it.start - offset, it.end - offset)
+            slots += self.bm.slot_mapping(seq.seq_id, it.start, it.end)
+            cu.append(cu[-1] + it.num_tokens)
+            ctx.append(it.end)
+            tables.append(table)
+            if it.needs_logits:
+                logit_rows.append(cu[-1] - 1)
+        width = max(len(t) for t in tables)
+        dev = self.device
+        as_t = lambda x, dt: torch.tensor(x, dtype=dt, device=dev)  # noqa: E731
+        batch = AttentionBatch(
+            positions=as_t(positions, torch.int64), slot_mapping=as_t(slots, torch.int64),
+            cu_seqlens_q=as_t(cu, torch.int32), context_lens=as_t(ctx, torch.int32),
+            block_tables=as_t([t + [-1] * (width - len(t)) for t in tables], torch.int32),
+            max_q_len=max(it.num_tokens for it in items), max_context_len=max(ctx), mask=spec,
+            num_decodes=sum(1 for it in items if it.num_tokens == 1),
+            logits_indices=as_t(logit_rows, torch.int64))
+        return batch, as_t(ids, torch.int64)
+
+    def _sample_and_append(self, rows: list[tuple[Sequence, torch.Tensor]], now: float) -> dict[int, float]:
+        expanded: list[tuple[Sequence, torch.Tensor]] = []
+        for seq, row in rows:
+            if seq.is_finished:          # aborted meanwhile
+                continue
+            expanded.append((seq, row))
+            req = self.requests[seq.request_id]
+            if req.params.n > 1 and not req.forked:
+                req.forked = True
+                for i in range(1, req.params.n):
+                    child = self._new_seq(req, i)
+                    child.pattern, child.cacheable = seq.pattern, seq.cacheable
+                    child.num_computed = seq.num_computed
+                    child.num_cached_tokens = seq.num_cached_tokens
+                    self.bm.fork(seq.seq_id, child.seq_id)
+                    self.scheduler.add_running(child)
+                    expanded.append((child, row))
+        if not expanded:
+            return {}
+        logits = torch.stack([r for _, r in expanded])                                   # (N, V)
+        seqs = [s for s, _ in expanded]
+        tokens = sampling.sample(logits, [s.params for s in seqs], [s.generator for s in seqs],
+                                 [s.all_ids if s.params.repetition_penalty != 1.0 else [] for s in seqs])
+        ttft: dict[int, float] = {}
+        for seq, tok in zip(seqs, tokens):
+            seq.output_ids.append(tok)
+            if seq.first_token_time is None:
+                seq.first_token_time = now
+                ttft.setdefault(seq.request_id, now - seq.arrival_time)
+            seq.last_token_time = now
+            seq.new_tokens.append(tok)
+            self._check_stop(seq, tok)
+        return ttft
+
+    def _check_stop(self, seq: Sequence, tok: int) -> None:
+        p = seq.params
+        eos = () if p.ignore_eos else self.model_config.eos_token_ids
+        if tok in eos or tok in p.stop_token_ids:
+            self._finish(seq, "stop")
+            return
+        seq.delta = seq.delta + seq.text.push(tok)
+        if seq.text.stopped:
+            self._finish(seq, "stop", flush=False)
+        elif len(seq.output_ids) >= p.max_tokens:
+            self._finish(seq, "length")
+        elif not seq.pattern.evicts and seq.num_tokens >= self.max_model_len:
+            self._finish(seq, "length")
+
+    def _finish(self, seq: Sequence, reason: str, error: str | None = None, flush: bool = True) -> None:
+        if flush and seq.text is not None:
+            seq.delta = seq.delta + seq.text.finish()
+        seq.status = SeqStatus.FINISHED
+        seq.finish_reason = reason
+        seq.error = error
+        self.scheduler.remove(seq)
+        seq.just_finished = True
+        if reason in ("abort", "error"):
+            self._pending.append(self._output(seq))
+
+    def _output(self, seq: Sequence) -> RequestOutput:
+        out = RequestOutput(request_id=seq.request_id, new_token_ids=seq.new_tokens,
+                            text_delta=seq.delta, finished=seq.is_finished,
+                            finish_reason=seq.finish_reason, error=seq.error,
+                            sample_index=seq.sample_index)
+        seq.new_tokens, seq.delta, seq.just_finished = [], "", False
+        return out
+
+    def _collect_outputs(self) -> list[RequestOutput]:
+        outs = []
+        for rid in list(self.requests):
+            req = self.requests[rid]
+            for seq in req.seqs:
+                if seq.new_tokens or seq.just_finished:
+                    outs.append(self._output(seq))
+            if req.is_finished:
+                del self.requests[rid]
+        return outs
+
+    def _evict(self, seq: Sequence) -> None:
+        table = self.bm.table(seq.seq_id)
+        plan = streaming.plan_eviction(seq.pattern.spec, table, seq.num_computed, self.bm.block_size)
+        if plan.empty:
+            return
+        self.bm.free_logical(seq.seq_id, plan.freed_logical)
+        for delta, ids in plan.rerotate:
+            streaming.rerotate_keys(self.kv, ids, delta, self.model.rope_cos, self.model.rope_sin)
+
+    # ---- reports and conveniences ----------------------------------------------------------------
+    def _live_seqs(self) -> list[Sequence]:
+        return [s for req in self.requests.values() for s in req.seqs if not s.is_finished]
+
+    def _cache_report(self, live: list[Sequence]) -> CacheReport:
+        return cache_report(self.bm, live, self.kv.bytes_per_block, self.max_model_len,
+                            self.scheduler.num_preemptions)
+
+    def cache_report(self) -> CacheReport:
+        return self._cache_report(self._live_seqs())
+
+    def stream(self, prompt_ids: list[int], params: SamplingParams | None = None,
+               pattern: str | None = None,
+               on_report: Callable[[StepReport], None] | None = None) -> Iterator[RequestOutput]:
+        """Run the engine until this request finishes, yielding its outputs as they come."""
+        rid = self.add_request(prompt_ids, params, pattern)
+        done = False
+        while not done:
+            report = self.step()
+            if on_report is not None:
+                on_report(report)
+            for out in report.outputs:
+                if out.request_id == rid:
+                    yield out
+            done = rid not in self.requests and not any(o.request_id == rid for o in self._pending)
+
+    def generate(self, prompt_ids: list[int], params: SamplingParams | None = None,
+                 on_report: Callable[[StepReport], None] | None = None,
+                 pattern: str | None = None) -> list[int]:
+        """Token ids of sample 0 (ids of all samples: use `stream`). Raises RequestError on error."""
+        ids: list[int] = []
+        for out in self.stream(prompt_ids, params, pattern, on_report):
+            if out.error:
+                raise RequestError(out.error)
+            if out.sample_index == 0:
+                ids += out.new_token_ids
+        return ids
+
+    def attention_weights(self, prompt_ids: list[int], layer: int, head: int) -> list[list[float]]:
+        """One head's attention matrix over a prompt under the engine's pattern (reference path)."""
+        if not prompt_ids:
+            raise ValueError("attention_weights needs at least one token")
+        probs = self.model.attention_probs(prompt_ids, layer, head, mask=self.pattern.spec,
+                                           block_size=self.bm.block_size)
+        return probs.float().cpu().tolist()

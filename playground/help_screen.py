@@ -1,0 +1,49 @@
+"""F1 help: what each tab shows and every key binding (read from the app's bindings)."""
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Markdown
+
+VIEWS_HELP = """\
+# LLM playground
+
+**Chat**: talk to the model through its chat template. The side panel holds the system prompt and
+the sampling settings; the strip under the conversation shows time to first token, prefill and
+decode speed (sparkline: recent decode steps), tokens in and out, the KV blocks this chat holds and
+the prompt tokens served by the prefix cache. Esc stops an answer and keeps its text.
+
+**Tokenizers**: the same text split by the model's tokenizer, cl100k_base, o200k_base, tokenizers
+you train and SentencePiece models you add. Colour = token id; `·` is a space, `↵` a newline.
+Click a token for its id, bytes and merges.
+
+**KV cache**: every physical block of the paged cache: grey free, yellow cached (prefix cache,
+evictable), green used, accent shared. Hover for owners and reference count. *Load* starts
+synthetic requests to watch continuous batching allocate, share, preempt and free.
+
+**Attention**: the mask of an attention pattern and the real attention weights of one layer and
+head for the last prompt. *Apply* sends the pattern to the engine for the next requests.
+
+Ctrl+P opens the command palette with every action below.
+"""
+
+
+class HelpScreen(ModalScreen[None]):
+    BINDINGS = [Binding("escape,f1", "dismiss", "Close help", id="help.close")]
+    DEFAULT_CSS = """
+    HelpScreen { align: center middle; }
+    HelpScreen > VerticalScroll { width: 90; height: 85%; border: thick $primary; background: $surface; }
+    """
+
+    def __init__(self, bindings: list[Binding]) -> None:
+        super().__init__()
+        self._bindings = bindings
+
+    def compose(self) -> ComposeResult:
+        rows = ["| key | action | id |", "| --- | --- | --- |"]
+        for b in self._bindings:
+            rows.append(f"| `{b.key}` | {b.description} | `{b.id}` |")
+        with VerticalScroll():
+            yield Markdown(VIEWS_HELP + "\n## Keys\n\n" + "\n".join(rows))

@@ -1,0 +1,75 @@
+"""Token ids -> display spans: whole characters only, whitespace made visible, a stable colour per id.
+
+A byte-level BPE token can end in the middle of a UTF-8 character (an emoji or a CJK character is
+often two or three tokens). `group_spans` joins such tokens into one span, so nothing on screen
+shows half a character; `render_spans` turns spans into a Rich `Text` whose background colour
+depends only on the first token id of the span (the same id keeps its colour everywhere).
+
+It does not tokenize: callers pass ids and a `id -> bytes` function (bpe.Tokenizer.id_to_bytes or
+a SentencePiece adapter).
+"""
+from __future__ import annotations
+
+import colorsys
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+from rich.style import Style
+from rich.text import Text
+
+VISIBLE_WS = {" ": "·", "\t": "→", "\n": "↵\n", "\r": "␍"}
+
+
+@dataclass(frozen=True)
+class Span:
+    text: str                 # the decoded characters (complete UTF-8 only, U+FFFD for invalid bytes)
+    ids: tuple[int, ...]      # the token ids that produced them (several when a character is split)
+    nbytes: int
+
+
+def group_spans(ids: Iterable[int], id_to_bytes: Callable[[int], bytes]) -> list[Span]:
+    """Group consecutive tokens until their bytes end on a UTF-8 character boundary."""
+    spans: list[Span] = []
+    buf = b""
+    group: list[int] = []
+    for tid in ids:
+        buf += id_to_bytes(tid)
+        group.append(tid)
+        try:
+            text = buf.decode("utf-8")
+        except UnicodeDecodeError as err:
+            # an incomplete character at the very end: wait for the next token to finish it
+            if err.reason == "unexpected end of data" and len(group) < 8:
+                continue
+            text = buf.decode("utf-8", errors="replace")
+        spans.append(Span(text, tuple(group), len(buf)))
+        buf, group = b"", []
+    if group:
+        spans.append(Span(buf.decode("utf-8", errors="replace"), tuple(group), len(buf)))
+    return spans
+
+
+def id_colour(token_id: int) -> str:
+    """A light background colour that depends only on the id (golden-ratio hue walk)."""
+    hue = (token_id * 0.6180339887) % 1.0
+    r, g, b = colorsys.hls_to_rgb(hue, 0.78, 0.55)
+    return f"#{int(r * 255):02x}{int(g * 255):02x}{int(b * 255):02x}"
+
+
+def visible(text: str) -> str:
+    return "".join(VISIBLE_WS.get(ch, ch) for ch in text)
+
+
+def render_spans(spans: list[Span], selected: int | None = None,
+                 click_action: str | None = None, show_whitespace: bool = True) -> Text:
+    """Rich Text with one coloured run per span; `click_action` (e.g. "pick") makes span i
+    clickable as the action `pick(i)` of the widget that shows the text."""
+    out = Text(no_wrap=False)
+    for i, span in enumerate(spans):
+        style = Style(color="black", bgcolor=id_colour(span.ids[0]) if span.ids else None)
+        if i == selected:
+            style = Style(color="white", bgcolor="#c0392b", bold=True)
+        if click_action:
+            style += Style.from_meta({"@click": f"{click_action}({i})"})
+        out.append(visible(span.text) if show_whitespace else span.text, style)
+    return out

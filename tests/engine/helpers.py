@@ -1,0 +1,77 @@
+"""Test helper: a tiny random Llama (our LlamaForCausalLM, float32) wrapped as a LoadedModel, with
+a byte-level tokenizer (ids 0..255 = bytes), so engine tests run in well under a second per case.
+Not product code."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+import bpe
+from model.config import ModelConfig
+from model.engine import Engine
+from model.engine_config import EngineConfig
+from model.llama import LlamaForCausalLM
+from model.loader import LoadedModel
+from model.weights import expected_shapes
+
+EOS = 256
+
+
+def tiny_config(**over) -> ModelConfig:
+    fields = dict(vocab_size=260, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4,
+                  num_kv_heads=2, head_dim=8, max_position=512, rope_theta=10000.0,
+                  tie_word_embeddings=True, eos_token_ids=(EOS,))
+    fields.update(over)
+    return ModelConfig(**fields)
+
+
+def byte_tokenizer() -> bpe.Tokenizer:
+    vocab = {i: bytes([i]) for i in range(256)}
+    vocab.update({256: b"<eos>", 257: b"<a>", 258: b"<b>", 259: b"<c>"})
+    return bpe.Tokenizer(bpe.patterns.GPT2, vocab, None,
+                         {"<eos>": 256, "<a>": 257, "<b>": 258, "<c>": 259}, name="bytes")
+
+
+def tiny_loaded(seed: int = 0, **over) -> LoadedModel:
+    cfg = tiny_config(**over)
+    g = torch.Generator().manual_seed(seed)
+    shapes = expected_shapes(cfg)
+    # Large embedding scale so greedy choices are decisive, and not constant over time.
+    weights = {n: torch.randn(s, generator=g) * (1.0 if "norm" in n else 0.5) + (1.0 if "norm" in n else 0)
+               for n, s in shapes.items()}
+    model = LlamaForCausalLM(cfg, torch.float32, "cpu")
+    model.load_weights(lambda n: weights[n])
+    return LoadedModel(model=model.eval(), config=cfg, tokenizer=byte_tokenizer(), chat_template=None,
+                       name="tiny", path=Path("tiny"), dtype=torch.float32,
+                       device=torch.device("cpu"), weight_format="float32")
+
+
+_CACHE: dict[int, LoadedModel] = {}
+
+
+def engine(num_blocks: int = 64, block_size: int = 4, seed: int = 0, **cfg) -> Engine:
+    if seed not in _CACHE:
+        _CACHE[seed] = tiny_loaded(seed)
+    return Engine(_CACHE[seed], EngineConfig(num_blocks=num_blocks, block_size=block_size, **cfg))
+
+
+def run_all(e: Engine, max_steps: int = 10_000) -> tuple[dict[tuple[int, int], list[int]], list]:
+    """Step until idle; returns {(request id, sample index): ids} and the reports."""
+    ids: dict[tuple[int, int], list[int]] = {}
+    reports = []
+    for _ in range(max_steps):
+        if not e.has_unfinished():
+            break
+        r = e.step()
+        reports.append(r)
+        for out in r.outputs:
+            ids.setdefault((out.request_id, out.sample_index), []).extend(out.new_token_ids)
+    assert not e.has_unfinished(), "engine did not finish"
+    return ids, reports
+
+
+def prompts(n: int, lo: int, hi: int, seed: int = 0) -> list[list[int]]:
+    g = torch.Generator().manual_seed(seed)
+    lens = torch.randint(lo, hi + 1, (n,), generator=g).tolist()
+    return [torch.randint(0, 256, (k,), generator=g).tolist() for k in lens]

@@ -1,0 +1,76 @@
+"""`playground generate` / `chat --plain` on the tiny model (load_model patched), and the
+one-line errors a user sees."""
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+
+import model.loader
+from model.sampling_params import SamplingParams
+from playground import cli
+from tests.engine.helpers import engine, tiny_loaded
+
+
+@pytest.fixture
+def tiny(monkeypatch):
+    loaded = tiny_loaded(0)
+    monkeypatch.setattr(model.loader, "load_model", lambda *a, **k: loaded)
+    return loaded
+
+
+def test_generate_json_matches_the_engine(tiny, capsys):
+    assert cli.main(["generate", "--prompt", "hello there", "--max-tokens", "9", "--json",
+                     "--kv-blocks", "64"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    ids = tiny.tokenizer.encode_ordinary("hello there")
+    assert out["prompt_ids"] == ids
+    want = engine().generate(ids, SamplingParams(max_tokens=9))
+    assert out["generated_ids"] == want
+    assert out["text"] == tiny.tokenizer.decode([t for t in want if t not in tiny.config.eos_token_ids])
+    assert out["timings"]["ttft_s"] > 0 and out["finish_reason"] in ("length", "stop")
+
+
+def test_generate_streams_text(tiny, capsys):
+    assert cli.main(["generate", "--prompt", "abc", "--max-tokens", "5", "--kv-blocks", "64"]) == 0
+    want = engine().generate(tiny.tokenizer.encode_ordinary("abc"), SamplingParams(max_tokens=5))
+    text = tiny.tokenizer.decode([t for t in want if t not in tiny.config.eos_token_ids])
+    assert capsys.readouterr().out == text + "\n"
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["generate", "--prompt", "x", "--model", "/no/such/model.gguf"], "no such file"),
+    (["generate", "--prompt", ""], "empty prompt"),
+    (["generate", "--prompt", "x", "--temperature", "-1"], "temperature"),
+    (["--attention", "wide:3", "generate", "--prompt", "x"], "attention pattern"),
+    (["generate", "--prompt", "x", "--chat", "--kv-blocks", "8"], "chat template"),
+    (["chat"], "--plain"),
+])
+def test_errors_are_one_line_and_exit_1(tiny, monkeypatch, capsys, argv, needle):
+    if "/no/such" in " ".join(argv):
+        monkeypatch.undo()
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len([line for line in err if line.startswith("playground: error:")]) == 1
+    assert needle in err[-1] and "Traceback" not in "\n".join(err)
+
+
+def test_chat_plain_keeps_the_conversation(tiny, monkeypatch, capsys):
+    pytest.importorskip("model.chat_template", reason="written by the model engineer")
+    from model.engine import Engine
+    seen = []
+    real_stream = Engine.stream
+
+    def spy(self, ids, *a, **k):
+        seen.append(list(ids))
+        return real_stream(self, ids, *a, **k)
+
+    monkeypatch.setattr(Engine, "stream", spy)
+    monkeypatch.setattr(tiny, "chat_template",
+                        "{% for m in messages %}<a>{{ m['role'] }}\n{{ m['content'] }}<b>{% endfor %}"
+                        "{% if add_generation_prompt %}<a>assistant\n{% endif %}")
+    monkeypatch.setattr("sys.stdin", io.StringIO("hi\n/reset\nhi\nagain\n/exit\n"))
+    assert cli.main(["chat", "--plain", "--max-tokens", "4", "--kv-blocks", "64"]) == 0
+    assert len(seen) == 3 and seen[0] == seen[1]            # /reset forgot the first turn
+    assert seen[2][:len(seen[1])] == seen[1] and len(seen[2]) > len(seen[1]) + 4

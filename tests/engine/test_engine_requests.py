@@ -1,0 +1,127 @@
+"""Engine request handling: bad input finishes one request with a clear error while the others go
+on; stop rules (EOS / stop ids, stop strings held back and cut, max tokens); streamed text equals
+the tokenizer's decode of the ids; abort frees blocks; patterns free blocks and leave holes."""
+from __future__ import annotations
+
+from model.sampling_params import SamplingParams
+from tests.engine.helpers import engine, prompts, run_all
+
+P = prompts(3, 5, 20, seed=3)
+GREEDY = SamplingParams(max_tokens=16, ignore_eos=True)
+
+
+def collect(e):
+    outs = {}
+    for r in run_all(e)[1]:
+        for o in r.outputs:
+            outs.setdefault(o.request_id, []).append(o)
+    return outs
+
+
+def test_bad_requests_error_and_the_engine_keeps_serving():
+    e = engine(num_blocks=8, block_size=4, max_model_len=40)
+    good_alone = engine().generate(P[0], GREEDY)
+    good = e.add_request(P[0], GREEDY)
+    bad = {
+        "empty": e.add_request([], GREEDY),
+        "context": e.add_request(list(range(40)), GREEDY),
+        "cache": engine(num_blocks=4, block_size=4).add_request(list(range(20)), GREEDY),
+        "vocab": e.add_request([1, 2, 99999], GREEDY),
+        "pattern": e.add_request([1, 2], GREEDY, pattern="nonsense:3"),
+    }
+    outs = collect(e)
+    assert sum((o.new_token_ids for o in outs[good]), []) == good_alone
+    for what, rid in bad.items():
+        if what == "cache":
+            continue
+        last = outs[rid][-1]
+        assert last.finished and last.finish_reason == "error" and "\n" not in last.error, what
+        assert not sum((o.new_token_ids for o in outs[rid]), [])
+    assert "empty" in outs[bad["empty"]][-1].error
+    assert "context" in outs[bad["context"]][-1].error
+    assert "outside the vocabulary" in outs[bad["vocab"]][-1].error
+    assert "nonsense" in outs[bad["pattern"]][-1].error
+    small = engine(num_blocks=4, block_size=4)
+    rid = small.add_request(list(range(20)), GREEDY)
+    err = collect(small)[rid][-1].error
+    assert "whole KV cache" in err
+
+
+def test_streamed_text_equals_decode_and_lengths_stop():
+    e = engine()
+    tok = e.tokenizer
+    rid = e.add_request(P[1], GREEDY)
+    outs = collect(e)[rid]
+    ids = sum((o.new_token_ids for o in outs), [])
+    assert len(ids) == 16 and outs[-1].finish_reason == "length"
+    assert "".join(o.text_delta for o in outs) == tok.decode(ids)
+
+
+def test_stop_token_and_stop_string():
+    full = engine().generate(P[2], GREEDY)
+    tok = engine().tokenizer
+    # stop id: the 4th generated token ends the request, included in the ids
+    e = engine()
+    rid = e.add_request(P[2], SamplingParams(max_tokens=16, ignore_eos=True, stop_token_ids=(full[3],)))
+    outs = collect(e)[rid]
+    ids = sum((o.new_token_ids for o in outs), [])
+    assert ids == full[:full.index(full[3]) + 1] and outs[-1].finish_reason == "stop"
+    # stop string: a piece of the full text from its middle; output is the text before it
+    text = tok.decode(full)
+    stop = text[5:8]
+    e = engine()
+    rid = e.add_request(P[2], SamplingParams(max_tokens=16, ignore_eos=True, stop=(stop, "\x00never")))
+    outs = collect(e)[rid]
+    streamed = "".join(o.text_delta for o in outs)
+    assert streamed == text[:text.index(stop)]
+    assert outs[-1].finish_reason == "stop"
+    # text is never released and then taken back: every prefix of the stream is a prefix of it
+    acc = ""
+    for o in outs:
+        acc += o.text_delta
+        assert streamed.startswith(acc)
+
+
+def test_abort_frees_blocks_and_reports():
+    e = engine(num_blocks=32, block_size=4, enable_prefix_caching=False)
+    rid = e.add_request(P[0], SamplingParams(max_tokens=100, ignore_eos=True))
+    other = e.add_request(P[1], GREEDY)
+    e.step()
+    e.step()
+    assert e.cache_report().num_used > 0
+    e.abort(rid)
+    outs = collect(e)
+    assert outs[rid][-1].finish_reason == "abort"
+    assert outs[other][-1].finish_reason == "length"
+    c = e.cache_report()
+    assert c.num_used == 0 and c.num_free == 32
+
+
+def test_streaming_pattern_runs_past_the_cache_with_holes():
+    # 6 blocks x 4 = 24 slots; streaming 4 sinks + window 8 generates 60 tokens past that.
+    e = engine(num_blocks=6, block_size=4, enable_prefix_caching=False)
+    rid = e.add_request(P[0], SamplingParams(max_tokens=60, ignore_eos=True), pattern="streaming:4,8")
+    holes_seen = False
+    for r in run_all(e)[1]:
+        for s in r.sequences:
+            holes_seen |= -1 in s.block_table
+            assert sum(1 for b in s.block_table if b >= 0) <= 6
+        for o in r.outputs:
+            assert o.error is None
+    assert holes_seen and rid not in e.requests
+    c = e.cache_report()
+    assert c.num_used == 0 and c.num_free == 6
+
+
+def test_reports_account_for_blocks_and_waste():
+    e = engine(num_blocks=64, block_size=4)
+    e.add_request(list(range(10)), SamplingParams(max_tokens=5, ignore_eos=True))
+    r = e.step()
+    c = r.cache
+    assert c.num_free + c.num_cached + c.num_used + c.num_shared == 64
+    assert c.num_used == 3 and c.kv_bytes_in_use == 3 * c.bytes_per_block
+    assert c.kv_bytes_wasted == 2 * c.bytes_per_block // 4        # 12 slots, 10 written
+    assert c.reserved_bytes_equivalent == 15 * c.bytes_per_block // 4
+    assert r.num_prefill_tokens == 10 and len(r.ttft_s) == 1
+    assert sorted(r.sequences[0].block_table) == [b.block_id for b in c.blocks if b.state == "used"]
+    assert all(c.blocks[b].owners == [r.sequences[0].seq_id] for b in r.sequences[0].block_table)

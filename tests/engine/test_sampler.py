@@ -1,0 +1,70 @@
+"""Sampler against transformers' logits processors (the oracle for each transform) and seeds."""
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers.generation.logits_process import (
+    RepetitionPenaltyLogitsProcessor,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
+
+from model.sampler import apply_repetition_penalty, apply_top_k_top_p, make_generator, sample
+from model.sampling_params import SamplingParams
+
+
+@pytest.mark.parametrize("penalty", [1.3, 0.7])
+def test_repetition_penalty_equals_hf(penalty):
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 50, generator=g)
+    seen = [[1, 2, 2, 40], [0], [49, 3, 7, 7, 7]]
+    ours = apply_repetition_penalty(logits.clone(), seen, [penalty] * 3)
+    for i in range(3):
+        hf = RepetitionPenaltyLogitsProcessor(penalty)(torch.tensor([seen[i]]), logits[i:i + 1].clone())
+        torch.testing.assert_close(ours[i], hf[0], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("top_k,top_p,temp", [(5, 1.0, 1.0), (0, 0.8, 0.7), (10, 0.5, 1.3), (1, 1.0, 2.0),
+                                              (0, 0.05, 1.0)])
+def test_top_k_top_p_keep_the_same_tokens_as_hf(top_k, top_p, temp):
+    g = torch.Generator().manual_seed(top_k)
+    logits = torch.randn(4, 200, generator=g) * 3
+    scaled = logits / temp
+    ours = apply_top_k_top_p(scaled.clone(), torch.full((4,), top_k), torch.full((4,), top_p))
+    hf = TemperatureLogitsWarper(temp)(None, logits.clone())
+    if top_k:
+        hf = TopKLogitsWarper(top_k)(None, hf)
+    if top_p < 1:
+        hf = TopPLogitsWarper(top_p)(None, hf)
+    assert torch.equal(torch.isinf(ours), torch.isinf(hf))
+    torch.testing.assert_close(ours[~torch.isinf(ours)], hf[~torch.isinf(hf)])
+
+
+def test_greedy_is_argmax_and_rows_are_independent():
+    logits = torch.randn(3, 30, generator=torch.Generator().manual_seed(1))
+    params = [SamplingParams(), SamplingParams(temperature=1.0, seed=3), SamplingParams()]
+    gens = [make_generator(p.seed, 0) for p in params]
+    out = sample(logits, params, gens, [[], [], []])
+    assert out[0] == int(logits[0].argmax()) and out[2] == int(logits[2].argmax())
+
+
+def test_seeded_draws_do_not_depend_on_batch_neighbours():
+    logits = torch.randn(4, 100, generator=torch.Generator().manual_seed(2))
+    p = SamplingParams(temperature=0.9, top_p=0.9, top_k=40, seed=11)
+    alone = [sample(logits[1:2], [p], [make_generator(11, 0)], [[]])[0] for _ in range(1)]
+    other = SamplingParams(temperature=1.0, seed=5)
+    batched = sample(logits, [other, p, other, other],
+                     [make_generator(5, 0), make_generator(11, 0), make_generator(5, 1), make_generator(5, 2)],
+                     [[]] * 4)
+    assert batched[1] == alone[0]
+
+
+def test_sampling_follows_the_distribution():
+    probs = torch.tensor([0.5, 0.3, 0.2])
+    logits = probs.log().expand(4000, 3).contiguous()
+    params = [SamplingParams(temperature=1.0)] * 4000
+    gen = make_generator(0, 0)
+    out = torch.tensor(sample(logits, params, [gen] * 4000, [[]] * 4000))
+    freq = torch.bincount(out, minlength=3).float() / 4000
+    assert torch.allclose(freq, probs, atol=0.03)

@@ -1,0 +1,129 @@
+"""Triton paged attention (prefill, decode, mixed) against the float64 torch reference.
+
+CPU: the kernels under TRITON_INTERPRET=1 on small shapes (odd lengths, lengths off the block
+size, GQA 1/3/8, head dims 64/128, empty and one-token sequences, cached prefixes, holes, every
+MaskSpec pattern). GPU (@pytest.mark.gpu): the same checks at real shapes.
+Outputs are poisoned with NaN before each run, so an element the kernel never writes fails.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kernel_cases import TOL, build_batch, needs_interpreter, poisoned_like, rel_err, upcast
+from kernels.mask import MaskSpec
+from kernels.reference import paged_attention_ref
+
+LOCAL = MaskSpec(window=7)
+ATROUS = MaskSpec(stride=5)
+SPARSE = MaskSpec(window=6, stride=4)
+STREAMING = MaskSpec(window=9, sinks=3)
+
+# name: (q_lens, ctx_lens, Hq, Hkv, D, block_size, mask, num_decodes, holes)
+CPU_CASES = {
+    "prefill_odd_gqa1_d64": ([1, 7, 33], [1, 7, 33], 2, 2, 64, 16, MaskSpec(), 0, ()),
+    "prefill_prefix_gqa3_d128": ([5, 20, 1], [37, 20, 9], 3, 1, 128, 16, MaskSpec(), 0, ()),
+    "prefill_empty_gqa8_bs4": ([0, 13, 0, 6], [0, 13, 5, 23], 8, 1, 64, 4, MaskSpec(), 0, ()),
+    "decode_gqa8_d128": ([1, 1, 1], [1, 17, 100], 8, 1, 128, 16, MaskSpec(), 3, ()),
+    "decode_gqa3_long_split": ([1, 1], [300, 47], 6, 2, 64, 8, MaskSpec(), 2, ()),
+    "mixed_decode_and_prefill": ([1, 1, 9, 4], [40, 3, 25, 4], 4, 2, 64, 16, MaskSpec(), 2, ()),
+    "dense_holes": ([1, 6], [50, 40], 3, 1, 64, 8, MaskSpec(), 1, ((0, 2), (1, 1))),
+    "local_prefill_decode": ([1, 26], [60, 40], 3, 1, 64, 4, LOCAL, 1, ()),
+    "atrous_prefill_decode": ([1, 30], [44, 30], 3, 3, 64, 16, ATROUS, 1, ()),
+    "sparse_prefill_decode": ([1, 21], [70, 33], 8, 1, 64, 8, SPARSE, 1, ()),
+    "streaming_evicted": ([1, 12], [80, 45], 6, 2, 64, 8, STREAMING, 1, ((0, 2), (0, 5), (1, 2))),
+}
+
+
+def check_attention(case, dtype, device, num_splits=None, seed=0):
+    from kernels import triton_attention
+    from kernels.paged_decode import paged_decode
+    q_lens, ctx_lens, hq, hkv, d, bs, mask, num_decodes, holes = case
+    batch = build_batch(q_lens, ctx_lens, hq, hkv, d, bs, dtype, device, holes, seed)
+    scale = d ** -0.5
+    out = poisoned_like(batch.q)
+    if num_splits is not None:  # the decode kernel alone, split count forced
+        paged_decode(batch.q, batch.k_cache, batch.v_cache, batch.context_lens, batch.block_tables,
+                     len(q_lens), batch.max_context_len, scale, mask, out, num_splits=num_splits)
+    else:
+        triton_attention.paged_attention(*batch.args(), scale, mask, num_decodes, out)
+    ref = paged_attention_ref(*upcast(batch).args(), scale, mask)
+    err = rel_err(out, ref)
+    assert err < TOL[dtype], f"relative error {err:.2e} (limit {TOL[dtype]:.0e})"
+
+
+@needs_interpreter
+@pytest.mark.parametrize("name", list(CPU_CASES))
+def test_attention_fp32_interpreted(name):
+    check_attention(CPU_CASES[name], torch.float32, "cpu")
+
+
+@needs_interpreter
+@pytest.mark.parametrize("name", ["prefill_prefix_gqa3_d128", "decode_gqa3_long_split",
+                                  "streaming_evicted"])
+def test_attention_bf16_interpreted(name):
+    check_attention(CPU_CASES[name], torch.bfloat16, "cpu")
+
+
+@needs_interpreter
+@pytest.mark.parametrize("splits", [1, 3, 7])
+def test_decode_split_counts_agree_interpreted(splits):
+    check_attention(CPU_CASES["decode_gqa3_long_split"], torch.float32, "cpu", num_splits=splits)
+    check_attention(CPU_CASES["streaming_evicted"][:0] + (
+        [1, 1], [80, 45], 6, 2, 64, 8, STREAMING, 2, ((0, 2), (0, 5), (1, 2))),
+        torch.float32, "cpu", num_splits=splits)
+
+
+def test_dispatch_routes_to_triton_when_forced():
+    """The one switch: 'triton' sends CPU tensors to the Triton path (interpreted here)."""
+    import kernels
+    if not INTERPRET_OK():
+        pytest.skip("CUDA present: the forced-Triton CPU path needs the interpreter")
+    case = CPU_CASES["mixed_decode_and_prefill"]
+    batch = build_batch(*case[:6], torch.float32, "cpu")
+    kernels.set_backend("triton")
+    try:
+        out = kernels.paged_attention(*batch.args(), case[4] ** -0.5, case[6], case[7])
+    finally:
+        kernels.set_backend("auto")
+    ref = paged_attention_ref(*upcast(batch).args(), case[4] ** -0.5, case[6])
+    assert rel_err(out, ref) < 1e-3
+    with pytest.raises(ValueError):
+        kernels.set_backend("cuda")
+
+
+def INTERPRET_OK():  # noqa: N802
+    from kernel_cases import INTERPRET
+    return INTERPRET
+
+
+# ---------------------------------------------------------------- GPU, real shapes
+S_SHAPE = (9, 3, 64)
+L_SHAPE = (32, 8, 128)
+GPU_CASES = {
+    "prefill_S_1k_odd": ([1000, 37, 1], [1000, 37, 1], *S_SHAPE, 16, MaskSpec(), 0, ()),
+    "prefill_L_prefix": ([700, 129], [2200, 129], *L_SHAPE, 16, MaskSpec(), 0, ()),
+    "prefill_L_bs256": ([1500], [1800], *L_SHAPE, 256, MaskSpec(), 0, ()),
+    "decode_L_b64": ([1] * 64, [4096 - 37 * i for i in range(64)], *L_SHAPE, 16, MaskSpec(), 64, ()),
+    "decode_L_b1_32k": ([1], [32768], *L_SHAPE, 16, MaskSpec(), 1, ()),
+    "decode_S_b8": ([1] * 8, [513 * (i + 1) for i in range(8)], *S_SHAPE, 32, MaskSpec(), 8, ()),
+    "mixed_L": ([1, 1, 1, 300, 77], [4000, 10, 1, 900, 77], *L_SHAPE, 16, MaskSpec(), 3, ()),
+    "streaming_L": ([1, 500], [3000, 2000], *L_SHAPE, 16, MaskSpec(window=256, sinks=4), 1,
+                    ((0, 40), (0, 41), (1, 30))),
+    "local_S": ([1, 800], [2000, 1200], *S_SHAPE, 16, MaskSpec(window=128), 1, ()),
+    "atrous_S": ([1, 600], [1000, 600], *S_SHAPE, 16, MaskSpec(stride=8), 1, ()),
+    "sparse_L": ([1, 400], [1500, 400], *L_SHAPE, 16, MaskSpec(window=64, stride=16), 1, ()),
+}
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
+@pytest.mark.parametrize("name", list(GPU_CASES))
+def test_attention_gpu(name, dtype):
+    check_attention(GPU_CASES[name], dtype, "cuda")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("splits", [1, 5, 64])
+def test_decode_splits_gpu(splits):
+    check_attention(GPU_CASES["decode_L_b1_32k"], torch.bfloat16, "cuda", num_splits=splits)
