@@ -44,7 +44,6 @@ def run(loaded, requests: int, lo: int, hi: int, block_size: int, new_tokens: in
         c = e.step().cache
         slots = (c.kv_bytes_in_use // c.bytes_per_block) * block_size
         empty = c.kv_bytes_wasted * block_size // c.bytes_per_block
-        live = sum(1 for b in c.blocks if b.state != "free")  # noqa: F841 (kept for clarity)
         n_live = len({o for b in c.blocks for o in b.owners})
         alloc, wasted = alloc + slots, wasted + empty
         held += slots - empty

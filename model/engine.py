@@ -53,7 +53,7 @@ class Engine:
                           mc.head_dim, loaded.dtype, self.device)
         self.bm = BlockManager(num_blocks, config.block_size, config.enable_prefix_caching)
         self.scheduler = Scheduler(self.bm, config.max_num_batched_tokens, config.max_num_seqs,
-                                   config.enable_chunked_prefill)
+                                   config.enable_chunked_prefill, self.max_model_len)
         self.pattern: AttentionPattern = parse_pattern(config.attention)
         self.requests: dict[int, Request] = {}
         self._pending: list[RequestOutput] = []      # outputs decided outside step (abort, errors)
@@ -116,6 +116,10 @@ class Engine:
         if bad:
             return f"prompt token id {bad[0]!r} is outside the vocabulary (0..{V - 1})"
         if pattern.evicts:
+            reach = pattern.spec.window + pattern.spec.sinks + 2 * self.bm.block_size
+            if reach > self.max_model_len:
+                return (f"attention pattern {pattern} keeps up to {reach} positions in the cache, "
+                        f"more than the context of {self.max_model_len}")
             if params.n > 1:
                 return "parallel sampling (n > 1) with a sliding attention pattern is not supported"
             return None

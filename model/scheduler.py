@@ -63,10 +63,15 @@ class SchedulerOutput:
         return sum(s.num_tokens for s in self.scheduled if s.is_decode)
 
 
+def _evicts(seq: Sequence) -> bool:
+    return seq.pattern is not None and getattr(seq.pattern, "evicts", False)
+
+
 class Scheduler:
     def __init__(self, block_manager: BlockManager, max_num_batched_tokens: int, max_num_seqs: int,
-                 enable_chunked_prefill: bool = True) -> None:
+                 enable_chunked_prefill: bool = True, max_model_len: int | None = None) -> None:
         self.bm = block_manager
+        self.max_model_len = max_model_len
         self.max_num_batched_tokens = max_num_batched_tokens
         self.max_num_seqs = max_num_seqs
         self.enable_chunked_prefill = enable_chunked_prefill
@@ -110,7 +115,7 @@ class Scheduler:
             if seq not in self.running:          # preempted earlier in this step
                 continue
             start = seq.num_computed
-            n = min(seq.num_tokens - start, budget)
+            n = self._cap_sliding(seq, start, min(seq.num_tokens - start, budget))
             if self._blocks_beyond_cache(seq, start + n):
                 out.outgrown.append(seq)
                 self.remove(seq)
@@ -131,14 +136,14 @@ class Scheduler:
             hit = len(self.bm.lookup_prefix(tokens)) if cacheable else 0
             cached = hit * self.bm.block_size
             remaining = len(tokens) - cached
-            n = min(remaining, budget)
-            if not self.enable_chunked_prefill and n < remaining:
+            n = self._cap_sliding(seq, cached, min(remaining, budget))
+            if not self.enable_chunked_prefill and n < remaining and not _evicts(seq):
                 if out.scheduled:
                     break
                 n = remaining                    # a prompt above the budget runs alone, whole
             need, avail = self.bm.blocks_needed_to_admit(tokens, cached + n, cacheable)
             if need > avail:
-                if not self.enable_chunked_prefill:
+                if not self.enable_chunked_prefill and not _evicts(seq):
                     break
                 n = avail * self.bm.block_size   # the chunk that fits now
                 if n <= 0:
@@ -157,6 +162,16 @@ class Scheduler:
 
         out.scheduled.sort(key=lambda s: 0 if s.num_tokens == 1 else 1)   # stable: decodes first
         return out
+
+    def _cap_sliding(self, seq: Sequence, start: int, n: int) -> int:
+        """A sliding-pattern sequence (blocks freed between steps, RoPE positions compacted) is
+        always chunked, so that its compacted positions stay inside the RoPE table: blocks fall
+        out of reach only between steps."""
+        if not _evicts(seq) or self.max_model_len is None:
+            return n
+        table = self.bm.table(seq.seq_id) if self.bm.has(seq.seq_id) else []
+        holes = sum(1 for b in table if b < 0) * self.bm.block_size
+        return max(1, min(n, self.max_model_len - (start - holes)))
 
     def _blocks_beyond_cache(self, seq: Sequence, end: int) -> bool:
         table = self.bm.table(seq.seq_id)

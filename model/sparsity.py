@@ -50,11 +50,11 @@ def parse_pattern(text: str) -> "AttentionPattern":
     if not isinstance(text, str):
         raise PatternError(f"attention pattern must be a string like {PATTERN_SYNTAX!r}, got {text!r}")
     raw = text.strip().lower()
-    kind, _, args = raw.partition(":")
+    kind, colon, args = raw.partition(":")
     if kind not in _ARITY:
         raise PatternError(f"unknown attention pattern {text!r}; expected {PATTERN_SYNTAX}")
     want = _ARITY[kind]
-    parts = [p.strip() for p in args.split(",")] if args or _ else []
+    parts = [p.strip() for p in args.split(",")] if colon else []
     if len(parts) != want:
         example = {"dense": "dense", "local": "local:256", "atrous": "atrous:8",
                    "sparse": "sparse:256,8", "streaming": "streaming:4,256"}[kind]
@@ -211,7 +211,7 @@ def block_map(spec: MaskSpec, q_start, q_len, kv_len, q_tile: int, k_tile: int,
         if K == 1:
             bad = torch.zeros_like(bad)
         elif K > 1:
-            bad &= (hi > lo) | (lo % K != 0)
+            bad &= (hi > lo)
         full &= ~bad
     any_ &= valid
     full &= valid & any_

@@ -124,9 +124,13 @@ class ChatView(Horizontal):
             with Horizontal(classes="field"):
                 yield Label("token colours")
                 yield Switch(False, id="token-colours")
-            yield Button("Regenerate", id="regenerate")
-            yield Button("Clear", id="clear")
-            yield Button("Copy reply", id="copy")
+            with Horizontal(id="chat-buttons"):
+                for label, bid, tip in (("Regen", "regenerate", "Regenerate the last answer (ctrl+r)"),
+                                        ("Clear", "clear", "Clear the conversation (ctrl+l)"),
+                                        ("Copy", "copy", "Copy the last answer (f6)")):
+                    button = Button(label, id=bid)
+                    button.tooltip = tip
+                    yield button
 
     # ---- settings ----------------------------------------------------------------------------
     def sampling_params(self) -> SamplingParams:

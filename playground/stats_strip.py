@@ -13,25 +13,27 @@ from textual.widgets import Sparkline, Static
 from playground.messages import ChatStats
 
 
-def format_stats(st: ChatStats, block_size: int | None = None) -> str:
-    ttft = f"{st.ttft_s * 1000:.0f} ms" if st.ttft_s is not None else "-"
-    hits = (f"{st.cached_prompt_tokens}/{st.prompt_tokens} tok"
-            if st.prompt_tokens else "-")
-    return (f"TTFT [b]{ttft}[/]  prefill [b]{st.prefill_tps:,.0f}[/] tok/s  "
-            f"decode [b]{st.decode_tps:,.1f}[/] tok/s  in [b]{st.prompt_tokens}[/]  "
-            f"out [b]{st.output_tokens}[/]  KV [b]{st.kv_blocks}[/] blocks  prefix hits [b]{hits}[/]")
+def format_stats(st: ChatStats) -> str:
+    ttft = f"{st.ttft_s * 1000:,.0f} ms" if st.ttft_s is not None else "-"
+    hits = f"{st.cached_prompt_tokens}/{st.prompt_tokens}" if st.prompt_tokens else "-"
+    return (f"TTFT [b]{ttft}[/]   prefill [b]{st.prefill_tps:,.0f}[/] tok/s   "
+            f"decode [b]{st.decode_tps:,.1f}[/] tok/s\n"
+            f"tokens in [b]{st.prompt_tokens}[/] out [b]{st.output_tokens}[/]   "
+            f"KV [b]{st.kv_blocks}[/] blocks   prefix hits [b]{hits}[/] tokens")
 
 
 class StatsStrip(Horizontal):
     DEFAULT_CSS = """
-    StatsStrip { height: 1; background: $boost; }
-    StatsStrip > #stats-text { width: 1fr; height: 1; }
-    StatsStrip > Sparkline { width: 24; height: 1; }
+    StatsStrip { height: 2; background: $boost; padding: 0 1; }
+    StatsStrip > #stats-text { width: 1fr; height: 2; }
+    StatsStrip > Sparkline { width: 30; height: 2; }
     """
 
     def compose(self) -> ComposeResult:
-        yield Static("waiting for the first message", id="stats-text")
-        yield Sparkline([], id="stats-spark")
+        yield Static("TTFT -   prefill -   decode -\nwaiting for the first message", id="stats-text")
+        spark = Sparkline([], id="stats-spark")
+        spark.tooltip = "decode tokens/s over recent steps"
+        yield spark
 
     def show(self, stats: ChatStats) -> None:
         self.stats = stats

@@ -102,3 +102,29 @@ def test_vocab_and_special_tokens_match(pair):
         if i not in ours.special_tokens.values() and i in ours.vocab:
             assert ours.id_to_bytes(i) == enc.decode_single_token_bytes(i)
             assert ours.token_to_id(ours.id_to_bytes(i)) == i
+
+
+def test_heap_merge_equals_simple_merge_on_long_pieces(pair):
+    import random
+    from bpe.merge import merge_heap, merge_simple
+    ours, enc = pair
+    rng = random.Random(1)
+    for _ in range(40):
+        data = "".join(rng.choice("aab \n.é漢") for _ in range(rng.randint(2, 700))).encode()
+        ids = [ours._byte_ids[b] for b in data]
+        assert merge_heap(ids, ours._pairs) == merge_simple(list(ids), ours._pairs)
+
+
+def test_merge_tree_rebuilds_tokens(pair):
+    ours, enc = pair
+
+    def leaves(tree):
+        return [tree] if isinstance(tree, int) else [x for t in tree[1:] for x in leaves(t)]
+    for i in range(256, 100_000, 499):
+        if i not in ours.vocab:
+            continue
+        tree = ours.merge_tree(i)
+        assert tree[0] == i
+        assert b"".join(ours.id_to_bytes(x) for x in leaves(tree)) == ours.id_to_bytes(i)
+        assert all(len(ours.id_to_bytes(x)) == 1 for x in leaves(tree))
+    assert ours.merge_tree(ours.token_to_id(b"a")) == ours.token_to_id(b"a")

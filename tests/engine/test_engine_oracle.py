@@ -62,6 +62,7 @@ def test_preempted_and_recomputed_sequences_equal_unpreempted():
     got, reports = outputs(e)
     assert reports[-1].cache.preemptions > 0
     assert got == EXPECTED
+    assert e.bm.prefix_hits > 0          # resumed sequences reuse their own cached full blocks
     c = e.cache_report()
     assert c.num_used == c.num_shared == 0 and c.num_free + c.num_cached == 16
 

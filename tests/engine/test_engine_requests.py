@@ -125,3 +125,51 @@ def test_reports_account_for_blocks_and_waste():
     assert r.num_prefill_tokens == 10 and len(r.ttft_s) == 1
     assert sorted(r.sequences[0].block_table) == [b.block_id for b in c.blocks if b.state == "used"]
     assert all(c.blocks[b].owners == [r.sequences[0].seq_id] for b in r.sequences[0].block_table)
+
+
+def test_streaming_prompt_longer_than_the_context():
+    e = engine(num_blocks=12, block_size=4, max_model_len=48, max_num_batched_tokens=32,
+               enable_prefix_caching=False)
+    seen = []
+    real = e.model.forward
+
+    def spy(ids, batch, kv):
+        seen.append(int(batch.positions.max()))
+        return real(ids, batch, kv)
+
+    e.model.forward = spy
+    try:
+        rid = e.add_request(list(range(150)), SamplingParams(max_tokens=20, ignore_eos=True),
+                            pattern="streaming:4,12")
+        out = collect(e)[rid]
+    finally:
+        del e.model.forward
+    assert out[-1].finish_reason == "length" and out[-1].error is None
+    assert len(sum((o.new_token_ids for o in out), [])) == 20
+    assert max(seen) < 48
+    # a dense prompt of the same length is refused with a clear message
+    rid = e.add_request(list(range(150)), GREEDY)
+    assert "context" in collect(e)[rid][-1].error
+
+
+def test_chunked_prefill_keeps_decodes_running_within_the_budget():
+    e = engine(num_blocks=128, block_size=4, max_num_batched_tokens=16)
+    short = [e.add_request(p, SamplingParams(max_tokens=30, ignore_eos=True)) for p in P]
+    for _ in range(3):
+        e.step()
+    e.add_request(list(range(200)), SamplingParams(max_tokens=2, ignore_eos=True))   # a long prompt
+    reports = run_all(e)[1]
+    for r in reports:
+        assert r.num_prefill_tokens + r.num_decode_tokens <= 16
+    during = [r for r in reports if r.num_prefill_tokens][:8]
+    assert len(during) == 8 and all(r.num_decode_tokens == len(short) for r in during)
+
+
+def test_attention_weights_come_from_the_model_under_the_engine_pattern():
+    import torch
+    e = engine()
+    e.set_pattern("local:3")
+    w = torch.tensor(e.attention_weights(P[0], layer=1, head=2))
+    want = e.model.attention_probs(P[0], 1, 2, mask=e.pattern.spec)
+    torch.testing.assert_close(w, want)
+    assert bool((w[5, :3] == 0).all()) and torch.allclose(w.sum(-1), torch.ones(len(P[0])))

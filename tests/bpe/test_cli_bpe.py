@@ -1,0 +1,159 @@
+"""The `bpe` command line: round trips through files, and one clear line for every bad input.
+
+Oracles: the input file itself (decode(encode(file)) == file, byte for byte), the library API
+(the CLI's ids equal `Tokenizer.encode`), and for errors: exit code 2, one line on stderr,
+nothing on stdout, no output file left behind.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+import bpe
+from bpe.cli import main
+
+CORPUS = "".join((Path(sysconfig.get_paths()["stdlib"]) / n).read_text(encoding="utf-8")
+                 for n in ("argparse.py", "textwrap.py"))
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cli")
+    corpus = folder / "corpus.txt"
+    corpus.write_text(CORPUS, encoding="utf-8")
+    out = folder / "small.bpe.json"
+    assert main(["train", str(corpus), "--vocab-size", "400", "--special", "<|endoftext|>",
+                 "-o", str(out)]) == 0
+    return folder, out
+
+
+def run(capsysbinary, argv):
+    code = main(argv)
+    cap = capsysbinary.readouterr()
+    return code, cap.out, cap.err.decode()
+
+
+def test_train_summary_and_file(saved, capsysbinary):
+    _, out = saved
+    tok = bpe.load(str(out))
+    assert tok.vocab_size == 400 and tok.special_tokens == {"<|endoftext|>": 399}
+
+
+def test_encode_decode_round_trip_bytes_exact(saved, capsysbinary, tmp_path):
+    _, out = saved
+    text = "Hello\r\nworld\r\n中文 😀\n\n  tabs\t\t\x85 end"
+    src = tmp_path / "in.txt"
+    src.write_bytes(text.encode("utf-8"))
+    code, ids_out, err = run(capsysbinary, ["encode", "-t", str(out), str(src)])
+    assert code == 0, err
+    ids = [int(x) for x in ids_out.split()]
+    assert ids == bpe.load(str(out)).encode(text)
+    ids_file = tmp_path / "ids.txt"
+    ids_file.write_bytes(ids_out)
+    code, data, err = run(capsysbinary, ["decode", "-t", str(out), str(ids_file)])
+    assert code == 0 and data == src.read_bytes()
+    code, js, _ = run(capsysbinary, ["encode", "-t", str(out), "--json", str(src)])
+    doc = json.loads(js)
+    assert doc["ids"] == ids and doc["count"] == len(ids) and len(doc["tokens"]) == len(ids)
+    (tmp_path / "ids.json").write_bytes(js)
+    code, data, _ = run(capsysbinary, ["decode", "-t", str(out), str(tmp_path / "ids.json")])
+    assert data == src.read_bytes()
+
+
+def test_special_text_rule(saved, capsysbinary, tmp_path):
+    _, out = saved
+    src = tmp_path / "s.txt"
+    src.write_text("a <|endoftext|> b")
+    code, stdout, err = run(capsysbinary, ["encode", "-t", str(out), str(src)])
+    assert code == 2 and stdout == b"" and err.count("\n") == 1 and "endoftext" in err
+    code, stdout, _ = run(capsysbinary, ["encode", "-t", str(out), "--allow-special", "all", str(src)])
+    assert 399 in [int(x) for x in stdout.split()]
+    code, stdout, _ = run(capsysbinary, ["encode", "-t", str(out), "--ordinary", str(src)])
+    assert 399 not in [int(x) for x in stdout.split()]
+    code, stdout, err = run(capsysbinary, ["encode", "-t", str(out), "--allow-special", "<|nope|>",
+                                           str(src)])
+    assert code == 2 and "unknown special token" in err and stdout == b""
+
+
+def test_inspect_json(saved, capsysbinary):
+    _, out = saved
+    code, js, _ = run(capsysbinary, ["inspect", "-t", str(out), "--token", "300", "--json"])
+    doc = json.loads(js)
+    tok = bpe.load(str(out))
+    assert doc["stats"]["vocab_size"] == tok.vocab_size
+    assert sum(doc["stats"]["length_histogram"].values()) == len(tok.vocab)
+
+    def leaves(node):
+        return [node["id"]] if not node["parts"] else [x for p in node["parts"] for x in leaves(p)]
+    assert b"".join(tok.id_to_bytes(i) for i in leaves(doc["token"]["merge_tree"])) == \
+        tok.id_to_bytes(300)
+
+
+def _bad(folder: Path):
+    binary = folder / "binary.dat"
+    binary.write_bytes(b"\x7fELF\x00\x00\x01" * 100)
+    invalid = folder / "invalid.txt"
+    invalid.write_bytes(b"good text\n" * 50 + b"bad \xff\xfe byte\n")
+    empty = folder / "empty.txt"
+    empty.write_bytes(b"")
+    good = folder / "good.txt"
+    good.write_text(CORPUS[:20_000])
+    return {"invalid_utf8": [str(invalid)], "empty": [str(empty)], "binary": [str(binary)],
+            "missing": [str(folder / "nope.txt")],
+            "small_vocab": [str(good), "--special", "<|a|>", "--vocab-size", "256"]}
+
+
+@pytest.mark.parametrize("case", ["invalid_utf8", "empty", "binary", "missing", "small_vocab"])
+def test_train_bad_input(case, tmp_path, capsysbinary):
+    args = _bad(tmp_path)[case]
+    out = tmp_path / "out.bpe.json"
+    argv = ["train", *args, "-o", str(out)]
+    if "--vocab-size" not in argv:
+        argv += ["--vocab-size", "300"]
+    code, stdout, err = run(capsysbinary, argv)
+    assert code == 2 and stdout == b""
+    errors = [line for line in err.splitlines() if line.startswith("bpe: error: ")]
+    assert len(errors) == 1 and err.rstrip().splitlines()[-1] == errors[0], err
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out")] == []
+
+
+def test_invalid_utf8_replace_policy(tmp_path, capsysbinary):
+    args = _bad(tmp_path)["invalid_utf8"]
+    out = tmp_path / "r.bpe.json"
+    code, _, err = run(capsysbinary, ["train", *args, "--vocab-size", "260",
+                                      "--invalid-utf8", "replace", "-o", str(out)])
+    assert code == 0 and "warning" in err and out.exists()
+
+
+def test_encode_bad_input(saved, tmp_path, capsysbinary):
+    _, out = saved
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"ok \xff no")
+    target = tmp_path / "ids.out"
+    for argv in (["encode", "-t", str(out), str(bad), "-o", str(target)],
+                 ["encode", "-t", str(tmp_path / "none.bpe.json"), str(bad)],
+                 ["encode", "-t", str(out), str(tmp_path / "missing.txt")],
+                 ["decode", "-t", str(out), str(bad)]):
+        code, stdout, err = run(capsysbinary, argv)
+        assert code == 2 and stdout == b"" and err.count("\n") == 1, (argv, err)
+    assert not target.exists()
+
+
+def test_console_script_stdin(saved):
+    """stdin -> stdout through real processes, with \\r\\n kept."""
+    _, out = saved
+    data = "line one\r\nline two\r\n".encode()
+    cmd = [sys.executable, "-m", "bpe.cli"]
+    ids = subprocess.run(cmd + ["encode", "-t", str(out)], input=data, capture_output=True,
+                         check=True).stdout
+    back = subprocess.run(cmd + ["decode", "-t", str(out), "-"], input=ids, capture_output=True,
+                          check=True).stdout
+    assert back == data
+    proc = subprocess.run(cmd + ["encode", "-t", "missing-spec"], input=data, capture_output=True)
+    assert proc.returncode == 2 and proc.stdout == b"" and proc.stderr.count(b"\n") == 1

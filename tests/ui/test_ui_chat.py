@@ -1,0 +1,120 @@
+"""Pilot tests of the Chat tab against the scripted engine (same API and reports as Engine)."""
+from __future__ import annotations
+
+import asyncio
+
+from conftest import make_app, wait_for
+from scripted_engine import ScriptedEngine
+
+from playground.chat_view import AssistantMessage, ChatView, UserMessage
+from playground.stats_strip import StatsStrip
+
+
+async def _ready(pilot, app):
+    await wait_for(pilot, lambda: app.model_info is not None)
+
+
+def test_typing_a_prompt_streams_the_reply():
+    engine = ScriptedEngine(step_delay_s=0.03)
+    app = make_app(engine)
+
+    async def run():
+        async with app.run_test(size=(120, 40)) as pilot:
+            await _ready(pilot, app)
+            await pilot.click("#prompt")
+            await pilot.press(*"hello", "enter")
+            chat = app.query_one(ChatView)
+            await wait_for(pilot, lambda: len(app.query(AssistantMessage)) == 1)
+            seen_partial = []
+            await wait_for(pilot, lambda: seen_partial.append(app.query(AssistantMessage).last().texts[0])
+                           or chat.ticket is None, step=0.005)
+            answer = app.query(AssistantMessage).last()
+            expected = engine.tokenizer.decode(engine.reply_ids)
+            assert answer.texts[0] == expected
+            assert answer.status == "done"
+            # it streamed: some intermediate text was a strict, non-empty prefix of the answer
+            assert any(0 < len(t) < len(expected) and expected.startswith(t) for t in seen_partial)
+            assert len(app.query(UserMessage)) == 1
+            turns = chat.conversation.turns
+            assert [(t.role, t.content) for t in turns] == [("user", "hello"), ("assistant", expected)]
+            stats = app.query_one(StatsStrip).stats
+            assert stats.output_tokens == len(engine.reply_ids)
+            assert stats.decode_tps > 0 and stats.ttft_s is not None
+            # the prompt sent to the engine is the conversation rendered and encoded
+            assert chat.last_prompt_ids == engine.tokenizer.encode(
+                chat.conversation.__class__(chat.conversation.system_prompt,
+                                            turns[:1]).prompt_text(None), allowed_special="all")
+
+    asyncio.run(run())
+
+
+def test_escape_cancels_and_keeps_the_text():
+    engine = ScriptedEngine(step_delay_s=0.05)
+    app = make_app(engine)
+
+    async def run():
+        async with app.run_test(size=(120, 40)) as pilot:
+            await _ready(pilot, app)
+            await pilot.click("#prompt")
+            await pilot.press(*"tell me", "enter")
+            chat = app.query_one(ChatView)
+            await wait_for(pilot, lambda: app.query(AssistantMessage) and len(app.query(AssistantMessage).last().texts[0]) >= 3)
+            await pilot.press("escape")
+            await wait_for(pilot, lambda: chat.ticket is None)
+            answer = app.query(AssistantMessage).last()
+            full = engine.tokenizer.decode(engine.reply_ids)
+            assert answer.status == "abort"
+            assert 0 < len(answer.texts[0]) < len(full) and full.startswith(answer.texts[0])
+            assert chat.conversation.turns[-1].content == answer.texts[0]
+            # the engine really stopped: nothing left to run, the blocks went back
+            await wait_for(pilot, lambda: not engine.has_unfinished())
+            report = engine.cache_report()
+            assert report.num_used == 0 and report.num_shared == 0
+
+    asyncio.run(run())
+
+
+def test_prompt_longer_than_the_cache_is_a_notification_and_the_chat_survives():
+    engine = ScriptedEngine(num_blocks=8, block_size=4)      # 32 tokens in the whole cache
+    app = make_app(engine)
+
+    async def run():
+        async with app.run_test(size=(120, 40)) as pilot:
+            await _ready(pilot, app)
+            await pilot.click("#prompt")
+            await pilot.press(*"hi", "enter")                # fits: system prompt + hi
+            chat = app.query_one(ChatView)
+            await wait_for(pilot, lambda: chat.ticket is None and len(chat.conversation.turns) == 2)
+            first = list(chat.conversation.turns)
+            chat.query_one("#prompt").value = "x" * 200
+            await pilot.click("#prompt")
+            await pilot.press("enter")
+            await wait_for(pilot, lambda: chat.ticket is None and any(
+                "KV cache" in n.message for n in app._notifications))
+            assert chat.conversation.turns == first              # the failed turn is not carried on
+            assert app.is_running
+            assert len(app.query(UserMessage)) == 2              # both messages still on screen
+
+    asyncio.run(run())
+
+
+def test_regenerate_and_clear():
+    engine = ScriptedEngine()
+    app = make_app(engine)
+
+    async def run():
+        async with app.run_test(size=(120, 40)) as pilot:
+            await _ready(pilot, app)
+            await pilot.click("#prompt")
+            await pilot.press(*"one", "enter")
+            chat = app.query_one(ChatView)
+            await wait_for(pilot, lambda: chat.ticket is None and len(chat.conversation.turns) == 2)
+            await pilot.press("ctrl+r")
+            await wait_for(pilot, lambda: chat.ticket is None and len(chat.conversation.turns) == 2
+                           and len(app.query(AssistantMessage)) == 1 and app.query(AssistantMessage).last().status == "done")
+            assert len(app.query(AssistantMessage)) == 1
+            await pilot.press("ctrl+l")
+            await pilot.pause(0.1)
+            assert chat.conversation.turns == [] and not app.query(AssistantMessage)
+
+    asyncio.run(run())
