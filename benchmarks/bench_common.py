@@ -18,6 +18,13 @@ def median_ms(fn, warmup_ms: int = 25, rep_ms: int = 100) -> float:
     return float(triton.testing.do_bench(fn, warmup=warmup_ms, rep=rep_ms, return_mode="median"))
 
 
+def median_ms_graph(fn, rep_ms: int = 100) -> float:
+    """Median time of fn replayed from a CUDA graph: GPU time without Python launch overhead
+    (how decode steps run in the engine)."""
+    import triton
+    return float(triton.testing.do_bench_cudagraph(fn, rep=rep_ms, return_mode="median"))
+
+
 def device_info() -> dict:
     info = {"date": datetime.date.today().isoformat(), "torch": torch.__version__,
             "python": platform.python_version()}

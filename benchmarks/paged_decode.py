@@ -4,7 +4,8 @@ L shapes (32 heads, 8 KV heads, dim 128), bf16, one query token per sequence. Ca
 context 4k and batch 1 at context 32k, through block tables of block size 16, and the same at
 block sizes 16..256 for the spread. Baselines in the same run: torch SDPA (default backend,
 enable_gqa) on a contiguous (B, Hkv, ctx, D) cache, and a device-to-device copy of the same
-number of bytes (its figure counts bytes read + written, the usual copy bandwidth).
+number of bytes (its figure counts bytes read + written, the usual copy bandwidth). Every
+time is the median of CUDA-graph replays (GPU time, no Python launch overhead), as in the engine.
 `--sweep` times decode tile configurations first (the winner belongs in DECODE_CONFIGS).
 
     python benchmarks/paged_decode.py [--sweep] [--json out.json]
@@ -20,7 +21,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import median_ms, paged_layout, print_table, write_json  # noqa: E402
+from bench_common import median_ms_graph as median_ms, paged_layout, print_table, write_json  # noqa: E402
 from kernels.paged_decode import DECODE_CONFIGS, paged_decode  # noqa: E402
 
 HQ, HKV, D = 32, 8, 128

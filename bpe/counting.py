@@ -87,7 +87,9 @@ def _next_cut(f, pos: int, size: int) -> int:
     return cut + back
 
 
-def plan_blocks(files: list[Path], block_bytes: int = BLOCK_BYTES) -> list[Block]:
+def plan_blocks(files: list[Path], block_bytes: int | None = None) -> list[Block]:
+    """Byte ranges of about `block_bytes` (default BLOCK_BYTES) that end after a newline."""
+    block_bytes = block_bytes or BLOCK_BYTES
     blocks = []
     for path in files:
         size = path.stat().st_size

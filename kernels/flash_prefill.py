@@ -32,11 +32,14 @@ from kernels.mask import DENSE, MaskSpec
 
 LOG2E = 1.4426950408889634
 
-# head_dim -> (BLOCK_M, BLOCK_N, num_warps, num_stages). Picked on an H100 (2026-11-23) by the
-# sweep in benchmarks/prefill_attention.py; the interpreter (CPU tests) uses small tiles instead.
+# head_dim -> (BLOCK_M, BLOCK_N, num_warps, num_stages): the winners of the sweep in
+# benchmarks/prefill_attention.py on an H100 (2026-11-23, causal, N=4k, 16k tokens, block 16):
+# dim 64 (9/3 heads) 212 TFLOP/s, dim 128 (32/8 heads) 281 TFLOP/s. Measured with these configs:
+# 0.48-0.57x SDPA's default backend and 0.75-0.95x its flash backend (block 16); block 256 is
+# ~20% faster (one table read per tile). See benchmarks/results/h100-2026-11-23-*.json.
 PREFILL_CONFIGS = {
-    64: (128, 64, 4, 3),
-    128: (128, 64, 8, 3),
+    64: (64, 128, 4, 3),
+    128: (128, 32, 4, 3),
 }
 _INTERPRET_CONFIG = (16, 16, 4, 1)
 
@@ -47,20 +50,24 @@ def _attend_tile(acc, m_i, l_i, q, q_pos, k_ptrs_base, v_ptrs_base, Table, ks, c
                  window, stride, sinks,
                  offs_d, BS: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
                  BLOCK_N: tl.constexpr, CAUSAL_MASK: tl.constexpr, PATTERN: tl.constexpr,
-                 DOT_F32: tl.constexpr, PRECISION: tl.constexpr):
+                 DOT_F32: tl.constexpr, PRECISION: tl.constexpr, IDX64: tl.constexpr):
     """One key tile [ks, ks + BLOCK_N): scores, optional mask, online-softmax update."""
     offs_n = ks + tl.arange(0, BLOCK_N)                                   # (BN,)
     d_ok = offs_d[None, :] < HEAD_DIM
     if BS % BLOCK_N == 0:
         # The whole tile lies in one physical block: one table read, contiguous rows.
         blk = tl.load(Table + ks // BS)
-        row = blk.to(tl.int64) * stride_kb + ((ks % BS) + tl.arange(0, BLOCK_N)) * stride_ks
-        vrow = blk.to(tl.int64) * stride_vb + ((ks % BS) + tl.arange(0, BLOCK_N)) * stride_vs
+        if IDX64:
+            blk = blk.to(tl.int64)
+        row = blk * stride_kb + ((ks % BS) + tl.arange(0, BLOCK_N)) * stride_ks
+        vrow = blk * stride_vb + ((ks % BS) + tl.arange(0, BLOCK_N)) * stride_vs
         key_ok = (offs_n < ctx) & ((offs_n * 0 + blk) >= 0)  # broadcast first (interpreter)
     else:
         blk = tl.load(Table + offs_n // BS, mask=offs_n < ctx, other=-1)  # (BN,)
-        row = blk.to(tl.int64) * stride_kb + (offs_n % BS) * stride_ks
-        vrow = blk.to(tl.int64) * stride_vb + (offs_n % BS) * stride_vs
+        if IDX64:
+            blk = blk.to(tl.int64)
+        row = blk * stride_kb + (offs_n % BS) * stride_ks
+        vrow = blk * stride_vb + (offs_n % BS) * stride_vs
         key_ok = (offs_n < ctx) & (blk >= 0)
     k = tl.load(k_ptrs_base + row[:, None] + offs_d[None, :],
                 mask=key_ok[:, None] & d_ok, other=0.0)                   # (BN, BD)
@@ -69,7 +76,7 @@ def _attend_tile(acc, m_i, l_i, q, q_pos, k_ptrs_base, v_ptrs_base, Table, ks, c
     if DOT_F32:  # triton's interpreter multiplies bf16 tiles wrongly: give it float32 tiles
         k = k.to(tl.float32)
     bias = tl.where(key_ok, 0.0, float("-inf"))                            # (BN,)
-    s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale + bias[None, :]                  # (BM, BN) log2 units
+    s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale + bias[None, :]  # (BM, BN)
     if CAUSAL_MASK:
         allowed = offs_n[None, :] <= q_pos[:, None]
         if PATTERN:
@@ -99,7 +106,7 @@ def _prefill_kernel(
     qk_scale, seq_offset, window, stride, sinks,
     GROUP: tl.constexpr, BS: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PATTERN: tl.constexpr, WINDOW_ONLY: tl.constexpr,
-    CAUSAL: tl.constexpr, DOT_F32: tl.constexpr, PRECISION: tl.constexpr,
+    CAUSAL: tl.constexpr, DOT_F32: tl.constexpr, PRECISION: tl.constexpr, IDX64: tl.constexpr,
 ):
     h = tl.program_id(0)
     b = tl.program_id(2) + seq_offset
@@ -136,7 +143,7 @@ def _prefill_kernel(
             acc, m_i, l_i = _attend_tile(acc, m_i, l_i, q, q_pos, k_base, v_base, table, ks, ctx,
                                          stride_kb, stride_ks, stride_vb, stride_vs, qk_scale,
                                          window, stride, sinks, offs_d, BS, HEAD_DIM, BLOCK_D,
-                                         BLOCK_N, False, False, DOT_F32, PRECISION)
+                                         BLOCK_N, False, False, DOT_F32, PRECISION, IDX64)
     elif not PATTERN:
         # Off-diagonal tiles: every key <= every query of the tile, no mask at all.
         full_end = ((q_lo + 1) // BLOCK_N) * BLOCK_N
@@ -144,13 +151,13 @@ def _prefill_kernel(
             acc, m_i, l_i = _attend_tile(acc, m_i, l_i, q, q_pos, k_base, v_base, table, ks, ctx,
                                          stride_kb, stride_ks, stride_vb, stride_vs, qk_scale,
                                          window, stride, sinks, offs_d, BS, HEAD_DIM, BLOCK_D,
-                                         BLOCK_N, False, False, DOT_F32, PRECISION)
+                                         BLOCK_N, False, False, DOT_F32, PRECISION, IDX64)
         # Diagonal tiles: causal mask.
         for ks in range(full_end, q_end, BLOCK_N):
             acc, m_i, l_i = _attend_tile(acc, m_i, l_i, q, q_pos, k_base, v_base, table, ks, ctx,
                                          stride_kb, stride_ks, stride_vb, stride_vs, qk_scale,
                                          window, stride, sinks, offs_d, BS, HEAD_DIM, BLOCK_D,
-                                         BLOCK_N, True, False, DOT_F32, PRECISION)
+                                         BLOCK_N, True, False, DOT_F32, PRECISION, IDX64)
     else:
         # Sparse pattern: the sink tiles, then the band of tiles some query of the tile may see.
         sink_end = tl.minimum(tl.cdiv(sinks, BLOCK_N) * BLOCK_N, q_end)
@@ -161,12 +168,12 @@ def _prefill_kernel(
             acc, m_i, l_i = _attend_tile(acc, m_i, l_i, q, q_pos, k_base, v_base, table, ks, ctx,
                                          stride_kb, stride_ks, stride_vb, stride_vs, qk_scale,
                                          window, stride, sinks, offs_d, BS, HEAD_DIM, BLOCK_D,
-                                         BLOCK_N, True, True, DOT_F32, PRECISION)
+                                         BLOCK_N, True, True, DOT_F32, PRECISION, IDX64)
         for ks in range(band_lo, q_end, BLOCK_N):
             acc, m_i, l_i = _attend_tile(acc, m_i, l_i, q, q_pos, k_base, v_base, table, ks, ctx,
                                          stride_kb, stride_ks, stride_vb, stride_vs, qk_scale,
                                          window, stride, sinks, offs_d, BS, HEAD_DIM, BLOCK_D,
-                                         BLOCK_N, True, True, DOT_F32, PRECISION)
+                                         BLOCK_N, True, True, DOT_F32, PRECISION, IDX64)
 
     out = acc / l_i[:, None]                          # epilogue: the one 1/l normalisation
     tl.store(Out + (q_start + offs_m).to(tl.int64)[:, None] * stride_ot + h * stride_oh
@@ -219,6 +226,7 @@ def flash_prefill(
         WINDOW_ONLY=pattern and mask.window > 0 and mask.stride == 0, CAUSAL=causal,
         DOT_F32=_interpreting() and q.dtype != torch.float32,
         PRECISION="ieee" if q.dtype == torch.float32 else "tf32",  # fp32 stays fp32
+        IDX64=max(k_cache.numel(), v_cache.numel()) >= 2**31,  # 32-bit offsets save registers
         num_warps=warps, num_stages=stages,
     )
     return out

@@ -8,6 +8,8 @@ captured CUDA graph, or tokens whose K/V need not be stored).
 What it does not do: RoPE. A fused RoPE + write was not built: RoPE must also produce the rotated
 q, so the fusion saves only one read of k (Hkv * D elements per token, a few percent of a decode
 step's bytes at Llama shapes). Same meaning as kernels.reference.write_kv_ref.
+Measured (H100, 2026-11-23): 4-14 us vs 260-275 us for the reference, whose boolean indexing
+syncs with the host (and so cannot be graph-captured).
 """
 from __future__ import annotations
 

@@ -22,6 +22,8 @@ What it does not do: prefill chunks (kernels/flash_prefill.py), write K/V (kerne
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 import triton
 import triton.language as tl
@@ -30,11 +32,13 @@ from kernels.mask import DENSE, MaskSpec
 
 LOG2E = 1.4426950408889634
 
-# head_dim -> (BLOCK_N, num_warps, num_stages); picked on an H100 (2026-11-23) by the sweep in
-# benchmarks/paged_decode.py. The interpreter (CPU tests) uses small tiles.
+# head_dim -> (BLOCK_N, num_warps, num_stages), from the sweep in benchmarks/paged_decode.py on an
+# H100 (2026-11-23; the config with the best worst case over batch 64 / 4k and batch 1 / 32k).
+# Measured: 2.70 TB/s at batch 64 / 4k / block 16 (0.91x contiguous SDPA), spread 3.3% over
+# block sizes 16..256; batch 1 / 32k 1.0-1.8 TB/s (timed eagerly: launch overhead included).
 DECODE_CONFIGS = {
-    64: (64, 4, 3),
-    128: (64, 4, 3),
+    64: (64, 8, 3),
+    128: (64, 8, 3),
 }
 _INTERPRET_CONFIG = (16, 4, 1)
 SPLIT_TARGET_WAVES = 4      # programs per multiprocessor the split heuristic aims for
@@ -50,7 +54,8 @@ def _decode_kernel(
     qk_scale, tokens_per_split, window, stride, sinks,
     GROUP: tl.constexpr, QN: tl.constexpr, BLOCK_H: tl.constexpr, BS: tl.constexpr,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
-    PATTERN: tl.constexpr, WINDOW_ONLY: tl.constexpr, SPLIT: tl.constexpr, DOT_F32: tl.constexpr, PRECISION: tl.constexpr,
+    PATTERN: tl.constexpr, WINDOW_ONLY: tl.constexpr, SPLIT: tl.constexpr, DOT_F32: tl.constexpr,
+    PRECISION: tl.constexpr, IDX64: tl.constexpr,
 ):
     b = tl.program_id(0)
     kvh = tl.program_id(1)
@@ -104,15 +109,17 @@ def _decode_kernel(
                 blk = tl.load(table + offs_n // BS, mask=n_ok, other=-1)
                 slot = offs_n % BS
                 key_ok = n_ok & (blk >= 0)
-            krow = blk.to(tl.int64) * stride_kb + slot * stride_ks                # (BN,)
-            vrow = blk.to(tl.int64) * stride_vb + slot * stride_vs
+            if IDX64:
+                blk = blk.to(tl.int64)
+            krow = blk * stride_kb + slot * stride_ks                             # (BN,)
+            vrow = blk * stride_vb + slot * stride_vs
             k = tl.load(k_base + krow[:, None] + offs_d[None, :],
                         mask=key_ok[:, None] & d_ok, other=0.0)                   # (BN, BD)
             v = tl.load(v_base + vrow[:, None] + offs_d[None, :],
                         mask=key_ok[:, None] & d_ok, other=0.0)                   # (BN, BD)
             if DOT_F32:
                 k = k.to(tl.float32)
-            s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale                          # (BH, BN)
+            s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale    # (BH, BN)
             allowed = key_ok[None, :] & (offs_n[None, :] <= q_pos[:, None])
             if PATTERN:
                 dist = q_pos[:, None] - offs_n[None, :]
@@ -141,8 +148,10 @@ def _decode_kernel(
         tl.store(PartLse + tok.to(tl.int64) * stride_lt + head * stride_lh + split, lse,
                  mask=row_ok)
     else:
+        # A sequence with no keys (a padding row of a captured graph) gets zeros, not 0/0.
+        l_safe = tl.where(l_i == 0.0, 1.0, l_i)
         o = Out + tok.to(tl.int64)[:, None] * stride_ot + head[:, None] * stride_oh + offs_d[None, :]
-        tl.store(o, (acc / l_i[:, None]).to(Out.dtype.element_ty), mask=row_ok[:, None] & d_ok)
+        tl.store(o, (acc / l_safe[:, None]).to(Out.dtype.element_ty), mask=row_ok[:, None] & d_ok)
 
 
 @triton.jit
@@ -170,10 +179,15 @@ def _interpreting() -> bool:
     return triton.knobs.runtime.interpret if hasattr(triton, "knobs") else False
 
 
+@functools.lru_cache(maxsize=None)
+def _sms_of(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
 def _num_sms(device: torch.device) -> int:
     if device.type != "cuda":
         return 4
-    return torch.cuda.get_device_properties(device).multi_processor_count
+    return _sms_of(device.index if device.index is not None else torch.cuda.current_device())
 
 
 def key_span(max_context_len: int, mask: MaskSpec, query_per_seq: int) -> int:
@@ -246,6 +260,7 @@ def paged_decode(
         WINDOW_ONLY=pattern and mask.window > 0 and mask.stride == 0, SPLIT=split,
         DOT_F32=_interpreting() and q.dtype != torch.float32,
         PRECISION="ieee" if q.dtype == torch.float32 else "tf32",  # fp32 stays fp32
+        IDX64=max(k_cache.numel(), v_cache.numel()) >= 2**31,  # 32-bit offsets save registers
         num_warps=warps, num_stages=stages,
     )
     if split:

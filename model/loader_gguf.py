@@ -136,12 +136,12 @@ def open_gguf_weights(reader, cfg: ModelConfig, path: Path
             w = quants.dequantize(t.data, t.tensor_type)
         except (ValueError, NotImplementedError) as e:
             raise ModelLoadError(f"{path}: cannot dequantize {t.name} ({e})") from None
-        w = np.asarray(w, dtype=np.float32).reshape(shapes[name])
+        w = w.reshape(shapes[name])
         if name.endswith("q_proj.weight"):
             w = unpermute_rows(w, cfg.num_heads)
         elif name.endswith("k_proj.weight"):
             w = unpermute_rows(w, cfg.num_kv_heads)
-        return torch.from_numpy(np.ascontiguousarray(w))
+        return torch.from_numpy(np.array(w, dtype=np.float32, order="C"))   # a writable copy
 
     return shapes, get
 

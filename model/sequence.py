@@ -83,7 +83,7 @@ class TextState:
         return best
 
 
-@dataclass
+@dataclass(eq=False)   # identity: two sequences are never 'equal'
 class Sequence:
     seq_id: int
     request_id: int
@@ -129,7 +129,7 @@ class Sequence:
 
 
 
-@dataclass
+@dataclass(eq=False)
 class Request:
     request_id: int
     prompt_ids: list[int]

@@ -211,7 +211,7 @@ def block_map(spec: MaskSpec, q_start, q_len, kv_len, q_tile: int, k_tile: int,
         if K == 1:
             bad = torch.zeros_like(bad)
         elif K > 1:
-            bad &= (hi > lo)
+            bad &= (hi > lo) | (lo % K != 0)
         full &= ~bad
     any_ &= valid
     full &= valid & any_

@@ -18,6 +18,7 @@ from typing import Iterable
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal
+from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Label, ProgressBar, TabbedContent, TabPane
 
@@ -33,6 +34,7 @@ from playground.tokenizer_sources import from_bpe, load_reference
 from playground.tokenizer_view import REFERENCES, TokenizerView
 
 DARK, LIGHT = "textual-dark", "textual-light"
+TAB_FOCUS = {"chat": "#prompt", "tokenizers": "#tok-text", "kv": "#kv-grid", "attention": "#attn-spec"}
 
 APP_BINDINGS = [
     Binding("f1", "help", "Help", id="app.help"),
@@ -111,6 +113,13 @@ class PlaygroundApp(App):
         return self.query_one(ChatView)
 
     # ---- worker messages ---------------------------------------------------------------------
+    def _view(self, cls):
+        """The view of that class, or None while the app is shutting down (late worker messages)."""
+        try:
+            return self.query_one(cls)
+        except NoMatches:
+            return None
+
     def on_load_progress(self, msg: LoadProgress) -> None:
         self.query_one("#loading-label", Label).update(f"Loading {self.model_label}: {msg.stage}")
         self.query_one("#loading-bar", ProgressBar).update(total=1.0 if msg.fraction is not None else None,
@@ -136,13 +145,16 @@ class PlaygroundApp(App):
                     title="Model not loaded", severity="error", timeout=30)
 
     async def on_chat_progress(self, msg: ChatProgress) -> None:
-        await self.chat.on_progress(msg)
+        if chat := self._view(ChatView):
+            await chat.on_progress(msg)
 
     async def on_chat_finished(self, msg: ChatFinished) -> None:
-        await self.chat.on_finished(msg)
+        if chat := self._view(ChatView):
+            await chat.on_finished(msg)
 
     def on_cache_updated(self, msg: CacheUpdated) -> None:
-        self.query_one(KVView).update_cache(msg)
+        if kv := self._view(KVView):
+            kv.update_cache(msg)
 
     def on_engine_notice(self, msg: EngineNotice) -> None:
         self.notify(msg.text, severity=msg.severity, timeout=8)
@@ -152,10 +164,12 @@ class PlaygroundApp(App):
         self.notify(f"Attention pattern {msg.spec}: the next requests run with it.")
 
     def on_attention_ready(self, msg: AttentionReady) -> None:
-        self.query_one(AttentionView).show_weights(msg)
+        if view := self._view(AttentionView):
+            view.show_weights(msg)
 
     async def on_tokenizer_loaded(self, msg: TokenizerLoaded) -> None:
-        await self.query_one(TokenizerView).add_entry(msg.entry)
+        if view := self._view(TokenizerView):
+            await view.add_entry(msg.entry)
 
     def on_tokenizer_unavailable(self, msg: TokenizerUnavailable) -> None:
         self.notify(f"{msg.name} is not available: {msg.error}", severity="warning")
@@ -165,7 +179,16 @@ class PlaygroundApp(App):
         self.push_screen(HelpScreen(list(APP_BINDINGS)))
 
     def action_show_tab(self, tab: str) -> None:
+        """Switch tabs and move the focus into the new tab (a focused widget left behind in a
+        hidden tab would switch the tab back)."""
         self.query_one(TabbedContent).active = tab
+        self.set_focus(self.query_one(TAB_FOCUS[tab]))
+
+    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        pane = event.pane.id
+        focused = self.focused
+        if pane in TAB_FOCUS and (focused is None or pane not in {a.id for a in focused.ancestors}):
+            self.set_focus(self.query_one(TAB_FOCUS[pane]))
 
     def action_toggle_theme(self) -> None:
         self.theme = LIGHT if self.theme == DARK else DARK

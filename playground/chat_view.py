@@ -220,8 +220,11 @@ class ChatView(Horizontal):
     async def on_finished(self, msg: ChatFinished) -> None:
         if msg.ticket != self.ticket or self._answer is None:
             return
-        answer, self._answer, self.ticket = self._answer, None, None
-        await answer.finish(msg, self.app.model_info.tokenizer, self.token_colours)
+        answer, self._answer = self._answer, None
+        try:
+            await answer.finish(msg, self.app.model_info.tokenizer, self.token_colours)
+        finally:
+            self.ticket = None
         self.query_one(StatsStrip).show(msg.stats)
         produced = msg.texts[0] if msg.texts else ""
         if produced:

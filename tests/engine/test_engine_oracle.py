@@ -8,7 +8,7 @@ import torch
 from model.batch import AttentionBatch
 from model.kv_cache import KVCache
 from model.sampling_params import SamplingParams
-from tests.engine.helpers import engine, prompts, run_all, tiny_loaded
+from engine_helpers import engine, prompts, run_all, tiny_loaded
 
 GREEDY = SamplingParams(max_tokens=12, ignore_eos=True)
 

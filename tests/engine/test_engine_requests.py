@@ -4,7 +4,7 @@ the tokenizer's decode of the ids; abort frees blocks; patterns free blocks and 
 from __future__ import annotations
 
 from model.sampling_params import SamplingParams
-from tests.engine.helpers import engine, prompts, run_all
+from engine_helpers import engine, prompts, run_all
 
 P = prompts(3, 5, 20, seed=3)
 GREEDY = SamplingParams(max_tokens=16, ignore_eos=True)

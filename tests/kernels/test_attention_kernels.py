@@ -69,16 +69,14 @@ def test_attention_bf16_interpreted(name):
 @pytest.mark.parametrize("splits", [1, 3, 7])
 def test_decode_split_counts_agree_interpreted(splits):
     check_attention(CPU_CASES["decode_gqa3_long_split"], torch.float32, "cpu", num_splits=splits)
-    check_attention(CPU_CASES["streaming_evicted"][:0] + (
-        [1, 1], [80, 45], 6, 2, 64, 8, STREAMING, 2, ((0, 2), (0, 5), (1, 2))),
-        torch.float32, "cpu", num_splits=splits)
+    streaming_decodes = ([1, 1], [80, 45], 6, 2, 64, 8, STREAMING, 2, ((0, 2), (0, 5), (1, 2)))
+    check_attention(streaming_decodes, torch.float32, "cpu", num_splits=splits)
 
 
+@needs_interpreter
 def test_dispatch_routes_to_triton_when_forced():
     """The one switch: 'triton' sends CPU tensors to the Triton path (interpreted here)."""
     import kernels
-    if not INTERPRET_OK():
-        pytest.skip("CUDA present: the forced-Triton CPU path needs the interpreter")
     case = CPU_CASES["mixed_decode_and_prefill"]
     batch = build_batch(*case[:6], torch.float32, "cpu")
     kernels.set_backend("triton")
@@ -90,11 +88,6 @@ def test_dispatch_routes_to_triton_when_forced():
     assert rel_err(out, ref) < 1e-3
     with pytest.raises(ValueError):
         kernels.set_backend("cuda")
-
-
-def INTERPRET_OK():  # noqa: N802
-    from kernel_cases import INTERPRET
-    return INTERPRET
 
 
 # ---------------------------------------------------------------- GPU, real shapes

@@ -243,7 +243,10 @@ class ScriptedEngine:
 
     def _emit(self, seq: _Seq) -> None:
         k = len(seq.output)
-        tok = seq.script[k] if k < len(seq.script) else None
+        if seq.params.ignore_eos:                # benchmarks and the "load" action: loop the script
+            tok = seq.script[k % len(seq.script)]
+        else:
+            tok = seq.script[k] if k < len(seq.script) else None
         if tok is None:                          # the script is exhausted: EOS
             self._finish(seq, "stop")
             return

@@ -75,7 +75,7 @@ def test_escape_cancels_and_keeps_the_text():
 
 
 def test_prompt_longer_than_the_cache_is_a_notification_and_the_chat_survives():
-    engine = ScriptedEngine(num_blocks=8, block_size=4)      # 32 tokens in the whole cache
+    engine = ScriptedEngine(num_blocks=16, block_size=4)     # 64 tokens in the whole cache
     app = make_app(engine)
 
     async def run():

@@ -33,18 +33,18 @@ def byte_tokenizer() -> bpe.Tokenizer:
                          {"<eos>": 256, "<a>": 257, "<b>": 258, "<c>": 259}, name="bytes")
 
 
-def tiny_loaded(seed: int = 0, **over) -> LoadedModel:
+def tiny_loaded(seed: int = 0, device: str = "cpu", **over) -> LoadedModel:
     cfg = tiny_config(**over)
     g = torch.Generator().manual_seed(seed)
     shapes = expected_shapes(cfg)
     # Large embedding scale so greedy choices are decisive, and not constant over time.
     weights = {n: torch.randn(s, generator=g) * (1.0 if "norm" in n else 0.5) + (1.0 if "norm" in n else 0)
                for n, s in shapes.items()}
-    model = LlamaForCausalLM(cfg, torch.float32, "cpu")
+    model = LlamaForCausalLM(cfg, torch.float32, device)
     model.load_weights(lambda n: weights[n])
     return LoadedModel(model=model.eval(), config=cfg, tokenizer=byte_tokenizer(), chat_template=None,
                        name="tiny", path=Path("tiny"), dtype=torch.float32,
-                       device=torch.device("cpu"), weight_format="float32")
+                       device=torch.device(device), weight_format="float32")
 
 
 _CACHE: dict[int, LoadedModel] = {}

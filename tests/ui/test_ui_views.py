@@ -1,0 +1,186 @@
+"""Pilot tests of the KV cache, Tokenizers and Attention tabs, and of app-level behaviour."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from conftest import make_app, wait_for
+from scripted_engine import ScriptedEngine, scripted_factory
+
+from model.reports import FREE, SHARED, USED
+from model.sparsity import parse_pattern
+from playground.app import APP_BINDINGS, PlaygroundApp
+from playground.attention_view import AttentionView
+from playground.block_grid import BlockGrid
+from playground.chat_view import ChatView
+from playground.mask_grid import HeatGrid
+from playground.tokenizer_view import TokenizerPanel, TokenizerView
+
+
+async def _ready(pilot, app):
+    await wait_for(pilot, lambda: app.model_info is not None)
+
+
+def test_kv_grid_follows_allocation_and_freeing():
+    engine = ScriptedEngine(num_blocks=256, block_size=4, step_delay_s=0.05)
+    app = make_app(engine)
+
+    async def run():
+        async with app.run_test(size=(120, 40)) as pilot:
+            await _ready(pilot, app)
+            await pilot.press("f4")
+            grid = app.query_one(BlockGrid)
+            await wait_for(pilot, lambda: grid.num_blocks == 256)
+            assert all(grid.state_of(b) == FREE for b in range(256))
+            await pilot.press("f8")                       # load: 8 synthetic requests
+            states_seen: set[str] = set()
+            await wait_for(pilot, lambda: states_seen.update(grid.state_of(b) for b in range(256))
+                           or {USED, SHARED} <= states_seen, step=0.01)
+            await wait_for(pilot, lambda: not engine.has_unfinished(), timeout=30)
+            await pilot.pause(0.2)
+            final = engine.cache_report()
+            assert [grid.state_of(b) for b in range(256)] == [b.state for b in final.blocks]
+            assert all(grid.state_of(b) not in (USED, SHARED) for b in range(256))
+            # hovering a block shows its state, ref count and owners
+            await pilot.hover(BlockGrid, offset=(2, 0))      # the second cell: block 1
+            await pilot.pause(0.1)
+            info = str(app.query_one("#kv-block-info").content)
+            assert grid.cursor == 1
+            assert f"block 1[/]: {final.blocks[1].state}, ref count {final.blocks[1].ref_count}" in info
+
+    asyncio.run(run())
+
+
+def test_block_grid_repaints_only_changed_rows():
+    from model.reports import BlockInfo
+
+    app = make_app()
+
+    async def run():
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.press("f4")
+            grid = app.query_one(BlockGrid)
+            blocks = [BlockInfo(i, FREE, 0) for i in range(4096)]
+            grid.update_blocks(blocks)
+            await pilot.pause(0.1)
+            blocks = list(blocks)
+            blocks[5] = BlockInfo(5, USED, 1, [0], 4)
+            assert grid.update_blocks(blocks) == 1          # one row changed out of ~80
+            before = grid.repaints
+            await pilot.pause(0.1)
+            assert grid.repaints - before <= 1
+
+    asyncio.run(run())
+
+
+@pytest.mark.network
+def test_tokenizer_view_counts_match_the_encoders():
+    import bpe
+
+    app = make_app(references=("cl100k_base",))
+
+    async def run():
+        async with app.run_test(size=(140, 50)) as pilot:
+            await _ready(pilot, app)
+            await pilot.press("f3")
+            view = app.query_one(TokenizerView)
+            await wait_for(pilot, lambda: len(view.query(TokenizerPanel)) == 2, timeout=60)
+            text = "Hello wörld 🙂 東京\n  x = 1"
+            view.query_one("#tok-text").text = text
+            await pilot.pause(0.4)
+            panels = {p.entry.name: p for p in view.query(TokenizerPanel)}
+            ref = bpe.load("cl100k_base")
+            assert panels["cl100k_base"].ids == ref.encode_ordinary(text)
+            model_tok = app.model_info.tokenizer
+            assert panels["scripted-model (model)"].ids == model_tok.encode_ordinary(text)
+            for panel in panels.values():
+                assert "".join(s.text for s in panel.spans) == text    # no half characters lost
+                assert f"{len(panel.ids)}[/] tokens" in str(panel.query_one(".tok-title").content)
+            # the emoji is 4 byte-level tokens for the scripted tokenizer: one span
+            emoji = [s for s in panels["scripted-model (model)"].spans if "🙂" in s.text]
+            assert emoji and len(emoji[0].ids) == 4
+            panel = panels["cl100k_base"]
+            panel.action_pick(1)
+            await pilot.pause(0.1)
+            detail = str(view.query_one("#tok-detail").content)
+            assert f"id {panel.spans[1].ids[0]}" in detail
+
+    asyncio.run(run())
+
+
+def test_pattern_switch_reaches_the_engine_and_weights_are_drawn():
+    engine = ScriptedEngine()
+    app = make_app(engine)
+
+    async def run():
+        async with app.run_test(size=(140, 44)) as pilot:
+            await _ready(pilot, app)
+            await pilot.press("f5")
+            view = app.query_one(AttentionView)
+            view.query_one("#attn-spec").value = "local:64"
+            await pilot.press("f9")
+            await wait_for(pilot, lambda: ("set_pattern", "local:64") in engine.calls)
+            await wait_for(pilot, lambda: view.pattern == "local:64")
+            assert str(engine.pattern) == "local:64"
+            assert view.density == pytest.approx(parse_pattern("local:64").density(2048))
+            assert app.query_one("#attn-mask", HeatGrid).pooled is not None
+            # a bad pattern: a notification, and the engine keeps the old one
+            view.query_one("#attn-spec").value = "bogus:3"
+            await pilot.press("f9")
+            await pilot.pause(0.2)
+            assert str(engine.pattern) == "local:64" and app.is_running
+            assert any("bogus" in n.message or "pattern" in n.message.lower() for n in app._notifications)
+            # weights for the last prompt
+            await pilot.press("f2")
+            await pilot.click("#prompt")
+            await pilot.press(*"hi", "enter")
+            chat = app.query_one(ChatView)
+            await wait_for(pilot, lambda: chat.last_prompt_ids and chat.ticket is None)
+            await pilot.press("f5")
+            view.query_one("#attn-head").value = "1"
+            await pilot.press("f10")
+            await wait_for(pilot, lambda: view.weights is not None)
+            assert ("attention_weights", len(chat.last_prompt_ids), 0, 1) in engine.calls
+            assert view.weights.shape == (len(chat.last_prompt_ids),) * 2
+
+    asyncio.run(run())
+
+
+def test_a_model_that_cannot_load_is_a_notification_not_a_crash():
+    from model.weights import ModelLoadError
+
+    def factory(progress):
+        progress("reading /nope.gguf")
+        raise ModelLoadError("/nope.gguf: no such file or directory")
+
+    app = PlaygroundApp(factory, model_label="/nope.gguf", references=(), cursor_blink=False)
+
+    async def run():
+        async with app.run_test(size=(120, 40)) as pilot:
+            await wait_for(pilot, lambda: any("no such file" in n.message for n in app._notifications))
+            assert app.is_running and app.model_info is None
+            await pilot.click("#prompt")
+            await pilot.press(*"hello", "enter")        # no model: a warning, the text stays
+            await pilot.pause(0.1)
+            assert app.query_one("#prompt").value == "hello"
+
+    asyncio.run(run())
+
+
+def test_every_binding_has_an_id_a_description_and_a_palette_entry():
+    app = make_app()
+
+    async def run():
+        async with app.run_test(size=(120, 40)) as pilot:
+            titles = {c.title for c in app.get_system_commands(app.screen)}
+            for b in APP_BINDINGS:
+                assert b.id and b.description
+                assert b.description in titles
+            await pilot.press("f1")
+            await pilot.pause(0.1)
+            assert type(app.screen).__name__ == "HelpScreen"
+            await pilot.press("escape")
+            await pilot.press("ctrl+t")
+            assert app.theme == "textual-light"
+
+    asyncio.run(run())
