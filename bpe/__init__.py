@@ -18,14 +18,12 @@ REFERENCE_NAMES = ("cl100k_base", "o200k_base")
 __all__ = ["Tokenizer", "StreamDecoder", "load", "train", "patterns", "REFERENCE_NAMES"]
 
 
-def load(spec, **options) -> Tokenizer:
-    """A tokenizer from "cl100k_base" / "o200k_base" (bpe.reference) or a file (format detected
-    by bpe.formats.load, which receives `options`)."""
-    if isinstance(spec, str) and spec in REFERENCE_NAMES:
-        from bpe.reference import load_tokenizer
-        return load_tokenizer(spec, options.get("progress"))
+def load(spec, pattern: str | None = None) -> Tokenizer:
+    """A tokenizer from "cl100k_base" / "o200k_base" (built by bpe.reference from the verified
+    rank files) or from a file whose format bpe.formats detects. `pattern` overrides the split
+    regex of .tiktoken and .gguf files."""
     from bpe import formats
-    return formats.load(spec, **options)
+    return formats.load(spec, pattern=pattern)
 
 
 def train(files_or_iterable, vocab_size: int, pattern: str = "cl100k", special_tokens=(),

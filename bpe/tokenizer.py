@@ -18,6 +18,7 @@ This module does not read or write files (`bpe.formats`) and does not train (`bp
 """
 from __future__ import annotations
 
+import functools
 from itertools import chain
 from typing import AbstractSet, Collection, Iterable, Literal
 
@@ -55,7 +56,8 @@ def _raise_disallowed_special_token(token: str):
     )
 
 
-def _special_regex(tokens: Iterable[str]) -> regex.Pattern:
+@functools.lru_cache(maxsize=64)
+def _special_regex(tokens: frozenset[str]) -> regex.Pattern:
     # Longest first so that a special token that is a prefix of another never shadows it.
     ordered = sorted(tokens, key=lambda t: (-len(t), t))
     return regex.compile("|".join(regex.escape(t) for t in ordered))
@@ -104,7 +106,7 @@ class Tokenizer:
         self._split = patterns.compiled(self.pattern).findall
         self._cache = _PieceCache()
         self._cache.encode_piece = self._encode_piece
-        self._special_re = _special_regex(self.special_tokens) if self.special_tokens else None
+        self._special_re = _special_regex(self.special_tokens_set) if self.special_tokens else None
         self._producer: dict[int, tuple[int, int]] | None = None
 
     # ---------------------------------------------------------------- construction helpers

@@ -51,6 +51,10 @@ class BlockManager:
         self.prefix_queries = 0    # prompt tokens looked up, cumulative
         self.cow_copies = 0
         self.evictions = 0
+        # Report cache: BlockInfo objects are immutable once published; only blocks touched since
+        # the last report are rebuilt, so a report costs O(changed blocks), not O(pool).
+        self._infos: list[BlockInfo | None] = [None] * num_blocks
+        self._dirty: set[int] = set(range(num_blocks))
 
     # ---- sizes -------------------------------------------------------------------------------
     def blocks_for(self, num_tokens: int) -> int:
@@ -127,6 +131,7 @@ class BlockManager:
             h = self.chain_hash(chain[-1] if chain else _ROOT_HASH, toks)
             chain.append(h)
             if b >= 0 and h not in self.hash_to_block and self.block_hash[b] is None:
+                self._dirty.add(b)
                 self.block_hash[b] = h
                 self.block_tokens[b] = toks
                 self.hash_to_block[h] = b
@@ -205,6 +210,7 @@ class BlockManager:
             return self.free_list.popleft()
         if self.evictable:
             b, _ = self.evictable.popitem(last=False)
+            self._dirty.add(b)
             del self.hash_to_block[self.block_hash[b]]
             self.block_hash[b] = None
             self.block_tokens[b] = None
@@ -213,12 +219,14 @@ class BlockManager:
         raise NoFreeBlocksError("no free KV blocks")
 
     def _incref(self, b: int, seq_id: int) -> None:
+        self._dirty.add(b)
         if self.ref_count[b] == 0:
             self.evictable.pop(b, None)
         self.ref_count[b] += 1
         self.owners[b].add(seq_id)
 
     def _decref(self, b: int, seq_id: int) -> None:
+        self._dirty.add(b)
         self.ref_count[b] -= 1
         self.owners[b].discard(seq_id)
         if self.ref_count[b] == 0:
@@ -233,13 +241,25 @@ class BlockManager:
             return CACHED if self.block_hash[b] is not None else FREE
         return SHARED if self.ref_count[b] > 1 else USED
 
-    def block_infos(self, filled: dict[int, int] | None = None) -> list[BlockInfo]:
-        filled = filled or {}
-        return [BlockInfo(block_id=b, state=self.state(b), ref_count=self.ref_count[b],
-                          owners=sorted(self.owners[b]),
-                          num_tokens=self.block_size if self.block_hash[b] is not None
-                          else filled.get(b, 0))
-                for b in range(self.num_blocks)]
+    def touch(self, blocks) -> None:
+        """Mark blocks whose filled-token count changed (written this step) for the next report."""
+        self._dirty.update(b for b in blocks if b >= 0)
+
+    def block_infos(self, partial: dict[int, int]) -> list[BlockInfo]:
+        """One BlockInfo per physical block. partial: block -> tokens written, for the blocks of
+        live sequences that are not full (a sequence's tail); other owned blocks are full."""
+        for b in self._dirty:
+            ref = self.ref_count[b]
+            if self.block_hash[b] is not None:
+                n = self.block_size
+            elif ref:
+                n = partial.get(b, self.block_size)
+            else:
+                n = 0
+            self._infos[b] = BlockInfo(block_id=b, state=self.state(b), ref_count=ref,
+                                       owners=sorted(self.owners[b]), num_tokens=n)
+        self._dirty.clear()
+        return list(self._infos)
 
     def counts(self) -> dict[str, int]:
         c = {FREE: 0, CACHED: 0, USED: 0, SHARED: 0}

@@ -18,18 +18,21 @@ from model.reports import CACHED, FREE, SHARED, USED, CacheReport, SequenceRepor
 from model.sequence import Sequence
 
 
-def block_fill(bm: BlockManager, seqs: list[Sequence]) -> dict[int, int]:
-    """Physical block -> tokens written in it (max over its owners)."""
-    filled: dict[int, int] = {}
+def tail_fill(bm: BlockManager, seqs: list[Sequence]) -> dict[int, int]:
+    """Tokens written in each live sequence's blocks that are not full (its tail: the block being
+    filled and any allocated ahead). Every other owned block is full. A block shared by several
+    sequences holds the same tokens for each (writes into shared blocks are copied first)."""
+    partial: dict[int, int] = {}
     bs = bm.block_size
     for s in seqs:
         if not bm.has(s.seq_id):
             continue
-        for i, b in enumerate(bm.table(s.seq_id)):
+        table = bm.table(s.seq_id)
+        for i in range(s.num_computed // bs, len(table)):
+            b = table[i]
             if b >= 0:
-                n = min(bs, max(0, s.num_computed - i * bs))
-                filled[b] = max(filled.get(b, 0), n)
-    return filled
+                partial[b] = max(partial.get(b, 0), min(bs, max(0, s.num_computed - i * bs)))
+    return partial
 
 
 def sequence_reports(bm: BlockManager, seqs: list[Sequence]) -> list[SequenceReport]:
@@ -47,15 +50,14 @@ def sequence_reports(bm: BlockManager, seqs: list[Sequence]) -> list[SequenceRep
 
 def cache_report(bm: BlockManager, seqs: list[Sequence], bytes_per_block: int, max_model_len: int,
                  preemptions: int) -> CacheReport:
-    filled = block_fill(bm, seqs)
-    blocks = bm.block_infos(filled)
+    blocks = bm.block_infos(tail_fill(bm, seqs))
     counts = {FREE: 0, CACHED: 0, USED: 0, SHARED: 0}
     for info in blocks:
         counts[info.state] += 1
     bs = bm.block_size
     per_token = bytes_per_block // bs
     owned = [info for info in blocks if info.state in (USED, SHARED)]
-    wasted_slots = sum(bs - filled.get(info.block_id, 0) for info in owned)
+    wasted_slots = sum(bs - info.num_tokens for info in owned)
     reserved_tokens = sum(min(s.num_tokens - len(s.output_ids) + s.params.max_tokens, max_model_len)
                           for s in seqs if not s.is_finished)
     return CacheReport(

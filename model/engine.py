@@ -174,8 +174,11 @@ class Engine:
         rows: list[tuple[Sequence, torch.Tensor]] = []
         for spec, items in groups.items():
             rows += self._forward(items, spec)
+        bs = self.bm.block_size
         for item in sched.scheduled:
             item.seq.num_computed = item.end
+            table = self.bm.table(item.seq.seq_id)
+            self.bm.touch(table[item.start // bs:(item.end - 1) // bs + 1])
             self.bm.commit(item.seq.seq_id, item.seq.all_ids, item.seq.num_computed)
         now = time.perf_counter()
         ttft = self._sample_and_append(rows, now)

@@ -47,11 +47,13 @@ def apply_top_k_top_p(logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Te
 def sample(logits: torch.Tensor, params: list[SamplingParams],
            generators: list[torch.Generator | None], seen: list[list[int]]) -> list[int]:
     """logits (N, V) float32, one row per sequence; returns N token ids."""
-    logits = logits.float().clone()
     N = logits.shape[0]
     if N == 0:
         return []
-    logits = apply_repetition_penalty(logits, seen, [p.repetition_penalty for p in params])
+    penalties = [p.repetition_penalty for p in params]
+    logits = logits.float()
+    if any(p != 1.0 for p in penalties):
+        logits = apply_repetition_penalty(logits.clone(), seen, penalties)   # caller's tensor kept
     greedy = [p.temperature == 0 for p in params]
     out = logits.argmax(dim=-1).tolist()                                     # (N,)
     rows = [i for i in range(N) if not greedy[i]]

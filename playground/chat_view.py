@@ -157,7 +157,8 @@ class ChatView(Horizontal):
         self.query_one("#prompt", Input).value = ""
         await self.query_one("#chat-log").mount(UserMessage(text))
         self.conversation.turns.append(Turn("user", text))
-        await self._start()
+        if not await self._start():
+            self.conversation.turns.pop()      # not sent: the next turn must not carry it
 
     async def regenerate(self) -> None:
         if self.ticket is not None or self.conversation.last_user_index() is None:
@@ -190,16 +191,16 @@ class ChatView(Horizontal):
         for answer in self.query(AssistantMessage):
             answer._show_tokens(tok, on)
 
-    async def _start(self) -> None:
+    async def _start(self) -> bool:
+        """Send the conversation to the engine; False (and a notification) when it cannot be."""
         info = self.app.model_info
         self.conversation.system_prompt = self.query_one("#system-prompt", TextArea).text
         try:
             params = self.sampling_params()
             ids = self.conversation.prompt_ids(info.tokenizer, info.chat_template)
         except Exception as error:
-            self.conversation.turns.pop()
             self.app.notify(f"{error}", title="Not sent", severity="error")
-            return
+            return False
         self._next_ticket += 1
         self.ticket = self._next_ticket
         self.last_prompt_ids = ids
@@ -208,6 +209,7 @@ class ChatView(Horizontal):
         await log.mount(self._answer)
         log.scroll_end(animate=False)
         self.app.engine_worker.chat(self.ticket, ids, params)
+        return True
 
     # ---- worker messages (routed by the app) -------------------------------------------------
     async def on_progress(self, msg: ChatProgress) -> None:

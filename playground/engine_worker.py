@@ -74,6 +74,7 @@ class EngineWorker:
         self._by_request: dict[int, int] = {}          # engine request id -> ticket
         self._synthetic: set[int] = set()              # request ids of the "load" action
         self._ignored: set[int] = set()                # aborted requests whose late outputs we drop
+        self._queued_load: list[tuple] = []            # synthetic requests not yet added
         self.engine: Any = None
         self.info: ModelInfo | None = None
 
@@ -106,8 +107,9 @@ class EngineWorker:
         self._post_cache(None)
         failures = 0
         while not worker.is_cancelled:
-            busy = self._has_work()
+            busy = self._has_work() or bool(self._queued_load)
             self._drain(block=not busy)
+            self._admit_one_synthetic()
             if worker.is_cancelled or not self._has_work():
                 continue
             try:
@@ -199,8 +201,9 @@ class EngineWorker:
             self._finish(gen)
 
     def _start_load(self, n: int, prompt_len: int, max_tokens: int, seed: int) -> None:
-        """N synthetic requests: half share a prefix (prefix cache), every third samples twice
-        (shared blocks), lengths vary (blocks freed at different steps)."""
+        """Queue N synthetic requests: half share a prefix (prefix cache), every third samples
+        twice (shared blocks), lengths vary (blocks freed at different steps)."""
+        self._queued_load.clear()
         rng = random.Random(seed)
         vocab = max(2, min(self.info.tokenizer.vocab_size if self.info else 256, 4096))
         shared_prefix = [rng.randrange(1, vocab) for _ in range(prompt_len)]
@@ -209,9 +212,15 @@ class EngineWorker:
             ids = (shared_prefix + own) if i % 2 == 0 else own + shared_prefix[: prompt_len // 2]
             params = SamplingParams(temperature=0.8, max_tokens=rng.randint(max_tokens // 4, max_tokens),
                                     seed=seed + i, ignore_eos=True, n=2 if i % 3 == 0 else 1)
+            self._queued_load.append((ids, params))
+        self._post(EngineNotice(f"Starting {n} synthetic requests, one per step: watch the KV "
+                                "cache tab.", "information"))
+
+    def _admit_one_synthetic(self) -> None:
+        """Staggered arrival: later requests find the shared prefix already in the cache."""
+        if self._queued_load:
+            ids, params = self._queued_load.pop(0)
             self._synthetic.add(self.engine.add_request(ids, params))
-        self._post(EngineNotice(f"Started {n} synthetic requests: watch the KV cache tab.",
-                                "information"))
 
     def _handle(self, report: Any) -> None:
         touched: set[int] = set()
@@ -277,6 +286,7 @@ class EngineWorker:
             gen.reasons = [r or "error" for r in gen.reasons]
             gen.error = f"{why}; the text so far is kept"
             self._finish(gen)
+        self._queued_load.clear()
         for rid in list(self._synthetic):
             try:
                 self.engine.abort(rid)

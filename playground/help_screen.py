@@ -39,11 +39,11 @@ class HelpScreen(ModalScreen[None]):
 
     def __init__(self, bindings: list[Binding]) -> None:
         super().__init__()
-        self._bindings = bindings
+        self.shown_bindings = bindings
 
     def compose(self) -> ComposeResult:
         rows = ["| key | action | id |", "| --- | --- | --- |"]
-        for b in self._bindings:
+        for b in self.shown_bindings:
             rows.append(f"| `{b.key}` | {b.description} | `{b.id}` |")
         with VerticalScroll():
             yield Markdown(VIEWS_HELP + "\n## Keys\n\n" + "\n".join(rows))

@@ -28,14 +28,14 @@ SAMPLE_TEXT = ("Hello world! Tokenizers split text into pieces: "
 REFERENCES = ("cl100k_base", "o200k_base")
 
 
-def format_tree(tree) -> str:
-    """Nested tuple of merges -> "((h e) llo)" with byte leaves shown as text."""
-    if isinstance(tree, (bytes, bytearray)):
-        return bytes(tree).decode("utf-8", errors="backslashreplace").replace(" ", "·") or "''"
+def format_tree(tree, id_to_bytes) -> str:
+    """bpe merge tree (leaf = id; node = (id, left, right, ...)) -> "((t h) e)" with the pieces'
+    text, spaces shown as ·."""
     if isinstance(tree, int):
-        return str(tree)
-    if isinstance(tree, (tuple, list)):
-        return "(" + " ".join(format_tree(t) for t in tree) + ")"
+        text = id_to_bytes(tree).decode("utf-8", errors="backslashreplace")
+        return text.replace(" ", "·").replace("\n", "↵") or "''"
+    if isinstance(tree, (tuple, list)) and len(tree) > 1:
+        return "(" + " ".join(format_tree(t, id_to_bytes) for t in tree[1:]) + ")"
     return str(tree)
 
 
@@ -136,7 +136,7 @@ class TokenizerView(Vertical):
             line = f"  id [b]{tid}[/]  bytes {escape(repr(raw))}  hex {raw.hex(' ')}"
             if entry.merge_tree is not None:
                 try:
-                    line += f"  merges {escape(format_tree(entry.merge_tree(tid)))}"
+                    line += f"  merges {escape(format_tree(entry.merge_tree(tid), entry.id_to_bytes))}"
                 except Exception:
                     pass
             lines.append(line)

@@ -6,7 +6,6 @@ hostile strings, and hypothesis-generated text.
 """
 from __future__ import annotations
 
-import sys
 import sysconfig
 from pathlib import Path
 

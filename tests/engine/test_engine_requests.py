@@ -173,3 +173,41 @@ def test_attention_weights_come_from_the_model_under_the_engine_pattern():
     want = e.model.attention_probs(P[0], 1, 2, mask=e.pattern.spec)
     torch.testing.assert_close(w, want)
     assert bool((w[5, :3] == 0).all()) and torch.allclose(w.sum(-1), torch.ones(len(P[0])))
+
+
+def brute_blocks(e):
+    """Per-block state recomputed from scratch: tables, ref counts, hashes, tokens written."""
+    bs, bm = e.bm.block_size, e.bm
+    owners, filled = {}, {}
+    for s in e._live_seqs():
+        if not bm.has(s.seq_id):
+            continue
+        for i, b in enumerate(bm.table(s.seq_id)):
+            if b >= 0:
+                owners.setdefault(b, set()).add(s.seq_id)
+                filled[b] = max(filled.get(b, 0), min(bs, max(0, s.num_computed - i * bs)))
+    out = []
+    for b in range(bm.num_blocks):
+        ref = len(owners.get(b, ()))
+        hashed = bm.block_hash[b] is not None
+        state = ("shared" if ref > 1 else "used") if ref else ("cached" if hashed else "free")
+        out.append((b, state, ref, sorted(owners.get(b, ())), bs if hashed else filled.get(b, 0)))
+    return out
+
+
+def test_cache_report_equals_a_from_scratch_recount():
+    e = engine(num_blocks=20, block_size=4)
+    ps = prompts(5, 6, 30, seed=9)
+    for i, p in enumerate(ps):
+        e.add_request(p, SamplingParams(max_tokens=12, ignore_eos=True, n=2 if i == 1 else 1))
+    e.add_request(ps[0][:9] + [1, 2], SamplingParams(max_tokens=5, ignore_eos=True))
+    states = set()
+    while e.has_unfinished():
+        e.step()
+        c = e.cache_report()
+        got = [(b.block_id, b.state, b.ref_count, b.owners, b.num_tokens) for b in c.blocks]
+        assert got == brute_blocks(e)
+        owned = [x for x in got if x[2]]
+        assert c.kv_bytes_wasted == sum(4 - x[4] for x in owned) * c.bytes_per_block // 4
+        states |= {x[1] for x in got}
+    assert states == {"free", "cached", "used", "shared"} and c.preemptions > 0

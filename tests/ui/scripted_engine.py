@@ -88,6 +88,8 @@ class ScriptedEngine:
         self.clock = 0.0
         self._next_req = self._next_seq = self._step = 0
         self.calls: list[tuple] = []        # set_pattern / attention_weights calls, for tests
+        self.held = False                   # True: has_unfinished() says no, so the app's worker
+                                            # leaves the engine alone and a test steps it itself
 
     @property
     def bytes_per_block(self) -> int:
@@ -126,6 +128,8 @@ class ScriptedEngine:
                 self._finish(seq, "abort")
 
     def has_unfinished(self) -> bool:
+        if self.held:
+            return False
         return bool(self.waiting) or any(s.status == "running" for s in self.seqs.values()) or bool(self.pending)
 
     def set_pattern(self, spec: str) -> None:

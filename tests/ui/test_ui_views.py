@@ -46,7 +46,7 @@ def test_kv_grid_follows_allocation_and_freeing():
             await pilot.pause(0.1)
             info = str(app.query_one("#kv-block-info").content)
             assert grid.cursor == 1
-            assert f"block 1[/]: {final.blocks[1].state}, ref count {final.blocks[1].ref_count}" in info
+            assert f"block [b]1[/]: {final.blocks[1].state}, ref count {final.blocks[1].ref_count}" in info
 
     asyncio.run(run())
 
@@ -103,7 +103,7 @@ def test_tokenizer_view_counts_match_the_encoders():
             panel.action_pick(1)
             await pilot.pause(0.1)
             detail = str(view.query_one("#tok-detail").content)
-            assert f"id {panel.spans[1].ids[0]}" in detail
+            assert f"id [b]{panel.spans[1].ids[0]}[/]" in detail
 
     asyncio.run(run())
 
