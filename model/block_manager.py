@@ -7,6 +7,8 @@ The block manager decides which physical block holds which sequence's tokens. It
   attention pattern),
 - a prefix cache: every FULL block gets a hash chained over its parent's hash and its token ids
   (the ids are stored too and compared on lookup, so a hash collision can never share wrong K/V).
+  The chain's root is salted with the attention pattern: K/V of layers past the first depend on
+  the mask, so blocks computed under `atrous:4` must never serve a dense request.
   A freed block that carries a hash stays cached (state CACHED) and is reused by a later prompt
   with the same prefix; when a fresh block is needed and the free list is empty, the least
   recently freed cached block is evicted.
@@ -47,6 +49,7 @@ class BlockManager:
         self.tables: dict[int, list[int]] = {}
         self.hashes: dict[int, list[int]] = {}                   # seq -> hash chain of full blocks
         self.cacheable: dict[int, bool] = {}
+        self.roots: dict[int, int] = {}                          # seq -> salted root hash
         self.prefix_hits = 0       # tokens served from the cache, cumulative
         self.prefix_queries = 0    # prompt tokens looked up, cumulative
         self.cow_copies = 0
@@ -76,14 +79,18 @@ class BlockManager:
     def chain_hash(parent: int, tokens) -> int:
         return hash((parent, tuple(tokens)))
 
-    def lookup_prefix(self, token_ids: list[int]) -> list[int]:
+    @staticmethod
+    def root_hash(salt: str = "") -> int:
+        return hash((_ROOT_HASH, salt))
+
+    def lookup_prefix(self, token_ids: list[int], salt: str = "") -> list[int]:
         """Physical blocks caching the longest prefix of token_ids made of full blocks, leaving at
         least one token to compute (a prompt cached up to a block boundary still needs logits)."""
         if not self.enable_prefix_caching:
             return []
         bs = self.block_size
         found: list[int] = []
-        parent = _ROOT_HASH
+        parent = self.root_hash(salt)
         for i in range((len(token_ids) - 1) // bs):
             toks = tuple(token_ids[i * bs:(i + 1) * bs])
             h = self.chain_hash(parent, toks)
@@ -94,20 +101,22 @@ class BlockManager:
             parent = h
         return found
 
-    def blocks_needed_to_admit(self, token_ids: list[int], num_tokens: int, cacheable: bool) -> tuple[int, int]:
+    def blocks_needed_to_admit(self, token_ids: list[int], num_tokens: int, cacheable: bool,
+                               salt: str = "") -> tuple[int, int]:
         """(new blocks needed, available blocks) to admit a sequence and cover num_tokens slots.
         Cached blocks that are evictable count as unavailable once we take them."""
-        hit = self.lookup_prefix(token_ids) if cacheable else []
+        hit = self.lookup_prefix(token_ids, salt) if cacheable else []
         num_tokens = max(num_tokens, len(hit) * self.block_size)
         taken_from_pool = sum(1 for b in hit if self.ref_count[b] == 0)
         return self.blocks_for(num_tokens) - len(hit), self.num_available - taken_from_pool
 
-    def admit(self, seq_id: int, token_ids: list[int], cacheable: bool = True) -> int:
+    def admit(self, seq_id: int, token_ids: list[int], cacheable: bool = True, salt: str = "") -> int:
         """Create the sequence's table, sharing its cached prefix; returns tokens served by cache."""
         if seq_id in self.tables:
             raise ValueError(f"sequence {seq_id} already has a block table")
         cacheable = cacheable and self.enable_prefix_caching
-        hit = self.lookup_prefix(token_ids) if cacheable else []
+        hit = self.lookup_prefix(token_ids, salt) if cacheable else []
+        self.roots[seq_id] = self.root_hash(salt)
         self.tables[seq_id] = []
         self.hashes[seq_id] = []
         self.cacheable[seq_id] = cacheable
@@ -128,7 +137,7 @@ class BlockManager:
         for i in range(len(chain), min(num_computed // bs, len(table))):
             b = table[i]
             toks = tuple(token_ids[i * bs:(i + 1) * bs])
-            h = self.chain_hash(chain[-1] if chain else _ROOT_HASH, toks)
+            h = self.chain_hash(chain[-1] if chain else self.roots[seq_id], toks)
             chain.append(h)
             if b >= 0 and h not in self.hash_to_block and self.block_hash[b] is None:
                 self._dirty.add(b)
@@ -176,6 +185,7 @@ class BlockManager:
         self.tables[child_id] = list(self.tables[parent_id])
         self.hashes[child_id] = list(self.hashes[parent_id])
         self.cacheable[child_id] = self.cacheable[parent_id]
+        self.roots[child_id] = self.roots[parent_id]
         for b in self.tables[child_id]:
             if b >= 0:
                 self._incref(b, child_id)
@@ -193,6 +203,7 @@ class BlockManager:
                 self._decref(b, seq_id)
         self.hashes.pop(seq_id, None)
         self.cacheable.pop(seq_id, None)
+        self.roots.pop(seq_id, None)
 
     def free_logical(self, seq_id: int, logical_blocks) -> int:
         """Free blocks no future query of this sequence reads (sliding pattern): leave holes (-1)."""

@@ -55,6 +55,12 @@ class Engine:
         self.scheduler = Scheduler(self.bm, config.max_num_batched_tokens, config.max_num_seqs,
                                    config.enable_chunked_prefill, self.max_model_len)
         self.pattern: AttentionPattern = parse_pattern(config.attention)
+        self.graph_runner = None
+        if config.cuda_graphs and self.device.type == "cuda":
+            from model.cuda_graphs import DecodeGraphRunner
+            self.graph_runner = DecodeGraphRunner(
+                self.model, self.kv, max_num_seqs=config.max_num_seqs,
+                max_blocks_per_seq=self.bm.blocks_for(self.max_model_len))
         self.requests: dict[int, Request] = {}
         self._pending: list[RequestOutput] = []      # outputs decided outside step (abort, errors)
         self._next_request = 0
@@ -201,6 +207,10 @@ class Engine:
 
     def _forward(self, items: list[ScheduledSeq], spec) -> list[tuple[Sequence, torch.Tensor]]:
         batch, input_ids = self._build_batch(items, spec)
+        if (self.graph_runner is not None and all(it.is_decode for it in items)
+                and self.graph_runner.can_run(batch)):
+            logits = self.graph_runner.run(input_ids, batch).clone()                 # (B, V) f32
+            return list(zip([it.seq for it in items], logits.unbind(0)))
         hidden = self.model(input_ids, batch, self.kv)                               # (T, H)
         need = [it.seq for it in items if it.needs_logits]
         if not need:

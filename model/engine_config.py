@@ -36,6 +36,9 @@ class EngineConfig:
     attention: str = "dense"
     # Longest sequence for dense-like patterns; None = the model's trained context.
     max_model_len: int | None = None
+    # CUDA only: replay pure-decode steps as captured CUDA graphs (model/cuda_graphs.py), which
+    # removes kernel-launch gaps at small batch. Off until validated on a GPU.
+    cuda_graphs: bool = False
     # Used by Engine.from_path only: weight format / activation dtype and device for load_model.
     dtype: str | None = None
     device: str = "cpu"

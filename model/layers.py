@@ -11,7 +11,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-import kernels
+# The dispatchers by module path: `kernels.rope` the attribute is shadowed by the
+# kernels/rope.py submodule once anything imports it.
+from kernels.dispatch import paged_attention, rms_norm, rope, silu_and_mul, write_kv
 from model.batch import AttentionBatch
 from model.config import ModelConfig
 from model.quant import Linear
@@ -42,7 +44,7 @@ class LlamaDecoderLayer(nn.Module):
         q = q.view(T, self.num_heads, self.head_dim)                       # (T, Hq, D)
         k = k.view(T, self.num_kv_heads, self.head_dim)                    # (T, Hkv, D)
         v = v.view(T, self.num_kv_heads, self.head_dim)                    # (T, Hkv, D)
-        q, k = kernels.rope(q, k, positions, cos, sin)
+        q, k = rope(q, k, positions, cos, sin)
         return q, k, v
 
     def forward(self, hidden: torch.Tensor, residual: torch.Tensor | None, batch: AttentionBatch,
@@ -56,16 +58,16 @@ class LlamaDecoderLayer(nn.Module):
         T = hidden.shape[0]
         if residual is None:
             residual = hidden
-            x = kernels.rms_norm(hidden, self.input_norm, self.eps)           # (T, H)
+            x = rms_norm(hidden, self.input_norm, self.eps)           # (T, H)
         else:
-            x, residual = kernels.rms_norm(hidden, self.input_norm, self.eps, residual)
+            x, residual = rms_norm(hidden, self.input_norm, self.eps, residual)
         q, k, v = self.attention_qkv(x, batch.positions, cos, sin)
-        kernels.write_kv(k, v, k_cache, v_cache, batch.slot_mapping)          # into (NB, BS, Hkv, D)
-        o = kernels.paged_attention(q, k_cache, v_cache, batch.cu_seqlens_q, batch.context_lens,
+        write_kv(k, v, k_cache, v_cache, batch.slot_mapping)          # into (NB, BS, Hkv, D)
+        o = paged_attention(q, k_cache, v_cache, batch.cu_seqlens_q, batch.context_lens,
                                     batch.block_tables, batch.max_q_len, batch.max_context_len,
                                     self.scale, batch.mask, batch.num_decodes)  # (T, Hq, D)
         hidden = self.o_proj(o.reshape(T, self.q_size))                      # (T, H)
-        x, residual = kernels.rms_norm(hidden, self.post_attention_norm, self.eps, residual)
+        x, residual = rms_norm(hidden, self.post_attention_norm, self.eps, residual)
         gate_up = self.gate_up_proj(x)                                       # (T, 2I)
-        hidden = self.down_proj(kernels.silu_and_mul(gate_up))               # (T, H)
+        hidden = self.down_proj(silu_and_mul(gate_up))               # (T, H)
         return hidden, residual

@@ -14,7 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import kernels
+# The dispatchers by module path: `kernels.rope` the attribute is shadowed by the
+# kernels/rope.py submodule once anything imports it.
+from kernels.dispatch import rms_norm
 from kernels.mask import DENSE, MaskSpec
 from model.batch import AttentionBatch
 from model.config import ModelConfig
@@ -92,7 +94,7 @@ class LlamaForCausalLM(nn.Module):
         for i, layer in enumerate(self.layers):
             hidden, residual = layer(hidden, residual, batch, kv.k[i], kv.v[i],
                                      self.rope_cos, self.rope_sin)
-        hidden, _ = kernels.rms_norm(hidden, self.norm, self.config.rms_norm_eps, residual)
+        hidden, _ = rms_norm(hidden, self.norm, self.config.rms_norm_eps, residual)
         return hidden                                                          # (T, H)
 
     @torch.inference_mode()
@@ -135,9 +137,9 @@ class LlamaForCausalLM(nn.Module):
                                               self.rope_cos, self.rope_sin)
         target = self.layers[layer]
         if residual is None:
-            x = kernels.rms_norm(hidden, target.input_norm, cfg.rms_norm_eps)
+            x = rms_norm(hidden, target.input_norm, cfg.rms_norm_eps)
         else:
-            x, _ = kernels.rms_norm(hidden, target.input_norm, cfg.rms_norm_eps, residual)
+            x, _ = rms_norm(hidden, target.input_norm, cfg.rms_norm_eps, residual)
         q, k, _ = target.attention_qkv(x, batch.positions, self.rope_cos, self.rope_sin)
         kv_head = head // (cfg.num_heads // cfg.num_kv_heads)
         scores = (q[:, head].float() @ k[:, kv_head].float().T) * target.scale   # (T, T)

@@ -133,7 +133,8 @@ class Scheduler:
             seq = self.waiting[0]
             tokens = seq.all_ids
             cacheable = seq.cacheable
-            hit = len(self.bm.lookup_prefix(tokens)) if cacheable else 0
+            salt = str(seq.pattern) if seq.pattern is not None else "dense"
+            hit = len(self.bm.lookup_prefix(tokens, salt)) if cacheable else 0
             cached = hit * self.bm.block_size
             remaining = len(tokens) - cached
             n = self._cap_sliding(seq, cached, min(remaining, budget))
@@ -141,7 +142,7 @@ class Scheduler:
                 if out.scheduled:
                     break
                 n = remaining                    # a prompt above the budget runs alone, whole
-            need, avail = self.bm.blocks_needed_to_admit(tokens, cached + n, cacheable)
+            need, avail = self.bm.blocks_needed_to_admit(tokens, cached + n, cacheable, salt)
             if need > avail:
                 if not self.enable_chunked_prefill and not _evicts(seq):
                     break
@@ -149,7 +150,7 @@ class Scheduler:
                 if n <= 0:
                     break
             self.waiting.popleft()
-            got = self.bm.admit(seq.seq_id, tokens, cacheable)
+            got = self.bm.admit(seq.seq_id, tokens, cacheable, salt)
             assert got == cached, "prefix cache changed between lookup and admission"
             seq.num_computed = cached
             seq.num_cached_tokens = cached

@@ -133,7 +133,7 @@ class PlaygroundApp(App):
         self.query_one("#loading").display = False
         self.query_one(KVView).set_model(info)
         self.query_one(AttentionView).set_engine_pattern(info.pattern)
-        await self.query_one(TokenizerView).add_entry(from_bpe(info.tokenizer, f"{info.name} (model)", "model"))
+        await self.query_one(TokenizerView).add_entry(from_bpe(info.tokenizer, info.name, "model"))
 
     def on_load_failed(self, msg: LoadFailed) -> None:
         self.sub_title = "no model loaded"

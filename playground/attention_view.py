@@ -76,15 +76,18 @@ class AttentionView(Horizontal):
         """Draw the mask of `spec` (raises ValueError on a bad spec, leaving the old picture)."""
         n = self.mask_tokens()
         mask, density, name = mask_for(spec, n)
-        self.query_one("#attn-mask", HeatGrid).set_matrix(mask)
+        self.query_one("#attn-mask", HeatGrid).set_matrix(mask, gamma=0.5)
         self.shown_pattern, self.density = name, density
         running = "" if name == self.pattern else f"  (engine runs {self.pattern})"
         self.query_one("#attn-mask-title", Label).update(
-            f"mask [b]{escape(name)}[/], {n} tokens: density [b]{density:.1f}%[/] of causal pairs{escape(running)}")
+            f"mask [b]{escape(name)}[/], {n} tokens: density [b]{density:.1f}%[/] of causal pairs "
+            f"(√ scale){escape(running)}")
 
     def set_engine_pattern(self, spec: str) -> None:
         self.pattern = spec
         self.query_one("#attn-spec", Input).value = spec
+        if spec in PRESETS:
+            self.query_one("#attn-preset", Select).value = spec
         self.show_mask(spec)
 
     def layer_head(self) -> tuple[int, int]:

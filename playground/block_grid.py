@@ -36,10 +36,10 @@ class BlockGrid(ScrollView, can_focus=True):
     DEFAULT_CSS = """
     BlockGrid { height: 1fr; }
     BlockGrid > .blockgrid--free { color: $foreground 25%; }
-    BlockGrid > .blockgrid--cached { color: $warning; }
+    BlockGrid > .blockgrid--cached { color: $primary-lighten-2; }
     BlockGrid > .blockgrid--used { color: $success; }
     BlockGrid > .blockgrid--shared { color: $accent; }
-    BlockGrid > .blockgrid--cursor { background: $primary 60%; }
+    BlockGrid > .blockgrid--cursor { background: $foreground 35%; }
     """
     BINDINGS = [
         Binding("left", "move(-1, 0)", "Previous block", show=False, id="kv.grid.left"),

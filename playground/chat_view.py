@@ -107,6 +107,7 @@ class ChatView(Horizontal):
         self._next_ticket = 0
         self._answer: AssistantMessage | None = None
         self.last_prompt_ids: list[int] = []
+        self._max_tokens = 0
         self.token_colours = False
 
     def compose(self) -> ComposeResult:
@@ -204,6 +205,7 @@ class ChatView(Horizontal):
         self._next_ticket += 1
         self.ticket = self._next_ticket
         self.last_prompt_ids = ids
+        self._max_tokens = params.max_tokens
         self._answer = AssistantMessage(params.n)
         log = self.query_one("#chat-log", VerticalScroll)
         await log.mount(self._answer)
@@ -235,6 +237,10 @@ class ChatView(Horizontal):
             self.conversation.turns.pop()   # never sent: the next turn must not carry it
         if msg.error:
             self.app.notify(msg.error, title="Generation stopped", severity="error", timeout=8)
+        elif "length" in msg.finish_reasons and msg.token_ids and len(msg.token_ids[0]) < self._max_tokens:
+            self.app.notify("The answer stopped early: the KV cache or the context is full. Clear the "
+                            "chat (ctrl+l) or restart with a larger --kv-blocks.",
+                            title="Out of KV cache", severity="warning", timeout=8)
         self.query_one("#chat-log", VerticalScroll).scroll_end(animate=False)
 
     # ---- widget events -----------------------------------------------------------------------

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import queue
 import random
-import time
+import threading
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -35,8 +35,12 @@ MAX_STEP_FAILURES = 3      # consecutive failed steps before the worker stops st
 
 
 def one_line(error: BaseException) -> str:
+    """First line of the message; the class name only for unexpected errors (not bad input)."""
     text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+    if not text:
+        return type(error).__name__
+    expected = isinstance(error, ValueError) or type(error).__name__.endswith("LoadError")
+    return text[0] if expected else f"{type(error).__name__}: {text[0]}"
 
 
 @dataclass
@@ -98,11 +102,10 @@ class EngineWorker:
     def run(self) -> None:
         """Body of the thread worker: load, then serve commands and step until cancelled."""
         worker = get_current_worker()
-        try:
-            self.info, self.engine = self._factory(self._load_progress)
-        except Exception as error:  # a bad path or file must not kill the app
-            self._post(LoadFailed(one_line(error)))
+        loaded = self._load(worker)
+        if loaded is None:
             return
+        self.info, self.engine = loaded
         self._post(ModelReady(self.info))
         self._post_cache(None)
         failures = 0
@@ -124,6 +127,28 @@ class EngineWorker:
                     return
                 continue
             self._handle(report)
+
+    def _load(self, worker: Any) -> "tuple[ModelInfo, Any] | None":
+        """Run the factory in a daemon thread and wait for it here, polling cancellation: quitting
+        during a slow fetch or load does not wait for it to finish."""
+        box: dict[str, Any] = {}
+
+        def target() -> None:
+            try:
+                box["value"] = self._factory(self._load_progress)
+            except Exception as error:  # a bad path or file must not kill the app
+                box["error"] = error
+
+        thread = threading.Thread(target=target, name="engine-load", daemon=True)
+        thread.start()
+        while thread.is_alive():
+            thread.join(IDLE_POLL_S)
+            if worker.is_cancelled:
+                return None
+        if "error" in box:
+            self._post(LoadFailed(one_line(box["error"])))
+            return None
+        return box["value"]
 
     def _has_work(self) -> bool:
         try:
@@ -238,7 +263,7 @@ class EngineWorker:
             if out.finished:
                 gen.reasons[i] = out.finish_reason or "stop"
                 if out.error:
-                    gen.error = out.error
+                    gen.error = _hint_text("chat", out.error)
             touched.add(ticket)
         live = {s.request_id for s in report.sequences if s.status != "finished"}
         self._synthetic &= live | {o.request_id for o in report.outputs if not o.finished}
@@ -314,7 +339,10 @@ def _copy_stats(gen: _Generation) -> ChatStats:
 
 def _hint(kind: str, error: BaseException) -> str:
     """One line saying what went wrong and what to do about it."""
-    msg = one_line(error)
+    return _hint_text(kind, one_line(error))
+
+
+def _hint_text(kind: str, msg: str) -> str:
     low = msg.lower()
     if kind == "chat" and ("block" in low or "cache" in low or "long" in low or "context" in low):
         return f"{msg} - clear the chat (ctrl+l) or start with a larger --kv-blocks."

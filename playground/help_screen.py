@@ -19,8 +19,8 @@ the prompt tokens served by the prefix cache. Esc stops an answer and keeps its 
 you train and SentencePiece models you add. Colour = token id; `·` is a space, `↵` a newline.
 Click a token for its id, bytes and merges.
 
-**KV cache**: every physical block of the paged cache: grey free, yellow cached (prefix cache,
-evictable), green used, accent shared. Hover for owners and reference count. *Load* starts
+**KV cache**: every physical block of the paged cache: grey free, light blue cached (prefix
+cache, evictable), green used (one owner), orange shared (several owners). Hover for owners and reference count. *Load* starts
 synthetic requests to watch continuous batching allocate, share, preempt and free.
 
 **Attention**: the mask of an attention pattern and the real attention weights of one layer and

@@ -13,7 +13,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Button, Input, Label, Static
 
-from model.reports import CACHED, FREE, SHARED, USED, BlockInfo, CacheReport, SequenceReport
+from model.reports import BlockInfo, CacheReport, SequenceReport
 from playground.block_grid import BlockGrid
 from playground.messages import CacheUpdated, ModelInfo
 
@@ -42,8 +42,8 @@ def totals_text(cache: CacheReport, running: int, waiting: int) -> str:
     hit = (100.0 * cache.prefix_hits / cache.prefix_queries) if cache.prefix_queries else 0.0
     return (
         f"[b]{cache.num_blocks}[/] blocks × {cache.block_size} tokens\n"
-        f"[$success]■[/] used [b]{cache.num_used}[/]   [$accent]■[/] shared [b]{cache.num_shared}[/]\n"
-        f"[$warning]■[/] cached [b]{cache.num_cached}[/]   [dim]■[/] free [b]{cache.num_free}[/]\n"
+        f"[$success]■[/] used [b]{cache.num_used}[/]   [$accent]■[/] shared [b]{cache.num_shared}[/]   "
+        f"[$primary-lighten-2]■[/] cached [b]{cache.num_cached}[/]   [dim]■[/] free [b]{cache.num_free}[/]\n"
         f"KV in use  [b]{human_bytes(in_use)}[/]\n"
         f"waste (empty slots)  [b]{human_bytes(cache.kv_bytes_wasted)}[/] ({waste_pct:.1f}%)\n"
         f"contiguous at max length  [b]{human_bytes(reserved)}[/] ({reserved_waste:.0f}% unused)\n"
@@ -124,5 +124,3 @@ class KVView(Horizontal):
             event.stop()
             self.app.action_load_test()
 
-
-__all__ = ["KVView", "FREE", "CACHED", "USED", "SHARED"]

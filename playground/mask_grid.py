@@ -1,7 +1,7 @@
 """A 2-D map (attention mask or attention weights) drawn as a heat map with the Line API.
 
 The source matrix can be large (a 2,048 x 2,048 mask): on every resize it is pooled once to the
-widget's size (`model.sparsity.downsample`, adaptive average pooling), two matrix rows per
+largest square that fits the widget (`model.sparsity.downsample`, adaptive average pooling), two matrix rows per
 terminal row with the upper-half-block glyph (foreground = upper cell, background = lower cell).
 `render_line` then only looks up cached strips, so scrolling the app or repainting costs nothing
 proportional to the matrix.
@@ -40,12 +40,16 @@ class HeatGrid(Widget):
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self._source: torch.Tensor | None = None       # (n, m) float or bool
+        self._gamma = 1.0
         self._pooled: torch.Tensor | None = None       # (2 * height, width) float in [0, 1]
         self._strips: list[Strip] = []
         self.pool_count = 0                             # how many times the source was pooled
 
-    def set_matrix(self, matrix: torch.Tensor | None) -> None:
+    def set_matrix(self, matrix: torch.Tensor | None, gamma: float = 1.0) -> None:
+        """gamma < 1 brightens small values after pooling (0.5: a stride-64 line in a cell of
+        64 keys shows as 1/8 brightness instead of 1/64)."""
         self._source = matrix
+        self._gamma = gamma
         self._rebuild()
 
     @property
@@ -60,10 +64,11 @@ class HeatGrid(Widget):
         self._strips = []
         self._pooled = None
         if self._source is not None and self._source.numel() and width > 0 and height > 0:
-            n, m = self._source.shape
-            rows = min(2 * height, max(2, n + n % 2))     # never stretch past one row per matrix row
-            cols = min(width, m)
-            self._pooled = downsample(self._source, rows, cols).clamp(0, 1)  # (rows, cols)
+            # a half-block cell is about square: the same count of rows and columns keeps the
+            # matrix square on screen (small matrices are stretched, their rows repeated)
+            side = max(2, min(2 * height, width))
+            rows, cols = side, side
+            self._pooled = downsample(self._source, rows, cols).clamp(0, 1) ** self._gamma  # (rows, cols)
             self.pool_count += 1
             self._strips = self._make_strips(self._pooled)
         self.refresh()

@@ -66,7 +66,7 @@ def render_spans(spans: list[Span], selected: int | None = None,
     clickable as the action `pick(i)` of the widget that shows the text."""
     out = Text(no_wrap=False)
     for i, span in enumerate(spans):
-        style = Style(color="black", bgcolor=id_colour(span.ids[0]) if span.ids else None)
+        style = Style(color="#000000", bgcolor=id_colour(span.ids[0]) if span.ids else None)
         if i == selected:
             style = Style(color="white", bgcolor="#c0392b", bold=True)
         if click_action:

@@ -83,4 +83,4 @@ def train(files: list[str], vocab_size: int, progress: Callable[..., None] | Non
     import bpe
     if vocab_size < 257:
         raise ValueError("vocab size must be at least 257 (256 bytes + one merge)")
-    return bpe.train(files, vocab_size, progress=progress)
+    return bpe.train(files, vocab_size, progress=progress, name=f"trained-{vocab_size}")

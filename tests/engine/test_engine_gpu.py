@@ -14,9 +14,10 @@ from engine_helpers import prompts, run_all, tiny_loaded
 OVER = dict(hidden_size=128, num_heads=4, num_kv_heads=2, head_dim=32, intermediate_size=256)
 
 
-def tokens(device: str, budget: int) -> dict:
+def tokens(device: str, budget: int, cuda_graphs: bool = False) -> dict:
     loaded = tiny_loaded(0, device=device, **OVER)
-    e = Engine(loaded, EngineConfig(num_blocks=96, block_size=16, max_num_batched_tokens=budget))
+    e = Engine(loaded, EngineConfig(num_blocks=96, block_size=16, max_num_batched_tokens=budget,
+                                    cuda_graphs=cuda_graphs, max_num_seqs=16))
     ps = prompts(5, 10, 120, seed=4)
     ps.append(ps[0][:40] + ps[1])                  # shares 2 full blocks with prompt 0
     for p in ps:
@@ -33,3 +34,4 @@ def test_cuda_engine_matches_cpu_engine():
     cpu = tokens("cpu", 64)
     gpu = tokens("cuda", 64)
     assert gpu == cpu
+    assert tokens("cuda", 64, cuda_graphs=True) == cpu

@@ -211,3 +211,17 @@ def test_cache_report_equals_a_from_scratch_recount():
         assert c.kv_bytes_wasted == sum(4 - x[4] for x in owned) * c.bytes_per_block // 4
         states |= {x[1] for x in got}
     assert states == {"free", "cached", "used", "shared"} and c.preemptions > 0
+
+
+def test_prefix_cache_is_per_attention_pattern():
+    """Deeper layers' K/V depend on the mask: an atrous request must not reuse dense blocks."""
+    p = prompts(1, 30, 30, seed=11)[0]
+    params = SamplingParams(max_tokens=6, ignore_eos=True)
+    want_atrous = engine().generate(p, params, pattern="atrous:3")
+    e = engine()
+    e.generate(p, params)                                    # dense blocks cached
+    hits = e.bm.prefix_hits
+    assert e.generate(p, params, pattern="atrous:3") == want_atrous
+    assert e.bm.prefix_hits == hits                          # no cross-pattern hit
+    e.generate(p, params, pattern="atrous:3")
+    assert e.bm.prefix_hits > hits                           # same pattern: hit

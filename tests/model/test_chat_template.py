@@ -1,6 +1,8 @@
 """Oracle: render_chat equals transformers' apply_chat_template (tokenize=False) on real templates."""
 from __future__ import annotations
 
+from functools import lru_cache
+
 import pytest
 
 from model.chat_template import ChatTemplateError, render_chat
@@ -28,6 +30,7 @@ CONVERSATIONS = [
 ]
 
 
+@lru_cache(maxsize=1)
 def smollm_template() -> str:
     from model.default_model import ensure_default_model
     from gguf import GGUFReader

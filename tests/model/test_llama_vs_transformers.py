@@ -13,6 +13,7 @@ import torch
 from model import loader_hf
 from model.loader import build_model
 from paged_helpers import Pager
+from tiny_models import random_hf_model
 
 transformers = pytest.importorskip("transformers")
 
@@ -33,20 +34,7 @@ TOL = 1e-4
 
 
 def make_hf_model(tmp_path, seed: int, **overrides):
-    torch.manual_seed(seed)
-    kw = dict(vocab_size=97, hidden_size=48, intermediate_size=80, num_hidden_layers=3,
-              max_position_embeddings=256, rms_norm_eps=1e-5, head_dim=None)
-    kw.update(overrides)
-    if kw["head_dim"] is None:
-        kw["head_dim"] = kw["hidden_size"] // kw["num_attention_heads"]
-    cfg = transformers.LlamaConfig(**kw)
-    hf = transformers.LlamaForCausalLM(cfg).eval()
-    with torch.no_grad():  # random init is tiny (std 0.02); widen it so attention is not uniform
-        for p in hf.parameters():
-            if p.dim() == 2:
-                p.normal_(0, 0.3)
-            else:
-                p.uniform_(0.5, 1.5)
+    hf = random_hf_model(seed, **overrides)
     hf.save_pretrained(tmp_path)
     ours_cfg = loader_hf.read_hf_config(tmp_path)
     _, get = loader_hf.open_hf_weights(tmp_path, ours_cfg)

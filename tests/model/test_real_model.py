@@ -67,3 +67,20 @@ def test_prompt_ids_and_greedy_tokens_match_transformers(models, which):
                           pad_token_id=ours.config.eos_token_ids[0])[0, len(ref_ids):].tolist()
     mine = greedy(ours, ids, NEW_TOKENS)
     assert mine == ref, f"first difference at token {next(i for i, (a, b) in enumerate(zip(mine + [-1], ref + [-1])) if a != b)}"
+
+
+@pytest.mark.parametrize("fmt", ["bfloat16", "int8"])
+def test_fast_cpu_modes_stay_close_to_float32(models, fmt):
+    """The lossy CPU modes (int8 is the CPU default) against the exact float32 path, per position."""
+    ours, _, _ = models
+    fast = load_model(ours.path, dtype=fmt)
+    ids = ours.tokenizer.encode(" ".join(prompts(ours)[k] for k in ("english", "code")), allowed_special="all")
+    logits = {}
+    for name, loaded in (("exact", ours), ("fast", fast)):
+        pager = Pager(loaded.config, num_blocks=16, block_size=16, dtype=loaded.dtype, seed=1)
+        hidden = loaded.model.forward(torch.tensor(ids), pager.batch([(0, len(ids))]), pager.kv)
+        logits[name] = loaded.model.compute_logits(hidden)                    # (T, V)
+    agree = (logits["fast"].argmax(-1) == logits["exact"].argmax(-1)).float().mean().item()
+    cos = torch.nn.functional.cosine_similarity(logits["fast"], logits["exact"], dim=-1)   # (T,)
+    assert agree >= 0.9 and cos.mean() > 0.995 and cos.min() > 0.97, \
+        f"{fmt}: top-1 agreement {agree:.3f}, cosine mean {cos.mean():.4f} min {cos.min():.4f}"

@@ -1,35 +1,7 @@
-"""Fixtures for the UI tests: the scripted engine, an app wired to it, and a wait helper."""
+"""UI tests: put this folder on sys.path so the tests import scripted_engine and ui_helpers."""
 from __future__ import annotations
 
-import asyncio
 import sys
 from pathlib import Path
 
-import pytest
-
 sys.path.insert(0, str(Path(__file__).parent))
-
-from scripted_engine import ScriptedEngine, scripted_factory  # noqa: E402
-
-from playground.app import PlaygroundApp  # noqa: E402
-
-
-def make_app(engine: ScriptedEngine | None = None, references=()) -> PlaygroundApp:
-    engine = engine or ScriptedEngine()
-    return PlaygroundApp(scripted_factory(engine), model_label="scripted-model",
-                         references=references, cursor_blink=False)
-
-
-async def wait_for(pilot, condition, timeout: float = 10.0, step: float = 0.02) -> None:
-    """Let the app run until condition() is true; fail with a clear message after `timeout`."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s: {condition}")
-        await pilot.pause(step)
-
-
-@pytest.fixture
-def scripted_engine() -> ScriptedEngine:
-    return ScriptedEngine()

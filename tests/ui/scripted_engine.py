@@ -128,8 +128,9 @@ class ScriptedEngine:
                 self._finish(seq, "abort")
 
     def has_unfinished(self) -> bool:
-        if self.held:
-            return False
+        return not self.held and self._busy()
+
+    def _busy(self) -> bool:
         return bool(self.waiting) or any(s.status == "running" for s in self.seqs.values()) or bool(self.pending)
 
     def set_pattern(self, spec: str) -> None:
@@ -306,7 +307,7 @@ class ScriptedEngine:
     def generate(self, prompt_ids, params=None, on_report=None) -> list[int]:
         rid = self.add_request(prompt_ids, params)
         ids: list[int] = []
-        while self.has_unfinished():
+        while self._busy():
             report = self.step()
             if on_report:
                 on_report(report)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import asyncio
 
-from conftest import make_app, wait_for
+from ui_helpers import make_app, wait_for
 from scripted_engine import ScriptedEngine
 
 from playground.chat_view import AssistantMessage, ChatView, UserMessage
@@ -86,6 +86,9 @@ def test_prompt_longer_than_the_cache_is_a_notification_and_the_chat_survives():
             chat = app.query_one(ChatView)
             await wait_for(pilot, lambda: chat.ticket is None and len(chat.conversation.turns) == 2)
             first = list(chat.conversation.turns)
+            # the answer ran the 64-token cache full: cut short, kept, and the user is told
+            assert 0 < len(first[1].content) < len(engine.tokenizer.decode(engine.reply_ids))
+            assert any("KV cache" in n.message and "early" in n.message for n in app._notifications)
             chat.query_one("#prompt").value = "x" * 200
             await pilot.click("#prompt")
             await pilot.press("enter")
@@ -113,8 +116,30 @@ def test_regenerate_and_clear():
             await wait_for(pilot, lambda: chat.ticket is None and len(chat.conversation.turns) == 2
                            and len(app.query(AssistantMessage)) == 1 and app.query(AssistantMessage).last().status == "done")
             assert len(app.query(AssistantMessage)) == 1
+            await pilot.press("f6")                             # copy the reply
+            assert app.clipboard == chat.conversation.turns[-1].content
             await pilot.press("ctrl+l")
             await pilot.pause(0.1)
             assert chat.conversation.turns == [] and not app.query(AssistantMessage)
+
+    asyncio.run(run())
+
+
+def test_n_samples_stream_side_by_side():
+    engine = ScriptedEngine()
+    app = make_app(engine)
+
+    async def run():
+        async with app.run_test(size=(120, 40)) as pilot:
+            await _ready(pilot, app)
+            app.query_one("#param-n").value = "2"
+            await pilot.click("#prompt")
+            await pilot.press(*"two please", "enter")
+            chat = app.query_one(ChatView)
+            await wait_for(pilot, lambda: chat.ticket is None and len(chat.conversation.turns) == 2)
+            answer = app.query(AssistantMessage).last()
+            expected = engine.tokenizer.decode(engine.reply_ids)
+            assert answer.n == 2 and list(answer.texts) == [expected, expected]
+            assert app.query_one(StatsStrip).stats.output_tokens == 2 * len(engine.reply_ids)
 
     asyncio.run(run())

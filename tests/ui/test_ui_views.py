@@ -4,8 +4,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from conftest import make_app, wait_for
-from scripted_engine import ScriptedEngine, scripted_factory
+from ui_helpers import make_app, wait_for
+from scripted_engine import ScriptedEngine
 
 from model.reports import FREE, SHARED, USED
 from model.sparsity import parse_pattern
@@ -92,12 +92,12 @@ def test_tokenizer_view_counts_match_the_encoders():
             ref = bpe.load("cl100k_base")
             assert panels["cl100k_base"].ids == ref.encode_ordinary(text)
             model_tok = app.model_info.tokenizer
-            assert panels["scripted-model (model)"].ids == model_tok.encode_ordinary(text)
+            assert panels["scripted-model"].ids == model_tok.encode_ordinary(text)
             for panel in panels.values():
                 assert "".join(s.text for s in panel.spans) == text    # no half characters lost
                 assert f"{len(panel.ids)}[/] tokens" in str(panel.query_one(".tok-title").content)
             # the emoji is 4 byte-level tokens for the scripted tokenizer: one span
-            emoji = [s for s in panels["scripted-model (model)"].spans if "🙂" in s.text]
+            emoji = [s for s in panels["scripted-model"].spans if "🙂" in s.text]
             assert emoji and len(emoji[0].ids) == 4
             panel = panels["cl100k_base"]
             panel.action_pick(1)
@@ -184,3 +184,41 @@ def test_every_binding_has_an_id_a_description_and_a_palette_entry():
             assert app.theme == "textual-light"
 
     asyncio.run(run())
+
+
+def test_large_pool_and_mask_render_quickly():
+    """A 4,096-block pool (every block changing state) and a 2,048 x 2,048 mask: one full update
+    and repaint each stays far below a frame budget of lag (bounds are generous for a shared CI
+    machine; measured figures are in the report)."""
+    import time
+
+    from model.reports import BlockInfo
+
+    app = make_app()
+    timings = {}
+
+    async def run():
+        async with app.run_test(size=(160, 50)) as pilot:
+            await pilot.press("f4")
+            grid = app.query_one(BlockGrid)
+            grid.update_blocks([BlockInfo(i, FREE, 0) for i in range(4096)])
+            await pilot.pause(0.2)
+            states = [USED, SHARED, FREE]
+            t0 = time.perf_counter()
+            grid.update_blocks([BlockInfo(i, states[i % 3], 1) for i in range(4096)])
+            lines = [grid.render_line(y) for y in range(grid.size.height)]
+            timings["grid"] = time.perf_counter() - t0
+            assert len(lines) == grid.size.height and all(line.cell_length > 0 for line in lines[:3])
+            await pilot.press("f5")
+            view = app.query_one(AttentionView)
+            t0 = time.perf_counter()
+            view.show_mask("streaming:4,256")
+            mask = app.query_one("#attn-mask", HeatGrid)
+            [mask.render_line(y) for y in range(mask.size.height)]
+            timings["mask"] = time.perf_counter() - t0
+            assert mask.pooled is not None
+
+    asyncio.run(run())
+    print(f"4096-block grid update + repaint {timings['grid'] * 1000:.1f} ms; "
+          f"2048x2048 mask build + pool + repaint {timings['mask'] * 1000:.1f} ms")
+    assert timings["grid"] < 0.5 and timings["mask"] < 2.0

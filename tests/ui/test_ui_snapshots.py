@@ -1,0 +1,146 @@
+"""SVG snapshot tests of each view (pytest-textual-snapshot), 120 x 36, no cursor blink.
+
+Each test's docstring says what the picture shows; the baselines in __snapshots__/ were looked at
+(converted to PNG) before they were accepted. Regenerate with `pytest tests/ui --snapshot-update`
+after a deliberate change, and look at them again.
+"""
+from __future__ import annotations
+
+from ui_helpers import make_app, wait_for
+from scripted_engine import ScriptedEngine
+
+from model.sampling_params import SamplingParams
+from playground.attention_view import AttentionView
+from playground.chat_view import ChatView
+from playground.messages import CacheUpdated
+from playground.tokenizer_view import TokenizerPanel, TokenizerView
+
+SIZE = (120, 36)
+
+
+async def _ready(pilot) -> None:
+    app = pilot.app
+    await wait_for(pilot, lambda: app.model_info is not None)
+
+
+async def _chat_once(pilot, text: str) -> None:
+    app = pilot.app
+    await _ready(pilot)
+    await pilot.click("#prompt")
+    await pilot.press(*text, "enter")
+    chat = app.query_one(ChatView)
+    await wait_for(pilot, lambda: chat.conversation.turns and chat.conversation.turns[-1].role == "assistant"
+                   and chat.ticket is None)
+    app.clear_notifications()
+    await pilot.pause(0.2)
+
+
+def test_chat_view_snapshot(snap_compare):
+    """Chat tab after one exchange: header "scripted-model · cpu · float32 · KV 64 blocks × 4
+    tokens", the user line "you  hi", the assistant's Markdown answer ("Hello!" in bold, `code`,
+    a two-item list, a smile), the two-line stats strip (TTFT 50 ms, prefill and decode tok/s,
+    tokens in/out, KV blocks, prefix hits) with a flat sparkline, the side panel (system prompt,
+    sampling fields, token colours switch, Regen/Clear/Copy), the footer with key hints."""
+    assert snap_compare(make_app(), terminal_size=SIZE, run_before=lambda p: _chat_once(p, "hi"))
+
+
+def test_chat_token_colours_light_theme_snapshot(snap_compare):
+    """The same exchange in the light theme with token colours on: the answer is drawn as
+    coloured token spans (one background colour per token id, · for spaces, ↵ for newlines,
+    the 4-byte emoji as one span) instead of Markdown."""
+    async def before(pilot):
+        await _chat_once(pilot, "hi")
+        await pilot.press("ctrl+t", "f7")
+        await pilot.pause(0.2)
+
+    assert snap_compare(make_app(), terminal_size=SIZE, run_before=before)
+
+
+def test_tokenizer_view_snapshot(snap_compare):
+    """Tokenizers tab: the sample text in the box, the toolbar (corpus files, vocab size, Train,
+    SentencePiece path, Add .model), the model tokenizer's panel titled "scripted-model (model):
+    112 tokens, 117 bytes, 1.04 bytes/token" with coloured spans (black text, · for spaces, ↵ for
+    the newline), the third span picked (red) and the detail below giving its id, bytes, hex and
+    merges."""
+    async def before(pilot):
+        await _ready(pilot)
+        await pilot.press("f3")
+        view = pilot.app.query_one(TokenizerView)
+        await wait_for(pilot, lambda: len(view.query(TokenizerPanel)) == 1)
+        view.query_one(TokenizerPanel).action_pick(2)
+        pilot.app.set_focus(None)
+        await pilot.pause(0.2)
+
+    assert snap_compare(make_app(), terminal_size=SIZE, run_before=before)
+
+
+def test_kv_view_snapshot(snap_compare):
+    """KV cache tab mid-run: 64 blocks of 4 tokens; three requests (one with n=2) hold green
+    (used) and orange (shared) cells, a finished earlier request left light-blue (cached) prefix
+    blocks, the rest grey (free); block 1 is selected and described under the grid. Right: totals
+    (used/shared/cached/free, KV bytes in use, waste, the contiguous reservation, prefix hits),
+    the per-block formula "2 × 2 layers × 2 KV heads × 8 dim × 4 B × 4 tokens = 1,024 B", the
+    Load field, and each running sequence's block table (the two samples share their first
+    blocks)."""
+    engine = ScriptedEngine(num_blocks=64, block_size=4)
+    engine.held = True
+
+    async def before(pilot):
+        await _ready(pilot)
+        tok = engine.tokenizer
+        engine.generate(tok.encode_ordinary("the shared prefix of the earlier request"),
+                        SamplingParams(max_tokens=3))
+        engine.add_request(tok.encode_ordinary("the shared prefix of the second one"), SamplingParams(max_tokens=40))
+        engine.add_request(tok.encode_ordinary("two samples share this prompt"), SamplingParams(max_tokens=40, n=2))
+        engine.add_request(tok.encode_ordinary("a third, longer prompt that takes more blocks"),
+                           SamplingParams(max_tokens=40))
+        for _ in range(7):
+            report = engine.step()
+        pilot.app.post_message(CacheUpdated(report.cache, report.sequences, report.num_running, report.num_waiting))
+        await pilot.press("f4")
+        pilot.app.query_one("#kv-grid").select(1)
+        pilot.app.clear_notifications()
+        await pilot.pause(0.3)
+
+    assert snap_compare(make_app(engine), terminal_size=SIZE, run_before=before)
+
+
+def test_attention_view_snapshot(snap_compare):
+    """Attention tab: left, the mask of "sparse:256,64" over 2,048 tokens pooled to fit (a bright
+    band along the diagonal plus faint stripes every 64 keys), titled with its density in
+    percent; right, the scripted engine's attention weights for a 40-token prompt, layer 0 head 1
+    (a sink column on the left and a bright diagonal), as a heat map."""
+    engine = ScriptedEngine()
+
+    async def before(pilot):
+        await _ready(pilot)
+        await pilot.press("f5")
+        view = pilot.app.query_one(AttentionView)
+        view.query_one("#attn-spec").value = "sparse:256,64"
+        await pilot.press("f9")
+        await wait_for(pilot, lambda: view.pattern == "sparse:256,64")
+        await pilot.press("f2")
+        await pilot.click("#prompt")
+        await pilot.press(*"show me the attention", "enter")
+        chat = pilot.app.query_one(ChatView)
+        await wait_for(pilot, lambda: chat.ticket is None and len(chat.conversation.turns) == 2)
+        await pilot.press("f5")
+        view.query_one("#attn-head").value = "1"
+        await pilot.press("f10")
+        await wait_for(pilot, lambda: view.weights is not None)
+        pilot.app.set_focus(None)
+        pilot.app.clear_notifications()
+        await pilot.pause(0.3)
+
+    assert snap_compare(make_app(engine), terminal_size=SIZE, run_before=before)
+
+
+def test_help_screen_snapshot(snap_compare):
+    """F1 help over the app: a bordered panel explaining the four tabs and a table of every key
+    binding with its description and id."""
+    async def before(pilot):
+        await _ready(pilot)
+        await pilot.press("f1")
+        await pilot.pause(0.3)
+
+    assert snap_compare(make_app(), terminal_size=SIZE, run_before=before)
