@@ -71,6 +71,6 @@ def silu_and_mul(gate_up):
 
 def rope(q, k, positions, cos, sin):
     if _use_triton(q):
-        from kernels import rope as rope_kernel
+        from kernels import rope_triton as rope_kernel
         return rope_kernel.rope(q, k, positions, cos, sin)
     return ref.rope_ref(q, k, positions, cos, sin)

@@ -11,8 +11,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-# The dispatchers by module path: `kernels.rope` the attribute is shadowed by the
-# kernels/rope.py submodule once anything imports it.
 from kernels.dispatch import paged_attention, rms_norm, rope, silu_and_mul, write_kv
 from model.batch import AttentionBatch
 from model.config import ModelConfig

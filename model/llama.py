@@ -14,8 +14,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# The dispatchers by module path: `kernels.rope` the attribute is shadowed by the
-# kernels/rope.py submodule once anything imports it.
 from kernels.dispatch import rms_norm
 from kernels.mask import DENSE, MaskSpec
 from model.batch import AttentionBatch

@@ -53,7 +53,7 @@ def check_silu_and_mul(T, inter, dtype, device):
 
 
 def check_rope(T, hq, hkv, d, dtype, device):
-    from kernels.rope import rope
+    from kernels.rope_triton import rope
     g = torch.Generator().manual_seed(4)
     q = torch.randn(T, hq, d, generator=g).to(dtype).to(device)
     k = torch.randn(T, hkv, d, generator=g).to(dtype).to(device)
