@@ -202,7 +202,8 @@ class Engine:
             prefill_tokens_per_s=sched.num_prefill_tokens / dt if dt > 0 else 0.0,
             decode_tokens_per_s=sched.num_decode_tokens / dt if dt > 0 else 0.0,
             ttft_s=ttft, inter_token_latency_s=dt if sched.num_decode_tokens else 0.0,
-            sequences=sequence_reports(self.bm, live), cache=self._cache_report(live),
+            sequences=sequence_reports(self.bm, live),
+            cache=self._cache_report(live, self.config.report_blocks),
             num_running=len(self.scheduler.running), num_waiting=len(self.scheduler.waiting))
 
     def _forward(self, items: list[ScheduledSeq], spec) -> list[tuple[Sequence, torch.Tensor]]:
@@ -336,9 +337,9 @@ class Engine:
     def _live_seqs(self) -> list[Sequence]:
         return [s for req in self.requests.values() for s in req.seqs if not s.is_finished]
 
-    def _cache_report(self, live: list[Sequence]) -> CacheReport:
+    def _cache_report(self, live: list[Sequence], with_blocks: bool = True) -> CacheReport:
         return cache_report(self.bm, live, self.kv.bytes_per_block, self.max_model_len,
-                            self.scheduler.num_preemptions)
+                            self.scheduler.num_preemptions, with_blocks)
 
     def cache_report(self) -> CacheReport:
         return self._cache_report(self._live_seqs())

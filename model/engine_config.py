@@ -39,6 +39,10 @@ class EngineConfig:
     # CUDA only: replay pure-decode steps as captured CUDA graphs (model/cuda_graphs.py), which
     # removes kernel-launch gaps at small batch. Off until validated on a GPU.
     cuda_graphs: bool = False
+    # Put one BlockInfo per physical block into every StepReport (the KV inspector needs it).
+    # The cost grows with the pool (O(blocks) per step); throughput runs on a GPU-sized pool turn
+    # it off and get the totals alone, computed from the owned blocks. cache_report() is always full.
+    report_blocks: bool = True
     # Used by Engine.from_path only: weight format / activation dtype and device for load_model.
     dtype: str | None = None
     device: str = "cpu"

@@ -7,7 +7,7 @@ Policy (one step):
    the per-step token budget (`max_num_batched_tokens`), `max_num_seqs` and free blocks allow.
    Admission first looks up the prefix cache, so a resumed or related prompt computes only its
    uncached tail. With chunked prefill a prompt takes whatever budget is left; without it a
-   prompt runs whole (alone if it is larger than the budget).
+   prompt runs whole (the first prompt of a step may exceed the budget, beside the decodes).
 When a running sequence needs a block and none is left, the newest running sequence not yet
 scheduled this step is preempted by recompute: its blocks are freed (full ones stay in the prefix
 cache) and it goes back to the front of the waiting queue; possibly that is the sequence itself.
@@ -139,9 +139,12 @@ class Scheduler:
             remaining = len(tokens) - cached
             n = self._cap_sliding(seq, cached, min(remaining, budget))
             if not self.enable_chunked_prefill and n < remaining and not _evicts(seq):
-                if out.scheduled:
+                if any(not s.is_decode for s in out.scheduled):
                     break
-                n = remaining                    # a prompt above the budget runs alone, whole
+                # Without chunking, the first prompt of a step runs whole beside the decodes
+                # even above the budget (the classic prefill stall); otherwise running decodes
+                # would starve it forever.
+                n = remaining
             need, avail = self.bm.blocks_needed_to_admit(tokens, cached + n, cacheable, salt)
             if need > avail:
                 if not self.enable_chunked_prefill and not _evicts(seq):

@@ -210,6 +210,12 @@ def test_cache_report_equals_a_from_scratch_recount():
         owned = [x for x in got if x[2]]
         assert c.kv_bytes_wasted == sum(4 - x[4] for x in owned) * c.bytes_per_block // 4
         states |= {x[1] for x in got}
+        # The summary-only report (report_blocks=False) gives the same totals without the list.
+        s = e._cache_report(e._live_seqs(), with_blocks=False)
+        assert s.blocks == []
+        for name in ("num_free", "num_cached", "num_used", "num_shared", "kv_bytes_in_use",
+                     "kv_bytes_wasted", "reserved_bytes_equivalent"):
+            assert getattr(s, name) == getattr(c, name), name
     assert states == {"free", "cached", "used", "shared"} and c.preemptions > 0
 
 
@@ -225,3 +231,25 @@ def test_prefix_cache_is_per_attention_pattern():
     assert e.bm.prefix_hits == hits                          # no cross-pattern hit
     e.generate(p, params, pattern="atrous:3")
     assert e.bm.prefix_hits > hits                           # same pattern: hit
+
+
+def test_without_chunking_a_long_prompt_is_not_starved_by_running_decodes():
+    """Chunked prefill off, budget 16: a 60-token prompt arriving while decodes run every step
+    must still run (whole, in one step beside the decodes) and give its alone-run tokens."""
+    params = SamplingParams(max_tokens=40, ignore_eos=True)
+    long_prompt = prompts(1, 60, 60, seed=21)[0]
+    want = engine(num_blocks=128).generate(long_prompt, SamplingParams(max_tokens=4, ignore_eos=True))
+    e = engine(num_blocks=128, enable_chunked_prefill=False, max_num_batched_tokens=16)
+    for p in prompts(3, 5, 8, seed=22):
+        e.add_request(p, params)
+    e.step()
+    rid = e.add_request(long_prompt, SamplingParams(max_tokens=4, ignore_eos=True))
+    got, prefill_sizes = [], []
+    for _ in range(30):
+        r = e.step()
+        prefill_sizes.append(r.num_prefill_tokens)
+        got += [t for o in r.outputs if o.request_id == rid for t in o.new_token_ids]
+        if len(got) == 4:
+            break
+    assert got == want
+    assert 60 in prefill_sizes          # the whole prompt in one step, beside the decodes

@@ -1,0 +1,97 @@
+"""Smoke tests for benchmarks/chunked_prefill.py and benchmarks/throughput.py: each script's main()
+runs at the tiniest scale on CPU and the JSON it writes has the documented fields with values
+consistent with the workload (token counts, step counts, percentile order). Not a timing test:
+no figure is compared with a target here."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from benchmarks import chunked_prefill, throughput
+
+
+def test_chunked_prefill_json(tmp_path):
+    out = tmp_path / "cp.json"
+    decodes, prompt_len, budget = 2, 70, 32
+    rc = chunked_prefill.main(["--model", "tiny", "--device", "cpu", "--decodes", str(decodes),
+                               "--decode-prompt", "8", "--prompt-len", str(prompt_len),
+                               "--budget", str(budget), "--warmup", "2", "--steps", "4",
+                               "--json", str(out)])
+    assert rc == 0
+    doc = json.loads(out.read_text())
+    assert doc["benchmark"] == "chunked_prefill"
+    rows = {r["mode"]: r for r in doc["rows"]}
+    assert list(rows) == ["undisturbed", "chunked", "unchunked"]
+    chunk_steps = math.ceil(prompt_len / (budget - decodes))
+    for mode, r in rows.items():
+        assert r["steps"] >= chunk_steps + 8       # the window covers the chunked prefill
+        assert 0 < r["itl_p50_ms"] <= r["itl_p99_ms"] <= r["itl_max_ms"]
+    assert rows["undisturbed"]["prefill_steps"] == 0
+    assert rows["undisturbed"]["long_prompt_ttft_s"] is None
+    # The long prompt is split into budget-sized chunks beside the decodes ...
+    assert rows["chunked"]["prefill_steps"] == chunk_steps
+    assert rows["chunked"]["budget"] == budget
+    # ... or runs whole in one step.
+    assert rows["unchunked"]["prefill_steps"] == 1
+    assert rows["unchunked"]["budget"] == prompt_len + decodes
+    for mode in ("chunked", "unchunked"):
+        assert rows[mode]["long_prompt_ttft_s"] > 0
+    s = doc["summary"]
+    assert s["p99_chunked_over_undisturbed"] == pytest.approx(
+        rows["chunked"]["itl_p99_ms"] / rows["undisturbed"]["itl_p99_ms"])
+    assert s["p99_unchunked_over_undisturbed"] == pytest.approx(
+        rows["unchunked"]["itl_p99_ms"] / rows["undisturbed"]["itl_p99_ms"])
+    assert s["target_met"] == (s["p99_chunked_over_undisturbed"] <= 1.5)
+
+
+def test_chunked_prefill_rejects_bad_budget(capsys):
+    with pytest.raises(SystemExit):
+        chunked_prefill.main(["--model", "tiny", "--device", "cpu", "--decodes", "8", "--budget", "8"])
+    assert "--budget (8) must exceed --decodes (8)" in capsys.readouterr().err
+
+
+def test_percentile_matches_statistics():
+    import statistics
+    xs = [5.0, 1.0, 4.0, 2.0, 3.0, 10.0, 7.0]
+    # statistics.quantiles 'inclusive' uses numpy's linear rule
+    assert chunked_prefill.percentile(xs, 50) == pytest.approx(statistics.median(xs))
+    q = statistics.quantiles(xs, n=100, method="inclusive")
+    assert chunked_prefill.percentile(xs, 99) == pytest.approx(q[98])
+
+
+def test_throughput_json(tmp_path):
+    out = tmp_path / "tp.json"
+    n, lo, hi = 3, 4, 12
+    rc = throughput.main(["--model", "tiny", "--device", "cpu", "--requests", str(n),
+                          "--min-len", str(lo), "--max-len", str(hi), "--hf-batch", "2",
+                          "--json", str(out)])
+    assert rc == 0
+    doc = json.loads(out.read_text())
+    assert doc["benchmark"] == "throughput"
+    ours, hf = doc["rows"]
+    s = doc["summary"]
+    reqs = throughput.workload(n, lo, hi, 1000, 0)            # the same seeded workload
+    assert s["output_tokens"] == sum(o for _, o in reqs)
+    assert s["prompt_tokens"] == sum(len(p) for p, _ in reqs)
+    assert all(lo <= len(p) <= hi and lo <= o <= hi for p, o in reqs)
+    # static batches run to their longest member: batches of 2 then 1
+    assert hf["generated_tokens"] == 2 * max(o for _, o in reqs[:2]) + reqs[2][1]
+    assert ours["output_tok_s"] == pytest.approx(s["output_tokens"] / ours["seconds"])
+    assert hf["output_tok_s"] == pytest.approx(s["output_tokens"] / hf["seconds"])
+    assert s["speedup_vs_transformers"] == pytest.approx(hf["seconds"] / ours["seconds"])
+    assert ours["preemptions"] == 0
+    # each request needs at least its own number of decode steps
+    assert ours["steps"] >= max(o for _, o in reqs)
+    assert s["weight_bytes"] > 0 and s["copy_bandwidth_GBps"] > 0
+    # KV read per step is at least the longest prompt's K/V once
+    assert s["kv_bytes_read"] > 0
+    assert ours["fraction_of_floor"] == pytest.approx(ours["floor_s"] / ours["seconds"])
+    assert 0 < ours["fraction_of_floor"]
+
+
+def test_throughput_rejects_unknown_model(capsys):
+    with pytest.raises(SystemExit):
+        throughput.main(["--model", "gpt9", "--device", "cpu"])
+    assert "--model must be smollm2, llama8b or tiny" in capsys.readouterr().err
