@@ -31,8 +31,12 @@ def _err_console():
 def load_spec(spec: str):
     import bpe
     from bpe.formats import FormatError
+    from bpe.wheel_fetch import FetchError
     try:
         return bpe.load(spec)
+    except FetchError as e:  # first use of cl100k_base / o200k_base while offline
+        raise UserError(f"{spec}: {str(e).splitlines()[0]}; pass a local .tiktoken or "
+                        "tokenizer.json file instead") from None
     except FileNotFoundError:
         raise UserError(f"no tokenizer {spec!r}: not a file, and not cl100k_base / o200k_base") \
             from None
@@ -53,6 +57,9 @@ def cmd_train(args) -> int:
     out = Path(args.output)
     if not out.parent.is_dir() and str(out.parent):
         raise UserError(f"cannot write {out}: folder {out.parent} does not exist")
+    if out.is_dir():
+        raise UserError(f"cannot write {out}: it is a folder; give a file name "
+                        f"(e.g. -o {out / 'my.bpe.json'})")
     console = _err_console()
     console.print(f"training on {len(files)} file(s), {file_size_text(total)}, "
                   f"vocab {args.vocab_size}, pattern {args.pattern}")
@@ -72,7 +79,9 @@ def cmd_train(args) -> int:
                             warn=lambda msg: console.print(f"[yellow]warning:[/] {msg}"),
                             name=args.name or out.name.split(".")[0])
         except ValueError as e:
-            raise UserError(str(e).splitlines()[0]) from None
+            message = str(e).splitlines()[0].replace(  # name the flag, not the Python argument
+                "invalid_utf8='replace' would substitute", "pass --invalid-utf8 replace to read it as")
+            raise UserError(message) from None
     seconds = time.perf_counter() - start
     try:
         fmt = formats.save(tok, out, args.format)
@@ -140,6 +149,8 @@ def cmd_decode(args) -> int:
 
 def cmd_inspect(args) -> int:
     from bpe import inspect as inspect_mod
+    if args.longest < 0:
+        raise UserError(f"--longest {args.longest} must be 0 or more")
     tok = load_spec(args.tokenizer)
     stats = inspect_mod.vocab_stats(tok, longest=args.longest)
     report = None

@@ -27,6 +27,20 @@ class UserError(Exception):
     """A problem with the user's input: printed as one line, exit code 2."""
 
 
+UNICODE_BOMS = ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"),
+                (b"\xff\xfe", "UTF-16"), (b"\xfe\xff", "UTF-16"))
+
+
+def not_utf8_hint(head: bytes) -> str:
+    """What to tell the user about bytes that are not UTF-8 text: a UTF-16/32 byte-order mark
+    gets a conversion command, anything else is called binary."""
+    for bom, encoding in UNICODE_BOMS:
+        if head.startswith(bom):
+            return (f"is {encoding} text (it starts with a byte-order mark); convert it first: "
+                    f"iconv -f {encoding} -t UTF-8 FILE > FILE.utf8")
+    return "looks like a binary file (it contains NUL bytes)"
+
+
 def expand_inputs(args: list[str]) -> list[Path]:
     files: list[Path] = []
     for arg in args:
@@ -59,26 +73,39 @@ def check_corpus(files: list[Path]) -> int:
             total += path.stat().st_size
         except OSError as e:
             raise UserError(f"cannot read {path}: {e.strerror}") from None
-        if b"\x00" in head:
-            raise UserError(f"{path} looks like a binary file (it contains NUL bytes); "
-                            "pass text files only")
+        if b"\x00" in head or head.startswith((b"\xff\xfe", b"\xfe\xff")):
+            hint = not_utf8_hint(head)
+            raise UserError(f"{path} {hint}" + ("; pass text files only" if "binary" in hint else ""))
     if total == 0:
         raise UserError("the corpus is empty (0 bytes of text)")
     return total
 
 
 def iter_texts(files: list[Path], errors: str = "strict", chunk_lines: int = 10_000) -> Iterator[str]:
-    """The corpus as text chunks of up to `chunk_lines` lines, never the whole file at once."""
+    """The corpus as text chunks of up to `chunk_lines` lines ending in b"\\n", never the whole
+    file at once. Invalid UTF-8 (with errors="strict") raises CorpusError naming the file and
+    the byte offset."""
     for path in files:
-        with open(path, encoding="utf-8", errors=errors, newline="") as f:
-            lines: list[str] = []
+        with open(path, "rb") as f:
+            offset = 0
+            lines: list[bytes] = []
             for line in f:
                 lines.append(line)
                 if len(lines) >= chunk_lines:
-                    yield "".join(lines)
+                    yield _decode_chunk(b"".join(lines), path, offset, errors)
+                    offset += sum(map(len, lines))
                     lines = []
             if lines:
-                yield "".join(lines)
+                yield _decode_chunk(b"".join(lines), path, offset, errors)
+
+
+def _decode_chunk(data: bytes, path: Path, offset: int, errors: str) -> str:
+    from bpe.counting import CorpusError
+    try:
+        return data.decode("utf-8", errors)
+    except UnicodeDecodeError as e:
+        raise CorpusError(f"{path}: invalid UTF-8 at byte {offset + e.start} ({e.reason}); "
+                          "convert it to UTF-8 or leave the file out") from None
 
 
 def read_input_bytes(arg: str | None) -> bytes:
@@ -97,12 +124,14 @@ def read_input_bytes(arg: str | None) -> bytes:
 
 
 def decode_text(data: bytes, source: str) -> str:
-    if b"\x00" in data[:BINARY_SNIFF_BYTES]:
-        raise UserError(f"{source} looks like a binary file (it contains NUL bytes)")
+    head = data[:BINARY_SNIFF_BYTES]
+    if b"\x00" in head or head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise UserError(f"{source} {not_utf8_hint(head)}")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise UserError(f"{source}: invalid UTF-8 at byte {e.start} ({e.reason})") from None
+        raise UserError(f"{source}: invalid UTF-8 at byte {e.start} ({e.reason}); bpe encode "
+                        "takes UTF-8 text (convert it: iconv -f ENCODING -t UTF-8)") from None
 
 
 def parse_ids(data: bytes, source: str) -> list[int]:
@@ -113,7 +142,7 @@ def parse_ids(data: bytes, source: str) -> list[int]:
         except json.JSONDecodeError as e:
             raise UserError(f"{source}: not valid JSON ({e.msg} at char {e.pos})") from None
         ids = doc.get("ids") if isinstance(doc, dict) else doc
-        if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids):
+        if not isinstance(ids, list) or not all(type(i) is int for i in ids):  # no bools
             raise UserError(f"{source}: JSON must be a list of ids or an object with \"ids\"")
         return ids
     out: list[int] = []

@@ -26,6 +26,8 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> None:
     folder = target.parent if str(target.parent) else Path(".")
     if not folder.is_dir():
         raise FormatError(f"cannot write {target}: folder {folder} does not exist")
+    if target.is_dir():
+        raise FormatError(f"cannot write {target}: it is a folder; give a file name")
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:

@@ -128,7 +128,20 @@ def _regex_from_onig(pattern: str, source: str) -> str:
     if _POSSESSIVE_INTERVAL.search(pattern):
         raise FormatError(f"{source}: pattern uses X{{n,m}}+, which Oniguruma and `regex` read "
                           "differently; not supported")
-    return pattern
+    return keep_gaps(pattern, source)
+
+
+def keep_gaps(pattern: str, source: str) -> str:
+    """A findall pattern that also yields the text between matches, as HF's Split(Isolated)
+    does: `findall` alone would drop it (`\\d+` on "ab12" gives only "12"). A pattern that
+    matches at every position splits exactly as before (its own alternative always wins)."""
+    wrapped = f"(?:{pattern})|(?:(?!(?:{pattern}))[\\s\\S])+"
+    try:
+        patterns.compiled(wrapped)
+    except Exception as e:  # regex.error, and global flags in the middle of the pattern
+        raise FormatError(f"{source}: Split pattern {pattern[:60]!r} is not supported ({e})") \
+            from None
+    return wrapped
 
 
 def _pattern_from(pre: dict | None, source: str) -> str:

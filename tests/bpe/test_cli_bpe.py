@@ -157,3 +157,72 @@ def test_console_script_stdin(saved):
     assert back == data
     proc = subprocess.run(cmd + ["encode", "-t", "missing-spec"], input=data, capture_output=True)
     assert proc.returncode == 2 and proc.stdout == b"" and proc.stderr.count(b"\n") == 1
+
+
+def _one_error_line(code, stdout, err):
+    assert code == 2 and stdout == b"", err
+    errors = [line for line in err.splitlines() if line.startswith("bpe: error: ")]
+    assert len(errors) == 1 and err.rstrip().splitlines()[-1] == errors[0], err  # train: progress
+    return errors[0]
+
+
+def test_utf16_input_says_how_to_convert(saved, tmp_path, capsysbinary):
+    """A UTF-16 file (byte-order mark) is named as such with a conversion command, for encode,
+    train and compare; after that conversion, it encodes as the UTF-8 text does."""
+    _, tok = saved
+    text = "héllo wörld\r\nline two\n" * 30
+    utf16 = tmp_path / "u16.txt"
+    utf16.write_bytes(text.encode("utf-16"))
+    for argv in (["encode", "-t", str(tok), str(utf16)],
+                 ["train", str(utf16), "--vocab-size", "300", "-o", str(tmp_path / "o.bpe.json")],
+                 ["compare", str(utf16), "--vocab-size", "300"]):
+        err = _one_error_line(*run(capsysbinary, argv))
+        assert "UTF-16" in err and "iconv" in err, err
+    converted = tmp_path / "u8.txt"
+    converted.write_bytes(utf16.read_bytes().decode("utf-16").encode("utf-8"))
+    code, ids, _ = run(capsysbinary, ["encode", "-t", str(tok), str(converted)])
+    assert code == 0 and bpe.load(str(tok)).decode_bytes(map(int, ids.split())) == \
+        text.encode("utf-8")
+
+
+def test_output_path_is_a_folder(saved, tmp_path, capsysbinary):
+    """-o pointing at a folder: one line saying so, before any training, and nothing written."""
+    folder, tok = saved
+    corpus = folder / "corpus.txt"
+    for argv in (["train", str(corpus), "--vocab-size", "300", "-o", str(tmp_path)],
+                 ["encode", "-t", str(tok), str(corpus), "-o", str(tmp_path)]):
+        err = _one_error_line(*run(capsysbinary, argv))
+        assert "folder" in err and "Errno" not in err, err
+    assert list(tmp_path.iterdir()) == [] and not any(tmp_path.parent.glob(f".{tmp_path.name}.*"))
+
+
+def test_invalid_utf8_messages_name_the_fix(saved, tmp_path, capsysbinary):
+    """train names the CLI flag (not the Python argument); compare names the file and offset."""
+    _, tok = saved
+    bad = tmp_path / "latin1.txt"
+    data = "café line\n".encode("latin-1") * 40
+    bad.write_bytes(data)
+    err = _one_error_line(*run(capsysbinary, ["train", str(bad), "--vocab-size", "300",
+                                              "-o", str(tmp_path / "o.bpe.json")]))
+    assert "--invalid-utf8 replace" in err and "invalid_utf8=" not in err, err
+    err = _one_error_line(*run(capsysbinary, ["compare", str(bad), "--vocab-size", "300"]))
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        assert f"{bad}: invalid UTF-8 at byte {e.start}" in err, err
+
+
+def test_decode_rejects_json_booleans(saved, tmp_path, capsysbinary):
+    """JSON true/false are not token ids (Python would read them as 1 and 0)."""
+    _, tok = saved
+    ids = tmp_path / "ids.json"
+    ids.write_text("[true, 1]")
+    _one_error_line(*run(capsysbinary, ["decode", "-t", str(tok), str(ids)]))
+    ids.write_text("[1, 0]")
+    code, out, _ = run(capsysbinary, ["decode", "-t", str(tok), str(ids)])
+    assert code == 0 and out == bpe.load(str(tok)).decode_bytes([1, 0])
+
+
+def test_inspect_negative_longest(saved, capsysbinary):
+    _, tok = saved
+    _one_error_line(*run(capsysbinary, ["inspect", "-t", str(tok), "--longest", "-3"]))

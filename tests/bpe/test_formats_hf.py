@@ -128,3 +128,22 @@ def test_reference_export_gives_tiktoken_ids(tmp_path, name):
     hf = tokenizers.Tokenizer.from_file(str(path))
     for text in HOSTILE + ["1234567 12 1 99999", _stdlib_text(30_000)]:
         assert _hf_ids(hf, text) == encoding.encode_ordinary(text), text[:40]
+
+
+@pytest.mark.parametrize("regex", [r"\d{1,3}", r"[A-Z][a-z]+", r"\s+"])
+def test_import_split_regex_keeps_text_between_matches(exported, tmp_path, regex):
+    """Split(Regex, Isolated) keeps the text between matches as pieces of its own; a pattern
+    that does not cover all text must not lose the rest (it once did: findall dropped it)."""
+    hf, path = exported
+    doc = json.loads(path.read_text())
+    doc["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [
+        {"type": "Split", "pattern": {"Regex": regex}, "behavior": "Isolated", "invert": False},
+        {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True,
+         "use_regex": False}]}
+    split = tmp_path / "split-tokenizer.json"
+    split.write_text(json.dumps(doc))
+    oracle = tokenizers.Tokenizer.from_file(str(split))
+    ours = bpe.load(str(split))
+    for text in HOSTILE + ["ab12345cd 6 Hello World", _stdlib_text(20_000)]:
+        assert _ours(ours, text) == _hf_ids(oracle, text), text[:40]
+        assert ours.decode(ours.encode_ordinary(text)) == text
