@@ -12,6 +12,8 @@ forked into n - 1 children sharing all its blocks, and each draws its first toke
 logits with its own generator (seed + sample index). Later writes into the shared last block copy
 it first (block manager). Errors in one request (empty prompt, too long, bad ids) finish that
 request with finish_reason "error"; the engine keeps serving the others.
+Beam search (`add_beam_request` / `beam_search`): live beams are sequences batched in the same
+step; their logits go to model/beam_search.py, which forks, keeps and drops them.
 This module does not know about the UI; the UI reads the reports.
 """
 from __future__ import annotations
@@ -21,6 +23,7 @@ from collections.abc import Callable, Iterator
 
 import torch
 
+from model import beam_search as beams
 from model import sampler as sampling
 from model import streaming
 from model.batch import AttentionBatch
@@ -66,6 +69,7 @@ class Engine:
         self._next_request = 0
         self._next_seq = 0
         self._step = 0
+        self.beam_groups: dict[int, beams.BeamGroup] = {}   # request id -> beam state
 
     @classmethod
     def from_path(cls, path: str | None = None, progress=None, **fields) -> "Engine":
@@ -151,6 +155,7 @@ class Engine:
         req = self.requests.get(request_id)
         if req is None:
             return
+        self.beam_groups.pop(request_id, None)
         for seq in req.seqs:
             if not seq.is_finished:
                 self._finish(seq, "abort")
@@ -247,6 +252,8 @@ class Engine:
         return batch, as_t(ids, torch.int64)
 
     def _sample_and_append(self, rows: list[tuple[Sequence, torch.Tensor]], now: float) -> dict[int, float]:
+        if self.beam_groups:                 # beam requests take their rows (model/beam_search.py)
+            rows = beams.take_beam_rows(self, rows)
         expanded: list[tuple[Sequence, torch.Tensor]] = []
         for seq, row in rows:
             if seq.is_finished:          # aborted meanwhile
@@ -370,6 +377,27 @@ class Engine:
             if out.sample_index == 0:
                 ids += out.new_token_ids
         return ids
+
+    def add_beam_request(self, prompt_ids: list[int], params: "beams.BeamSearchParams",
+                         pattern: str | None = None) -> int:
+        """Queue a beam search (see model/beam_search.py); its outputs come when it ends, one
+        RequestOutput per hypothesis, best first (sample_index = rank)."""
+        return beams.add_beam_request(self, prompt_ids, params, pattern)
+
+    def beam_search(self, prompt_ids: list[int], params: "beams.BeamSearchParams",
+                    on_report: Callable[[StepReport], None] | None = None,
+                    pattern: str | None = None) -> "list[beams.BeamHypothesis]":
+        """Run one beam search to the end: hypotheses best first. Raises RequestError on error."""
+        rid = self.add_beam_request(prompt_ids, params, pattern)
+        group = self.beam_groups.get(rid)
+        while rid in self.requests or any(o.request_id == rid for o in self._pending):
+            report = self.step()
+            if on_report is not None:
+                on_report(report)
+            for out in report.outputs:
+                if out.request_id == rid and out.error:
+                    raise RequestError(out.error)
+        return group.results if group is not None else []
 
     def attention_weights(self, prompt_ids: list[int], layer: int, head: int) -> list[list[float]]:
         """One head's attention matrix over a prompt under the engine's pattern (reference path)."""

@@ -30,10 +30,12 @@ class ScheduledSeq:
     seq: Sequence
     start: int          # first position computed this step (tokens before it are in the cache)
     num_tokens: int     # new tokens this step (q_len)
-    is_decode: bool = False   # the sequence's last token only (vs a prompt / recompute chunk)
+    is_decode: bool = False   # the K/V of the last sampled token only (vs a prompt / recompute chunk)
 
     def __post_init__(self) -> None:
-        self.is_decode = self.seq.num_tokens - self.start == 1
+        # A one-token prompt, or a prompt whose prefix came from the cache but for its last token,
+        # is still prefill: the first token is not out yet (else TTFT and decode tok/s are wrong).
+        self.is_decode = self.seq.num_tokens - self.start == 1 and bool(self.seq.output_ids)
         self._needs_logits = self.start + self.num_tokens == self.seq.num_tokens
 
     @property

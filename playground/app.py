@@ -132,6 +132,7 @@ class PlaygroundApp(App):
                           f"{info.block_size} tokens ({total})")
         self.query_one("#loading").display = False
         self.query_one(KVView).set_model(info)
+        self.query_one(ChatView).set_model(info.chat_template)
         self.query_one(AttentionView).set_engine_pattern(info.pattern)
         await self.query_one(TokenizerView).add_entry(from_bpe(info.tokenizer, info.name, "model"))
 
@@ -280,5 +281,7 @@ class PlaygroundApp(App):
 def run_app(args: Namespace) -> None:
     """Start the playground with the engine the flags describe (called by playground/cli.py)."""
     from playground.engine_factory import real_factory
+    from playground.tokenizer_sources import start_process_helpers
     label = getattr(args, "model", None) or "the default model"
+    start_process_helpers()      # before Textual replaces sys.stderr (tokenizer training workers)
     PlaygroundApp(real_factory(args), model_label=str(label)).run()

@@ -3,15 +3,14 @@
 Plain data and one function; no widgets. The prompt goes through the model's own chat template
 (model.chat_template.render_chat) when it has one; a model without a template gets a plain
 "role: text" transcript. Special-token text produced by the template (e.g. <|im_start|>) is
-encoded as special tokens.
+encoded as special tokens; the same text typed in a message stays ordinary text
+(model.chat_template.encode_chat). A system prompt of None means the model's own default: no
+system message is sent and the template writes its default, as `playground generate --chat` does.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
-
-DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
-
 
 @dataclass
 class Turn:
@@ -21,11 +20,12 @@ class Turn:
 
 @dataclass
 class Conversation:
-    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    system_prompt: str | None = None     # None: the template's default system prompt
     turns: list[Turn] = field(default_factory=list)
 
     def messages(self) -> list[dict[str, str]]:
-        msgs = [{"role": "system", "content": self.system_prompt}] if self.system_prompt.strip() else []
+        system = self.system_prompt
+        msgs = [{"role": "system", "content": system}] if system is not None and system.strip() else []
         return msgs + [{"role": t.role, "content": t.content} for t in self.turns]
 
     def prompt_text(self, chat_template: str | None) -> str:
@@ -37,7 +37,10 @@ class Conversation:
         return "\n".join(lines) + "\nassistant:"
 
     def prompt_ids(self, tokenizer: Any, chat_template: str | None) -> list[int]:
-        return tokenizer.encode(self.prompt_text(chat_template), allowed_special="all")
+        if chat_template:
+            from model.chat_template import encode_chat
+            return encode_chat(tokenizer, chat_template, self.messages())
+        return tokenizer.encode_ordinary(self.prompt_text(None))
 
     def last_user_index(self) -> int | None:
         for i in range(len(self.turns) - 1, -1, -1):

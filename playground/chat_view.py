@@ -19,7 +19,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Button, Input, Label, Markdown, Static, Switch, TextArea
 
 from model.sampling_params import SamplingParams
-from playground.chat_session import DEFAULT_SYSTEM_PROMPT, Conversation, Turn
+from playground.chat_session import Conversation, Turn
 from playground.messages import ChatFinished, ChatProgress
 from playground.stats_strip import StatsStrip
 from playground.token_spans import group_spans, render_spans
@@ -109,6 +109,7 @@ class ChatView(Horizontal):
         self.last_prompt_ids: list[int] = []
         self._max_tokens = 0
         self.token_colours = False
+        self.model_system_prompt: str | None = None   # the template's default, shown until edited
 
     def compose(self) -> ComposeResult:
         with Vertical(id="chat-main"):
@@ -117,7 +118,8 @@ class ChatView(Horizontal):
             yield Input(placeholder="Type a message; Enter sends, Esc stops the answer", id="prompt")
         with VerticalScroll(id="chat-side"):
             yield Label("System prompt")
-            yield TextArea(DEFAULT_SYSTEM_PROMPT, id="system-prompt", soft_wrap=True)
+            yield TextArea("", id="system-prompt", soft_wrap=True,
+                           placeholder="the model's default (loading…)")
             for fid, label, default, kind in SAMPLING_FIELDS:
                 with Horizontal(classes="field"):
                     yield Label(label)
@@ -134,6 +136,21 @@ class ChatView(Horizontal):
                     yield button
 
     # ---- settings ----------------------------------------------------------------------------
+    def set_model(self, chat_template: str | None) -> None:
+        """Show the model's own default system prompt, unless the user has typed one."""
+        from model.chat_template import default_system_prompt
+        area = self.query_one("#system-prompt", TextArea)
+        unedited = area.text in ("", self.model_system_prompt or "")
+        self.model_system_prompt = default_system_prompt(chat_template)
+        area.placeholder = "none (this model's template has no default)"
+        if unedited:
+            area.text = self.model_system_prompt or ""
+
+    def system_prompt(self) -> str | None:
+        """What the user set; None when it is the model's default, which the template writes."""
+        text = self.query_one("#system-prompt", TextArea).text
+        return None if self.model_system_prompt is not None and text == self.model_system_prompt else text
+
     def sampling_params(self) -> SamplingParams:
         """Read the side panel; raises ValueError with a readable message on bad values."""
         raw = {fid: self.query_one(f"#param-{fid}", Input).value.strip() for fid, *_ in SAMPLING_FIELDS}
@@ -195,7 +212,7 @@ class ChatView(Horizontal):
     async def _start(self) -> bool:
         """Send the conversation to the engine; False (and a notification) when it cannot be."""
         info = self.app.model_info
-        self.conversation.system_prompt = self.query_one("#system-prompt", TextArea).text
+        self.conversation.system_prompt = self.system_prompt()
         try:
             params = self.sampling_params()
             ids = self.conversation.prompt_ids(info.tokenizer, info.chat_template)

@@ -55,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--chat", action="store_true",
                      help="wrap the prompt in the model's chat template (its default system prompt)")
     gen.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    gen.add_argument("--beams", type=int, default=0, metavar="K",
+                     help="beam search with K beams: print the K hypotheses with their scores")
+    gen.add_argument("--length-penalty", type=float, default=1.0,
+                     help="beam score = logprob / length**P (Hugging Face's rule; default 1.0)")
     chat = sub.add_parser("chat", help="multi-turn chat in the terminal")
     _common(chat, top=False)
     _sampling(chat, 512)
@@ -92,9 +96,8 @@ def _chat_ids(engine, messages: list[dict]) -> list[int]:
     template = engine.loaded.chat_template
     if not template:
         raise ValueError("this model has no chat template; run without --chat")
-    from model.chat_template import render_chat
-    text = render_chat(template, messages, add_generation_prompt=True)
-    return engine.tokenizer.encode(text, allowed_special="all")
+    from model.chat_template import encode_chat
+    return encode_chat(engine.tokenizer, template, messages)
 
 
 def _run_one(engine, ids: list[int], params, echo: bool) -> dict:
@@ -134,12 +137,37 @@ def cmd_generate(args) -> int:
         ids = _chat_ids(engine, [{"role": "user", "content": args.prompt}])
     else:
         ids = engine.tokenizer.encode_ordinary(args.prompt)
+    if args.beams:
+        return _run_beams(engine, ids, args)
     result = _run_one(engine, ids, params, echo=not args.json)
     if args.json:
         result["model"] = engine.loaded.name
         print(json.dumps(result, ensure_ascii=False))
     else:
         print(flush=True)
+    return 0
+
+
+def _run_beams(engine, ids: list[int], args) -> int:
+    """`generate --beams K`: the K hypotheses of a beam search (model/beam_search.py), best first."""
+    from model.beam_search import BeamSearchParams
+    if args.temperature != 0.0:
+        raise ValueError("beam search is deterministic: drop --temperature with --beams")
+    params = BeamSearchParams(beam_width=args.beams, max_tokens=args.max_tokens,
+                              length_penalty=args.length_penalty)
+    t0 = time.perf_counter()
+    hyps = engine.beam_search(ids, params)
+    if args.json:
+        print(json.dumps({"model": engine.loaded.name, "prompt_ids": ids, "beams": [
+            {"generated_ids": h.token_ids, "text": engine.tokenizer.decode(h.token_ids),
+             "cumulative_logprob": h.cumulative_logprob, "score": h.score,
+             "finish_reason": h.finish_reason} for h in hyps],
+            "total_s": time.perf_counter() - t0}, ensure_ascii=False))
+        return 0
+    for rank, h in enumerate(hyps):
+        print(f"--- beam {rank + 1}: score {h.score:.4f}  logprob {h.cumulative_logprob:.4f}  "
+              f"{len(h.token_ids)} tokens  ({h.finish_reason})")
+        print(engine.tokenizer.decode(h.token_ids), flush=True)
     return 0
 
 

@@ -79,8 +79,23 @@ def expand_corpus(spec: str) -> list[str]:
     return files
 
 
+def start_process_helpers() -> bool:
+    """Start multiprocessing's resource tracker now, while sys.stderr is a real file. Under
+    Textual, sys.stderr is a capture object whose fileno() is -1, and starting the tracker from
+    there fails ("bad value(s) in fds_to_keep"), so the app calls this before it runs. False
+    when it cannot be started (the caller then counts in this process)."""
+    from multiprocessing import resource_tracker
+    try:
+        resource_tracker.ensure_running()       # a no-op once it runs
+        return True
+    except (ValueError, OSError):
+        return False
+
+
 def train(files: list[str], vocab_size: int, progress: Callable[..., None] | None = None) -> Any:
     import bpe
     if vocab_size < 257:
         raise ValueError("vocab size must be at least 257 (256 bytes + one merge)")
-    return bpe.train(files, vocab_size, progress=progress, name=f"trained-{vocab_size}")
+    workers = None if start_process_helpers() else 1   # 1: no worker processes
+    return bpe.train(files, vocab_size, progress=progress, name=f"trained-{vocab_size}",
+                     num_workers=workers)

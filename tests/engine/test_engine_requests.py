@@ -253,3 +253,23 @@ def test_without_chunking_a_long_prompt_is_not_starved_by_running_decodes():
             break
     assert got == want
     assert 60 in prefill_sizes          # the whole prompt in one step, beside the decodes
+
+
+def test_a_one_token_prefill_is_counted_as_prefill_not_decode():
+    """A 1-token prompt, and a prompt served by the prefix cache but for its last token, still
+    compute the prompt: the reports must count that token as prefill, and count as decode only
+    the tokens after the first one (else `generate --json` says 0 prefill tokens and the Chat
+    strip's decode tok/s includes the time to first token)."""
+    params = SamplingParams(max_tokens=5, ignore_eos=True)
+    prompt = prompts(1, 9, 9, seed=31)[0]             # 2 full blocks of 4 + 1 token
+    e = engine()
+    e.generate(prompt, params)                        # caches the 2 full blocks
+    for p, cached in (([prompt[0]], 0), (prompt, 8)):
+        hits = e.bm.prefix_hits
+        rid = e.add_request(p, params)
+        _, reports = run_all(e)
+        assert e.bm.prefix_hits - hits == cached          # tokens served by the cache
+        assert sum(r.num_prefill_tokens for r in reports) == len(p) - cached
+        assert sum(r.num_decode_tokens for r in reports) == params.max_tokens - 1
+        first = next(r for r in reports if rid in r.ttft_s)
+        assert first.num_prefill_tokens == len(p) - cached and first.num_decode_tokens == 0

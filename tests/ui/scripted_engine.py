@@ -70,8 +70,10 @@ class _Seq:
 
 class ScriptedEngine:
     def __init__(self, num_blocks: int = 64, block_size: int = 4, reply: str = DEFAULT_REPLY,
-                 step_delay_s: float = 0.0, attention: str = "dense") -> None:
+                 step_delay_s: float = 0.0, attention: str = "dense",
+                 chat_template: str | None = None) -> None:
         self.tokenizer = make_tokenizer()
+        self.chat_template = chat_template
         self.reply_ids = self.tokenizer.encode_ordinary(reply)
         self.num_blocks, self.block_size = num_blocks, block_size
         self.step_delay_s = step_delay_s
@@ -98,7 +100,7 @@ class ScriptedEngine:
     def info(self) -> ModelInfo:
         return ModelInfo("scripted-model", "(scripted)", "cpu", "float32", DTYPE_BYTES, LAYERS, HEADS,
                          KV_HEADS, HEAD_DIM, 2048, self.num_blocks, self.block_size,
-                         self.bytes_per_block, self.tokenizer, None, str(self.pattern))
+                         self.bytes_per_block, self.tokenizer, self.chat_template, str(self.pattern))
 
     # ---- requests --------------------------------------------------------------------------
     def add_request(self, prompt_ids, params: SamplingParams | None = None, pattern=None) -> int:

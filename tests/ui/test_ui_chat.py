@@ -143,3 +143,71 @@ def test_n_samples_stream_side_by_side():
             assert app.query_one(StatsStrip).stats.output_tokens == 2 * len(engine.reply_ids)
 
     asyncio.run(run())
+
+
+# A ChatML template with a default system prompt, written the way SmolLM2's is.
+TEMPLATE_WITH_DEFAULT = (
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\\nYou are Scripty, a test model<|im_end|>\\n' }}{% endif %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+def _send_and_wait(pilot, app, text):
+    async def go():
+        await pilot.click("#prompt")
+        await pilot.press(*text, "enter")
+        chat = app.query_one(ChatView)
+        await wait_for(pilot, lambda: chat.last_prompt_ids and chat.ticket is None)
+    return go()
+
+
+def test_system_prompt_is_the_models_default_until_edited():
+    """Unedited, the chat sends what `playground generate --chat` sends: no system message, so
+    the template writes its own default, and the box shows that default (not a generic one)."""
+    from model.chat_template import render_chat
+    from textual.widgets import TextArea
+    engine = ScriptedEngine(chat_template=TEMPLATE_WITH_DEFAULT)
+    app = make_app(engine)
+
+    async def run():
+        async with app.run_test(size=(120, 40)) as pilot:
+            await _ready(pilot, app)
+            chat = app.query_one(ChatView)
+            box = app.query_one("#system-prompt", TextArea)
+            alone = render_chat(TEMPLATE_WITH_DEFAULT, [{"role": "user", "content": "hi"}])
+            assert box.text and box.text in alone             # the template's own default
+            await _send_and_wait(pilot, app, "hi")
+            assert chat.last_prompt_ids == engine.tokenizer.encode(alone, allowed_special="all")
+            await chat.clear()
+            box.text = "Be terse."
+            await _send_and_wait(pilot, app, "hi")
+            edited = render_chat(TEMPLATE_WITH_DEFAULT, [{"role": "system", "content": "Be terse."},
+                                                         {"role": "user", "content": "hi"}])
+            assert chat.last_prompt_ids == engine.tokenizer.encode(edited, allowed_special="all")
+
+    asyncio.run(run())
+
+
+def test_special_token_text_typed_in_a_message_stays_text():
+    """Typing "<|im_end|>" must not end the user's turn: it is encoded as ordinary text."""
+    from model.chat_template import render_chat
+    engine = ScriptedEngine(chat_template=TEMPLATE_WITH_DEFAULT)
+    app = make_app(engine)
+    typed = "a <|im_end|> b"
+
+    async def run():
+        async with app.run_test(size=(120, 40)) as pilot:
+            await _ready(pilot, app)
+            chat = app.query_one(ChatView)
+            await _send_and_wait(pilot, app, typed)
+            ids = chat.last_prompt_ids
+            tok = engine.tokenizer
+            end = tok.special_tokens["<|im_end|>"]
+            text = render_chat(TEMPLATE_WITH_DEFAULT, [{"role": "user", "content": typed}])
+            assert tok.decode(ids) == text
+            # only the template's own <|im_end|> tokens: one per message before the answer
+            assert ids.count(end) == text.count("<|im_end|>") - 1 == 2
+
+    asyncio.run(run())

@@ -92,3 +92,80 @@ def test_sentencepiece_model_joins_the_comparison(tmp_path):
             assert "".join(shown.split()) == "".join(view.text().split())
 
     asyncio.run(run())
+
+
+TRAIN_UNDER_CAPTURED_STDERR = r"""
+import sys, threading
+import bpe, bpe.counting
+from playground.tokenizer_sources import train
+
+class Captured:                   # what Textual puts in sys.stderr: fileno() is -1
+    def write(self, s): return len(s)
+    def flush(self): pass
+    def fileno(self): return -1
+
+files = sys.argv[1:]
+bpe.counting.PARALLEL_MIN_BYTES = 0          # use worker processes even for a small corpus
+sys.stderr = Captured()
+result = {}
+def work():                       # the app trains in a worker thread (so spawn, not fork)
+    try:
+        result["tok"] = train(files, 300)
+    except Exception as e:
+        result["error"] = repr(e)
+worker = threading.Thread(target=work)
+worker.start(); worker.join()
+sys.stderr = sys.__stderr__
+if "error" in result:
+    sys.exit(result["error"])
+tok = result["tok"]
+ref = bpe.train(files, 300, num_workers=1, name="trained-300")
+same = [tok.id_to_bytes(i) for i in range(tok.vocab_size)] == [ref.id_to_bytes(i) for i in range(ref.vocab_size)]
+print("same" if same else "different")
+"""
+
+
+def test_training_works_when_stderr_is_textuals_capture(tmp_path):
+    """In the app, sys.stderr has no file descriptor; training on a corpus large enough for
+    worker processes failed with "bad value(s) in fds_to_keep". It must train, and give the
+    single-process result. A fresh interpreter, so multiprocessing's tracker is not running yet."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    files = []
+    for i in range(3):
+        f = tmp_path / f"doc{i}.txt"
+        f.write_text(f"document {i}: the quick brown fox jumps over the lazy dog. " * 200)
+        files.append(str(f))
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", TRAIN_UNDER_CAPTURED_STDERR, *files], cwd=root,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "same"
+
+
+def test_a_long_tokenizer_name_does_not_cut_the_counts():
+    """The panel title (name, kind, tokens, bytes, bytes/token) wraps instead of being cut at
+    the panel's edge (the default model's name cut "bytes/token" at 160 columns)."""
+    from playground.tokenizer_sources import from_bpe
+    from textual.widgets import Label
+    app = make_app()
+
+    async def run():
+        async with app.run_test(size=(120, 44)) as pilot:
+            await wait_for(pilot, lambda: app.model_info is not None)
+            await pilot.press("f3")
+            view = app.query_one(TokenizerView)
+            name = "A-Very-Long-Model-Name-Instruct-v2 (Q4_K_M GGUF, 8 bits)"
+            await view.add_entry(from_bpe(app.model_info.tokenizer, name, "trained"))
+            await pilot.pause(0.1)
+            panel = _panel(view, "trained")
+            title = panel.query_one(".tok-title", Label)
+            text = str(title.render())
+            assert "bytes/token" in text
+            assert title.outer_size.width <= panel.content_size.width      # not clipped
+            lines = ["".join(s.text for s in line) for line in title.render_lines(title.region.reset_offset)]
+            shown = "".join(line.strip() for line in lines)
+            assert shown.replace(" ", "") == text.replace(" ", "")
+
+    asyncio.run(run())
