@@ -181,6 +181,7 @@ class ChatView(Horizontal):
     async def regenerate(self) -> None:
         if self.ticket is not None or self.conversation.last_user_index() is None:
             return
+        self._next_seed()
         self.conversation.drop_after_last_user()
         answers = self.query(AssistantMessage)
         if answers and answers.last() is self.query_one("#chat-log").children[-1]:
@@ -201,6 +202,17 @@ class ChatView(Horizontal):
     def last_reply(self) -> str:
         answers = self.query(AssistantMessage)
         return answers.last().texts[0] if answers else ""
+
+    def _next_seed(self) -> None:
+        """Regenerate draws a new sample: with a fixed seed and temperature > 0 the same seed
+        would give the same answer again, so the seed field moves on by one (visible, and
+        reproducible). Greedy decoding (temperature 0) does not depend on the seed."""
+        try:
+            params = self.sampling_params()
+        except ValueError:
+            return                       # _start reports the bad field
+        if params.temperature > 0 and params.seed is not None:
+            self.query_one("#param-seed", Input).value = str(params.seed + 1)
 
     def set_token_colours(self, on: bool) -> None:
         self.token_colours = on

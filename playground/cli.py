@@ -178,9 +178,10 @@ def cmd_chat(args) -> int:
     engine = _engine(args)
     messages: list[dict] = []
     print("chat: type a message; /reset starts over, /exit (or Ctrl-D) quits.", file=sys.stderr)
+    prompt = "> " if sys.stdin.isatty() else ""     # piped input: stdout holds only the replies
     while True:
         try:
-            line = input("> ")
+            line = input(prompt)
         except EOFError:
             print(file=sys.stderr)
             return 0

@@ -10,10 +10,11 @@ from textual.widgets import Markdown
 VIEWS_HELP = """\
 # LLM playground
 
-**Chat**: talk to the model through its chat template. The side panel holds the system prompt and
-the sampling settings; the strip under the conversation shows time to first token, prefill and
-decode speed (sparkline: recent decode steps), tokens in and out, the KV blocks this chat holds and
-the prompt tokens served by the prefix cache. Esc stops an answer and keeps its text.
+**Chat**: talk to the model through its chat template. The side panel holds the system prompt (the
+model's own default until you edit it) and the sampling settings; the strip under the conversation
+shows time to first token, prefill and decode speed (sparkline: recent decode steps), tokens in and
+out, the KV blocks this chat holds and the prompt tokens served by the prefix cache. Esc stops an
+answer and keeps its text; Ctrl+R regenerates with the next seed.
 
 **Tokenizers**: the same text split by the model's tokenizer, cl100k_base, o200k_base, tokenizers
 you train and SentencePiece models you add. Colour = token id; `·` is a space, `↵` a newline.

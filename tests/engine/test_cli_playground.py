@@ -73,3 +73,26 @@ def test_chat_plain_keeps_the_conversation(tiny, monkeypatch, capsys):
     assert cli.main(["chat", "--plain", "--max-tokens", "4", "--kv-blocks", "64"]) == 0
     assert len(seen) == 3 and seen[0] == seen[1]            # /reset forgot the first turn
     assert seen[2][:len(seen[1])] == seen[1] and len(seen[2]) > len(seen[1]) + 4
+
+
+def test_chat_plain_with_piped_input_prints_only_the_replies(tiny, monkeypatch, capsys):
+    """`echo hi | playground chat --plain > out.txt`: stdout is the replies, one per line,
+    without "> " prompts mixed in (they are for a terminal)."""
+    from model.engine import Engine
+    replies = []
+    real_stream = Engine.stream
+
+    def spy(self, ids, *a, **k):
+        replies.append("")
+        for out in real_stream(self, ids, *a, **k):
+            replies[-1] += out.text_delta
+            yield out
+
+    monkeypatch.setattr(Engine, "stream", spy)
+    monkeypatch.setattr(tiny, "chat_template",
+                        "{% for m in messages %}<a>{{ m['role'] }}\n{{ m['content'] }}<b>{% endfor %}"
+                        "{% if add_generation_prompt %}<a>assistant\n{% endif %}")
+    monkeypatch.setattr("sys.stdin", io.StringIO("hi\nagain\n"))
+    assert cli.main(["chat", "--plain", "--max-tokens", "4", "--kv-blocks", "64"]) == 0
+    assert len(replies) == 2
+    assert capsys.readouterr().out == "".join(r + "\n" for r in replies)

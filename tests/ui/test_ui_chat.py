@@ -211,3 +211,33 @@ def test_special_token_text_typed_in_a_message_stays_text():
             assert ids.count(end) == text.count("<|im_end|>") - 1 == 2
 
     asyncio.run(run())
+
+
+def test_regenerate_draws_a_new_sample():
+    """With temperature > 0 and the fixed default seed, Ctrl+R sent the same seed again, so the
+    "new" answer was the old one; it must use the next seed (shown in the field). Greedy
+    decoding keeps its seed (it does not depend on it)."""
+    engine = ScriptedEngine()
+    sent = []
+    add = engine.add_request
+    engine.add_request = lambda ids, params=None, pattern=None: sent.append(params) or add(ids, params, pattern)
+    app = make_app(engine)
+
+    async def run():
+        async with app.run_test(size=(120, 40)) as pilot:
+            await _ready(pilot, app)
+            chat = app.query_one(ChatView)
+            done = lambda: chat.ticket is None and len(chat.conversation.turns) == 2  # noqa: E731
+            await pilot.click("#prompt")
+            await pilot.press(*"one", "enter")
+            await wait_for(pilot, done)
+            await pilot.press("ctrl+r")
+            await wait_for(pilot, lambda: len(sent) == 2 and done())
+            assert sent[0].temperature > 0 and sent[1].seed != sent[0].seed
+            assert app.query_one("#param-seed").value == str(sent[1].seed)
+            app.query_one("#param-temperature").value = "0"
+            await pilot.press("ctrl+r")
+            await wait_for(pilot, lambda: len(sent) == 3 and done())
+            assert sent[2].seed == sent[1].seed
+
+    asyncio.run(run())

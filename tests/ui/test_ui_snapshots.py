@@ -108,7 +108,7 @@ def test_kv_view_snapshot(snap_compare):
 def test_attention_view_snapshot(snap_compare):
     """Attention tab: left, the mask of "sparse:256,64" over 2,048 tokens pooled to fit (a bright
     band along the diagonal plus faint stripes every 64 keys), titled with its density in
-    percent; right, the scripted engine's attention weights for a 40-token prompt, layer 0 head 1
+    percent; right, the scripted engine's attention weights for the chat prompt, layer 0 head 1
     (a sink column on the left and a bright diagonal), as a heat map."""
     engine = ScriptedEngine()
 
