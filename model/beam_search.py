@@ -161,14 +161,7 @@ class BeamGroup:
         self.request.seqs = [s for s in self.request.seqs if not s.is_finished]
 
     def _fork(self, parent: Sequence) -> Sequence:
-        engine = self.engine
-        child = engine._new_seq(self.request, len(self.request.seqs))
-        child.output_ids = list(parent.output_ids)
-        child.pattern, child.cacheable = parent.pattern, parent.cacheable
-        child.num_computed = parent.num_computed
-        child.num_cached_tokens = parent.num_cached_tokens
-        engine.bm.fork(parent.seq_id, child.seq_id)
-        engine.scheduler.add_running(child)
+        child = self.engine.fork_sequence(parent, len(self.request.seqs))
         self.num_forks += 1
         return child
 
@@ -187,7 +180,7 @@ class BeamGroup:
         self.request.seqs = [s for s in self.request.seqs if not s.is_finished]
         tok = self.engine.tokenizer
         for rank, h in enumerate(self.finished):
-            self.engine._pending.append(RequestOutput(
+            self.engine.emit(RequestOutput(
                 request_id=self.request.request_id, new_token_ids=list(h.token_ids),
                 text_delta=tok.decode(h.token_ids) if tok is not None else "", finished=True,
                 finish_reason=h.finish_reason, sample_index=rank))
@@ -212,7 +205,7 @@ def add_beam_request(engine, prompt_ids: list[int], params: BeamSearchParams,
         error = (f"beam width {params.beam_width} needs {candidates} candidates per step, more "
                  f"than the vocabulary of {engine.model_config.vocab_size}")
     if error is not None:
-        engine._finish(seq, "error", error=error)
+        engine.finish_sequence(seq, "error", error=error)
     else:
         engine.beam_groups[rid] = BeamGroup(engine, req, params)
     return rid

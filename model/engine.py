@@ -14,6 +14,8 @@ it first (block manager). Errors in one request (empty prompt, too long, bad ids
 request with finish_reason "error"; the engine keeps serving the others.
 Beam search (`add_beam_request` / `beam_search`): live beams are sequences batched in the same
 step; their logits go to model/beam_search.py, which forks, keeps and drops them.
+Batch packing lives in model/batch_builder.py, admission checks, stop rules and
+output plumbing in model/request_rules.py.
 This module does not know about the UI; the UI reads the reports.
 """
 from __future__ import annotations
@@ -26,12 +28,13 @@ import torch
 from model import beam_search as beams
 from model import sampler as sampling
 from model import streaming
-from model.batch import AttentionBatch
+from model.batch_builder import build_batch
 from model.block_manager import BlockManager
 from model.cache_report import cache_report, sequence_reports
 from model.engine_config import CPU_KV_BYTES_DEFAULT, EngineConfig
 from model.kv_cache import KVCache, bytes_per_block
 from model.reports import CacheReport, RequestOutput, StepReport
+from model.request_rules import check_prompt, collect_outputs, stop_reason, take_output
 from model.sampling_params import SamplingParams
 from model.scheduler import ScheduledSeq, Scheduler
 from model.sequence import Request, Sequence, SeqStatus, TextState
@@ -110,36 +113,14 @@ class Engine:
         except ValueError as e:
             seq.pattern, error = self.pattern, str(e)
         if error is None:
-            error = self._check_prompt(req.prompt_ids, params, seq.pattern)
+            error = check_prompt(req.prompt_ids, params, seq.pattern, self.model_config.vocab_size,
+                                 self.max_model_len, self.bm)
         seq.cacheable = not seq.pattern.evicts
         if error is not None:
-            self._finish(seq, "error", error=error)
+            self.finish_sequence(seq, "error", error=error)
         else:
             self.scheduler.add(seq)
         return rid
-
-    def _check_prompt(self, ids: list[int], params: SamplingParams, pattern: AttentionPattern) -> str | None:
-        V = self.model_config.vocab_size
-        if not ids:
-            return "empty prompt: at least one token is needed"
-        bad = [t for t in ids if not isinstance(t, int) or not 0 <= t < V]
-        if bad:
-            return f"prompt token id {bad[0]!r} is outside the vocabulary (0..{V - 1})"
-        if pattern.evicts:
-            reach = pattern.spec.window + pattern.spec.sinks + 2 * self.bm.block_size
-            if reach > self.max_model_len:
-                return (f"attention pattern {pattern} keeps up to {reach} positions in the cache, "
-                        f"more than the context of {self.max_model_len}")
-            if params.n > 1:
-                return "parallel sampling (n > 1) with a sliding attention pattern is not supported"
-            return None
-        if len(ids) >= self.max_model_len:
-            return (f"prompt of {len(ids)} tokens does not fit the context of {self.max_model_len} "
-                    f"tokens (one more is needed to generate)")
-        if self.bm.blocks_for(len(ids) + 1) > self.bm.num_blocks:
-            return (f"prompt of {len(ids)} tokens needs more than the whole KV cache "
-                    f"({self.bm.num_blocks} blocks of {self.bm.block_size} tokens)")
-        return None
 
     def _new_seq(self, req: Request, index: int) -> Sequence:
         seq = Sequence(self._next_seq, req.request_id, list(req.prompt_ids), req.params,
@@ -151,6 +132,18 @@ class Engine:
         req.seqs.append(seq)
         return seq
 
+    def fork_sequence(self, parent: Sequence, index: int) -> Sequence:
+        """A new running sequence of `parent`'s request (sample `index`) sharing all its blocks
+        and its tokens so far (parallel samples, beam search); writes copy shared blocks first."""
+        child = self._new_seq(self.requests[parent.request_id], index)
+        child.output_ids = list(parent.output_ids)
+        child.pattern, child.cacheable = parent.pattern, parent.cacheable
+        child.num_computed = parent.num_computed
+        child.num_cached_tokens = parent.num_cached_tokens
+        self.bm.fork(parent.seq_id, child.seq_id)
+        self.scheduler.add_running(child)
+        return child
+
     def abort(self, request_id: int) -> None:
         req = self.requests.get(request_id)
         if req is None:
@@ -158,7 +151,7 @@ class Engine:
         self.beam_groups.pop(request_id, None)
         for seq in req.seqs:
             if not seq.is_finished:
-                self._finish(seq, "abort")
+                self.finish_sequence(seq, "abort")
 
     def has_unfinished(self) -> bool:
         return self.scheduler.has_work() or bool(self._pending)
@@ -173,9 +166,9 @@ class Engine:
         sched = self.scheduler.schedule()
         for seq in sched.outgrown:
             if seq.output_ids:
-                self._finish(seq, "length")
+                self.finish_sequence(seq, "length")
             else:
-                self._finish(seq, "error", error=f"sequence of {seq.num_tokens} tokens needs more "
+                self.finish_sequence(seq, "error", error=f"sequence of {seq.num_tokens} tokens needs more "
                              f"than the whole KV cache ({self.bm.num_blocks} blocks)")
         for src, dst in sched.copies:
             self.kv.copy_block(src, dst)
@@ -198,7 +191,7 @@ class Engine:
                 self._evict(item.seq)
         dt = time.perf_counter() - t0
         outputs, self._pending = self._pending, []
-        outputs += self._collect_outputs()
+        outputs += collect_outputs(self.requests)
         self._step += 1
         live = self._live_seqs()
         return StepReport(
@@ -212,7 +205,7 @@ class Engine:
             num_running=len(self.scheduler.running), num_waiting=len(self.scheduler.waiting))
 
     def _forward(self, items: list[ScheduledSeq], spec) -> list[tuple[Sequence, torch.Tensor]]:
-        batch, input_ids = self._build_batch(items, spec)
+        batch, input_ids = build_batch(items, spec, self.bm, self.device)
         if (self.graph_runner is not None and all(it.is_decode for it in items)
                 and self.graph_runner.can_run(batch)):
             logits = self.graph_runner.run(input_ids, batch).clone()                 # (B, V) f32
@@ -223,33 +216,6 @@ class Engine:
             return []
         logits = self.model.compute_logits(hidden[batch.logits_indices])            # (N, V) f32
         return list(zip(need, logits.unbind(0)))
-
-    def _build_batch(self, items: list[ScheduledSeq], spec) -> tuple[AttentionBatch, torch.Tensor]:
-        ids, positions, slots, cu, ctx, tables, logit_rows = [], [], [], [0], [], [], []
-        bs = self.bm.block_size
-        for it in items:
-            seq = it.seq
-            table = self.bm.table(seq.seq_id)
-            offset = streaming.rope_offset(table, it.start, bs) if seq.pattern.evicts else 0
-            ids += seq.all_ids[it.start:it.end]
-            positions += range(it.start - offset, it.end - offset)
-            slots += self.bm.slot_mapping(seq.seq_id, it.start, it.end)
-            cu.append(cu[-1] + it.num_tokens)
-            ctx.append(it.end)
-            tables.append(table)
-            if it.needs_logits:
-                logit_rows.append(cu[-1] - 1)
-        width = max(len(t) for t in tables)
-        dev = self.device
-        as_t = lambda x, dt: torch.tensor(x, dtype=dt, device=dev)  # noqa: E731
-        batch = AttentionBatch(
-            positions=as_t(positions, torch.int64), slot_mapping=as_t(slots, torch.int64),
-            cu_seqlens_q=as_t(cu, torch.int32), context_lens=as_t(ctx, torch.int32),
-            block_tables=as_t([t + [-1] * (width - len(t)) for t in tables], torch.int32),
-            max_q_len=max(it.num_tokens for it in items), max_context_len=max(ctx), mask=spec,
-            num_decodes=sum(1 for it in items if it.num_tokens == 1),
-            logits_indices=as_t(logit_rows, torch.int64))
-        return batch, as_t(ids, torch.int64)
 
     def _sample_and_append(self, rows: list[tuple[Sequence, torch.Tensor]], now: float) -> dict[int, float]:
         if self.beam_groups:                 # beam requests take their rows (model/beam_search.py)
@@ -263,13 +229,7 @@ class Engine:
             if req.params.n > 1 and not req.forked:
                 req.forked = True
                 for i in range(1, req.params.n):
-                    child = self._new_seq(req, i)
-                    child.pattern, child.cacheable = seq.pattern, seq.cacheable
-                    child.num_computed = seq.num_computed
-                    child.num_cached_tokens = seq.num_cached_tokens
-                    self.bm.fork(seq.seq_id, child.seq_id)
-                    self.scheduler.add_running(child)
-                    expanded.append((child, row))
+                    expanded.append((self.fork_sequence(seq, i), row))
         if not expanded:
             return {}
         logits = torch.stack([r for _, r in expanded])                                   # (N, V)
@@ -288,20 +248,13 @@ class Engine:
         return ttft
 
     def _check_stop(self, seq: Sequence, tok: int) -> None:
-        p = seq.params
-        eos = () if p.ignore_eos else self.model_config.eos_token_ids
-        if tok in eos or tok in p.stop_token_ids:
-            self._finish(seq, "stop")
-            return
-        seq.delta = seq.delta + seq.text.push(tok)
-        if seq.text.stopped:
-            self._finish(seq, "stop", flush=False)
-        elif len(seq.output_ids) >= p.max_tokens:
-            self._finish(seq, "length")
-        elif not seq.pattern.evicts and seq.num_tokens >= self.max_model_len:
-            self._finish(seq, "length")
+        stop = stop_reason(seq, tok, self.model_config.eos_token_ids, self.max_model_len)
+        if stop is not None:
+            self.finish_sequence(seq, stop[0], flush=stop[1])
 
-    def _finish(self, seq: Sequence, reason: str, error: str | None = None, flush: bool = True) -> None:
+    def finish_sequence(self, seq: Sequence, reason: str, error: str | None = None,
+                        flush: bool = True) -> None:
+        """End `seq` (blocks freed by the scheduler); an abort or error is reported next step."""
         if flush and seq.text is not None:
             seq.delta = seq.delta + seq.text.finish()
         seq.status = SeqStatus.FINISHED
@@ -310,26 +263,12 @@ class Engine:
         self.scheduler.remove(seq)
         seq.just_finished = True
         if reason in ("abort", "error"):
-            self._pending.append(self._output(seq))
+            self.emit(take_output(seq))
 
-    def _output(self, seq: Sequence) -> RequestOutput:
-        out = RequestOutput(request_id=seq.request_id, new_token_ids=seq.new_tokens,
-                            text_delta=seq.delta, finished=seq.is_finished,
-                            finish_reason=seq.finish_reason, error=seq.error,
-                            sample_index=seq.sample_index)
-        seq.new_tokens, seq.delta, seq.just_finished = [], "", False
-        return out
-
-    def _collect_outputs(self) -> list[RequestOutput]:
-        outs = []
-        for rid in list(self.requests):
-            req = self.requests[rid]
-            for seq in req.seqs:
-                if seq.new_tokens or seq.just_finished:
-                    outs.append(self._output(seq))
-            if req.is_finished:
-                del self.requests[rid]
-        return outs
+    def emit(self, output: RequestOutput) -> None:
+        """Queue an output decided outside the sampler (abort, error, beam results) for the next
+        step's report."""
+        self._pending.append(output)
 
     def _evict(self, seq: Sequence) -> None:
         table = self.bm.table(seq.seq_id)

@@ -55,14 +55,25 @@ def test_wrong_magic(tmp_path):
         load_model(path, dtype="float32")
 
 
-@pytest.mark.parametrize("keep", [0.5, 0.02])
+@pytest.mark.parametrize("keep", [0.5, 0.02, 0.99, 0.0001])
 def test_truncated_file(tmp_path, tiny_hf, keep):
     path = tmp_path / "model.gguf"
     write_gguf(tiny_hf, path)
     data = path.read_bytes()
-    path.write_bytes(data[:max(8, int(len(data) * keep))])
-    with pytest.raises(ModelLoadError, match="corrupt or truncated"):
+    full = gguf.GGUFReader(str(path))       # oracle: where each tensor lies in the complete file
+    cut = max(8, int(len(data) * keep))
+    path.write_bytes(data[:cut])
+    with pytest.raises(ModelLoadError, match="truncated") as info:
         load_model(path, dtype="float32")
+    msg = str(info.value)
+    assert "\n" not in msg and "larger dtype" not in msg
+    assert f"{cut} bytes" in msg                         # the actual size is stated
+    if cut > full.data_offset:                           # the header is whole: the tensors say why
+        need = max(t.data_offset + t.n_bytes for t in full.tensors)
+        first = next(t for t in full.tensors if t.data_offset + t.n_bytes > cut)
+        assert f"tensors need {need}" in msg and f"tensor {first.name} " in msg
+    else:
+        assert "header runs past the end" in msg
 
 
 def test_shapes_disagree_with_config(tmp_path, tiny_hf):
