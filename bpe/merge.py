@@ -13,6 +13,10 @@ Two algorithms give identical results:
 - `merge_heap`: a linked list of symbols and a heap of candidate pairs with lazy invalidation,
   O(n log n); used for long pieces (`"a" * 1_000_000`) so the worst case is not quadratic.
 
+`merge_rank_bytes` is `merge_simple` for the tiktoken rule working on the piece's bytes: a pair's
+rank is `ranks.get(bytes of the two parts)`, a slice of the piece, so no pair table (and no
+Python `__missing__` call per pair) is needed on the cache-miss path of short pieces.
+
 This module knows nothing of text, regexes or special tokens (see `bpe.tokenizer`).
 """
 from __future__ import annotations
@@ -79,6 +83,34 @@ def merge_simple(ids: list[int], table: Mapping) -> list[int]:
             entry = table[new, ids[i + 1]]
             ranks[i] = INF if entry is None else entry[0]
     return ids
+
+
+def merge_rank_bytes(data: bytes, ranks: Mapping[bytes, int]) -> list[int]:
+    """tiktoken rule on raw bytes: the same ids as `merge_simple(byte ids, RankPairTable)`.
+
+    `bounds` holds the start of every part plus len(data); `pair_ranks[k]` is the rank of parts
+    k and k + 1 joined (INF when that is not a token). Every byte of `data` must be a token.
+    """
+    get = ranks.get
+    n = len(data)
+    if n < 2:
+        return [ranks[data]] if n else []
+    pair_ranks = [get(data[i:i + 2], INF) for i in range(n - 1)]
+    bounds = list(range(n + 1))
+    while True:
+        best = min(pair_ranks)
+        if best == INF:
+            break
+        k = pair_ranks.index(best)  # leftmost of the lowest rank
+        del bounds[k + 1]
+        del pair_ranks[k]
+        if k > 0:
+            pair_ranks[k - 1] = get(data[bounds[k - 1]:bounds[k + 1]], INF)
+        if k < len(pair_ranks):
+            pair_ranks[k] = get(data[bounds[k]:bounds[k + 2]], INF)
+        elif not pair_ranks:
+            break
+    return [ranks[data[bounds[k]:bounds[k + 1]]] for k in range(len(bounds) - 1)]
 
 
 def merge_heap(ids: list[int], table: Mapping) -> list[int]:

@@ -25,7 +25,8 @@ from typing import AbstractSet, Collection, Iterable, Literal
 import regex
 
 from bpe import patterns
-from bpe.merge import MergePairTable, RankPairTable, merge, merge_with_trees
+from bpe.merge import (HEAP_MIN_LEN, MergePairTable, RankPairTable, merge, merge_rank_bytes,
+                       merge_with_trees)
 
 CACHE_MAX_ENTRIES = 200_000  # pre-token cache is cleared past this many pieces
 CACHE_MAX_PIECE_LEN = 256  # longer pieces are not cached (they are rare and big)
@@ -39,6 +40,27 @@ class _PieceCache(dict):
 
     def __missing__(self, piece: str) -> list[int]:
         ids = self.encode_piece(piece)
+        if len(piece) <= CACHE_MAX_PIECE_LEN:
+            self[piece] = ids
+        return ids
+
+
+class _RankPieceCache(dict):
+    """The tiktoken rule's piece cache: a miss is a whole token, or a short piece merged on its
+    bytes (`merge_rank_bytes`, no pair table), or else the general `encode_piece` (long pieces).
+    Only for rank vocabs that hold all 256 single bytes."""
+
+    __slots__ = ("encode_piece", "ranks")
+
+    def __missing__(self, piece: str) -> list[int]:
+        data = piece.encode("utf-8")
+        whole = self.ranks.get(data)
+        if whole is not None:
+            ids = [whole]
+        elif len(data) < HEAP_MIN_LEN:
+            ids = merge_rank_bytes(data, self.ranks)
+        else:
+            ids = self.encode_piece(piece)
         if len(piece) <= CACHE_MAX_PIECE_LEN:
             self[piece] = ids
         return ids
@@ -104,7 +126,11 @@ class Tokenizer:
             self._ranks = None
             self._pairs = self._build_merge_table(self.merges)
         self._split = patterns.compiled(self.pattern).findall
-        self._cache = _PieceCache()
+        if self._ranks is not None and None not in self._byte_ids:
+            self._cache: dict[str, list[int]] = _RankPieceCache()
+            self._cache.ranks = self._ranks
+        else:
+            self._cache = _PieceCache()
         self._cache.encode_piece = self._encode_piece
         self._special_re = _special_regex(self.special_tokens_set) if self.special_tokens else None
         self._producer: dict[int, tuple[int, int]] | None = None
