@@ -20,7 +20,7 @@ from hypothesis import given, settings, strategies as st
 from bpe import Tokenizer, patterns
 from bpe.merge import merge_heap, merge_simple
 
-tokenizers = pytest.importorskip("tokenizers")
+import tokenizers
 from tokenizers import Regex, models, pre_tokenizers, trainers  # noqa: E402
 
 PATTERN = patterns.CL100K_2023  # no possessive quantifiers: HF's Oniguruma reads it as we do

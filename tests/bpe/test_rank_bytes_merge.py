@@ -7,13 +7,12 @@ text as one piece, so the merge itself is what is compared.
 """
 from __future__ import annotations
 
-import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from bpe import Tokenizer
 from bpe.merge import HEAP_MIN_LEN
 
-tiktoken = pytest.importorskip("tiktoken")
+import tiktoken
 
 WHOLE_TEXT = r"[\s\S]+"  # one piece: no pre-tokenization between us and the merge
 ALPHABET = "abc "

@@ -7,7 +7,7 @@ import pytest
 
 from model.chat_template import ChatTemplateError, render_chat
 
-transformers = pytest.importorskip("transformers")
+import transformers
 from transformers.utils.chat_template_utils import render_jinja_template  # noqa: E402
 
 LLAMA3_STYLE = (
