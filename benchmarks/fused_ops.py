@@ -1,6 +1,7 @@
 """Do the fused Triton ops pay? Each against its eager torch reference, at decode and prefill sizes.
 
-Ops: KV write (vs index_copy), residual add + RMSNorm, SwiGLU activation, RoPE on q and k.
+Ops: KV write (vs index_copy), residual add + RMSNorm, SwiGLU activation, RoPE on q and k, and
+RoPE fused with the KV write (vs our two separate Triton kernels, the launch it saves).
 Shapes are Llama-3-8B's (hidden 4096, FFN 14336, 32/8 heads of 128) and SmolLM2-135M's (576,
 1536, 9/3 heads of 64), at T = 1, 64 and 4096 tokens, bf16. The verdict per op feeds the
 docstrings of kernels/{kv_write,rmsnorm,swiglu,rope}.py. Times are CUDA-graph replays (GPU time,
@@ -22,7 +23,7 @@ from bench_common import median_ms, median_ms_graph, print_table, write_json  # 
 from kernels import reference as ref  # noqa: E402
 from kernels.kv_write import write_kv  # noqa: E402
 from kernels.rmsnorm import rms_norm  # noqa: E402
-from kernels.rope_triton import rope  # noqa: E402
+from kernels.rope_triton import rope, rope_write_kv  # noqa: E402
 from kernels.swiglu import silu_and_mul  # noqa: E402
 
 MODELS = {"8B": (4096, 14336, 32, 8, 128), "135M": (576, 1536, 9, 3, 64)}
@@ -47,6 +48,9 @@ def cases(T, hidden, inter, hq, hkv, d):
         "rmsnorm_residual": (lambda: rms_norm(x, w, 1e-5, r), lambda: ref.rms_norm_ref(x, w, 1e-5, r)),
         "silu_and_mul": (lambda: silu_and_mul(gu), lambda: ref.silu_and_mul_ref(gu)),
         "rope": (lambda: rope(q, k, pos, cos, sin), lambda: ref.rope_ref(q, k, pos, cos, sin)),
+        # baseline: our two separate Triton kernels (rope, then kv_write), what the fusion replaces
+        "rope_write_kv": (lambda: rope_write_kv(q, k, k, pos, cos, sin, kc, vc, slots),
+                          lambda: write_kv(rope(q, k, pos, cos, sin)[1], k, kc, vc, slots)),
     }
 
 
@@ -64,6 +68,8 @@ def main(argv=None) -> int:
                 t_ms = median_ms_graph(triton_fn)
                 if op == "kv_write":  # the reference syncs (boolean indexing): not capturable
                     r_ms, how = median_ms(torch_fn), "eager (not capturable)"
+                elif op == "rope_write_kv":
+                    r_ms, how = median_ms_graph(torch_fn), "graph: triton rope + triton kv_write"
                 else:
                     r_ms, how = median_ms_graph(torch_fn), "graph"
                 rows.append({"model": model, "T": T, "op": op, "triton_us": t_ms * 1e3,

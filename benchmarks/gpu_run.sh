@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One script for the device machine: GPU kernel tests, then every GPU benchmark, JSON into $OUT.
-#   bash benchmarks/gpu_run.sh [stage ...]     stages: tests prefill decode fused e2e throughput chunked
+#   bash benchmarks/gpu_run.sh [stage ...]     stages: tests prefill decode fused e2e throughput patterns chunked
 #   (no stage = all; add "sweep" to re-tune the prefill/decode tile configurations first)
 set -u -o pipefail
 cd "$(dirname "$0")/.."
@@ -8,7 +8,7 @@ OUT=${OUT:-/tmp/gpu_out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 PY=${PY:-python3}
-STAGES="${*:-prefill decode fused e2e throughput chunked tests}"
+STAGES="${*:-prefill decode fused e2e throughput patterns chunked tests}"
 SWEEP=""
 case " $STAGES " in *" sweep "*) SWEEP="--sweep";; esac
 has() { case " $STAGES " in *" $1 "*) return 0;; esac; return 1; }
@@ -33,10 +33,15 @@ if has throughput; then
     echo "throughput: benchmarks/throughput.py not written yet"; status=1
   fi
 fi
+if has patterns; then
+  $PY benchmarks/pattern_attention.py --json "$OUT/pattern_attention.json" || status=1
+fi
 if has chunked; then
   $PY benchmarks/chunked_prefill.py --model smollm2-random --device cuda --json "$OUT/chunked_prefill.json" || status=1
 fi
 if has tests; then
-  timeout ${TEST_TIMEOUT:-400} $PY -m pytest -q -m gpu -p no:cacheprovider tests/kernels 2>&1 | tee "$OUT/gpu_tests.log" | tail -25 || status=1
+  timeout -s INT ${TEST_TIMEOUT:-900} $PY -m pytest -q -m gpu -p no:cacheprovider tests/kernels \
+    tests/model/test_llama_gpu.py tests/model/test_real_shapes_gpu.py tests/model/test_streaming_gpu.py \
+    tests/engine/test_engine_gpu.py 2>&1 | tee "$OUT/gpu_tests.log" | tail -25 || status=1
 fi
 exit $status

@@ -60,6 +60,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json")
     ap.add_argument("--sweep", action="store_true")
+    ap.add_argument("--sweep-splits", action="store_true",
+                    help="batch 1 / 32k: time every sweep config at several split counts (twice)")
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
         print("paged_decode: needs a CUDA GPU", file=sys.stderr)
@@ -81,6 +83,24 @@ def main(argv=None) -> int:
         DECODE_CONFIGS[D] = best
         print("sweep best (max of the min over both cases):", best, score[best])
         print_table(sweep_rows, ["config", "batch", "ctx", "TBps", "error"])
+    split_rows = []
+    if args.sweep_splits:
+        from kernels.paged_decode import choose_num_splits
+        span = 32768 + 64
+        print("heuristic splits at batch 1 / 32k:",
+              choose_num_splits(1, HKV, span, torch.cuda.get_device_properties(0).multi_processor_count))
+        for cfg in SWEEP:
+            for splits in (8, 16, 32, 64, 128):
+                tbs = []
+                for _ in range(2):
+                    try:
+                        tbs.append(kv_bytes(1, 32768) / (ours(1, 32768, 16, cfg, splits) * 1e-3) / 1e12)
+                    except Exception as e:
+                        tbs.append(float("nan"))
+                        print(cfg, splits, str(e)[:80])
+                split_rows.append({"config": str(cfg), "splits": splits, "TBps_a": tbs[0],
+                                   "TBps_b": tbs[1]})
+        print_table(split_rows, ["config", "splits", "TBps_a", "TBps_b"])
     rows = []
     for batch, ctx in ((64, 4096), (1, 32768)):
         nbytes = kv_bytes(batch, ctx)
@@ -101,7 +121,8 @@ def main(argv=None) -> int:
                        "ours_bs256"])
     write_json(args.json, "paged_decode", rows,
                {"unit": "TB/s of K+V read (copy: read+written)",
-                "configs": {str(k): v for k, v in DECODE_CONFIGS.items()}, "sweep": sweep_rows})
+                "configs": {str(k): v for k, v in DECODE_CONFIGS.items()}, "sweep": sweep_rows,
+                "split_sweep": split_rows})
     return 0
 
 

@@ -4,11 +4,13 @@ Public functions (same signature for both paths; see kernels/reference.py for th
 every argument):
 
     paged_attention(q, k_cache, v_cache, cu_seqlens_q, context_lens, block_tables,
-                    max_q_len, max_context_len, scale, mask=DENSE, num_decodes=0, out=None)
+                    max_q_len, max_context_len, scale, mask=DENSE, num_decodes=0, out=None,
+                    holes=True)   # holes=False: no table has a -1 inside its context
     write_kv(k, v, k_cache, v_cache, slot_mapping)
     rms_norm(x, weight, eps, residual=None)
     silu_and_mul(gate_up)
     rope(q, k, positions, cos, sin)
+    rope_write_kv(q, k, v, positions, cos, sin, k_cache, v_cache, slot_mapping) -> rotated q
 
 Dispatch: the Triton kernel runs when the tensors are on CUDA, the reference otherwise;
 `set_backend("reference" | "triton" | "auto")` (or the env var KERNELS_BACKEND) forces one.
@@ -19,6 +21,7 @@ from kernels.dispatch import (  # noqa: F401
     paged_attention,
     rms_norm,
     rope,
+    rope_write_kv,
     set_backend,
     silu_and_mul,
     write_kv,

@@ -36,16 +36,17 @@ def _use_triton(t: torch.Tensor) -> bool:
 
 
 def paged_attention(q, k_cache, v_cache, cu_seqlens_q, context_lens, block_tables,
-                    max_q_len, max_context_len, scale, mask=None, num_decodes=0, out=None):
+                    max_q_len, max_context_len, scale, mask=None, num_decodes=0, out=None,
+                    holes=True):
     from kernels.mask import DENSE
     mask = DENSE if mask is None else mask
     if _use_triton(q):
         from kernels import triton_attention  # imported lazily: triton is optional on CPU
         return triton_attention.paged_attention(q, k_cache, v_cache, cu_seqlens_q, context_lens,
                                                 block_tables, max_q_len, max_context_len, scale,
-                                                mask, num_decodes, out)
+                                                mask, num_decodes, out, holes)
     return ref.paged_attention_ref(q, k_cache, v_cache, cu_seqlens_q, context_lens, block_tables,
-                                   max_q_len, max_context_len, scale, mask, num_decodes, out)
+                                   max_q_len, max_context_len, scale, mask, num_decodes, out, holes)
 
 
 def write_kv(k, v, k_cache, v_cache, slot_mapping):
@@ -53,6 +54,14 @@ def write_kv(k, v, k_cache, v_cache, slot_mapping):
         from kernels import kv_write
         return kv_write.write_kv(k, v, k_cache, v_cache, slot_mapping)
     return ref.write_kv_ref(k, v, k_cache, v_cache, slot_mapping)
+
+
+def rope_write_kv(q, k, v, positions, cos, sin, k_cache, v_cache, slot_mapping):
+    if _use_triton(q):
+        from kernels import rope_triton as rope_kernel
+        return rope_kernel.rope_write_kv(q, k, v, positions, cos, sin, k_cache, v_cache,
+                                         slot_mapping)
+    return ref.rope_write_kv_ref(q, k, v, positions, cos, sin, k_cache, v_cache, slot_mapping)
 
 
 def rms_norm(x, weight, eps, residual=None):

@@ -33,13 +33,13 @@ from kernels.mask import DENSE, MaskSpec
 LOG2E = 1.4426950408889634
 
 # head_dim -> (BLOCK_M, BLOCK_N, num_warps, num_stages): the winners of the sweep in
-# benchmarks/prefill_attention.py on an H100 (2026-11-23, causal, N=4k, 16k tokens, block 16):
-# dim 64 (9/3 heads) 212 TFLOP/s, dim 128 (32/8 heads) 281 TFLOP/s. Measured with these configs:
-# 0.48-0.57x SDPA's default backend and 0.75-0.95x its flash backend (block 16); block 256 is
-# ~20% faster (one table read per tile). See benchmarks/results/h100-2026-11-23-*.json.
+# benchmarks/prefill_attention.py on an H100 (2026-11-23, causal, N=4k, 16k tokens, block 16,
+# after the unmasked off-diagonal tiles and the FMA-folded scale): dim 64 (9/3 heads) 327 TFLOP/s,
+# dim 128 (32/8 heads) 402 TFLOP/s; 0.69-0.93x SDPA's default backend on S shapes, 0.57-0.75x on
+# L, 1.0-1.5x its flash backend. See benchmarks/results/h100-2026-11-23-prefill_attention.json.
 PREFILL_CONFIGS = {
-    64: (64, 128, 4, 3),
-    128: (128, 32, 4, 3),
+    64: (128, 128, 4, 3),
+    128: (128, 64, 4, 4),
 }
 _INTERPRET_CONFIG = (16, 16, 4, 1)
 
@@ -50,10 +50,15 @@ def _attend_tile(acc, m_i, l_i, q, q_pos, k_ptrs_base, v_ptrs_base, Table, ks, c
                  window, stride, sinks,
                  offs_d, BS: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
                  BLOCK_N: tl.constexpr, CAUSAL_MASK: tl.constexpr, PATTERN: tl.constexpr,
-                 DOT_F32: tl.constexpr, PRECISION: tl.constexpr, IDX64: tl.constexpr):
-    """One key tile [ks, ks + BLOCK_N): scores, optional mask, online-softmax update."""
+                 DOT_F32: tl.constexpr, PRECISION: tl.constexpr, IDX64: tl.constexpr,
+                 KEY_MASK: tl.constexpr):
+    """One key tile [ks, ks + BLOCK_N): scores, optional mask, online-softmax update.
+
+    KEY_MASK False: the caller guarantees every key of the tile is < ctx (the off-diagonal tiles
+    of causal attention) and no table holds a hole (-1, a block freed by a sliding pattern), so
+    loads and scores need no per-key mask. True: keys past ctx and holes are masked.
+    """
     offs_n = ks + tl.arange(0, BLOCK_N)                                   # (BN,)
-    d_ok = offs_d[None, :] < HEAD_DIM
     if BS % BLOCK_N == 0:
         # The whole tile lies in one physical block: one table read, contiguous rows.
         blk = tl.load(Table + ks // BS)
@@ -61,40 +66,58 @@ def _attend_tile(acc, m_i, l_i, q, q_pos, k_ptrs_base, v_ptrs_base, Table, ks, c
             blk = blk.to(tl.int64)
         row = blk * stride_kb + ((ks % BS) + tl.arange(0, BLOCK_N)) * stride_ks
         vrow = blk * stride_vb + ((ks % BS) + tl.arange(0, BLOCK_N)) * stride_vs
-        key_ok = (offs_n < ctx) & ((offs_n * 0 + blk) >= 0)  # broadcast first (interpreter)
+        if KEY_MASK:
+            key_ok = (offs_n < ctx) & ((offs_n * 0 + blk) >= 0)  # broadcast first (interpreter)
     else:
-        blk = tl.load(Table + offs_n // BS, mask=offs_n < ctx, other=-1)  # (BN,)
+        if not KEY_MASK:
+            blk = tl.load(Table + offs_n // BS)                               # (BN,)
+        else:
+            blk = tl.load(Table + offs_n // BS, mask=offs_n < ctx, other=-1)  # (BN,)
         if IDX64:
             blk = blk.to(tl.int64)
         row = blk * stride_kb + (offs_n % BS) * stride_ks
         vrow = blk * stride_vb + (offs_n % BS) * stride_vs
-        key_ok = (offs_n < ctx) & (blk >= 0)
-    k = tl.load(k_ptrs_base + row[:, None] + offs_d[None, :],
-                mask=key_ok[:, None] & d_ok, other=0.0)                   # (BN, BD)
-    v = tl.load(v_ptrs_base + vrow[:, None] + offs_d[None, :],
-                mask=key_ok[:, None] & d_ok, other=0.0)                   # (BN, BD)
+        if KEY_MASK:
+            key_ok = (offs_n < ctx) & (blk >= 0)
+    k_ptrs = k_ptrs_base + row[:, None] + offs_d[None, :]
+    v_ptrs = v_ptrs_base + vrow[:, None] + offs_d[None, :]
+    if not KEY_MASK and HEAD_DIM == BLOCK_D:
+        k = tl.load(k_ptrs)                                                # (BN, BD)
+        v = tl.load(v_ptrs)                                                # (BN, BD)
+    elif not KEY_MASK:
+        k = tl.load(k_ptrs, mask=offs_d[None, :] < HEAD_DIM, other=0.0)
+        v = tl.load(v_ptrs, mask=offs_d[None, :] < HEAD_DIM, other=0.0)
+    else:
+        ld_ok = key_ok[:, None] & (offs_d[None, :] < HEAD_DIM)
+        k = tl.load(k_ptrs, mask=ld_ok, other=0.0)
+        v = tl.load(v_ptrs, mask=ld_ok, other=0.0)
     if DOT_F32:  # triton's interpreter multiplies bf16 tiles wrongly: give it float32 tiles
         k = k.to(tl.float32)
-    bias = tl.where(key_ok, 0.0, float("-inf"))                            # (BN,)
-    s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale + bias[None, :]  # (BM, BN)
-    if CAUSAL_MASK:
-        allowed = offs_n[None, :] <= q_pos[:, None]
-        if PATTERN:
-            dist = q_pos[:, None] - offs_n[None, :]
-            pat = (dist < window) | ((stride > 0) & (dist % tl.maximum(stride, 1) == 0))
-            pat = pat | (offs_n[None, :] < sinks)
-            allowed = allowed & pat
+    s = tl.dot(q, tl.trans(k), input_precision=PRECISION)                  # (BM, BN) raw scores
+    if KEY_MASK:
+        allowed = key_ok[None, :]
+        if CAUSAL_MASK:
+            allowed = allowed & (offs_n[None, :] <= q_pos[:, None])
+            if PATTERN:
+                dist = q_pos[:, None] - offs_n[None, :]
+                pat = (dist < window) | ((stride > 0) & (dist % tl.maximum(stride, 1) == 0))
+                pat = pat | (offs_n[None, :] < sinks)
+                allowed = allowed & pat
         s = tl.where(allowed, s, float("-inf"))
-    m_new = tl.maximum(m_i, tl.max(s, 1))                                  # (BM,)
-    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-    p = tl.math.exp2(s - m_safe[:, None])                                  # (BM, BN)
-    alpha = tl.math.exp2(m_i - m_safe)                                     # (BM,)
+    # qk_scale > 0, so max(s * scale) = max(s) * scale: one FMA per score below.
+    m_new = tl.maximum(m_i, tl.max(s, 1) * qk_scale)                       # (BM,)
+    if not KEY_MASK:
+        m_sub = m_new
+    else:  # a row may have seen no key yet: keep -inf - -inf from making NaNs
+        m_sub = tl.where(m_new == float("-inf"), 0.0, m_new)
+    p = tl.math.exp2(s * qk_scale - m_sub[:, None])                        # (BM, BN)
+    alpha = tl.math.exp2(m_i - m_sub)                                      # (BM,)
     l_i = l_i * alpha + tl.sum(p, 1)
-    p = p.to(v.dtype)                                                      # bf16 P, as FA does
+    acc = acc * alpha[:, None]
     if DOT_F32:
-        p = p.to(tl.float32)
-        v = v.to(tl.float32)
-    acc = acc * alpha[:, None] + tl.dot(p, v, input_precision=PRECISION)
+        acc = tl.dot(p, v.to(tl.float32), acc, input_precision=PRECISION)
+    else:
+        acc = tl.dot(p.to(v.dtype), v, acc, input_precision=PRECISION)   # bf16 P, as FA does
     return acc, m_new, l_i
 
 
@@ -107,6 +130,7 @@ def _prefill_kernel(
     GROUP: tl.constexpr, BS: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PATTERN: tl.constexpr, WINDOW_ONLY: tl.constexpr,
     CAUSAL: tl.constexpr, DOT_F32: tl.constexpr, PRECISION: tl.constexpr, IDX64: tl.constexpr,
+    HOLES: tl.constexpr,
 ):
     h = tl.program_id(0)
     b = tl.program_id(2) + seq_offset
@@ -139,11 +163,17 @@ def _prefill_kernel(
 
     if not CAUSAL:
         # Full (bidirectional) attention: only for benchmarks against non-causal SDPA.
-        for ks in range(0, ctx, BLOCK_N):
+        even_end = (ctx // BLOCK_N) * BLOCK_N
+        for ks in range(0, even_end, BLOCK_N):
             acc, m_i, l_i = _attend_tile(acc, m_i, l_i, q, q_pos, k_base, v_base, table, ks, ctx,
                                          stride_kb, stride_ks, stride_vb, stride_vs, qk_scale,
                                          window, stride, sinks, offs_d, BS, HEAD_DIM, BLOCK_D,
-                                         BLOCK_N, False, False, DOT_F32, PRECISION, IDX64)
+                                         BLOCK_N, False, False, DOT_F32, PRECISION, IDX64, HOLES)
+        for ks in range(even_end, ctx, BLOCK_N):
+            acc, m_i, l_i = _attend_tile(acc, m_i, l_i, q, q_pos, k_base, v_base, table, ks, ctx,
+                                         stride_kb, stride_ks, stride_vb, stride_vs, qk_scale,
+                                         window, stride, sinks, offs_d, BS, HEAD_DIM, BLOCK_D,
+                                         BLOCK_N, False, False, DOT_F32, PRECISION, IDX64, True)
     elif not PATTERN:
         # Off-diagonal tiles: every key <= every query of the tile, no mask at all.
         full_end = ((q_lo + 1) // BLOCK_N) * BLOCK_N
@@ -151,13 +181,13 @@ def _prefill_kernel(
             acc, m_i, l_i = _attend_tile(acc, m_i, l_i, q, q_pos, k_base, v_base, table, ks, ctx,
                                          stride_kb, stride_ks, stride_vb, stride_vs, qk_scale,
                                          window, stride, sinks, offs_d, BS, HEAD_DIM, BLOCK_D,
-                                         BLOCK_N, False, False, DOT_F32, PRECISION, IDX64)
+                                         BLOCK_N, False, False, DOT_F32, PRECISION, IDX64, HOLES)
         # Diagonal tiles: causal mask.
         for ks in range(full_end, q_end, BLOCK_N):
             acc, m_i, l_i = _attend_tile(acc, m_i, l_i, q, q_pos, k_base, v_base, table, ks, ctx,
                                          stride_kb, stride_ks, stride_vb, stride_vs, qk_scale,
                                          window, stride, sinks, offs_d, BS, HEAD_DIM, BLOCK_D,
-                                         BLOCK_N, True, False, DOT_F32, PRECISION, IDX64)
+                                         BLOCK_N, True, False, DOT_F32, PRECISION, IDX64, True)
     else:
         # Sparse pattern: the sink tiles, then the band of tiles some query of the tile may see.
         sink_end = tl.minimum(tl.cdiv(sinks, BLOCK_N) * BLOCK_N, q_end)
@@ -168,12 +198,12 @@ def _prefill_kernel(
             acc, m_i, l_i = _attend_tile(acc, m_i, l_i, q, q_pos, k_base, v_base, table, ks, ctx,
                                          stride_kb, stride_ks, stride_vb, stride_vs, qk_scale,
                                          window, stride, sinks, offs_d, BS, HEAD_DIM, BLOCK_D,
-                                         BLOCK_N, True, True, DOT_F32, PRECISION, IDX64)
+                                         BLOCK_N, True, True, DOT_F32, PRECISION, IDX64, True)
         for ks in range(band_lo, q_end, BLOCK_N):
             acc, m_i, l_i = _attend_tile(acc, m_i, l_i, q, q_pos, k_base, v_base, table, ks, ctx,
                                          stride_kb, stride_ks, stride_vb, stride_vs, qk_scale,
                                          window, stride, sinks, offs_d, BS, HEAD_DIM, BLOCK_D,
-                                         BLOCK_N, True, True, DOT_F32, PRECISION, IDX64)
+                                         BLOCK_N, True, True, DOT_F32, PRECISION, IDX64, True)
 
     out = acc / l_i[:, None]                          # epilogue: the one 1/l normalisation
     tl.store(Out + (q_start + offs_m).to(tl.int64)[:, None] * stride_ot + h * stride_oh
@@ -199,6 +229,7 @@ def flash_prefill(
     first_seq: int = 0,          # sequences before this one are skipped (decodes, done elsewhere)
     config: tuple[int, int, int, int] | None = None,  # (BLOCK_M, BLOCK_N, warps, stages)
     causal: bool = True,         # False: every new token sees every key (benchmarks only)
+    holes: bool = True,          # False: the caller knows no table has a -1 inside its context
 ) -> torch.Tensor:
     T, Hq, D = q.shape
     NB, BS, Hkv, _ = k_cache.shape
@@ -227,6 +258,7 @@ def flash_prefill(
         DOT_F32=_interpreting() and q.dtype != torch.float32,
         PRECISION="ieee" if q.dtype == torch.float32 else "tf32",  # fp32 stays fp32
         IDX64=max(k_cache.numel(), v_cache.numel()) >= 2**31,  # 32-bit offsets save registers
+        HOLES=holes or pattern,
         num_warps=warps, num_stages=stages,
     )
     return out

@@ -5,9 +5,10 @@ Hkv * D elements each) into k_cache / v_cache at flat slot block_id * block_size
 casting to the cache dtype. One program per token; -1 slots are skipped (padding tokens of a
 captured CUDA graph, or tokens whose K/V need not be stored).
 
-What it does not do: RoPE. A fused RoPE + write was not built: RoPE must also produce the rotated
-q, so the fusion saves only one read of k (Hkv * D elements per token, a few percent of a decode
-step's bytes at Llama shapes). Same meaning as kernels.reference.write_kv_ref.
+What it does not do: RoPE. The model writes through kernels/rope_triton.py `rope_write_kv`
+instead, which rotates q and k and writes k, v in one launch (the bytes it saves are few; the
+launch it saves matters for small models, whose decode steps are launch-bound). This kernel stays
+for callers whose K is already rotated. Same meaning as kernels.reference.write_kv_ref.
 Measured (H100, 2026-11-23): 4-14 us vs 260-275 us for the reference, whose boolean indexing
 syncs with the host (and so cannot be graph-captured).
 """

@@ -29,6 +29,7 @@ def paged_attention_ref(
     mask: MaskSpec = DENSE,
     num_decodes: int = 0,
     out: torch.Tensor | None = None,  # (T, Hq, D) written in place when given
+    holes: bool = True,          # a hint for the Triton kernel; the reference always skips holes
 ) -> torch.Tensor:
     """Causal attention of each sequence's new tokens over all its cached keys (prefix + new)."""
     T, Hq, D = q.shape
@@ -90,6 +91,13 @@ def write_kv_ref(
     slots = slot_mapping[keep]
     k_cache.view(-1, *k_cache.shape[2:]).index_copy_(0, slots, k[keep].to(k_cache.dtype))
     v_cache.view(-1, *v_cache.shape[2:]).index_copy_(0, slots, v[keep].to(v_cache.dtype))
+
+
+def rope_write_kv_ref(q, k, v, positions, cos, sin, k_cache, v_cache, slot_mapping):
+    """RoPE on q and k, then the rotated k and v into their slots; returns the rotated q."""
+    q, k = rope_ref(q, k, positions, cos, sin)
+    write_kv_ref(k, v, k_cache, v_cache, slot_mapping)
+    return q
 
 
 def rms_norm_ref(

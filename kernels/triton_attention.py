@@ -31,6 +31,7 @@ def paged_attention(
     mask: MaskSpec = DENSE,
     num_decodes: int = 0,
     out: torch.Tensor | None = None,  # (T, Hq, D)
+    holes: bool = True,          # False: no table has a -1 inside its context (see AttentionBatch)
 ) -> torch.Tensor:
     if q.dim() != 3 or k_cache.dim() != 4 or k_cache.shape != v_cache.shape:
         raise ValueError(f"paged_attention: expected q (T, Hq, D) and caches (NB, BS, Hkv, D), got "
@@ -46,5 +47,5 @@ def paged_attention(
                      max_context_len, scale, mask, out)
     if num_seqs > num_decodes and max_q_len > 0:
         flash_prefill(q, k_cache, v_cache, cu_seqlens_q, context_lens, block_tables, max_q_len,
-                      scale, mask, out, first_seq=num_decodes)
+                      scale, mask, out, first_seq=num_decodes, holes=holes)
     return out

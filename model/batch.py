@@ -40,6 +40,9 @@ class AttentionBatch:
     # Rows of the packed hidden state whose logits are needed (the last new token of each
     # sequence that finishes its prompt or decodes); None = the last token of every sequence.
     logits_indices: torch.Tensor | None = None
+    # False when no block table holds a hole (-1) inside its context: the prefill kernel then
+    # skips per-key masking in the tiles left of the diagonal. True is always correct.
+    has_holes: bool = True
 
     @property
     def num_seqs(self) -> int:
@@ -56,5 +59,5 @@ class AttentionBatch:
             cu_seqlens_q=move(self.cu_seqlens_q), context_lens=move(self.context_lens),
             block_tables=move(self.block_tables), max_q_len=self.max_q_len,
             max_context_len=self.max_context_len, mask=self.mask, num_decodes=self.num_decodes,
-            logits_indices=move(self.logits_indices),
+            logits_indices=move(self.logits_indices), has_holes=self.has_holes,
         )

@@ -44,5 +44,6 @@ def build_batch(items: list[ScheduledSeq], spec, bm: BlockManager,
         block_tables=as_t([t + [-1] * (width - len(t)) for t in tables], torch.int32),  # (B, W)
         max_q_len=max(it.num_tokens for it in items), max_context_len=max(ctx), mask=spec,
         num_decodes=sum(1 for it in items if it.num_tokens == 1),
-        logits_indices=as_t(logit_rows, torch.int64))                               # (N,)
+        logits_indices=as_t(logit_rows, torch.int64),                               # (N,)
+        has_holes=any(-1 in t for t in tables))
     return batch, as_t(ids, torch.int64)                                            # (T,)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from kernels.dispatch import paged_attention, rms_norm, rope, silu_and_mul, write_kv
+from kernels.dispatch import paged_attention, rms_norm, rope, rope_write_kv, silu_and_mul
 from model.batch import AttentionBatch
 from model.config import ModelConfig
 from model.quant import Linear
@@ -33,15 +33,20 @@ class LlamaDecoderLayer(nn.Module):
         self.gate_up_proj = Linear(empty(2 * cfg.intermediate_size, H))        # gate | up rows
         self.down_proj = Linear(empty(H, cfg.intermediate_size))
 
-    def attention_qkv(self, x: torch.Tensor, positions: torch.Tensor, cos: torch.Tensor,
-                      sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Normed hidden (T, H) -> q (T, Hq, D), k (T, Hkv, D) after RoPE, v (T, Hkv, D)."""
+    def project_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Normed hidden (T, H) -> q (T, Hq, D), k (T, Hkv, D), v (T, Hkv, D), before RoPE."""
         T = x.shape[0]
         qkv = self.qkv_proj(x)                                              # (T, (Hq + 2 Hkv) D)
         q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
         q = q.view(T, self.num_heads, self.head_dim)                       # (T, Hq, D)
         k = k.view(T, self.num_kv_heads, self.head_dim)                    # (T, Hkv, D)
         v = v.view(T, self.num_kv_heads, self.head_dim)                    # (T, Hkv, D)
+        return q, k, v
+
+    def attention_qkv(self, x: torch.Tensor, positions: torch.Tensor, cos: torch.Tensor,
+                      sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Normed hidden (T, H) -> q (T, Hq, D), k (T, Hkv, D) after RoPE, v (T, Hkv, D)."""
+        q, k, v = self.project_qkv(x)
         q, k = rope(q, k, positions, cos, sin)
         return q, k, v
 
@@ -59,11 +64,13 @@ class LlamaDecoderLayer(nn.Module):
             x = rms_norm(hidden, self.input_norm, self.eps)           # (T, H)
         else:
             x, residual = rms_norm(hidden, self.input_norm, self.eps, residual)
-        q, k, v = self.attention_qkv(x, batch.positions, cos, sin)
-        write_kv(k, v, k_cache, v_cache, batch.slot_mapping)          # into (NB, BS, Hkv, D)
+        q, k, v = self.project_qkv(x)
+        q = rope_write_kv(q, k, v, batch.positions, cos, sin, k_cache, v_cache,
+                          batch.slot_mapping)     # rotated q (T, Hq, D); k, v into the cache
         o = paged_attention(q, k_cache, v_cache, batch.cu_seqlens_q, batch.context_lens,
                                     batch.block_tables, batch.max_q_len, batch.max_context_len,
-                                    self.scale, batch.mask, batch.num_decodes)  # (T, Hq, D)
+                                    self.scale, batch.mask, batch.num_decodes,
+                                    holes=batch.has_holes)                   # (T, Hq, D)
         hidden = self.o_proj(o.reshape(T, self.q_size))                      # (T, H)
         x, residual = rms_norm(hidden, self.post_attention_norm, self.eps, residual)
         gate_up = self.gate_up_proj(x)                                       # (T, 2I)

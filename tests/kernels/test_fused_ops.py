@@ -1,4 +1,5 @@
-"""Triton KV write, fused residual + RMSNorm, SwiGLU and RoPE against their torch references.
+"""Triton KV write, fused residual + RMSNorm, SwiGLU, RoPE and RoPE + KV write against their
+torch references.
 
 CPU: under TRITON_INTERPRET=1 on small odd shapes. GPU (@pytest.mark.gpu): Llama-3-8B-like shapes.
 Outputs are poisoned (NaN) or pre-filled with random values, so unwritten elements fail.
@@ -66,9 +67,37 @@ def check_rope(T, hq, hkv, d, dtype, device):
     assert rel_err(gq, wq) < TOL[dtype] and rel_err(gk, wk) < TOL[dtype]
 
 
+def check_rope_write_kv(T, hq, hkv, d, nb, bs, dtype, device):
+    """The fused RoPE + KV write against rope_ref then write_kv_ref: the rotated q, and the cache
+    (rotated k, v) at every slot; untouched slots keep their random values."""
+    from kernels.rope_triton import rope_write_kv
+    g = torch.Generator().manual_seed(5)
+    q = torch.randn(T, hq, d, generator=g).to(dtype).to(device)
+    k = torch.randn(T, hkv, d, generator=g).to(dtype).to(device)
+    v = torch.randn(T, hkv, d, generator=g).to(dtype).to(device)
+    pos = torch.randint(0, 500, (T,), generator=g).to(device)
+    slots = torch.randperm(nb * bs, generator=g)[:T].to(torch.int64)
+    slots[1::4] = -1
+    slots = slots.to(device)
+    inv = 1.0 / (10000 ** (torch.arange(0, d, 2).double() / d))
+    ang = torch.arange(512).double()[:, None] * inv[None, :]          # (512, D/2)
+    cos, sin = ang.cos().float().to(device), ang.sin().float().to(device)
+    kc = torch.randn(nb, bs, hkv, d, generator=g).to(dtype).to(device)
+    vc = torch.randn(nb, bs, hkv, d, generator=g).to(dtype).to(device)
+    kc_ref, vc_ref = kc.double(), vc.double()
+    got_q = rope_write_kv(q, k, v, pos, cos, sin, kc, vc, slots)
+    want_q = ref.rope_write_kv_ref(q.double(), k.double(), v.double(), pos, cos.double(),
+                                   sin.double(), kc_ref, vc_ref, slots)
+    assert rel_err(got_q, want_q) < TOL[dtype]
+    assert rel_err(kc, kc_ref) < TOL[dtype]
+    assert torch.equal(vc.double(), vc_ref)      # v is copied, never rounded differently
+
+
 @needs_interpreter
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 def test_fused_ops_interpreted(dtype):
+    check_rope_write_kv(T=11, hq=9, hkv=3, d=64, nb=6, bs=4, dtype=dtype, device="cpu")
+    check_rope_write_kv(T=3, hq=8, hkv=1, d=128, nb=2, bs=16, dtype=dtype, device="cpu")
     check_write_kv(T=13, hkv=3, d=64, nb=7, bs=4, dtype=dtype, device="cpu")
     check_rms_norm(T=5, H=100, dtype=dtype, device="cpu", with_residual=False)
     check_rms_norm(T=5, H=576, dtype=dtype, device="cpu", with_residual=True)
@@ -85,3 +114,5 @@ def test_fused_ops_gpu(dtype):
     check_rms_norm(T=64, H=576, dtype=dtype, device="cuda", with_residual=False)
     check_silu_and_mul(T=333, inter=14336, dtype=dtype, device="cuda")
     check_rope(T=999, hq=32, hkv=8, d=128, dtype=dtype, device="cuda")
+    check_rope_write_kv(T=999, hq=32, hkv=8, d=128, nb=300, bs=16, dtype=dtype, device="cuda")
+    check_rope_write_kv(T=5, hq=9, hkv=3, d=64, nb=4, bs=16, dtype=dtype, device="cuda")
