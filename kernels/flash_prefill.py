@@ -100,7 +100,11 @@ def _attend_tile(acc, m_i, l_i, q, q_pos, k_ptrs_base, v_ptrs_base, Table, ks, c
             allowed = allowed & (offs_n[None, :] <= q_pos[:, None])
             if PATTERN:
                 dist = q_pos[:, None] - offs_n[None, :]
-                pat = (dist < window) | ((stride > 0) & (dist % tl.maximum(stride, 1) == 0))
+                # (q - k) % stride == 0 as q % stride == k % stride (k <= q here, causal): BM + BN
+                # integer remainders per tile instead of BM x BN.
+                st = tl.maximum(stride, 1)
+                same_phase = (q_pos % st)[:, None] == (offs_n % st)[None, :]
+                pat = (dist < window) | ((stride > 0) & same_phase)
                 pat = pat | (offs_n[None, :] < sinks)
                 allowed = allowed & pat
         s = tl.where(allowed, s, float("-inf"))

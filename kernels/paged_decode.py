@@ -124,7 +124,9 @@ def _decode_kernel(
             allowed = key_ok[None, :] & (offs_n[None, :] <= q_pos[:, None])
             if PATTERN:
                 dist = q_pos[:, None] - offs_n[None, :]
-                pat = (dist < window) | ((stride > 0) & (dist % tl.maximum(stride, 1) == 0))
+                st = tl.maximum(stride, 1)   # (q - k) % st == 0 as equal remainders (k <= q)
+                same_phase = (q_pos % st)[:, None] == (offs_n % st)[None, :]
+                pat = (dist < window) | ((stride > 0) & same_phase)
                 allowed = allowed & (pat | (offs_n[None, :] < sinks))
             s = tl.where(allowed, s, float("-inf"))
             m_new = tl.maximum(m_i, tl.max(s, 1))
