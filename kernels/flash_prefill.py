@@ -11,8 +11,9 @@ table. One program computes one tile of BLOCK_M query tokens for one query head:
 - GQA without repeating K/V: query head h reads KV head h // (Hq / Hkv);
 - causal work split in two loops: key tiles wholly left of the query tile's first position run
   without any mask (off-diagonal), the tiles that touch the diagonal run with the causal mask;
-- holes (-1 in the block table, blocks freed by a sliding pattern) are skipped through a per-key
-  bias of 0 / -inf folded into the score scaling (one FMA, no extra pass);
+- holes (-1 in the block table, blocks freed by a sliding pattern) are masked per key (tl.where
+  to -inf) only when the caller says tables may hold them (`holes`, from
+  AttentionBatch.has_holes; always for sparse patterns); dense batches without holes skip it;
 - MaskSpec patterns (window / stride / sinks): whole key tiles that no query of the tile may see
   are never loaded (local and StreamingLLM only visit the sink tiles and the window band; atrous
   visits every tile since a stride below the tile width leaves no tile empty), and the token-level

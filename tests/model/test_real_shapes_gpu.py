@@ -5,8 +5,10 @@ the same scattered paged cache layout: once with kernels.dispatch forced to the 
 once through the Triton kernels. What you should see:
 - float32: prefill logits of the two paths agree within 1e-3 of the logits' scale.
 - bf16: both paths are compared with the reference path run in float32 on the same weights; the
-  Triton path's error may be at most twice the reference path's own bf16 error (plus 1e-3 of the
-  scale): our kernels round no worse than the torch reference does at the same precision.
+  Triton path's relative L2 error may be at most twice the reference path's own bf16 error (plus
+  0.5%): our kernels round no worse than the torch reference does at the same precision.
+The batches say has_holes=False (the tables here have none), as the engine does, so the prefill
+kernel runs its unmasked tiles left of the diagonal; the 300-token prompt spans several tiles.
 - float32: 64 greedy decode steps produce the same tokens on both paths (each path feeds back its
   own tokens). Where the reference's top-2 margin at a step is below the float32 tolerance the
   two paths may legitimately pick different tokens; the test reports that case instead of hiding
@@ -33,7 +35,7 @@ SHAPES = {
                              max_position=8192, rope_theta=500000.0),
 }
 BLOCK = 16
-PROMPT = 37      # not a multiple of the block size
+PROMPT = 300     # over one 128-row prefill tile (so tiles left of the diagonal run), not a multiple of 16
 STEPS = 64
 
 
@@ -68,7 +70,8 @@ def run(model, cfg, prompt, steps, backend):
         P = len(prompt)
         batch = AttentionBatch(positions=torch.arange(P, device="cuda"), slot_mapping=slots[:P],
                                cu_seqlens_q=i32(0, P), context_lens=i32(P), block_tables=table,
-                               max_q_len=P, max_context_len=P, num_decodes=0)
+                               max_q_len=P, max_context_len=P, num_decodes=0,
+                               has_holes=False)   # as the engine says for dense tables: unmasked path
         logits = model.compute_logits(model(torch.tensor(prompt, device="cuda"), batch, kv))
         prefill_logits = logits.float().cpu()                                 # (P, V)
         tokens, margins = [int(logits[-1].argmax())], []
@@ -77,7 +80,7 @@ def run(model, cfg, prompt, steps, backend):
             batch = AttentionBatch(positions=torch.tensor([p], device="cuda"),
                                    slot_mapping=slots[p:p + 1], cu_seqlens_q=i32(0, 1),
                                    context_lens=i32(p + 1), block_tables=table, max_q_len=1,
-                                   max_context_len=p + 1, num_decodes=1)
+                                   max_context_len=p + 1, num_decodes=1, has_holes=False)
             last = model.compute_logits(model(torch.tensor(tokens[-1:], device="cuda"), batch, kv))
             top2 = last[0].float().topk(2).values
             margins.append(float(top2[0] - top2[1]))
@@ -112,12 +115,12 @@ def test_triton_path_matches_reference_path_at_real_shapes(name, dtype, tol):
     if exact is None:
         err = (tri_logits - ref_logits).abs().max().item()
         assert err < tol * scale, f"{name} {dtype}: max logit error {err:.3g}, scale {scale:.3g}"
-    else:
-        err_tri = (tri_logits - exact).abs().max().item()
-        err_ref = (ref_logits - exact).abs().max().item()
-        assert err_tri <= 2 * err_ref + 1e-3 * scale, (
-            f"{name} {dtype}: Triton path error {err_tri:.3g} vs the reference path's own "
-            f"{err_ref:.3g} (both against float32; scale {scale:.3g})")
+    else:   # relative L2 over all prompt rows: steadier than a per-element maximum
+        rel = lambda a: float((a.double() - exact.double()).norm() / exact.double().norm())  # noqa: E731
+        err_tri, err_ref = rel(tri_logits), rel(ref_logits)
+        assert err_tri <= 2 * err_ref + 5e-3, (
+            f"{name} {dtype}: Triton path relative error {err_tri:.4f} vs the reference path's "
+            f"own {err_ref:.4f} (both against float32 on the same weights)")
     if dtype == torch.float32:
         first = next((i for i, (a, b) in enumerate(zip(ref_tokens, tri_tokens)) if a != b), None)
         if first is not None:
