@@ -1,4 +1,9 @@
-"""Prefill attention TFLOP/s: our Triton flash prefill (K/V read through block tables) vs SDPA.
+"""Prefill attention TFLOP/s: our Triton flash prefill vs SDPA.
+
+Ours runs two ways: "packed", the path the model takes for a prompt (the new tokens' K/V read
+from the batch's packed tensors, TMA tensor descriptors on Hopper; "packed_ptr" is the same with
+plain pointer loads), and "table", every key gathered through block tables (block 16 and 256), the
+path of a chunk after a cached prefix. The ratios use "packed".
 
 Shapes S = (9 heads, 3 KV heads, dim 64) and L = (32, 8, 128), sequence lengths N in {1k, 4k,
 16k}, bf16, causal and full; about 16k tokens per batch so every size fills the GPU. Baselines:
@@ -22,9 +27,12 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import median_ms, paged_layout, print_table, write_json  # noqa: E402
-from kernels.flash_prefill import PREFILL_CONFIGS, flash_prefill  # noqa: E402
+from kernels.flash_prefill import PACKED_CONFIGS, PREFILL_CONFIGS, flash_prefill  # noqa: E402
 
 SHAPES = {"S": (9, 3, 64), "L": (32, 8, 128)}
+SWEEP_PACKED = [(128, 128, 8, 3), (128, 128, 8, 2), (128, 64, 4, 3), (128, 64, 8, 3),
+                (128, 128, 4, 3), (128, 64, 4, 4), (64, 64, 4, 3), (64, 128, 4, 3), (128, 32, 4, 3),
+                (128, 128, 8, 4), (128, 64, 8, 4), (256, 64, 8, 3)]
 SWEEP = [(128, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 3), (128, 32, 4, 3), (64, 64, 4, 3),
          (128, 64, 8, 4), (64, 128, 4, 3), (128, 64, 4, 4), (128, 128, 4, 3), (128, 128, 8, 4),
          (64, 64, 4, 4), (256, 64, 8, 3)]
@@ -40,14 +48,28 @@ def make_inputs(shape, n, tokens, block_size, dtype=torch.bfloat16):
     return b, q, k_cache, v_cache, cu, ctx, table
 
 
-def ours(shape, n, causal, block_size, tokens, config=None):
+def ours(shape, n, causal, block_size, tokens, config=None, packed=None):
+    """packed None: keys through the table; "tma" / "ptr": the new tokens' K/V from packed
+    tensors (k contiguous, v a slice of a fused q|k|v buffer, as in the model)."""
+    from kernels import flash_prefill as fp
     hq, hkv, d = shape
     b, q, kc, vc, cu, ctx, table = make_inputs(shape, n, tokens, block_size)
     out = torch.empty_like(q)
+    k_new = v_new = None
+    if packed is not None:
+        k_new = torch.randn(q.shape[0], hkv, d, dtype=q.dtype, device="cuda")
+        qkv = torch.randn(q.shape[0], hq + 2 * hkv, d, dtype=q.dtype, device="cuda")
+        v_new = qkv[:, hq + hkv:]
     # holes=False: dense tables without holes, as the engine tells the kernel for such batches
     fn = lambda: flash_prefill(q, kc, vc, cu, ctx, table, n, d ** -0.5, out=out,  # noqa: E731
-                               config=config, causal=causal, holes=False)
-    return b, median_ms(fn)
+                               config=config, causal=causal, holes=False, k_new=k_new, v_new=v_new,
+                               prefix=False)
+    old = fp._TMA_ENABLED
+    fp._TMA_ENABLED = packed == "tma"
+    try:
+        return b, median_ms(fn)
+    finally:
+        fp._TMA_ENABLED = old
 
 
 def sdpa(shape, n, causal, tokens, backend=None):
@@ -91,45 +113,56 @@ def main(argv=None) -> int:
         return 2
     sweep_rows = []
     if args.sweep:
-        for name, shape in SHAPES.items():
-            best = None
-            for cfg in SWEEP:
-                try:
-                    _, ms = ours(shape, 4096, True, 16, args.tokens, cfg)
-                except Exception as e:  # a config the compiler refuses (shared memory)
-                    sweep_rows.append({"shape": name, "config": str(cfg), "error": str(e)[:80]})
-                    continue
-                b = max(1, args.tokens // 4096)
-                t = tflops(shape, 4096, b, True, ms)
-                sweep_rows.append({"shape": name, "config": str(cfg), "tflops": t})
-                if best is None or t > best[1]:
-                    best = (cfg, t)
-            print(f"sweep {name}: best {best}")
-            if best:
-                PREFILL_CONFIGS[shape[2]] = best[0]
-        print_table(sweep_rows, ["shape", "config", "tflops", "error"])
+        for path, grid, table in (("packed", SWEEP_PACKED, PACKED_CONFIGS),
+                                  ("table", SWEEP, PREFILL_CONFIGS)):
+            for name, shape in SHAPES.items():
+                best = None
+                for cfg in grid:
+                    try:
+                        _, ms = ours(shape, 4096, True, 16, args.tokens, cfg,
+                                     "tma" if path == "packed" else None)
+                    except Exception as e:  # a config the compiler refuses (shared memory)
+                        sweep_rows.append({"path": path, "shape": name, "config": str(cfg),
+                                           "error": str(e)[:80]})
+                        continue
+                    b = max(1, args.tokens // 4096)
+                    t = tflops(shape, 4096, b, True, ms)
+                    sweep_rows.append({"path": path, "shape": name, "config": str(cfg), "tflops": t})
+                    if best is None or t > best[1]:
+                        best = (cfg, t)
+                print(f"sweep {path} {name}: best {best}", flush=True)
+                if best:
+                    table[shape[2]] = best[0]
+        print_table(sweep_rows, ["path", "shape", "config", "tflops", "error"])
     rows = []
     for name, shape in SHAPES.items():
         for n in ([1024] if args.quick else [1024, 4096, 16384]):
             for causal in (True, False):
-                b, ms16 = ours(shape, n, causal, 16, args.tokens)
+                b, ms_pk = ours(shape, n, causal, 16, args.tokens, packed="tma")
+                _, ms_pp = ours(shape, n, causal, 16, args.tokens, packed="ptr")
+                _, ms16 = ours(shape, n, causal, 16, args.tokens)
                 _, ms256 = ours(shape, n, causal, 256, args.tokens)
                 ms_def = sdpa(shape, n, causal, args.tokens)
                 ms_fl = sdpa(shape, n, causal, args.tokens, "flash")
                 r = {"shape": name, "N": n, "batch": b, "causal": causal,
-                     "ours_bs16": tflops(shape, n, b, causal, ms16),
-                     "ours_bs256": tflops(shape, n, b, causal, ms256),
+                     "ours_packed": tflops(shape, n, b, causal, ms_pk),
+                     "ours_packed_ptr": tflops(shape, n, b, causal, ms_pp),
+                     "ours_table_bs16": tflops(shape, n, b, causal, ms16),
+                     "ours_table_bs256": tflops(shape, n, b, causal, ms256),
                      "sdpa_default": tflops(shape, n, b, causal, ms_def),
                      "sdpa_flash": tflops(shape, n, b, causal, ms_fl)}
-                r["ratio_default"] = r["ours_bs16"] / r["sdpa_default"]
-                r["ratio_flash"] = r["ours_bs16"] / r["sdpa_flash"]
+                r["ratio_default"] = r["ours_packed"] / r["sdpa_default"]
+                r["ratio_flash"] = r["ours_packed"] / r["sdpa_flash"]
+                r["table_ratio_default"] = r["ours_table_bs16"] / r["sdpa_default"]
                 rows.append(r)
                 print(r, flush=True)
-    cols = ["shape", "N", "batch", "causal", "ours_bs16", "ours_bs256", "sdpa_default",
-            "sdpa_flash", "ratio_default", "ratio_flash"]
+    cols = ["shape", "N", "batch", "causal", "ours_packed", "ours_packed_ptr", "ours_table_bs16",
+            "ours_table_bs256", "sdpa_default", "sdpa_flash", "ratio_default", "ratio_flash",
+            "table_ratio_default"]
     print_table(rows, cols)
     write_json(args.json, "prefill_attention", rows,
                {"unit": "TFLOP/s", "configs": {str(k): v for k, v in PREFILL_CONFIGS.items()},
+                "packed_configs": {str(k): v for k, v in PACKED_CONFIGS.items()},
                 "sweep": sweep_rows})
     return 0
 

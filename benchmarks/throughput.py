@@ -102,8 +102,13 @@ def run_ours(loaded, reqs, a) -> dict:
     e = Engine(loaded, EngineConfig(num_blocks=blocks, block_size=bs, max_num_seqs=a.max_num_seqs,
                                     max_num_batched_tokens=a.budget, cuda_graphs=a.cuda_graphs,
                                     report_blocks=False))   # totals only: O(owned) per step
-    for p, o in reqs[:2]:                                     # warm-up
-        e.add_request(p[:32], SamplingParams(max_tokens=4, ignore_eos=True))
+    # Warm-up with the run's step shapes (decodes beside prefill chunks, a prompt longer than the
+    # budget so a chunk follows a cached prefix): every kernel variant compiles before timing.
+    long_prompt = [t for p, _ in reqs for t in p][:a.budget + 100]
+    for p, o in reqs[:4]:
+        e.add_request(p[:64], SamplingParams(max_tokens=24, ignore_eos=True))
+    e.step()
+    e.add_request(long_prompt, SamplingParams(max_tokens=4, ignore_eos=True))
     while e.has_unfinished():
         e.step()
     per_token = e.kv.bytes_per_block // bs
@@ -112,9 +117,16 @@ def run_ours(loaded, reqs, a) -> dict:
     for p, o in reqs:
         e.add_request(p, SamplingParams(max_tokens=o, ignore_eos=True))
     produced, kv_tokens, steps, preempt = 0, 0, 0, 0
+    decode_ms, mixed_ms = [], []
+    prof = None
+    if a.profile:
+        import cProfile
+        prof = cProfile.Profile()
+        prof.enable()
     while e.has_unfinished():
         r = e.step()
         steps += 1
+        (mixed_ms if r.num_prefill_tokens else decode_ms).append(r.step_time_s * 1e3)
         kv_tokens += sum(s.kv_tokens for s in r.sequences)
         for out in r.outputs:
             if out.error:
@@ -123,8 +135,16 @@ def run_ours(loaded, reqs, a) -> dict:
         preempt = r.cache.preemptions
     sync(a.device)
     dt = time.perf_counter() - t0
+    if prof is not None:
+        import pstats
+        prof.disable()
+        pstats.Stats(prof).sort_stats("cumtime").print_stats(30)
+    med = lambda xs: sorted(xs)[len(xs) // 2] if xs else 0.0  # noqa: E731
     return {"seconds": dt, "output_tokens": produced, "steps": steps,
-            "kv_bytes_read": kv_tokens * per_token, "preemptions": preempt}
+            "kv_bytes_read": kv_tokens * per_token, "preemptions": preempt,
+            "decode_steps": len(decode_ms), "decode_step_ms_median": med(decode_ms),
+            "decode_s_total": sum(decode_ms) / 1e3, "mixed_steps": len(mixed_ms),
+            "mixed_step_ms_median": med(mixed_ms), "mixed_s_total": sum(mixed_ms) / 1e3}
 
 
 @torch.inference_mode()
@@ -167,6 +187,7 @@ def parse_args(argv=None):
     ap.add_argument("--cuda-graphs", action="store_true", help="engine: replay decode steps as CUDA graphs")
     ap.add_argument("--hf-batch", type=int, default=256, help="transformers: requests per static batch")
     ap.add_argument("--skip-hf", action="store_true", help="measure ours only")
+    ap.add_argument("--profile", action="store_true", help="cProfile our run (slows it; top 30)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default="benchmarks/results/throughput.json")
     a = ap.parse_args(argv)
@@ -193,7 +214,10 @@ def main(argv=None) -> int:
     from benchmarks.e2e_decode import weight_bytes
     reqs = workload(a.requests, a.min_len, a.max_len, loaded.config.vocab_size, a.seed)
     ours = run_ours(loaded, reqs, a)
-    print(f"ours: {ours['output_tokens']} tokens in {ours['seconds']:.1f} s, {ours['steps']} steps",
+    print(f"ours: {ours['output_tokens']} tokens in {ours['seconds']:.1f} s, {ours['steps']} steps: "
+          f"{ours['decode_steps']} decode-only (median {ours['decode_step_ms_median']:.2f} ms, "
+          f"{ours['decode_s_total']:.1f} s), {ours['mixed_steps']} with prefill (median "
+          f"{ours['mixed_step_ms_median']:.2f} ms, {ours['mixed_s_total']:.1f} s)",
           flush=True)                                       # before the slow baseline starts
     expected = sum(o for _, o in reqs)
     if ours["output_tokens"] != expected:
@@ -203,7 +227,9 @@ def main(argv=None) -> int:
     floor_s = (ours["steps"] * wb + ours["kv_bytes_read"]) / bw
     row = {"runtime": "ours (continuous)", "output_tok_s": expected / ours["seconds"],
            "seconds": ours["seconds"], "steps": ours["steps"], "preemptions": ours["preemptions"],
-           "floor_s": floor_s, "fraction_of_floor": floor_s / ours["seconds"]}
+           "floor_s": floor_s, "fraction_of_floor": floor_s / ours["seconds"],
+           **{k: ours[k] for k in ("decode_steps", "decode_step_ms_median", "decode_s_total",
+                                   "mixed_steps", "mixed_step_ms_median", "mixed_s_total")}}
     rows = [row]
     if hf_res is not None:
         rows.append({"runtime": f"transformers (static, batch {a.hf_batch})",

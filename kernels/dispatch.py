@@ -37,14 +37,17 @@ def _use_triton(t: torch.Tensor) -> bool:
 
 def paged_attention(q, k_cache, v_cache, cu_seqlens_q, context_lens, block_tables,
                     max_q_len, max_context_len, scale, mask=None, num_decodes=0, out=None,
-                    holes=True):
+                    holes=True, k_new=None, v_new=None, prefix=True):
     from kernels.mask import DENSE
     mask = DENSE if mask is None else mask
     if _use_triton(q):
         from kernels import triton_attention  # imported lazily: triton is optional on CPU
         return triton_attention.paged_attention(q, k_cache, v_cache, cu_seqlens_q, context_lens,
                                                 block_tables, max_q_len, max_context_len, scale,
-                                                mask, num_decodes, out, holes)
+                                                mask, num_decodes, out, holes, k_new, v_new,
+                                                prefix)
+    # The reference reads every key from the cache; k_new / v_new (the same values, packed) are
+    # only a faster source for the Triton prefill kernel.
     return ref.paged_attention_ref(q, k_cache, v_cache, cu_seqlens_q, context_lens, block_tables,
                                    max_q_len, max_context_len, scale, mask, num_decodes, out, holes)
 
@@ -56,12 +59,13 @@ def write_kv(k, v, k_cache, v_cache, slot_mapping):
     return ref.write_kv_ref(k, v, k_cache, v_cache, slot_mapping)
 
 
-def rope_write_kv(q, k, v, positions, cos, sin, k_cache, v_cache, slot_mapping):
+def rope_write_kv(q, k, v, positions, cos, sin, k_cache, v_cache, slot_mapping, return_k=False):
     if _use_triton(q):
         from kernels import rope_triton as rope_kernel
         return rope_kernel.rope_write_kv(q, k, v, positions, cos, sin, k_cache, v_cache,
-                                         slot_mapping)
-    return ref.rope_write_kv_ref(q, k, v, positions, cos, sin, k_cache, v_cache, slot_mapping)
+                                         slot_mapping, return_k)
+    return ref.rope_write_kv_ref(q, k, v, positions, cos, sin, k_cache, v_cache, slot_mapping,
+                                 return_k)
 
 
 def rms_norm(x, weight, eps, residual=None):

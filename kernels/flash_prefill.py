@@ -25,11 +25,19 @@ benchmarks/prefill_attention.py (see PREFILL_CONFIGS).
 """
 from __future__ import annotations
 
+import os
+
 import torch
 import triton
 import triton.language as tl
 
 from kernels.mask import DENSE, MaskSpec
+
+try:
+    from triton.tools.tensor_descriptor import TensorDescriptor
+except ImportError:   # triton < 3.4: the packed path loads through pointers
+    TensorDescriptor = None
+_TMA_ENABLED = os.environ.get("PREFILL_TMA", "1") != "0"   # benchmarks compare with it off
 
 LOG2E = 1.4426950408889634
 
@@ -42,6 +50,13 @@ PREFILL_CONFIGS = {
     64: (128, 128, 4, 3),
     128: (128, 64, 4, 4),
 }
+# The packed path (new tokens' K/V from the batch's packed tensors, TMA on Hopper): winners of the
+# sweep on an H100 (2026-11-23, third session, causal, N=4k): dim 64 379 TFLOP/s, dim 128 481.
+PACKED_CONFIGS = {
+    64: (128, 64, 4, 3),
+    128: (128, 128, 8, 3),
+}
+FP32_CONFIG = (64, 64, 4, 2)   # float32 (exactness runs, not the fast path): fits every head dim
 _INTERPRET_CONFIG = (16, 16, 4, 1)
 
 
@@ -109,9 +124,16 @@ def _attend_tile(acc, m_i, l_i, q, q_pos, k_ptrs_base, v_ptrs_base, Table, ks, c
                 pat = pat | (offs_n[None, :] < sinks)
                 allowed = allowed & pat
         s = tl.where(allowed, s, float("-inf"))
+    return _softmax_update(acc, m_i, l_i, s, v, qk_scale, KEY_MASK, DOT_F32, PRECISION)
+
+
+@triton.jit
+def _softmax_update(acc, m_i, l_i, s, v, qk_scale, MASKED: tl.constexpr, DOT_F32: tl.constexpr,
+                    PRECISION: tl.constexpr):
+    """Online-softmax step for raw scores s (BM, BN) (-inf where masked) and values v (BN, BD)."""
     # qk_scale > 0, so max(s * scale) = max(s) * scale: one FMA per score below.
     m_new = tl.maximum(m_i, tl.max(s, 1) * qk_scale)                       # (BM,)
-    if not KEY_MASK:
+    if not MASKED:
         m_sub = m_new
     else:  # a row may have seen no key yet: keep -inf - -inf from making NaNs
         m_sub = tl.where(m_new == float("-inf"), 0.0, m_new)
@@ -127,15 +149,58 @@ def _attend_tile(acc, m_i, l_i, q, q_pos, k_ptrs_base, v_ptrs_base, Table, ks, c
 
 
 @triton.jit
+def _attend_packed(acc, m_i, l_i, q, q_idx, KN, VN, kn_base, vn_base, row0, kv_col, js, q_len,
+                   stride_knt, stride_vnt, qk_scale, offs_d,
+                   HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
+                   MASK: tl.constexpr, TMA: tl.constexpr, DOT_F32: tl.constexpr,
+                   PRECISION: tl.constexpr):
+    """One tile [js, js + BLOCK_N) of the sequence's *new* keys, read from the packed K/V of this
+    batch (rows row0 + j) instead of the cache: contiguous rows, no block table.
+
+    MASK 0: every key of the tile is <= every query of the tile (no mask, no bounds).
+    MASK 1: causal mask j <= i and j < q_len (rows past the sequence belong to the next one).
+    MASK 2: only j < q_len (the last tile of full attention, benchmarks only).
+    TMA: KN/VN are tensor descriptors over (T, Hkv * D) (Hopper's bulk copies); else pointers.
+    """
+    offs_j = js + tl.arange(0, BLOCK_N)                                   # (BN,) new-key index
+    if TMA:
+        k = KN.load([row0 + js, kv_col])                                   # (BN, D)
+        v = VN.load([row0 + js, kv_col])                                   # (BN, D)
+    else:
+        rows = (row0 + offs_j).to(tl.int64)
+        k_ptrs = kn_base + rows[:, None] * stride_knt + offs_d[None, :]
+        v_ptrs = vn_base + rows[:, None] * stride_vnt + offs_d[None, :]
+        if MASK != 0:
+            ld_ok = (offs_j[:, None] < q_len) & (offs_d[None, :] < HEAD_DIM)
+            k = tl.load(k_ptrs, mask=ld_ok, other=0.0)
+            v = tl.load(v_ptrs, mask=ld_ok, other=0.0)
+        elif HEAD_DIM == BLOCK_D:
+            k = tl.load(k_ptrs)
+            v = tl.load(v_ptrs)
+        else:
+            k = tl.load(k_ptrs, mask=offs_d[None, :] < HEAD_DIM, other=0.0)
+            v = tl.load(v_ptrs, mask=offs_d[None, :] < HEAD_DIM, other=0.0)
+    if DOT_F32:
+        k = k.to(tl.float32)
+    s = tl.dot(q, tl.trans(k), input_precision=PRECISION)                  # (BM, BN) raw scores
+    if MASK == 1:
+        allowed = (offs_j[None, :] <= q_idx[:, None]) & (offs_j[None, :] < q_len)
+        s = tl.where(allowed, s, float("-inf"))
+    elif MASK == 2:
+        s = tl.where(offs_j[None, :] < q_len, s, float("-inf"))
+    return _softmax_update(acc, m_i, l_i, s, v, qk_scale, MASK != 0, DOT_F32, PRECISION)
+
+
+@triton.jit
 def _prefill_kernel(
-    Q, K, V, Out, CuSeqQ, CtxLens, Tables,
+    Q, K, V, Out, CuSeqQ, CtxLens, Tables, KN, VN,
     stride_qt, stride_qh, stride_kb, stride_ks, stride_kh, stride_vb, stride_vs, stride_vh,
-    stride_ot, stride_oh, stride_tb,
+    stride_ot, stride_oh, stride_tb, stride_knt, stride_knh, stride_vnt, stride_vnh,
     qk_scale, seq_offset, window, stride, sinks,
     GROUP: tl.constexpr, BS: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PATTERN: tl.constexpr, WINDOW_ONLY: tl.constexpr,
     CAUSAL: tl.constexpr, DOT_F32: tl.constexpr, PRECISION: tl.constexpr, IDX64: tl.constexpr,
-    HOLES: tl.constexpr,
+    HOLES: tl.constexpr, PACKED: tl.constexpr, TMA: tl.constexpr, PREFIX: tl.constexpr,
 ):
     h = tl.program_id(0)
     b = tl.program_id(2) + seq_offset
@@ -166,7 +231,48 @@ def _prefill_kernel(
     l_i = tl.zeros((BLOCK_M,), tl.float32)
     acc = tl.zeros((BLOCK_M, BLOCK_D), tl.float32)
 
-    if not CAUSAL:
+    if PACKED:
+        # Fast path (dense masks): the cached prefix [0, prefix) through the block table, then
+        # the new tokens' keys straight from the packed K/V of this batch (row q_start + j).
+        if PREFIX:  # compiled out when the caller says no sequence has a cached prefix
+            even_end = (prefix // BLOCK_N) * BLOCK_N
+            for ks in range(0, even_end, BLOCK_N):
+                acc, m_i, l_i = _attend_tile(acc, m_i, l_i, q, q_pos, k_base, v_base, table, ks,
+                                             prefix, stride_kb, stride_ks, stride_vb, stride_vs,
+                                             qk_scale, window, stride, sinks, offs_d, BS,
+                                             HEAD_DIM, BLOCK_D, BLOCK_N, False, False, DOT_F32,
+                                             PRECISION, IDX64, HOLES)
+            for ks in range(even_end, prefix, BLOCK_N):
+                acc, m_i, l_i = _attend_tile(acc, m_i, l_i, q, q_pos, k_base, v_base, table, ks,
+                                             prefix, stride_kb, stride_ks, stride_vb, stride_vs,
+                                             qk_scale, window, stride, sinks, offs_d, BS,
+                                             HEAD_DIM, BLOCK_D, BLOCK_N, False, False, DOT_F32,
+                                             PRECISION, IDX64, True)
+        if TMA:
+            kn_base = KN                              # unused: descriptors carry their base
+            vn_base = VN
+        else:
+            kn_base = KN + kvh * stride_knh
+            vn_base = VN + kvh * stride_vnh
+        kv_col = kvh * HEAD_DIM
+        m_lo = m_tile * BLOCK_M                       # first new-token index of the tile
+        if CAUSAL:
+            full_end = ((m_lo + 1) // BLOCK_N) * BLOCK_N
+            diag_end = tl.minimum(m_lo + BLOCK_M, q_len)
+        else:
+            full_end = (q_len // BLOCK_N) * BLOCK_N
+            diag_end = q_len
+        for js in range(0, full_end, BLOCK_N):
+            acc, m_i, l_i = _attend_packed(acc, m_i, l_i, q, offs_m, KN, VN, kn_base, vn_base,
+                                           q_start, kv_col, js, q_len, stride_knt, stride_vnt,
+                                           qk_scale, offs_d, HEAD_DIM, BLOCK_D, BLOCK_N, 0, TMA,
+                                           DOT_F32, PRECISION)
+        for js in range(full_end, diag_end, BLOCK_N):
+            acc, m_i, l_i = _attend_packed(acc, m_i, l_i, q, offs_m, KN, VN, kn_base, vn_base,
+                                           q_start, kv_col, js, q_len, stride_knt, stride_vnt,
+                                           qk_scale, offs_d, HEAD_DIM, BLOCK_D, BLOCK_N,
+                                           1 if CAUSAL else 2, TMA, DOT_F32, PRECISION)
+    elif not CAUSAL:
         # Full (bidirectional) attention: only for benchmarks against non-causal SDPA.
         even_end = (ctx // BLOCK_N) * BLOCK_N
         for ks in range(0, even_end, BLOCK_N):
@@ -220,6 +326,33 @@ def _interpreting() -> bool:
     return triton.knobs.runtime.interpret if hasattr(triton, "knobs") else False
 
 
+def _check_packed(k_new: torch.Tensor, v_new: torch.Tensor, T: int, Hkv: int, D: int) -> None:
+    for name, t in (("k_new", k_new), ("v_new", v_new)):
+        if t.dim() != 3 or tuple(t.shape) != (T, Hkv, D) or t.stride(-1) != 1:
+            raise ValueError(f"flash_prefill: {name} must be ({T}, {Hkv}, {D}) with the head "
+                             f"dimension contiguous, got {tuple(t.shape)} strides {t.stride()}")
+
+
+def _tma_ok(k_new: torch.Tensor, v_new: torch.Tensor, D: int) -> bool:
+    """Tensor descriptors (Hopper's TMA, or the interpreter's emulation) for the packed K/V:
+    needs a power-of-two head dim (a tile must not spill into the next head), heads laid out
+    back to back within a row, and 16-byte aligned rows and base."""
+    if TensorDescriptor is None or D != triton.next_power_of_2(D) or not _TMA_ENABLED:
+        return False
+    if not _interpreting() and (not k_new.is_cuda or torch.cuda.get_device_capability(k_new.device)[0] < 9):
+        return False
+    for t in (k_new, v_new):
+        if t.stride(1) != D or (t.stride(0) * t.element_size()) % 16 or t.data_ptr() % 16:
+            return False
+    return True
+
+
+def _descriptor(t: torch.Tensor, block_rows: int, D: int):
+    """A 2-D descriptor over (T, Hkv * D) with row stride t.stride(0): tile [block_rows, D]."""
+    T, Hkv, _ = t.shape
+    return TensorDescriptor(t, [T, Hkv * D], [t.stride(0), 1], [block_rows, D])
+
+
 def flash_prefill(
     q: torch.Tensor,             # (T, Hq, D)
     k_cache: torch.Tensor,       # (NB, BS, Hkv, D)
@@ -235,6 +368,9 @@ def flash_prefill(
     config: tuple[int, int, int, int] | None = None,  # (BLOCK_M, BLOCK_N, warps, stages)
     causal: bool = True,         # False: every new token sees every key (benchmarks only)
     holes: bool = True,          # False: the caller knows no table has a -1 inside its context
+    k_new: torch.Tensor | None = None,  # (T, Hkv, D) the new tokens' keys (as written to the cache)
+    v_new: torch.Tensor | None = None,  # (T, Hkv, D) their values; with k_new: the packed path
+    prefix: bool = True,         # packed path: False = no sequence has cached tokens (faster)
 ) -> torch.Tensor:
     T, Hq, D = q.shape
     NB, BS, Hkv, _ = k_cache.shape
@@ -245,17 +381,33 @@ def flash_prefill(
         return out
     if q.stride(-1) != 1 or k_cache.stride(-1) != 1 or v_cache.stride(-1) != 1 or out.stride(-1) != 1:
         raise ValueError("flash_prefill needs the head dimension contiguous in q, caches and out")
-    if config is None:
-        config = _INTERPRET_CONFIG if _interpreting() else PREFILL_CONFIGS.get(
-            D, PREFILL_CONFIGS[128])
-    block_m, block_n, warps, stages = config
     pattern = not mask.is_dense
+    packed = k_new is not None and v_new is not None and not pattern
+    if packed:
+        _check_packed(k_new, v_new, T, Hkv, D)
+    if config is None:
+        if _interpreting():
+            config = _INTERPRET_CONFIG
+        elif q.element_size() > 2:    # float32 tiles take twice the shared memory of bf16 ones
+            config = FP32_CONFIG
+        else:
+            table = PACKED_CONFIGS if packed else PREFILL_CONFIGS
+            config = table.get(D, table[128])
+    block_m, block_n, warps, stages = config
+    use_tma = packed and _tma_ok(k_new, v_new, D)
+    if use_tma:
+        kn = _descriptor(k_new, block_n, D)
+        vn = _descriptor(v_new, block_n, D)
+    else:
+        kn, vn = (k_new, v_new) if packed else (k_cache, v_cache)   # unused when not packed
     grid = (Hq, triton.cdiv(max_q_len, block_m), num_seqs)
     _prefill_kernel[grid](
-        q, k_cache, v_cache, out, cu_seqlens_q, context_lens, block_tables,
+        q, k_cache, v_cache, out, cu_seqlens_q, context_lens, block_tables, kn, vn,
         q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
         out.stride(0), out.stride(1), block_tables.stride(0),
+        k_new.stride(0) if packed else 0, k_new.stride(1) if packed else 0,
+        v_new.stride(0) if packed else 0, v_new.stride(1) if packed else 0,
         scale * LOG2E, first_seq, mask.window, mask.stride, mask.sinks,
         GROUP=Hq // Hkv, BS=BS, HEAD_DIM=D, BLOCK_D=triton.next_power_of_2(D),
         BLOCK_M=block_m, BLOCK_N=block_n, PATTERN=pattern,
@@ -263,7 +415,7 @@ def flash_prefill(
         DOT_F32=_interpreting() and q.dtype != torch.float32,
         PRECISION="ieee" if q.dtype == torch.float32 else "tf32",  # fp32 stays fp32
         IDX64=max(k_cache.numel(), v_cache.numel()) >= 2**31,  # 32-bit offsets save registers
-        HOLES=holes or pattern,
+        HOLES=holes or pattern, PACKED=packed, TMA=use_tma, PREFIX=prefix,
         num_warps=warps, num_stages=stages,
     )
     return out

@@ -41,6 +41,7 @@ DECODE_CONFIGS = {
     64: (64, 8, 3),
     128: (64, 8, 3),
 }
+FP32_DECODE_CONFIG = (32, 4, 2)   # float32 exactness runs, not the fast path
 _INTERPRET_CONFIG = (16, 4, 1)
 SPLIT_TARGET_WAVES = 4      # programs per multiprocessor the split heuristic aims for
 MIN_SPLIT_TOKENS = 256      # fewer keys per split than this costs more in the reduction than it gains
@@ -232,7 +233,12 @@ def paged_decode(
     if q.stride(-1) != 1 or k_cache.stride(-1) != 1 or v_cache.stride(-1) != 1 or out.stride(-1) != 1:
         raise ValueError("paged_decode needs the head dimension contiguous in q, caches and out")
     if config is None:
-        config = _INTERPRET_CONFIG if _interpreting() else DECODE_CONFIGS.get(D, DECODE_CONFIGS[128])
+        if _interpreting():
+            config = _INTERPRET_CONFIG
+        elif q.element_size() > 2:    # float32 tiles: twice the shared memory, fewer stages
+            config = FP32_DECODE_CONFIG
+        else:
+            config = DECODE_CONFIGS.get(D, DECODE_CONFIGS[128])
     block_n, warps, stages = config
     group = Hq // Hkv
     span = key_span(max_context_len, mask, query_per_seq) + block_n  # + one tile of alignment

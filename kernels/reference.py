@@ -93,11 +93,13 @@ def write_kv_ref(
     v_cache.view(-1, *v_cache.shape[2:]).index_copy_(0, slots, v[keep].to(v_cache.dtype))
 
 
-def rope_write_kv_ref(q, k, v, positions, cos, sin, k_cache, v_cache, slot_mapping):
-    """RoPE on q and k, then the rotated k and v into their slots; returns the rotated q."""
+def rope_write_kv_ref(q, k, v, positions, cos, sin, k_cache, v_cache, slot_mapping,
+                      return_k=False):
+    """RoPE on q and k, then the rotated k and v into their slots; returns the rotated q (and
+    with return_k the rotated k)."""
     q, k = rope_ref(q, k, positions, cos, sin)
     write_kv_ref(k, v, k_cache, v_cache, slot_mapping)
-    return q
+    return (q, k) if return_k else q
 
 
 def rms_norm_ref(

@@ -8,7 +8,8 @@ Same meaning as kernels.reference.rope_ref. Measured (benchmarks/fused_ops.py, H
 `rope_write_kv` fuses RoPE with the KV write (kernels/kv_write.py): q is rotated into a new
 tensor, the rotated k and v go straight into their cache slots; the model uses it, since a decode
 step of a small model is bound by launches. What it does not do: Llama-3 frequency scaling (the
-caller builds cos/sin tables with it), or rotate in place.
+caller builds cos/sin tables with it), or rotate in place. With `return_k` it also returns the
+rotated k packed (T, Hkv, D), which the prefill kernel reads for the new tokens.
 """
 from __future__ import annotations
 
@@ -76,15 +77,17 @@ def rope(
 
 
 @triton.jit
-def _rope_write_kv_kernel(Q, K, V, QO, KC, VC, Pos, Cos, Sin, Slots,
+def _rope_write_kv_kernel(Q, K, V, QO, KO, KC, VC, Pos, Cos, Sin, Slots,
                           stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh,
                           stride_cos, stride_cs, stride_ch, stride_vcs, stride_vch,
                           HQ: tl.constexpr, HKV: tl.constexpr, HALF: tl.constexpr,
                           BLOCK_HQ: tl.constexpr, BLOCK_HKV: tl.constexpr,
-                          BLOCK_HALF: tl.constexpr):
+                          BLOCK_HALF: tl.constexpr, WRITE_K: tl.constexpr):
     t = tl.program_id(0).to(tl.int64)
     c, s = _cos_sin(Pos, Cos, Sin, t, stride_cos, HALF, BLOCK_HALF)   # (1, BH) float32 each
     _rope_one(Q, QO, t, stride_qt, stride_qh, c, s, HQ, HALF, BLOCK_HQ, BLOCK_HALF)
+    if WRITE_K:  # the rotated k packed too, for the prefill kernel's packed fast path
+        _rope_one(K, KO, t, stride_kt, stride_kh, c, s, HKV, HALF, BLOCK_HKV, BLOCK_HALF)
     slot = tl.load(Slots + t).to(tl.int64)
     if slot >= 0:
         d = tl.arange(0, BLOCK_HALF)[None, :]
@@ -114,10 +117,12 @@ def rope_write_kv(
     k_cache: torch.Tensor,       # (NB, BS, Hkv, D)
     v_cache: torch.Tensor,       # (NB, BS, Hkv, D)
     slot_mapping: torch.Tensor,  # (T,) int64, -1 = skip
-) -> torch.Tensor:
+    return_k: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """RoPE on q and k, and the rotated k with v written into their cache slots: one launch
     instead of two (rope, then kernels/kv_write.py), which is what a decode step of a small
-    model is bound by. Returns the rotated q (T, Hq, D); k itself is only stored in the cache.
+    model is bound by. Returns the rotated q (T, Hq, D), and with return_k also the rotated k
+    (T, Hkv, D) packed (the prefill kernel reads new tokens' keys from it instead of the cache).
     Same meaning as kernels.reference.rope_write_kv_ref."""
     T, Hq, D = q.shape
     Hkv = k.shape[1]
@@ -128,14 +133,15 @@ def rope_write_kv(
             v_cache.stride(0) != v_cache.stride(1) * v_cache.shape[1]:
         raise ValueError("rope_write_kv needs each cache's blocks laid out back to back (flat slots)")
     q_out = torch.empty((T, Hq, D), dtype=q.dtype, device=q.device)   # (T, Hq, D)
+    k_out = torch.empty((T, Hkv, D), dtype=k.dtype, device=k.device) if return_k else q_out
     if T:
         half = D // 2
         _rope_write_kv_kernel[(T,)](
-            q, k, v, q_out, k_cache, v_cache, positions, cos, sin, slot_mapping,
+            q, k, v, q_out, k_out, k_cache, v_cache, positions, cos, sin, slot_mapping,
             q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
             cos.stride(0), k_cache.stride(1), k_cache.stride(2), v_cache.stride(1),
             v_cache.stride(2), HQ=Hq, HKV=Hkv, HALF=half,
             BLOCK_HQ=triton.next_power_of_2(Hq), BLOCK_HKV=triton.next_power_of_2(Hkv),
-            BLOCK_HALF=triton.next_power_of_2(half), num_warps=4,
+            BLOCK_HALF=triton.next_power_of_2(half), WRITE_K=return_k, num_warps=4,
         )
-    return q_out
+    return (q_out, k_out) if return_k else q_out

@@ -32,6 +32,9 @@ def paged_attention(
     num_decodes: int = 0,
     out: torch.Tensor | None = None,  # (T, Hq, D)
     holes: bool = True,          # False: no table has a -1 inside its context (see AttentionBatch)
+    k_new: torch.Tensor | None = None,  # (T, Hkv, D) the new tokens' rotated keys, packed like q
+    v_new: torch.Tensor | None = None,  # (T, Hkv, D) their values (dense masks: read from here)
+    prefix: bool = True,         # False: no prefill chunk has cached tokens before it
 ) -> torch.Tensor:
     if q.dim() != 3 or k_cache.dim() != 4 or k_cache.shape != v_cache.shape:
         raise ValueError(f"paged_attention: expected q (T, Hq, D) and caches (NB, BS, Hkv, D), got "
@@ -47,5 +50,6 @@ def paged_attention(
                      max_context_len, scale, mask, out)
     if num_seqs > num_decodes and max_q_len > 0:
         flash_prefill(q, k_cache, v_cache, cu_seqlens_q, context_lens, block_tables, max_q_len,
-                      scale, mask, out, first_seq=num_decodes, holes=holes)
+                      scale, mask, out, first_seq=num_decodes, holes=holes, k_new=k_new,
+                      v_new=v_new, prefix=prefix)
     return out

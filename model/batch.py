@@ -43,6 +43,9 @@ class AttentionBatch:
     # False when no block table holds a hole (-1) inside its context: the prefill kernel then
     # skips per-key masking in the tiles left of the diagonal. True is always correct.
     has_holes: bool = True
+    # False when no prefill chunk follows cached tokens (every chunk starts at position 0): the
+    # prefill kernel's packed path then compiles without the cached-prefix loop. True is correct.
+    has_prefix: bool = True
 
     @property
     def num_seqs(self) -> int:

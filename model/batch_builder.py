@@ -26,7 +26,7 @@ def build_batch(items: list[ScheduledSeq], spec, bm: BlockManager,
         seq = it.seq
         table = bm.table(seq.seq_id)
         offset = streaming.rope_offset(table, it.start, bs) if seq.pattern.evicts else 0
-        ids += seq.all_ids[it.start:it.end]
+        ids += seq.token_slice(it.start, it.end)
         positions += range(it.start - offset, it.end - offset)
         slots += bm.slot_mapping(seq.seq_id, it.start, it.end)
         cu.append(cu[-1] + it.num_tokens)
@@ -45,5 +45,6 @@ def build_batch(items: list[ScheduledSeq], spec, bm: BlockManager,
         max_q_len=max(it.num_tokens for it in items), max_context_len=max(ctx), mask=spec,
         num_decodes=sum(1 for it in items if it.num_tokens == 1),
         logits_indices=as_t(logit_rows, torch.int64),                               # (N,)
-        has_holes=any(-1 in t for t in tables))
+        has_holes=any(bm.num_holes(it.seq.seq_id) for it in items),
+        has_prefix=any(it.start > 0 for it in items if it.num_tokens > 1))
     return batch, as_t(ids, torch.int64)                                            # (T,)

@@ -50,6 +50,8 @@ class BlockManager:
         self.hashes: dict[int, list[int]] = {}                   # seq -> hash chain of full blocks
         self.cacheable: dict[int, bool] = {}
         self.roots: dict[int, int] = {}                          # seq -> salted root hash
+        self.holes: dict[int, int] = {}                          # seq -> -1 entries in its table
+        self.num_shared = 0                                      # blocks with ref count > 1
         self.prefix_hits = 0       # tokens served from the cache, cumulative
         self.prefix_queries = 0    # prompt tokens looked up, cumulative
         self.cow_copies = 0
@@ -73,6 +75,16 @@ class BlockManager:
 
     def has(self, seq_id: int) -> bool:
         return seq_id in self.tables
+
+    def num_holes(self, seq_id: int) -> int:
+        """Entries of the sequence's table freed by a sliding pattern (-1), kept as a count so
+        the per-step checks need not scan the table."""
+        return self.holes.get(seq_id, 0)
+
+    @property
+    def num_owned(self) -> int:
+        """Physical blocks referenced by at least one live sequence."""
+        return self.num_blocks - len(self.free_list) - len(self.evictable)
 
     # ---- prefix cache ------------------------------------------------------------------------
     @staticmethod
@@ -118,6 +130,7 @@ class BlockManager:
         hit = self.lookup_prefix(token_ids, salt) if cacheable else []
         self.roots[seq_id] = self.root_hash(salt)
         self.tables[seq_id] = []
+        self.holes[seq_id] = 0
         self.hashes[seq_id] = []
         self.cacheable[seq_id] = cacheable
         for b in hit:
@@ -128,6 +141,12 @@ class BlockManager:
             self.prefix_queries += len(token_ids)
             self.prefix_hits += len(hit) * self.block_size
         return len(hit) * self.block_size
+
+    def has_uncommitted(self, seq_id: int, num_computed: int) -> bool:
+        """Whether `commit` has a newly full block to hash (cheap: lets callers skip building
+        the token list)."""
+        return (bool(self.cacheable.get(seq_id)) and len(self.hashes[seq_id])
+                < min(num_computed // self.block_size, len(self.tables[seq_id])))
 
     def commit(self, seq_id: int, token_ids: list[int], num_computed: int) -> None:
         """Register the hashes of blocks that became full (their K/V is written) in the cache."""
@@ -186,6 +205,7 @@ class BlockManager:
         self.hashes[child_id] = list(self.hashes[parent_id])
         self.cacheable[child_id] = self.cacheable[parent_id]
         self.roots[child_id] = self.roots[parent_id]
+        self.holes[child_id] = self.holes.get(parent_id, 0)
         for b in self.tables[child_id]:
             if b >= 0:
                 self._incref(b, child_id)
@@ -204,6 +224,7 @@ class BlockManager:
         self.hashes.pop(seq_id, None)
         self.cacheable.pop(seq_id, None)
         self.roots.pop(seq_id, None)
+        self.holes.pop(seq_id, None)
 
     def free_logical(self, seq_id: int, logical_blocks) -> int:
         """Free blocks no future query of this sequence reads (sliding pattern): leave holes (-1)."""
@@ -213,6 +234,7 @@ class BlockManager:
                 self._decref(table[i], seq_id)
                 table[i] = -1
                 n += 1
+        self.holes[seq_id] = self.holes.get(seq_id, 0) + n
         return n
 
     # ---- internals ---------------------------------------------------------------------------
@@ -233,12 +255,16 @@ class BlockManager:
         self._dirty.add(b)
         if self.ref_count[b] == 0:
             self.evictable.pop(b, None)
+        elif self.ref_count[b] == 1:
+            self.num_shared += 1
         self.ref_count[b] += 1
         self.owners[b].add(seq_id)
 
     def _decref(self, b: int, seq_id: int) -> None:
         self._dirty.add(b)
         self.ref_count[b] -= 1
+        if self.ref_count[b] == 1:
+            self.num_shared -= 1
         self.owners[b].discard(seq_id)
         if self.ref_count[b] == 0:
             if self.block_hash[b] is not None:
@@ -300,3 +326,7 @@ class BlockManager:
         assert set(idle) == free | evict, "an unreferenced block is neither free nor cached"
         c = self.counts()
         assert c[FREE] + c[CACHED] + c[USED] + c[SHARED] == self.num_blocks
+        assert c[SHARED] == self.num_shared, "shared-block counter out of step"
+        assert c[USED] + c[SHARED] == self.num_owned
+        for sid, table in self.tables.items():
+            assert self.holes.get(sid, 0) == table.count(-1), f"seq {sid}: hole counter out of step"

@@ -39,7 +39,7 @@ def sequence_reports(bm: BlockManager, seqs: list[Sequence]) -> list[SequenceRep
     out = []
     for s in seqs:
         table = list(bm.table(s.seq_id)) if bm.has(s.seq_id) else []
-        holes = sum(1 for b in table if b < 0)
+        holes = bm.num_holes(s.seq_id)
         out.append(SequenceReport(
             seq_id=s.seq_id, request_id=s.request_id, status=s.status.value,
             prompt_len=len(s.prompt_ids), output_len=len(s.output_ids),
@@ -50,8 +50,9 @@ def sequence_reports(bm: BlockManager, seqs: list[Sequence]) -> list[SequenceRep
 
 def cache_report(bm: BlockManager, seqs: list[Sequence], bytes_per_block: int, max_model_len: int,
                  preemptions: int, with_blocks: bool = True) -> CacheReport:
-    """with_blocks=False leaves `blocks` empty and computes the totals from the owned blocks only
-    (O(live blocks) instead of O(pool)); the figures are the same."""
+    """with_blocks=False leaves `blocks` empty and computes the totals from the block manager's
+    counters and the sequences' tail blocks (O(sequences) instead of O(pool)); the figures are
+    the same."""
     partial = tail_fill(bm, seqs)
     bs = bm.block_size
     per_token = bytes_per_block // bs
@@ -61,21 +62,22 @@ def cache_report(bm: BlockManager, seqs: list[Sequence], bytes_per_block: int, m
         for info in blocks:
             counts[info.state] += 1
         owned_fill = [info.num_tokens for info in blocks if info.state in (USED, SHARED)]
+        num_owned = len(owned_fill)
+        wasted_slots = sum(bs - n for n in owned_fill)
     else:
+        # From the block manager's counters: every owned block is full except the tails.
         blocks = []
-        owned_ids = {b for s in seqs if bm.has(s.seq_id) for b in bm.table(s.seq_id) if b >= 0}
-        num_shared = sum(1 for b in owned_ids if bm.ref_count[b] > 1)
+        num_owned = bm.num_owned
         counts = {FREE: len(bm.free_list), CACHED: len(bm.evictable),
-                  USED: len(owned_ids) - num_shared, SHARED: num_shared}
-        owned_fill = [partial.get(b, bs) for b in owned_ids]
-    wasted_slots = sum(bs - n for n in owned_fill)
+                  USED: num_owned - bm.num_shared, SHARED: bm.num_shared}
+        wasted_slots = sum(bs - n for b, n in partial.items() if bm.ref_count[b] > 0)
     reserved_tokens = sum(min(s.num_tokens - len(s.output_ids) + s.params.max_tokens, max_model_len)
                           for s in seqs if not s.is_finished)
     return CacheReport(
         num_blocks=bm.num_blocks, block_size=bs, bytes_per_block=bytes_per_block,
         num_free=counts[FREE], num_cached=counts[CACHED], num_used=counts[USED],
         num_shared=counts[SHARED], blocks=blocks,
-        kv_bytes_in_use=len(owned_fill) * bytes_per_block,
+        kv_bytes_in_use=num_owned * bytes_per_block,
         kv_bytes_wasted=wasted_slots * per_token,
         reserved_bytes_equivalent=reserved_tokens * per_token,
         prefix_hits=bm.prefix_hits, prefix_queries=bm.prefix_queries, preemptions=preemptions)

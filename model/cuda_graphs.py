@@ -74,6 +74,10 @@ class DecodeGraphRunner:
     def capture(self, bs: int, mask: MaskSpec) -> None:
         """Capture the decode step of bucket `bs` (warm-up run first: compiles the kernels)."""
         batch = self._static_batch(bs, mask)
+        # The warm-up runs execute for real: make them write no K/V and read no keys, whatever
+        # the buffers held from the last replay (a capture can happen mid-run, for a new mask).
+        self.slot_mapping.fill_(-1)
+        self.context_lens.zero_()
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):

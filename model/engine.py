@@ -67,6 +67,9 @@ class Engine:
             self.graph_runner = DecodeGraphRunner(
                 self.model, self.kv, max_num_seqs=config.max_num_seqs,
                 max_blocks_per_seq=self.bm.blocks_for(self.max_model_len))
+            # Capture every batch-size bucket now (as vLLM does at start-up), not in the middle
+            # of serving: a capture compiles and warms up, which would stall a running step.
+            self.graph_runner.capture_all(self.pattern.spec)
         self.requests: dict[int, Request] = {}
         self._pending: list[RequestOutput] = []      # outputs decided outside step (abort, errors)
         self._next_request = 0
@@ -175,17 +178,24 @@ class Engine:
         groups: dict[object, list[ScheduledSeq]] = {}
         for item in sched.scheduled:
             groups.setdefault(item.seq.pattern.spec, []).append(item)
-        rows: list[tuple[Sequence, torch.Tensor]] = []
+        row_seqs: list[Sequence] = []
+        row_logits: list[torch.Tensor] = []
         for spec, items in groups.items():
-            rows += self._forward(items, spec)
+            seqs, logits = self._forward(items, spec)
+            if seqs:
+                row_seqs += seqs
+                row_logits.append(logits)
+        logits = (row_logits[0] if len(row_logits) == 1
+                  else torch.cat(row_logits) if row_logits else None)              # (N, V) f32
         bs = self.bm.block_size
         for item in sched.scheduled:
             item.seq.num_computed = item.end
             table = self.bm.table(item.seq.seq_id)
             self.bm.touch(table[item.start // bs:(item.end - 1) // bs + 1])
-            self.bm.commit(item.seq.seq_id, item.seq.all_ids, item.seq.num_computed)
+            if self.bm.has_uncommitted(item.seq.seq_id, item.seq.num_computed):
+                self.bm.commit(item.seq.seq_id, item.seq.all_ids, item.seq.num_computed)
         now = time.perf_counter()
-        ttft = self._sample_and_append(rows, now)
+        ttft = self._sample_and_append(row_seqs, logits, now)
         for item in sched.scheduled:
             if not item.seq.is_finished and item.seq.pattern.evicts:
                 self._evict(item.seq)
@@ -204,36 +214,43 @@ class Engine:
             cache=self._cache_report(live, self.config.report_blocks),
             num_running=len(self.scheduler.running), num_waiting=len(self.scheduler.waiting))
 
-    def _forward(self, items: list[ScheduledSeq], spec) -> list[tuple[Sequence, torch.Tensor]]:
+    def _forward(self, items: list[ScheduledSeq], spec) -> tuple[list[Sequence], torch.Tensor | None]:
+        """(sequences that get a token, their logits (N, V) float32 in that order)."""
         batch, input_ids = build_batch(items, spec, self.bm, self.device)
         if (self.graph_runner is not None and all(it.is_decode for it in items)
                 and self.graph_runner.can_run(batch)):
             logits = self.graph_runner.run(input_ids, batch).clone()                 # (B, V) f32
-            return list(zip([it.seq for it in items], logits.unbind(0)))
+            return [it.seq for it in items], logits
         hidden = self.model(input_ids, batch, self.kv)                               # (T, H)
         need = [it.seq for it in items if it.needs_logits]
         if not need:
-            return []
-        logits = self.model.compute_logits(hidden[batch.logits_indices])            # (N, V) f32
-        return list(zip(need, logits.unbind(0)))
+            return [], None
+        return need, self.model.compute_logits(hidden[batch.logits_indices])        # (N, V) f32
 
-    def _sample_and_append(self, rows: list[tuple[Sequence, torch.Tensor]], now: float) -> dict[int, float]:
-        if self.beam_groups:                 # beam requests take their rows (model/beam_search.py)
-            rows = beams.take_beam_rows(self, rows)
-        expanded: list[tuple[Sequence, torch.Tensor]] = []
-        for seq, row in rows:
+    def _sample_and_append(self, seqs: list[Sequence], logits: torch.Tensor | None,
+                           now: float) -> dict[int, float]:
+        if self.beam_groups and seqs:        # beam requests take their rows (model/beam_search.py)
+            rows = beams.take_beam_rows(self, list(zip(seqs, logits.unbind(0))))
+            seqs = [s for s, _ in rows]
+            logits = torch.stack([r for _, r in rows]) if rows else None
+        kept: list[Sequence] = []
+        rows_idx: list[int] = []             # logits row of each kept sequence
+        for i, seq in enumerate(seqs):
             if seq.is_finished:          # aborted meanwhile
                 continue
-            expanded.append((seq, row))
+            kept.append(seq)
+            rows_idx.append(i)
             req = self.requests[seq.request_id]
             if req.params.n > 1 and not req.forked:
                 req.forked = True
-                for i in range(1, req.params.n):
-                    expanded.append((self.fork_sequence(seq, i), row))
-        if not expanded:
+                for j in range(1, req.params.n):
+                    kept.append(self.fork_sequence(seq, j))
+                    rows_idx.append(i)
+        if not kept:
             return {}
-        logits = torch.stack([r for _, r in expanded])                                   # (N, V)
-        seqs = [s for s, _ in expanded]
+        if rows_idx != list(range(logits.shape[0])):
+            logits = logits[torch.tensor(rows_idx, device=logits.device)]                  # (N, V)
+        seqs = kept
         tokens = sampling.sample(logits, [s.params for s in seqs], [s.generator for s in seqs],
                                  [s.all_ids if s.params.repetition_penalty != 1.0 else [] for s in seqs])
         ttft: dict[int, float] = {}

@@ -65,12 +65,20 @@ class LlamaDecoderLayer(nn.Module):
         else:
             x, residual = rms_norm(hidden, self.input_norm, self.eps, residual)
         q, k, v = self.project_qkv(x)
-        q = rope_write_kv(q, k, v, batch.positions, cos, sin, k_cache, v_cache,
-                          batch.slot_mapping)     # rotated q (T, Hq, D); k, v into the cache
+        k_new = v_new = None
+        if batch.max_q_len > 1 and batch.mask.is_dense:
+            # Prefill chunks: keep the rotated k packed too, so the prefill kernel reads the new
+            # tokens' K/V from (k_new, v) instead of gathering them back through the table.
+            q, k_new = rope_write_kv(q, k, v, batch.positions, cos, sin, k_cache, v_cache,
+                                     batch.slot_mapping, return_k=True)
+            v_new = v
+        else:
+            q = rope_write_kv(q, k, v, batch.positions, cos, sin, k_cache, v_cache,
+                              batch.slot_mapping)  # rotated q (T, Hq, D); k, v into the cache
         o = paged_attention(q, k_cache, v_cache, batch.cu_seqlens_q, batch.context_lens,
-                                    batch.block_tables, batch.max_q_len, batch.max_context_len,
-                                    self.scale, batch.mask, batch.num_decodes,
-                                    holes=batch.has_holes)                   # (T, Hq, D)
+                            batch.block_tables, batch.max_q_len, batch.max_context_len,
+                            self.scale, batch.mask, batch.num_decodes, holes=batch.has_holes,
+                            k_new=k_new, v_new=v_new, prefix=batch.has_prefix)                        # (T, Hq, D)
         hidden = self.o_proj(o.reshape(T, self.q_size))                      # (T, H)
         x, residual = rms_norm(hidden, self.post_attention_norm, self.eps, residual)
         gate_up = self.gate_up_proj(x)                                       # (T, 2I)

@@ -175,13 +175,11 @@ class Scheduler:
         out of reach only between steps."""
         if not _evicts(seq) or self.max_model_len is None:
             return n
-        table = self.bm.table(seq.seq_id) if self.bm.has(seq.seq_id) else []
-        holes = sum(1 for b in table if b < 0) * self.bm.block_size
+        holes = self.bm.num_holes(seq.seq_id) * self.bm.block_size
         return max(1, min(n, self.max_model_len - (start - holes)))
 
     def _blocks_beyond_cache(self, seq: Sequence, end: int) -> bool:
-        table = self.bm.table(seq.seq_id)
-        holes = sum(1 for b in table if b < 0)
+        holes = self.bm.num_holes(seq.seq_id)
         return self.bm.blocks_for(end) - holes > self.bm.num_blocks
 
     def _make_room(self, seq: Sequence, start: int, end: int, done: set[int], out: SchedulerOutput) -> bool:

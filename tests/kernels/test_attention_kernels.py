@@ -35,10 +35,31 @@ CPU_CASES = {
 }
 
 
-def check_attention(case, dtype, device, num_splits=None, seed=0, holes_flag=None):
+def packed_new_kv(batch, q_lens, ctx_lens):
+    """The new tokens' K and V gathered from the cache into packed (T, Hkv, D) tensors, as the
+    model hands them to the prefill kernel: k contiguous, v a strided view of a wider buffer
+    (the model's v is a slice of the fused q|k|v projection)."""
+    bs = batch.k_cache.shape[1]
+    slots = []
+    for b, (ql, n) in enumerate(zip(q_lens, ctx_lens)):
+        for pos in range(n - ql, n):
+            slots.append(int(batch.block_tables[b, pos // bs]) * bs + pos % bs)
+    flat_k = batch.k_cache.flatten(0, 1)                                   # (NB*BS, Hkv, D)
+    flat_v = batch.v_cache.flatten(0, 1)
+    idx = torch.tensor(slots, dtype=torch.long, device=flat_k.device)
+    k_new = flat_k[idx].contiguous()                                       # (T, Hkv, D)
+    T, hkv, d = k_new.shape
+    wide = torch.full((T, 3 * hkv, d), float("nan"), dtype=flat_v.dtype, device=flat_v.device)
+    wide[:, hkv:2 * hkv] = flat_v[idx]
+    return k_new, wide[:, hkv:2 * hkv]                                     # v: strided view
+
+
+def check_attention(case, dtype, device, num_splits=None, seed=0, holes_flag=None, packed=None):
     """holes_flag: what the kernel is told about holes (default: whether the case has any, so
-    cases without holes run the prefill kernel's unmasked off-diagonal tiles)."""
-    from kernels import triton_attention
+    cases without holes run the prefill kernel's unmasked off-diagonal tiles).
+    packed: None (every key through the block table), "ptr" or "tma" (the new tokens' K/V from
+    packed tensors, loaded through pointers or tensor descriptors)."""
+    from kernels import flash_prefill, triton_attention
     from kernels.paged_decode import paged_decode
     q_lens, ctx_lens, hq, hkv, d, bs, mask, num_decodes, holes = case
     batch = build_batch(q_lens, ctx_lens, hq, hkv, d, bs, dtype, device, holes, seed)
@@ -49,7 +70,18 @@ def check_attention(case, dtype, device, num_splits=None, seed=0, holes_flag=Non
                      len(q_lens), batch.max_context_len, scale, mask, out, num_splits=num_splits)
     else:
         flag = bool(holes) if holes_flag is None else holes_flag
-        triton_attention.paged_attention(*batch.args(), scale, mask, num_decodes, out, holes=flag)
+        k_new = v_new = None
+        if packed is not None:
+            k_new, v_new = packed_new_kv(batch, q_lens, ctx_lens)
+        old = flash_prefill._TMA_ENABLED
+        flash_prefill._TMA_ENABLED = packed == "tma"
+        try:
+            # As the batch builder says it: a cached prefix before any prefill chunk?
+            prefix = any(c > q for q, c in zip(q_lens[num_decodes:], ctx_lens[num_decodes:]))
+            triton_attention.paged_attention(*batch.args(), scale, mask, num_decodes, out,
+                                             holes=flag, k_new=k_new, v_new=v_new, prefix=prefix)
+        finally:
+            flash_prefill._TMA_ENABLED = old
     ref = paged_attention_ref(*upcast(batch).args(), scale, mask)
     err = rel_err(out, ref)
     assert err < TOL[dtype], f"relative error {err:.2e} (limit {TOL[dtype]:.0e})"
@@ -73,6 +105,32 @@ def test_attention_bf16_interpreted(name):
 def test_attention_told_of_possible_holes_interpreted(name):
     """The conservative default (holes possible) masks every tile and gives the same result."""
     check_attention(CPU_CASES[name], torch.float32, "cpu", holes_flag=True)
+
+
+PACKED_CASES = ["prefill_odd_gqa1_d64", "prefill_prefix_gqa3_d128", "prefill_empty_gqa8_bs4",
+                "mixed_decode_and_prefill", "dense_holes"]
+
+
+@needs_interpreter
+@pytest.mark.parametrize("how", ["ptr", "tma"])
+@pytest.mark.parametrize("name", PACKED_CASES)
+def test_attention_packed_new_kv_interpreted(name, how):
+    """The fast path: new tokens' keys from packed tensors, the cached prefix through the table."""
+    check_attention(CPU_CASES[name], torch.float32, "cpu", packed=how)
+
+
+@needs_interpreter
+@pytest.mark.parametrize("how", ["ptr", "tma"])
+def test_attention_packed_bf16_and_odd_head_dim_interpreted(how):
+    check_attention(CPU_CASES["prefill_prefix_gqa3_d128"], torch.bfloat16, "cpu", packed=how)
+    odd_dim = ([3, 18], [3, 40], 4, 2, 80, 16, MaskSpec(), 0, ())     # dim 80: pointer fallback
+    check_attention(odd_dim, torch.float32, "cpu", packed=how)
+
+
+@needs_interpreter
+def test_packed_path_ignored_for_patterns_interpreted():
+    """Sparse patterns read every key through the table even when packed K/V are given."""
+    check_attention(CPU_CASES["local_prefill_decode"], torch.float32, "cpu", packed="tma")
 
 
 @needs_interpreter
@@ -124,6 +182,14 @@ GPU_CASES = {
 @pytest.mark.parametrize("name", list(GPU_CASES))
 def test_attention_gpu(name, dtype):
     check_attention(GPU_CASES[name], dtype, "cuda")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("how", ["ptr", "tma"])
+@pytest.mark.parametrize("name", ["prefill_S_1k_odd", "prefill_L_prefix", "prefill_L_bs256",
+                                  "mixed_L"])
+def test_attention_packed_gpu(name, how):
+    check_attention(GPU_CASES[name], torch.bfloat16, "cuda", packed=how)
 
 
 @pytest.mark.gpu

@@ -97,6 +97,15 @@ def check_rope_write_kv(T, hq, hkv, d, nb, bs, dtype, device):
     unwritten[written] = False
     assert torch.equal(kc.reshape(-1, hkv, d)[unwritten].double(),
                        kc_ref.reshape(-1, hkv, d)[unwritten])   # other slots untouched
+    # return_k: the same q and cache writes, plus the rotated k packed (all T rows, slot or not)
+    kc2, vc2 = torch.zeros_like(kc), torch.zeros_like(vc)
+    got_q2, got_k = rope_write_kv(q, k, v, pos, cos, sin, kc2, vc2, slots, return_k=True)
+    _, want_k = ref.rope_write_kv_ref(q.double(), k.double(), v.double(), pos, cos.double(),
+                                      sin.double(), torch.zeros_like(kc_ref),
+                                      torch.zeros_like(vc_ref), slots, return_k=True)
+    assert torch.equal(got_q2, got_q) and torch.equal(kc2.reshape(-1, hkv, d)[written],
+                                                      kc.reshape(-1, hkv, d)[written])
+    assert got_k.shape == (T, hkv, d) and rel_err(got_k, want_k) < TOL[dtype]
 
 
 @needs_interpreter
