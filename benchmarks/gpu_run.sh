@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One script for the device machine: GPU kernel tests, then every GPU benchmark, JSON into $OUT.
-#   bash benchmarks/gpu_run.sh [stage ...]     stages: tests prefill decode fused e2e throughput patterns chunked
+#   bash benchmarks/gpu_run.sh [stage ...]     stages: tests prefill decode fused e2e throughput patterns chunked anatomy
 #   (no stage = all; add "sweep" to re-tune the prefill/decode tile configurations first)
 set -u -o pipefail
 cd "$(dirname "$0")/.."
@@ -8,7 +8,7 @@ OUT=${OUT:-/tmp/gpu_out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 PY=${PY:-python3}
-STAGES="${*:-prefill decode fused e2e throughput patterns chunked tests}"
+STAGES="${*:-prefill decode fused e2e throughput patterns chunked anatomy tests}"
 SWEEP=""
 case " $STAGES " in *" sweep "*) SWEEP="--sweep";; esac
 has() { case " $STAGES " in *" $1 "*) return 0;; esac; return 1; }
@@ -38,6 +38,9 @@ if has patterns; then
 fi
 if has chunked; then
   $PY benchmarks/chunked_prefill.py --model smollm2-random --device cuda --json "$OUT/chunked_prefill.json" || status=1
+fi
+if has anatomy; then
+  $PY benchmarks/step_anatomy.py --json "$OUT/step_anatomy.json" || status=1
 fi
 if has tests; then
   timeout -s INT ${TEST_TIMEOUT:-900} $PY -m pytest -q -m gpu -p no:cacheprovider tests/kernels \

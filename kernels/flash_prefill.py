@@ -191,7 +191,9 @@ def _attend_packed(acc, m_i, l_i, q, q_idx, KN, VN, kn_base, vn_base, row0, kv_c
     return _softmax_update(acc, m_i, l_i, s, v, qk_scale, MASK != 0, DOT_F32, PRECISION)
 
 
-@triton.jit
+# seq_offset (the number of decodes before the prefill sequences) changes from step to step:
+# without do_not_specialize, triton compiles a variant for 1, for multiples of 16 and for the rest.
+@triton.jit(do_not_specialize=["seq_offset"])
 def _prefill_kernel(
     Q, K, V, Out, CuSeqQ, CtxLens, Tables, KN, VN,
     stride_qt, stride_qh, stride_kb, stride_ks, stride_kh, stride_vb, stride_vs, stride_vh,

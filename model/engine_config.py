@@ -36,9 +36,11 @@ class EngineConfig:
     attention: str = "dense"
     # Longest sequence for dense-like patterns; None = the model's trained context.
     max_model_len: int | None = None
-    # CUDA only: replay pure-decode steps as captured CUDA graphs (model/cuda_graphs.py), which
-    # removes kernel-launch gaps at small batch. Off until validated on a GPU.
-    cuda_graphs: bool = False
+    # CUDA only (ignored on CPU): replay pure-decode steps as CUDA graphs captured at start-up,
+    # one per batch-size bucket (model/cuda_graphs.py): a decode step launches ~300 kernels, and
+    # without graphs the launches, not the GPU, set the speed. Validated on an H100 (the GPU
+    # engine test gives the CPU engine's tokens with and without graphs, 2026-11-23).
+    cuda_graphs: bool = True
     # Put one BlockInfo per physical block into every StepReport (the KV inspector needs it).
     # The cost grows with the pool (O(blocks) per step); throughput runs on a GPU-sized pool turn
     # it off and get the totals alone, computed from the owned blocks. cache_report() is always full.

@@ -70,7 +70,12 @@ def test_throughput_json(tmp_path):
     assert rc == 0
     doc = json.loads(out.read_text())
     assert doc["benchmark"] == "throughput"
-    ours, hf = doc["rows"]
+    *runs, hf = doc["rows"]
+    assert [r["runtime"] for r in runs] == ["ours (continuous, budget 2048)",
+                                            "ours (continuous, budget 8192)"]
+    for r in runs:
+        assert r["speedup"] == pytest.approx(hf["seconds"] / r["seconds"])
+    ours = runs[0]                                            # the headline: the first budget
     s = doc["summary"]
     reqs = throughput.workload(n, lo, hi, 1000, 0)            # the same seeded workload
     assert s["output_tokens"] == sum(o for _, o in reqs)
