@@ -5,12 +5,15 @@ every argument):
 
     paged_attention(q, k_cache, v_cache, cu_seqlens_q, context_lens, block_tables,
                     max_q_len, max_context_len, scale, mask=DENSE, num_decodes=0, out=None,
-                    holes=True)   # holes=False: no table has a -1 inside its context
+                    holes=True,   # holes=False: no table has a -1 inside its context
+                    k_new=None, v_new=None,  # the new tokens' K/V packed (T, Hkv, D): fast prefill
+                    prefix=True)  # prefix=False: no prefill chunk follows cached tokens
     write_kv(k, v, k_cache, v_cache, slot_mapping)
     rms_norm(x, weight, eps, residual=None)
     silu_and_mul(gate_up)
     rope(q, k, positions, cos, sin)
-    rope_write_kv(q, k, v, positions, cos, sin, k_cache, v_cache, slot_mapping) -> rotated q
+    rope_write_kv(q, k, v, positions, cos, sin, k_cache, v_cache, slot_mapping,
+                  return_k=False) -> rotated q (and the rotated k, packed, with return_k)
 
 Dispatch: the Triton kernel runs when the tensors are on CUDA, the reference otherwise;
 `set_backend("reference" | "triton" | "auto")` (or the env var KERNELS_BACKEND) forces one.

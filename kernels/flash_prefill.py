@@ -14,6 +14,11 @@ table. One program computes one tile of BLOCK_M query tokens for one query head:
 - holes (-1 in the block table, blocks freed by a sliding pattern) are masked per key (tl.where
   to -inf) only when the caller says tables may hold them (`holes`, from
   AttentionBatch.has_holes; always for sparse patterns); dense batches without holes skip it;
+- the packed path (dense masks, `k_new`/`v_new` given): the new tokens' keys and values are read
+  from the batch's packed K/V tensors (row = token index in the batch, contiguous; TMA tensor
+  descriptors on Hopper, pointer loads elsewhere and for head dims that are not a power of two),
+  and only the cached prefix [0, ctx - q_len) through the block table; `prefix=False` (no
+  sequence has one) compiles that loop out. This is the path of every prompt;
 - MaskSpec patterns (window / stride / sinks): whole key tiles that no query of the tile may see
   are never loaded (local and StreamingLLM only visit the sink tiles and the window band; atrous
   visits every tile since a stride below the tile width leaves no tile empty), and the token-level
