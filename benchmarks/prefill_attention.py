@@ -64,12 +64,8 @@ def ours(shape, n, causal, block_size, tokens, config=None, packed=None):
     fn = lambda: flash_prefill(q, kc, vc, cu, ctx, table, n, d ** -0.5, out=out,  # noqa: E731
                                config=config, causal=causal, holes=False, k_new=k_new, v_new=v_new,
                                prefix=False)
-    old = fp._TMA_ENABLED
-    fp._TMA_ENABLED = packed == "tma"
-    try:
+    with fp.tma_enabled(packed == "tma"):
         return b, median_ms(fn)
-    finally:
-        fp._TMA_ENABLED = old
 
 
 def sdpa(shape, n, causal, tokens, backend=None):

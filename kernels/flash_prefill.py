@@ -30,6 +30,8 @@ benchmarks/prefill_attention.py (see PREFILL_CONFIGS).
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 
 import torch
@@ -346,12 +348,30 @@ def _tma_ok(k_new: torch.Tensor, v_new: torch.Tensor, D: int) -> bool:
     back to back within a row, and 16-byte aligned rows and base."""
     if TensorDescriptor is None or D != triton.next_power_of_2(D) or not _TMA_ENABLED:
         return False
-    if not _interpreting() and (not k_new.is_cuda or torch.cuda.get_device_capability(k_new.device)[0] < 9):
+    if not _interpreting() and (not k_new.is_cuda or _cc_major(k_new.device.index) < 9):
         return False
     for t in (k_new, v_new):
         if t.stride(1) != D or (t.stride(0) * t.element_size()) % 16 or t.data_ptr() % 16:
             return False
     return True
+
+
+@functools.lru_cache(maxsize=None)
+def _cc_major(index: int | None) -> int:
+    """Compute capability major of a CUDA device, asked once (this runs per layer per step)."""
+    return torch.cuda.get_device_capability(index)[0]
+
+
+@contextlib.contextmanager
+def tma_enabled(flag: bool):
+    """Within the block the packed path uses TMA descriptors (flag True, where the GPU and the
+    layout allow) or pointer loads (False); tests and benchmarks compare the two."""
+    global _TMA_ENABLED
+    old, _TMA_ENABLED = _TMA_ENABLED, flag
+    try:
+        yield
+    finally:
+        _TMA_ENABLED = old
 
 
 def _descriptor(t: torch.Tensor, block_rows: int, D: int):

@@ -73,15 +73,11 @@ def check_attention(case, dtype, device, num_splits=None, seed=0, holes_flag=Non
         k_new = v_new = None
         if packed is not None:
             k_new, v_new = packed_new_kv(batch, q_lens, ctx_lens)
-        old = flash_prefill._TMA_ENABLED
-        flash_prefill._TMA_ENABLED = packed == "tma"
-        try:
-            # As the batch builder says it: a cached prefix before any prefill chunk?
-            prefix = any(c > q for q, c in zip(q_lens[num_decodes:], ctx_lens[num_decodes:]))
+        # As the batch builder says it: a cached prefix before any prefill chunk?
+        prefix = any(c > q for q, c in zip(q_lens[num_decodes:], ctx_lens[num_decodes:]))
+        with flash_prefill.tma_enabled(packed == "tma"):
             triton_attention.paged_attention(*batch.args(), scale, mask, num_decodes, out,
                                              holes=flag, k_new=k_new, v_new=v_new, prefix=prefix)
-        finally:
-            flash_prefill._TMA_ENABLED = old
     ref = paged_attention_ref(*upcast(batch).args(), scale, mask)
     err = rel_err(out, ref)
     assert err < TOL[dtype], f"relative error {err:.2e} (limit {TOL[dtype]:.0e})"
