@@ -6,9 +6,12 @@ model's state dict). Ours: eager prefill through model.forward, then each decode
 the captured graph (model/cuda_graphs.py); the next token is the device-side argmax, fed back
 without a host sync; the per-step batch tensors are precomputed on the device. transformers:
 `generate(do_sample=False)` eager. Also reported: the weight-bandwidth floor (weight bytes /
-copy bandwidth) and the agreement of the first greedy tokens of the two runtimes.
+copy bandwidth) and the agreement of the first greedy tokens of the two runtimes. "ours_unfused"
+is ours with the fused norm/SwiGLU + projection kernels (kernels/fused_linear.py) turned off,
+the layer as it was before them; `--profile` prints the kernels of one replayed decode step.
 
     python benchmarks/e2e_decode.py [--json out.json] [--models smollm2 llama8b] [--new 256]
+                                    [--profile]
 """
 from __future__ import annotations
 
@@ -68,7 +71,8 @@ def ours_from(hf, cfg: ModelConfig, dtype, device) -> LlamaForCausalLM:
 
 
 @torch.inference_mode()
-def run_ours(model, cfg, prompt, new_tokens, device, block_size=16, use_graphs=True):
+def run_ours(model, cfg, prompt, new_tokens, device, block_size=16, use_graphs=True,
+             profile=False):
     P = prompt.shape[0]
     total = P + new_tokens
     n_blocks = -(-total // block_size)
@@ -117,7 +121,29 @@ def run_ours(model, cfg, prompt, new_tokens, device, block_size=16, use_graphs=T
     if device != "cpu":
         torch.cuda.synchronize()
     dt = time.perf_counter() - t0
+    if profile and runner is not None:
+        profile_step(lambda: runner.run(out[:1], step_batch(0)))
     return new_tokens / dt, out.tolist()
+
+
+def profile_step(step, reps: int = 20) -> None:
+    """Kernels of `reps` replays of one decode step (CUPTI sees the kernels inside graphs)."""
+    from torch.profiler import ProfilerActivity, profile
+    step()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(reps):
+            step()
+        torch.cuda.synchronize()
+    kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    by_name: dict[str, list[float]] = {}
+    for e in kernels:
+        by_name.setdefault(e.name[:70], []).append(e.device_time)
+    gpu_us = sum(sum(v) for v in by_name.values()) / reps
+    print(f"profile: {len(kernels) / reps:.0f} kernels per step, {gpu_us:.0f} us of kernel "
+          "time per step")
+    for name, times in sorted(by_name.items(), key=lambda kv: -sum(kv[1]))[:14]:
+        print(f"  {len(times) / reps:6.1f} x {sum(times) / len(times):7.2f} us  {name}")
 
 
 @torch.inference_mode()
@@ -152,6 +178,7 @@ def main(argv=None) -> int:
     ap.add_argument("--new", type=int, default=256)
     ap.add_argument("--hf-new", type=int, default=64, help="tokens for the (slow) transformers run")
     ap.add_argument("--cpu-smoke", action="store_true", help="tiny 2-layer run on CPU (no graphs)")
+    ap.add_argument("--profile", action="store_true", help="print one decode step's kernels")
     args = ap.parse_args(argv)
     device = "cpu" if args.cpu_smoke else "cuda"
     if device == "cuda" and not torch.cuda.is_available():
@@ -168,13 +195,25 @@ def main(argv=None) -> int:
         hf = hf_model(cfg, dtype, device)
         ours = ours_from(hf, cfg, dtype, device)
         prompt = torch.randint(0, cfg.vocab_size, (32,), device=device)
-        ours_tps, ours_ids = run_ours(ours, cfg, prompt, args.new, device)
+        ours_tps, ours_ids = run_ours(ours, cfg, prompt, args.new, device,
+                                      profile=args.profile)
+        from kernels import dispatch
+        dispatch.set_fused_linear(False)
+        try:
+            unfused_tps, unfused_ids = run_ours(ours, cfg, prompt, args.new, device,
+                                                profile=args.profile)
+        finally:
+            dispatch.set_fused_linear(True)
         hf_tps, hf_ids = run_hf(hf, prompt, args.hf_new, device)
         same = next((i for i, (a, b) in enumerate(zip(ours_ids, hf_ids)) if a != b),
                     min(len(ours_ids), len(hf_ids)))
         wb = weight_bytes(ours)
-        row = {"model": name, "ours_tok_s": ours_tps, "hf_tok_s": hf_tps,
-               "speedup": ours_tps / hf_tps, "weight_GB": wb / 1e9,
+        same_unfused = next((i for i, (a, b) in enumerate(zip(ours_ids, unfused_ids)) if a != b),
+                            len(ours_ids))
+        row = {"model": name, "ours_tok_s": ours_tps, "ours_unfused_tok_s": unfused_tps,
+               "hf_tok_s": hf_tps, "speedup": ours_tps / hf_tps,
+               "fused_vs_unfused": ours_tps / unfused_tps,
+               "fused_unfused_equal_prefix": same_unfused, "weight_GB": wb / 1e9,
                "floor_tok_s_at_3TBps": 3.0e12 / wb, "greedy_tokens_equal_prefix": same,
                "new_tokens_ours": args.new, "new_tokens_hf": args.hf_new}
         row["fraction_of_floor"] = ours_tps / row["floor_tok_s_at_3TBps"]
@@ -183,7 +222,8 @@ def main(argv=None) -> int:
         del hf, ours
         if device == "cuda":
             torch.cuda.empty_cache()
-    print_table(rows, ["model", "ours_tok_s", "hf_tok_s", "speedup", "weight_GB",
+    print_table(rows, ["model", "ours_tok_s", "ours_unfused_tok_s", "fused_vs_unfused",
+                       "hf_tok_s", "speedup", "weight_GB",
                        "floor_tok_s_at_3TBps", "fraction_of_floor", "greedy_tokens_equal_prefix"])
     write_json(args.json, "e2e_decode", rows, {"unit": "tokens/s, batch 1, bf16, greedy"})
     return 0

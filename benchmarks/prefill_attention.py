@@ -10,6 +10,10 @@ Shapes S = (9 heads, 3 KV heads, dim 64) and L = (32, 8, 128), sequence lengths 
 torch SDPA with its default backend and with the flash backend only, on contiguous (B, H, N, D)
 tensors with enable_gqa. FLOPs: 4 * N * N * D * Hq per sequence, halved for causal (the
 convention of FlashAttention's papers), the same count for every implementation.
+Timing: every call is replayed from a CUDA graph (triton's do_bench_cudagraph), so the figures
+are GPU time, not Python launch time; at N=1k on shape S a whole batch runs in about 50 us,
+less than one eager launch of our kernel costs the host, so eager timing measured the launch
+(the "_eager" columns keep that figure for ours and SDPA's default).
 `--sweep` times a list of tile configurations first and reports the best (the one to keep in
 kernels/flash_prefill.py PREFILL_CONFIGS).
 
@@ -26,7 +30,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import median_ms, paged_layout, print_table, write_json  # noqa: E402
+from bench_common import median_ms, median_ms_graph, paged_layout, print_table, write_json  # noqa: E402
 from kernels.flash_prefill import PACKED_CONFIGS, PREFILL_CONFIGS, flash_prefill  # noqa: E402
 
 SHAPES = {"S": (9, 3, 64), "L": (32, 8, 128)}
@@ -48,7 +52,7 @@ def make_inputs(shape, n, tokens, block_size, dtype=torch.bfloat16):
     return b, q, k_cache, v_cache, cu, ctx, table
 
 
-def ours(shape, n, causal, block_size, tokens, config=None, packed=None):
+def ours(shape, n, causal, block_size, tokens, config=None, packed=None, timer=median_ms_graph):
     """packed None: keys through the table; "tma" / "ptr": the new tokens' K/V from packed
     tensors (k contiguous, v a slice of a fused q|k|v buffer, as in the model)."""
     from kernels import flash_prefill as fp
@@ -65,10 +69,10 @@ def ours(shape, n, causal, block_size, tokens, config=None, packed=None):
                                config=config, causal=causal, holes=False, k_new=k_new, v_new=v_new,
                                prefix=False)
     with fp.tma_enabled(packed == "tma"):
-        return b, median_ms(fn)
+        return b, timer(fn)
 
 
-def sdpa(shape, n, causal, tokens, backend=None):
+def sdpa(shape, n, causal, tokens, backend=None, timer=median_ms_graph):
     from torch.nn.attention import SDPBackend, sdpa_kernel
     hq, hkv, d = shape
     b = max(1, tokens // n)
@@ -79,16 +83,49 @@ def sdpa(shape, n, causal, tokens, backend=None):
     def fn():
         return F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=True)
     if backend is None:
-        return median_ms(fn)
+        return timer(fn)
     be = {"flash": SDPBackend.FLASH_ATTENTION}[backend]
     try:
         with sdpa_kernel([be]):
-            return median_ms(fn)
+            return timer(fn)
     except RuntimeError:
         # This backend refuses GQA on this torch: give it K/V repeated to Hq heads (as it would need).
         k2, v2 = k.repeat_interleave(hq // hkv, 1), v.repeat_interleave(hq // hkv, 1)
         with sdpa_kernel([be]):
-            return median_ms(lambda: F.scaled_dot_product_attention(q, k2, v2, is_causal=causal))
+            return timer(lambda: F.scaled_dot_product_attention(q, k2, v2, is_causal=causal))
+
+
+SWEEP_SHORT = [(128, 128, 8, 3), (128, 128, 8, 2), (128, 64, 4, 3), (128, 64, 8, 3),
+               (128, 64, 4, 2), (64, 64, 4, 3), (64, 64, 4, 2), (64, 128, 4, 3), (64, 128, 4, 2),
+               (64, 32, 4, 3), (128, 32, 4, 3), (64, 64, 8, 3)]
+
+
+def sweep_short(tokens: int, ns=(1024,), shapes=tuple(SHAPES),
+                causals=(True, False)) -> list[dict]:
+    """The packed path's tiles at given lengths (causal and full) against SDPA's default: the
+    candidates for kernels/flash_prefill.py SHORT_PACKED_CONFIGS (and PACKED_CONFIGS)."""
+    rows = []
+    for name, n, causal in ((a, b, c) for a in shapes for b in ns for c in causals):
+        shape = SHAPES[name]
+        b = max(1, tokens // n)
+        base = tflops(shape, n, b, causal, sdpa(shape, n, causal, tokens))
+        best = None
+        for cfg in SWEEP_SHORT:
+            try:
+                _, ms = ours(shape, n, causal, 16, tokens, cfg, "tma")
+            except Exception as e:  # a config the compiler refuses (shared memory)
+                rows.append({"shape": name, "N": n, "causal": causal, "config": str(cfg),
+                             "error": str(e)[:80]})
+                continue
+            t = tflops(shape, n, b, causal, ms)
+            rows.append({"shape": name, "N": n, "causal": causal, "config": str(cfg),
+                         "tflops": t, "ratio_default": t / base})
+            if best is None or t > best[1]:
+                best = (cfg, t)
+        print(f"sweep-short {name} N={n} causal={causal}: best {best}, sdpa {base:.0f}",
+              flush=True)
+    print_table(rows, ["shape", "N", "causal", "config", "tflops", "ratio_default", "error"])
+    return rows
 
 
 def tflops(shape, n, b, causal, ms):
@@ -102,12 +139,22 @@ def main(argv=None) -> int:
     ap.add_argument("--json")
     ap.add_argument("--sweep", action="store_true")
     ap.add_argument("--quick", action="store_true", help="N=1k only (a smoke run)")
+    ap.add_argument("--sweep-short", action="store_true",
+                    help="only sweep the packed path's tiles at --sweep-n (causal and full), exit")
+    ap.add_argument("--sweep-n", type=int, nargs="+", default=[1024])
+    ap.add_argument("--sweep-shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    ap.add_argument("--sweep-causal", choices=["both", "causal", "full"], default="both")
     ap.add_argument("--tokens", type=int, default=16384)
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
         print("prefill_attention: needs a CUDA GPU", file=sys.stderr)
         return 2
     sweep_rows = []
+    if args.sweep_short:
+        causals = {"both": (True, False), "causal": (True,), "full": (False,)}[args.sweep_causal]
+        rows = sweep_short(args.tokens, args.sweep_n, args.sweep_shapes, causals)
+        write_json(args.json, "prefill_sweep_short", rows, {"unit": "TFLOP/s"})
+        return 0
     if args.sweep:
         for path, grid, table in (("packed", SWEEP_PACKED, PACKED_CONFIGS),
                                   ("table", SWEEP, PREFILL_CONFIGS)):
@@ -140,13 +187,18 @@ def main(argv=None) -> int:
                 _, ms256 = ours(shape, n, causal, 256, args.tokens)
                 ms_def = sdpa(shape, n, causal, args.tokens)
                 ms_fl = sdpa(shape, n, causal, args.tokens, "flash")
+                _, ms_pk_eager = ours(shape, n, causal, 16, args.tokens, packed="tma",
+                                      timer=median_ms)
+                ms_def_eager = sdpa(shape, n, causal, args.tokens, timer=median_ms)
                 r = {"shape": name, "N": n, "batch": b, "causal": causal,
                      "ours_packed": tflops(shape, n, b, causal, ms_pk),
                      "ours_packed_ptr": tflops(shape, n, b, causal, ms_pp),
                      "ours_table_bs16": tflops(shape, n, b, causal, ms16),
                      "ours_table_bs256": tflops(shape, n, b, causal, ms256),
                      "sdpa_default": tflops(shape, n, b, causal, ms_def),
-                     "sdpa_flash": tflops(shape, n, b, causal, ms_fl)}
+                     "sdpa_flash": tflops(shape, n, b, causal, ms_fl),
+                     "ours_packed_eager": tflops(shape, n, b, causal, ms_pk_eager),
+                     "sdpa_default_eager": tflops(shape, n, b, causal, ms_def_eager)}
                 r["ratio_default"] = r["ours_packed"] / r["sdpa_default"]
                 r["ratio_flash"] = r["ours_packed"] / r["sdpa_flash"]
                 r["table_ratio_default"] = r["ours_table_bs16"] / r["sdpa_default"]
@@ -154,10 +206,11 @@ def main(argv=None) -> int:
                 print(r, flush=True)
     cols = ["shape", "N", "batch", "causal", "ours_packed", "ours_packed_ptr", "ours_table_bs16",
             "ours_table_bs256", "sdpa_default", "sdpa_flash", "ratio_default", "ratio_flash",
-            "table_ratio_default"]
+            "table_ratio_default", "ours_packed_eager", "sdpa_default_eager"]
     print_table(rows, cols)
     write_json(args.json, "prefill_attention", rows,
-               {"unit": "TFLOP/s", "configs": {str(k): v for k, v in PREFILL_CONFIGS.items()},
+               {"unit": "TFLOP/s", "timing": "CUDA graph replay (GPU time); _eager: do_bench",
+                "configs": {str(k): v for k, v in PREFILL_CONFIGS.items()},
                 "packed_configs": {str(k): v for k, v in PACKED_CONFIGS.items()},
                 "sweep": sweep_rows})
     return 0

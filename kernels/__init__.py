@@ -12,6 +12,9 @@ every argument):
     rms_norm(x, weight, eps, residual=None)
     silu_and_mul(gate_up)
     rope(q, k, positions, cos, sin)
+    rms_norm_linear(x, norm_weight, eps, residual, weight) -> (normed @ weight.T, new residual)
+    silu_mul_linear(gate_up, weight) -> silu(gate) * up @ weight.T
+        (decode-sized batches; fused_linear_ok(x, weight) says when the fused kernel applies)
     rope_write_kv(q, k, v, positions, cos, sin, k_cache, v_cache, slot_mapping,
                   return_k=False) -> rotated q (and the rotated k, packed, with return_k)
 
@@ -20,13 +23,17 @@ Dispatch: the Triton kernel runs when the tensors are on CUDA, the reference oth
 This package imports torch and triton only.
 """
 from kernels.dispatch import (  # noqa: F401
+    fused_linear_ok,
     get_backend,
     paged_attention,
     rms_norm,
+    rms_norm_linear,
     rope,
     rope_write_kv,
     set_backend,
+    set_fused_linear,
     silu_and_mul,
+    silu_mul_linear,
     write_kv,
 )
 from kernels.mask import DENSE, MaskSpec  # noqa: F401

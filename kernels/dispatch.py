@@ -14,6 +14,9 @@ from kernels import reference as ref
 
 _BACKEND = os.environ.get("KERNELS_BACKEND", "auto")
 _VALID = ("auto", "reference", "triton")
+# The fused norm/SwiGLU + projection kernels for decode-sized batches (kernels/fused_linear.py);
+# benchmarks turn them off to measure what they bring.
+_FUSED_LINEAR = os.environ.get("KERNELS_FUSED_LINEAR", "1") != "0"
 
 
 def set_backend(name: str) -> None:
@@ -25,6 +28,24 @@ def set_backend(name: str) -> None:
 
 def get_backend() -> str:
     return _BACKEND
+
+
+def set_fused_linear(flag: bool) -> None:
+    global _FUSED_LINEAR
+    _FUSED_LINEAR = bool(flag)
+
+
+def fused_linear_ok(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """True when rms_norm_linear / silu_mul_linear should run fused for x (T, K) and weight:
+    the Triton path, at most fused_linear.MAX_ROWS rows of at most MAX_K features (the
+    projection's input: hidden size for q|k|v and gate|up, the MLP width for down; the layer
+    asks with the q|k|v weight and checks the down weight too), a plain weight of x's dtype.
+    Otherwise the caller runs the ops apart (cuBLAS is faster for many rows and large weights)."""
+    if not _FUSED_LINEAR or not _use_triton(x) or weight.dtype != x.dtype:
+        return False
+    from kernels.fused_linear import MAX_K, MAX_ROWS
+    return (x.dim() == 2 and x.shape[0] <= MAX_ROWS and weight.dim() == 2
+            and weight.shape[1] <= MAX_K and weight.stride(-1) == 1)
 
 
 def _use_triton(t: torch.Tensor) -> bool:
@@ -87,3 +108,17 @@ def rope(q, k, positions, cos, sin):
         from kernels import rope_triton as rope_kernel
         return rope_kernel.rope(q, k, positions, cos, sin)
     return ref.rope_ref(q, k, positions, cos, sin)
+
+
+def rms_norm_linear(x, norm_weight, eps, residual, weight):
+    if _use_triton(x):
+        from kernels import fused_linear
+        return fused_linear.rms_norm_linear(x, norm_weight, eps, residual, weight)
+    return ref.rms_norm_linear_ref(x, norm_weight, eps, residual, weight)
+
+
+def silu_mul_linear(gate_up, weight):
+    if _use_triton(gate_up):
+        from kernels import fused_linear
+        return fused_linear.silu_mul_linear(gate_up, weight)
+    return ref.silu_mul_linear_ref(gate_up, weight)

@@ -24,9 +24,13 @@ table. One program computes one tile of BLOCK_M query tokens for one query head:
   visits every tile since a stride below the tile width leaves no tile empty), and the token-level
   formula of kernels/mask.py masks inside the visited tiles.
 
+The per-tile device functions (table tile, packed tile, softmax update) are in
+kernels/flash_prefill_tiles.py; this module holds the kernel's loops, the tile tables and the
+launcher.
+
 What it does not do: write K/V (kernels/kv_write.py), handle decode-only batches fast (that is
 kernels/paged_decode.py), or backward passes. Tile configuration: chosen on an H100 by
-benchmarks/prefill_attention.py (see PREFILL_CONFIGS).
+benchmarks/prefill_attention.py (see PREFILL_CONFIGS, PACKED_CONFIGS, SHORT_PACKED_CONFIGS).
 """
 from __future__ import annotations
 
@@ -38,6 +42,7 @@ import torch
 import triton
 import triton.language as tl
 
+from kernels.flash_prefill_tiles import _attend_packed, _attend_tile
 from kernels.mask import DENSE, MaskSpec
 
 try:
@@ -63,139 +68,20 @@ PACKED_CONFIGS = {
     64: (128, 64, 4, 3),
     128: (128, 128, 8, 3),
 }
+# Short prompts (max_q_len <= SHORT_Q_LEN): few key tiles per query tile, so smaller query tiles
+# (more programs, two per SM) win. (head_dim, causal) -> config; winners of
+# `prefill_attention.py --sweep-short` on an H100 (2026-11-23, fourth session, N=1k, CUDA-graph
+# timing): dim 64 causal 291 TFLOP/s (0.95x SDPA default; the long tiles 0.86x), full 385
+# (0.92x; 0.83x); dim 128 causal 359 (0.85x; 0.78x), full 473 (0.85x, the long tiles).
+SHORT_Q_LEN = 2048
+SHORT_PACKED_CONFIGS = {
+    (64, True): (64, 64, 4, 3),
+    (64, False): (128, 64, 8, 3),
+    (128, True): (64, 64, 4, 3),
+    (128, False): (128, 128, 8, 3),
+}
 FP32_CONFIG = (64, 64, 4, 2)   # float32 (exactness runs, not the fast path): fits every head dim
 _INTERPRET_CONFIG = (16, 16, 4, 1)
-
-
-@triton.jit
-def _attend_tile(acc, m_i, l_i, q, q_pos, k_ptrs_base, v_ptrs_base, Table, ks, ctx,
-                 stride_kb, stride_ks, stride_vb, stride_vs, qk_scale,
-                 window, stride, sinks,
-                 offs_d, BS: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
-                 BLOCK_N: tl.constexpr, CAUSAL_MASK: tl.constexpr, PATTERN: tl.constexpr,
-                 DOT_F32: tl.constexpr, PRECISION: tl.constexpr, IDX64: tl.constexpr,
-                 KEY_MASK: tl.constexpr):
-    """One key tile [ks, ks + BLOCK_N): scores, optional mask, online-softmax update.
-
-    KEY_MASK False: the caller guarantees every key of the tile is < ctx (the off-diagonal tiles
-    of causal attention) and no table holds a hole (-1, a block freed by a sliding pattern), so
-    loads and scores need no per-key mask. True: keys past ctx and holes are masked.
-    """
-    offs_n = ks + tl.arange(0, BLOCK_N)                                   # (BN,)
-    if BS % BLOCK_N == 0:
-        # The whole tile lies in one physical block: one table read, contiguous rows.
-        blk = tl.load(Table + ks // BS)
-        if IDX64:
-            blk = blk.to(tl.int64)
-        row = blk * stride_kb + ((ks % BS) + tl.arange(0, BLOCK_N)) * stride_ks
-        vrow = blk * stride_vb + ((ks % BS) + tl.arange(0, BLOCK_N)) * stride_vs
-        if KEY_MASK:
-            key_ok = (offs_n < ctx) & ((offs_n * 0 + blk) >= 0)  # broadcast first (interpreter)
-    else:
-        if not KEY_MASK:
-            blk = tl.load(Table + offs_n // BS)                               # (BN,)
-        else:
-            blk = tl.load(Table + offs_n // BS, mask=offs_n < ctx, other=-1)  # (BN,)
-        if IDX64:
-            blk = blk.to(tl.int64)
-        row = blk * stride_kb + (offs_n % BS) * stride_ks
-        vrow = blk * stride_vb + (offs_n % BS) * stride_vs
-        if KEY_MASK:
-            key_ok = (offs_n < ctx) & (blk >= 0)
-    k_ptrs = k_ptrs_base + row[:, None] + offs_d[None, :]
-    v_ptrs = v_ptrs_base + vrow[:, None] + offs_d[None, :]
-    if not KEY_MASK and HEAD_DIM == BLOCK_D:
-        k = tl.load(k_ptrs)                                                # (BN, BD)
-        v = tl.load(v_ptrs)                                                # (BN, BD)
-    elif not KEY_MASK:
-        k = tl.load(k_ptrs, mask=offs_d[None, :] < HEAD_DIM, other=0.0)
-        v = tl.load(v_ptrs, mask=offs_d[None, :] < HEAD_DIM, other=0.0)
-    else:
-        ld_ok = key_ok[:, None] & (offs_d[None, :] < HEAD_DIM)
-        k = tl.load(k_ptrs, mask=ld_ok, other=0.0)
-        v = tl.load(v_ptrs, mask=ld_ok, other=0.0)
-    if DOT_F32:  # triton's interpreter multiplies bf16 tiles wrongly: give it float32 tiles
-        k = k.to(tl.float32)
-    s = tl.dot(q, tl.trans(k), input_precision=PRECISION)                  # (BM, BN) raw scores
-    if KEY_MASK:
-        allowed = key_ok[None, :]
-        if CAUSAL_MASK:
-            allowed = allowed & (offs_n[None, :] <= q_pos[:, None])
-            if PATTERN:
-                dist = q_pos[:, None] - offs_n[None, :]
-                # (q - k) % stride == 0 as q % stride == k % stride (k <= q here, causal): BM + BN
-                # integer remainders per tile instead of BM x BN.
-                st = tl.maximum(stride, 1)
-                same_phase = (q_pos % st)[:, None] == (offs_n % st)[None, :]
-                pat = (dist < window) | ((stride > 0) & same_phase)
-                pat = pat | (offs_n[None, :] < sinks)
-                allowed = allowed & pat
-        s = tl.where(allowed, s, float("-inf"))
-    return _softmax_update(acc, m_i, l_i, s, v, qk_scale, KEY_MASK, DOT_F32, PRECISION)
-
-
-@triton.jit
-def _softmax_update(acc, m_i, l_i, s, v, qk_scale, MASKED: tl.constexpr, DOT_F32: tl.constexpr,
-                    PRECISION: tl.constexpr):
-    """Online-softmax step for raw scores s (BM, BN) (-inf where masked) and values v (BN, BD)."""
-    # qk_scale > 0, so max(s * scale) = max(s) * scale: one FMA per score below.
-    m_new = tl.maximum(m_i, tl.max(s, 1) * qk_scale)                       # (BM,)
-    if not MASKED:
-        m_sub = m_new
-    else:  # a row may have seen no key yet: keep -inf - -inf from making NaNs
-        m_sub = tl.where(m_new == float("-inf"), 0.0, m_new)
-    p = tl.math.exp2(s * qk_scale - m_sub[:, None])                        # (BM, BN)
-    alpha = tl.math.exp2(m_i - m_sub)                                      # (BM,)
-    l_i = l_i * alpha + tl.sum(p, 1)
-    acc = acc * alpha[:, None]
-    if DOT_F32:
-        acc = tl.dot(p, v.to(tl.float32), acc, input_precision=PRECISION)
-    else:
-        acc = tl.dot(p.to(v.dtype), v, acc, input_precision=PRECISION)   # bf16 P, as FA does
-    return acc, m_new, l_i
-
-
-@triton.jit
-def _attend_packed(acc, m_i, l_i, q, q_idx, KN, VN, kn_base, vn_base, row0, kv_col, js, q_len,
-                   stride_knt, stride_vnt, qk_scale, offs_d,
-                   HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
-                   MASK: tl.constexpr, TMA: tl.constexpr, DOT_F32: tl.constexpr,
-                   PRECISION: tl.constexpr):
-    """One tile [js, js + BLOCK_N) of the sequence's *new* keys, read from the packed K/V of this
-    batch (rows row0 + j) instead of the cache: contiguous rows, no block table.
-
-    MASK 0: every key of the tile is <= every query of the tile (no mask, no bounds).
-    MASK 1: causal mask j <= i and j < q_len (rows past the sequence belong to the next one).
-    MASK 2: only j < q_len (the last tile of full attention, benchmarks only).
-    TMA: KN/VN are tensor descriptors over (T, Hkv * D) (Hopper's bulk copies); else pointers.
-    """
-    offs_j = js + tl.arange(0, BLOCK_N)                                   # (BN,) new-key index
-    if TMA:
-        k = KN.load([row0 + js, kv_col])                                   # (BN, D)
-        v = VN.load([row0 + js, kv_col])                                   # (BN, D)
-    else:
-        rows = (row0 + offs_j).to(tl.int64)
-        k_ptrs = kn_base + rows[:, None] * stride_knt + offs_d[None, :]
-        v_ptrs = vn_base + rows[:, None] * stride_vnt + offs_d[None, :]
-        if MASK != 0:
-            ld_ok = (offs_j[:, None] < q_len) & (offs_d[None, :] < HEAD_DIM)
-            k = tl.load(k_ptrs, mask=ld_ok, other=0.0)
-            v = tl.load(v_ptrs, mask=ld_ok, other=0.0)
-        elif HEAD_DIM == BLOCK_D:
-            k = tl.load(k_ptrs)
-            v = tl.load(v_ptrs)
-        else:
-            k = tl.load(k_ptrs, mask=offs_d[None, :] < HEAD_DIM, other=0.0)
-            v = tl.load(v_ptrs, mask=offs_d[None, :] < HEAD_DIM, other=0.0)
-    if DOT_F32:
-        k = k.to(tl.float32)
-    s = tl.dot(q, tl.trans(k), input_precision=PRECISION)                  # (BM, BN) raw scores
-    if MASK == 1:
-        allowed = (offs_j[None, :] <= q_idx[:, None]) & (offs_j[None, :] < q_len)
-        s = tl.where(allowed, s, float("-inf"))
-    elif MASK == 2:
-        s = tl.where(offs_j[None, :] < q_len, s, float("-inf"))
-    return _softmax_update(acc, m_i, l_i, s, v, qk_scale, MASK != 0, DOT_F32, PRECISION)
 
 
 # seq_offset (the number of decodes before the prefill sequences) changes from step to step:
@@ -417,6 +303,8 @@ def flash_prefill(
             config = _INTERPRET_CONFIG
         elif q.element_size() > 2:    # float32 tiles take twice the shared memory of bf16 ones
             config = FP32_CONFIG
+        elif packed and max_q_len <= SHORT_Q_LEN and (D, causal) in SHORT_PACKED_CONFIGS:
+            config = SHORT_PACKED_CONFIGS[(D, causal)]
         else:
             table = PACKED_CONFIGS if packed else PREFILL_CONFIGS
             config = table.get(D, table[128])

@@ -124,6 +124,19 @@ def silu_and_mul_ref(gate_up: torch.Tensor) -> torch.Tensor:
     return F.silu(gate) * up
 
 
+def rms_norm_linear_ref(x, norm_weight, eps, residual, weight):
+    """(T, H) -> (rms_norm(x + residual) @ weight.T (T, N), the new residual): the unfused ops."""
+    if residual is None:
+        return F.linear(rms_norm_ref(x, norm_weight, eps), weight), x
+    normed, residual = rms_norm_ref(x, norm_weight, eps, residual)
+    return F.linear(normed, weight), residual
+
+
+def silu_mul_linear_ref(gate_up: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """(T, 2I) -> (silu(gate) * up) @ weight.T (T, N)."""
+    return F.linear(silu_and_mul_ref(gate_up), weight)
+
+
 def rope_ref(
     q: torch.Tensor,          # (T, Hq, D)
     k: torch.Tensor,          # (T, Hkv, D)

@@ -3,7 +3,9 @@
 Pre-norm attention (fused q/k/v projection, RoPE, K/V write into physical slots, paged
 attention through the block tables, output projection) then a pre-norm SwiGLU MLP (fused
 gate/up projection). All heavy lifting goes through the `kernels` dispatchers, so the Triton
-kernels replace the torch references on CUDA without a change here. Weights may be plain
+kernels replace the torch references on CUDA without a change here. Decode-sized batches (at most
+16 rows, on the Triton path, plain weights) fold each norm into the projection after it and the
+SwiGLU into the down projection (kernels/fused_linear.py): six launches per layer instead of nine. Weights may be plain
 tensors or weight-only int8 (model/quant.py); this module does not load files.
 """
 from __future__ import annotations
@@ -11,7 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from kernels.dispatch import paged_attention, rms_norm, rope, rope_write_kv, silu_and_mul
+from kernels.dispatch import (fused_linear_ok, paged_attention, rms_norm, rms_norm_linear, rope,
+                              rope_write_kv, silu_and_mul, silu_mul_linear)
 from model.batch import AttentionBatch
 from model.config import ModelConfig
 from model.quant import Linear
@@ -35,8 +38,11 @@ class LlamaDecoderLayer(nn.Module):
 
     def project_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Normed hidden (T, H) -> q (T, Hq, D), k (T, Hkv, D), v (T, Hkv, D), before RoPE."""
-        T = x.shape[0]
-        qkv = self.qkv_proj(x)                                              # (T, (Hq + 2 Hkv) D)
+        return self.split_qkv(self.qkv_proj(x))
+
+    def split_qkv(self, qkv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(T, (Hq + 2 Hkv) D) -> views q (T, Hq, D), k (T, Hkv, D), v (T, Hkv, D)."""
+        T = qkv.shape[0]
         q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
         q = q.view(T, self.num_heads, self.head_dim)                       # (T, Hq, D)
         k = k.view(T, self.num_kv_heads, self.head_dim)                    # (T, Hkv, D)
@@ -59,12 +65,18 @@ class LlamaDecoderLayer(nn.Module):
         caller adds the last layer's output to the residual in the final norm.
         """
         T = hidden.shape[0]
-        if residual is None:
-            residual = hidden
-            x = rms_norm(hidden, self.input_norm, self.eps)           # (T, H)
+        fused = fused_linear_ok(hidden, self.qkv_proj.weight)   # decode-sized batch on Triton
+        if fused:
+            qkv, residual = rms_norm_linear(hidden, self.input_norm, self.eps, residual,
+                                            self.qkv_proj.weight)     # (T, (Hq + 2 Hkv) D)
+            q, k, v = self.split_qkv(qkv)
         else:
-            x, residual = rms_norm(hidden, self.input_norm, self.eps, residual)
-        q, k, v = self.project_qkv(x)
+            if residual is None:
+                residual = hidden
+                x = rms_norm(hidden, self.input_norm, self.eps)       # (T, H)
+            else:
+                x, residual = rms_norm(hidden, self.input_norm, self.eps, residual)
+            q, k, v = self.project_qkv(x)
         k_new = v_new = None
         if batch.max_q_len > 1 and batch.mask.is_dense:
             # Prefill chunks: keep the rotated k packed too, so the prefill kernel reads the new
@@ -80,7 +92,12 @@ class LlamaDecoderLayer(nn.Module):
                             self.scale, batch.mask, batch.num_decodes, holes=batch.has_holes,
                             k_new=k_new, v_new=v_new, prefix=batch.has_prefix)                        # (T, Hq, D)
         hidden = self.o_proj(o.reshape(T, self.q_size))                      # (T, H)
-        x, residual = rms_norm(hidden, self.post_attention_norm, self.eps, residual)
-        gate_up = self.gate_up_proj(x)                                       # (T, 2I)
-        hidden = self.down_proj(silu_and_mul(gate_up))               # (T, H)
-        return hidden, residual
+        if fused:
+            gate_up, residual = rms_norm_linear(hidden, self.post_attention_norm, self.eps,
+                                                residual, self.gate_up_proj.weight)  # (T, 2I)
+        else:
+            x, residual = rms_norm(hidden, self.post_attention_norm, self.eps, residual)
+            gate_up = self.gate_up_proj(x)                                   # (T, 2I)
+        if fused and fused_linear_ok(gate_up, self.down_proj.weight):       # MLP width small too
+            return silu_mul_linear(gate_up, self.down_proj.weight), residual  # (T, H)
+        return self.down_proj(silu_and_mul(gate_up)), residual               # (T, H)

@@ -23,8 +23,10 @@ def _cuda() -> bool:
 INTERPRET = not _cuda()
 if INTERPRET:
     os.environ["TRITON_INTERPRET"] = "1"
-    _kernel_modules = ("kernels.flash_prefill", "kernels.paged_decode", "kernels.triton_attention",
-                       "kernels.kv_write", "kernels.rmsnorm", "kernels.swiglu", "kernels.rope_triton")
+    # tile helpers before the kernel that imports them
+    _kernel_modules = ("kernels.flash_prefill_tiles", "kernels.flash_prefill",
+                       "kernels.paged_decode", "kernels.triton_attention", "kernels.kv_write", "kernels.rmsnorm", "kernels.swiglu", "kernels.rope_triton",
+                       "kernels.fused_linear")
     if any(name in sys.modules for name in _kernel_modules):
         import triton  # noqa: F401  (already imported by whoever imported the kernels)
         for name in _kernel_modules:
