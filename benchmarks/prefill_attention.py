@@ -52,7 +52,8 @@ def make_inputs(shape, n, tokens, block_size, dtype=torch.bfloat16):
     return b, q, k_cache, v_cache, cu, ctx, table
 
 
-def ours(shape, n, causal, block_size, tokens, config=None, packed=None, timer=median_ms_graph):
+def ours(shape, n, causal, block_size, tokens, config=None, packed=None, timer=median_ms_graph,
+         poly_exp=None):
     """packed None: keys through the table; "tma" / "ptr": the new tokens' K/V from packed
     tensors (k contiguous, v a slice of a fused q|k|v buffer, as in the model)."""
     from kernels import flash_prefill as fp
@@ -67,7 +68,7 @@ def ours(shape, n, causal, block_size, tokens, config=None, packed=None, timer=m
     # holes=False: dense tables without holes, as the engine tells the kernel for such batches
     fn = lambda: flash_prefill(q, kc, vc, cu, ctx, table, n, d ** -0.5, out=out,  # noqa: E731
                                config=config, causal=causal, holes=False, k_new=k_new, v_new=v_new,
-                               prefix=False)
+                               prefix=False, poly_exp=poly_exp)
     with fp.tma_enabled(packed == "tma"):
         return b, timer(fn)
 
@@ -101,7 +102,7 @@ SWEEP_SHORT = [(128, 128, 8, 3), (128, 128, 8, 2), (128, 64, 4, 3), (128, 64, 8,
 
 
 def sweep_short(tokens: int, ns=(1024,), shapes=tuple(SHAPES),
-                causals=(True, False)) -> list[dict]:
+                causals=(True, False), configs=None, poly=False) -> list[dict]:
     """The packed path's tiles at given lengths (causal and full) against SDPA's default: the
     candidates for kernels/flash_prefill.py SHORT_PACKED_CONFIGS (and PACKED_CONFIGS)."""
     rows = []
@@ -110,21 +111,23 @@ def sweep_short(tokens: int, ns=(1024,), shapes=tuple(SHAPES),
         b = max(1, tokens // n)
         base = tflops(shape, n, b, causal, sdpa(shape, n, causal, tokens))
         best = None
-        for cfg in SWEEP_SHORT:
+        for cfg, pe in ((c, p) for c in (configs or SWEEP_SHORT)
+                        for p in ((False, True) if poly else (False,))):
             try:
-                _, ms = ours(shape, n, causal, 16, tokens, cfg, "tma")
+                _, ms = ours(shape, n, causal, 16, tokens, cfg, "tma", poly_exp=pe)
             except Exception as e:  # a config the compiler refuses (shared memory)
                 rows.append({"shape": name, "N": n, "causal": causal, "config": str(cfg),
                              "error": str(e)[:80]})
                 continue
             t = tflops(shape, n, b, causal, ms)
             rows.append({"shape": name, "N": n, "causal": causal, "config": str(cfg),
-                         "tflops": t, "ratio_default": t / base})
-            if best is None or t > best[1]:
-                best = (cfg, t)
+                         "poly_exp": pe, "tflops": t, "ratio_default": t / base})
+            if best is None or t > best[2]:
+                best = (cfg, pe, t)
         print(f"sweep-short {name} N={n} causal={causal}: best {best}, sdpa {base:.0f}",
               flush=True)
-    print_table(rows, ["shape", "N", "causal", "config", "tflops", "ratio_default", "error"])
+    print_table(rows, ["shape", "N", "causal", "config", "poly_exp", "tflops", "ratio_default",
+                       "error"])
     return rows
 
 
@@ -144,6 +147,9 @@ def main(argv=None) -> int:
     ap.add_argument("--sweep-n", type=int, nargs="+", default=[1024])
     ap.add_argument("--sweep-shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     ap.add_argument("--sweep-causal", choices=["both", "causal", "full"], default="both")
+    ap.add_argument("--sweep-configs", nargs="+", help="tiles as BM,BN,warps,stages")
+    ap.add_argument("--poly-exp", action="store_true",
+                    help="sweep each tile with and without the polynomial exp2 (bf16 packed)")
     ap.add_argument("--tokens", type=int, default=16384)
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
@@ -152,7 +158,9 @@ def main(argv=None) -> int:
     sweep_rows = []
     if args.sweep_short:
         causals = {"both": (True, False), "causal": (True,), "full": (False,)}[args.sweep_causal]
-        rows = sweep_short(args.tokens, args.sweep_n, args.sweep_shapes, causals)
+        configs = [tuple(int(v) for v in c.split(",")) for c in args.sweep_configs or []]
+        rows = sweep_short(args.tokens, args.sweep_n, args.sweep_shapes, causals, configs,
+                           args.poly_exp)
         write_json(args.json, "prefill_sweep_short", rows, {"unit": "TFLOP/s"})
         return 0
     if args.sweep:

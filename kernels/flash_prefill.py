@@ -68,6 +68,12 @@ PACKED_CONFIGS = {
     64: (128, 64, 4, 3),
     128: (128, 128, 8, 3),
 }
+# Full (non-causal) attention, benchmarks only: dim 64 swept at N=4k/16k (fourth session, graph
+# timing): (64, 128, 4, 3) 421-422 TFLOP/s = 0.90-0.91x SDPA default; the causal tiles 0.84-0.87x.
+FULL_PACKED_CONFIGS = {
+    64: (64, 128, 4, 3),
+    128: (128, 128, 8, 3),
+}
 # Short prompts (max_q_len <= SHORT_Q_LEN): few key tiles per query tile, so smaller query tiles
 # (more programs, two per SM) win. (head_dim, causal) -> config; winners of
 # `prefill_attention.py --sweep-short` on an H100 (2026-11-23, fourth session, N=1k, CUDA-graph
@@ -80,6 +86,9 @@ SHORT_PACKED_CONFIGS = {
     (128, True): (64, 64, 4, 3),
     (128, False): (128, 128, 8, 3),
 }
+# Head dims whose packed bf16 path computes half the exponentials by polynomial
+# (flash_prefill_tiles._exp2_poly); chosen by benchmarks/prefill_attention.py --poly-exp.
+POLY_EXP_DIMS: tuple[int, ...] = ()
 FP32_CONFIG = (64, 64, 4, 2)   # float32 (exactness runs, not the fast path): fits every head dim
 _INTERPRET_CONFIG = (16, 16, 4, 1)
 
@@ -96,6 +105,7 @@ def _prefill_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PATTERN: tl.constexpr, WINDOW_ONLY: tl.constexpr,
     CAUSAL: tl.constexpr, DOT_F32: tl.constexpr, PRECISION: tl.constexpr, IDX64: tl.constexpr,
     HOLES: tl.constexpr, PACKED: tl.constexpr, TMA: tl.constexpr, PREFIX: tl.constexpr,
+    POLY_EXP: tl.constexpr = False,
 ):
     h = tl.program_id(0)
     b = tl.program_id(2) + seq_offset
@@ -161,12 +171,13 @@ def _prefill_kernel(
             acc, m_i, l_i = _attend_packed(acc, m_i, l_i, q, offs_m, KN, VN, kn_base, vn_base,
                                            q_start, kv_col, js, q_len, stride_knt, stride_vnt,
                                            qk_scale, offs_d, HEAD_DIM, BLOCK_D, BLOCK_N, 0, TMA,
-                                           DOT_F32, PRECISION)
+                                           DOT_F32, PRECISION, POLY_EXP)
         for js in range(full_end, diag_end, BLOCK_N):
             acc, m_i, l_i = _attend_packed(acc, m_i, l_i, q, offs_m, KN, VN, kn_base, vn_base,
                                            q_start, kv_col, js, q_len, stride_knt, stride_vnt,
                                            qk_scale, offs_d, HEAD_DIM, BLOCK_D, BLOCK_N,
-                                           1 if CAUSAL else 2, TMA, DOT_F32, PRECISION)
+                                           1 if CAUSAL else 2, TMA, DOT_F32, PRECISION,
+                                           POLY_EXP)
     elif not CAUSAL:
         # Full (bidirectional) attention: only for benchmarks against non-causal SDPA.
         even_end = (ctx // BLOCK_N) * BLOCK_N
@@ -284,6 +295,7 @@ def flash_prefill(
     k_new: torch.Tensor | None = None,  # (T, Hkv, D) the new tokens' keys (as written to the cache)
     v_new: torch.Tensor | None = None,  # (T, Hkv, D) their values; with k_new: the packed path
     prefix: bool = True,         # packed path: False = no sequence has cached tokens (faster)
+    poly_exp: bool | None = None,  # packed bf16 path: half the exp2 by polynomial; None = table
 ) -> torch.Tensor:
     T, Hq, D = q.shape
     NB, BS, Hkv, _ = k_cache.shape
@@ -306,9 +318,14 @@ def flash_prefill(
         elif packed and max_q_len <= SHORT_Q_LEN and (D, causal) in SHORT_PACKED_CONFIGS:
             config = SHORT_PACKED_CONFIGS[(D, causal)]
         else:
-            table = PACKED_CONFIGS if packed else PREFILL_CONFIGS
+            table = PREFILL_CONFIGS
+            if packed:
+                table = PACKED_CONFIGS if causal else FULL_PACKED_CONFIGS
             config = table.get(D, table[128])
     block_m, block_n, warps, stages = config
+    if poly_exp is None:
+        poly_exp = D in POLY_EXP_DIMS
+    poly_exp = poly_exp and packed and q.dtype == torch.bfloat16
     use_tma = packed and _tma_ok(k_new, v_new, D)
     if use_tma:
         kn = _descriptor(k_new, block_n, D)
@@ -330,7 +347,7 @@ def flash_prefill(
         DOT_F32=_interpreting() and q.dtype != torch.float32,
         PRECISION="ieee" if q.dtype == torch.float32 else "tf32",  # fp32 stays fp32
         IDX64=max(k_cache.numel(), v_cache.numel()) >= 2**31,  # 32-bit offsets save registers
-        HOLES=holes or pattern, PACKED=packed, TMA=use_tma, PREFIX=prefix,
+        HOLES=holes or pattern, PACKED=packed, TMA=use_tma, PREFIX=prefix, POLY_EXP=poly_exp,
         num_warps=warps, num_stages=stages,
     )
     return out

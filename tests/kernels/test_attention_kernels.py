@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+import triton
+import triton.language as tl
 
 from kernel_cases import TOL, build_batch, needs_interpreter, poisoned_like, rel_err, upcast
+from kernels.flash_prefill_tiles import _exp2_poly
 from kernels.mask import MaskSpec
 from kernels.reference import paged_attention_ref
 
@@ -121,6 +124,35 @@ def test_attention_packed_bf16_and_odd_head_dim_interpreted(how):
     check_attention(CPU_CASES["prefill_prefix_gqa3_d128"], torch.bfloat16, "cpu", packed=how)
     odd_dim = ([3, 18], [3, 40], 4, 2, 80, 16, MaskSpec(), 0, ())     # dim 80: pointer fallback
     check_attention(odd_dim, torch.float32, "cpu", packed=how)
+
+
+@needs_interpreter
+@pytest.mark.parametrize("name", ["prefill_odd_gqa1_d64", "prefill_prefix_gqa3_d128",
+                                  "mixed_decode_and_prefill"])
+def test_attention_packed_poly_exp_interpreted(name, monkeypatch):
+    """Half the exponentials by polynomial (bf16 packed path) stays within the bf16 tolerance."""
+    from kernels import flash_prefill
+    monkeypatch.setattr(flash_prefill, "POLY_EXP_DIMS", (64, 128))
+    check_attention(CPU_CASES[name], torch.bfloat16, "cpu", packed="tma")
+
+
+@triton.jit
+def _poly_kernel(X, Y, BLOCK: tl.constexpr):
+    offs = tl.arange(0, BLOCK)
+    tl.store(Y + offs, _exp2_poly(tl.load(X + offs)))
+
+
+@needs_interpreter
+def test_exp2_poly_accuracy_interpreted():
+    """_exp2_poly against torch.exp2 over softmax exponents: relative error under 1e-5 down to
+    -126, and a negligible (< 1.2e-38) value below, where exp2 underflows."""
+    x = torch.cat([torch.linspace(-126.0, 0.0, 4093), torch.tensor([-126.5, -200.0, -1e4])])
+    y = torch.full_like(x, float("nan"))
+    _poly_kernel[(1,)](x, y, BLOCK=4096)
+    want = torch.exp2(x.double())
+    normal = x >= -126.0
+    assert ((y.double()[normal] - want[normal]).abs() / want[normal]).max() < 1e-5
+    assert (y[~normal] >= 0).all() and (y[~normal] < 1.2e-38).all()
 
 
 @needs_interpreter
