@@ -35,6 +35,7 @@ prefill compute are ignored, so prefill-heavy workloads sit further from 1).
 from __future__ import annotations
 
 import argparse
+import os
 import dataclasses
 import random
 import sys
@@ -142,7 +143,7 @@ def run_ours(loaded, reqs, a, budget: int) -> dict:
     if prof is not None:
         import pstats
         prof.disable()
-        pstats.Stats(prof).sort_stats("cumtime").print_stats(30)
+        pstats.Stats(prof).sort_stats(os.environ.get("PROFILE_SORT", "cumtime")).print_stats(30)
     med = lambda xs: sorted(xs)[len(xs) // 2] if xs else 0.0  # noqa: E731
     return {"seconds": dt, "output_tokens": produced, "steps": steps,
             "kv_bytes_read": kv_tokens * per_token, "preemptions": preempt,

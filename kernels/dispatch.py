@@ -17,6 +17,7 @@ _VALID = ("auto", "reference", "triton")
 # The fused norm/SwiGLU + projection kernels for decode-sized batches (kernels/fused_linear.py);
 # benchmarks turn them off to measure what they bring.
 _FUSED_LINEAR = os.environ.get("KERNELS_FUSED_LINEAR", "1") != "0"
+_FUSED_MAX_ROWS, _FUSED_MAX_K = 16, 2048   # kernels/fused_linear.py MAX_ROWS, MAX_K (no triton here)
 
 
 def set_backend(name: str) -> None:
@@ -43,9 +44,8 @@ def fused_linear_ok(x: torch.Tensor, weight: torch.Tensor) -> bool:
     Otherwise the caller runs the ops apart (cuBLAS is faster for many rows and large weights)."""
     if not _FUSED_LINEAR or not _use_triton(x) or weight.dtype != x.dtype:
         return False
-    from kernels.fused_linear import MAX_K, MAX_ROWS
-    return (x.dim() == 2 and x.shape[0] <= MAX_ROWS and weight.dim() == 2
-            and weight.shape[1] <= MAX_K and weight.stride(-1) == 1)
+    return (x.dim() == 2 and x.shape[0] <= _FUSED_MAX_ROWS and weight.dim() == 2
+            and weight.shape[1] <= _FUSED_MAX_K and weight.stride(-1) == 1)
 
 
 def _use_triton(t: torch.Tensor) -> bool:

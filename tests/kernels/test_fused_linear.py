@@ -72,6 +72,8 @@ def test_fused_linear_rejects_what_it_cannot_do():
 def test_fused_linear_ok_rules():
     """The dispatch fuses only on the Triton path, for few rows and a plain weight of x's dtype."""
     from kernels import dispatch
+    from kernels.fused_linear import MAX_K, MAX_ROWS
+    assert (dispatch._FUSED_MAX_ROWS, dispatch._FUSED_MAX_K) == (MAX_ROWS, MAX_K)   # kept in step
     x, w = torch.randn(4, 32), torch.randn(8, 32)
     old = dispatch.get_backend()
     try:
