@@ -23,7 +23,9 @@ What it does not do: more than MAX_ROWS rows (prefill and large batches stay on 
 faster there), rows longer than MAX_K (large models: their decode is bound by reading weights,
 which cuBLAS does at ~86% of the bandwidth floor, not by launches), quantized weights, or the
 output projection (nothing to fuse in front of it).
-Measured: benchmarks/fused_ops.py (fused rows) and benchmarks/e2e_decode.py.
+Measured (benchmarks/e2e_decode.py --profile, H100, 2026-11-23, SmolLM2 shapes, one replayed
+decode step): norm + projection 2.7 us vs 1.65 + 3.5-4.0 us apart, SwiGLU + down 4.9 vs 1.1 + 3.5
+us; 189 kernels and 579 us per step instead of 279 and 762; 1,186 vs 947 tok/s end to end.
 """
 from __future__ import annotations
 
