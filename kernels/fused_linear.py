@@ -16,8 +16,9 @@ One program owns BLOCK_N output features: it loads those whole weight rows into 
 recomputes that row's statistics itself (a row is a few KB, the weight slice is the traffic) and
 reduces in float32 on the CUDA cores: a GEMV, no tensor-core tile padded from one row to 16.
 (A first version used tl.dot on 16-row tiles and a K loop: 7-34 us per call on the H100, 2x
-slower than cuBLAS + the separate op.) Rounding follows the unfused ops exactly (sum in x's dtype, normed rounded, weight * normed rounded; silu rounded, then
-the product rounded), so only the order of the dot's float32 sum differs from cuBLAS.
+slower than cuBLAS + the separate op.) Rounding follows the unfused ops exactly (sum in x's
+dtype, normed rounded, weight * normed rounded; silu rounded, then the product rounded), so only
+the order of the float32 sum differs from cuBLAS.
 
 What it does not do: more than MAX_ROWS rows (prefill and large batches stay on cuBLAS, which is
 faster there), rows longer than MAX_K (large models: their decode is bound by reading weights,

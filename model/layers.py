@@ -5,8 +5,9 @@ attention through the block tables, output projection) then a pre-norm SwiGLU ML
 gate/up projection). All heavy lifting goes through the `kernels` dispatchers, so the Triton
 kernels replace the torch references on CUDA without a change here. Decode-sized batches (at most
 16 rows, on the Triton path, plain weights) fold each norm into the projection after it and the
-SwiGLU into the down projection (kernels/fused_linear.py): six launches per layer instead of nine. Weights may be plain
-tensors or weight-only int8 (model/quant.py); this module does not load files.
+SwiGLU into the down projection (kernels/fused_linear.py): six launches per layer instead of
+nine. Weights may be plain tensors or weight-only int8 (model/quant.py); this module does not
+load files.
 """
 from __future__ import annotations
 
@@ -90,7 +91,7 @@ class LlamaDecoderLayer(nn.Module):
         o = paged_attention(q, k_cache, v_cache, batch.cu_seqlens_q, batch.context_lens,
                             batch.block_tables, batch.max_q_len, batch.max_context_len,
                             self.scale, batch.mask, batch.num_decodes, holes=batch.has_holes,
-                            k_new=k_new, v_new=v_new, prefix=batch.has_prefix)                        # (T, Hq, D)
+                            k_new=k_new, v_new=v_new, prefix=batch.has_prefix)  # (T, Hq, D)
         hidden = self.o_proj(o.reshape(T, self.q_size))                      # (T, H)
         if fused:
             gate_up, residual = rms_norm_linear(hidden, self.post_attention_norm, self.eps,

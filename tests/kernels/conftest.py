@@ -25,7 +25,8 @@ if INTERPRET:
     os.environ["TRITON_INTERPRET"] = "1"
     # tile helpers before the kernel that imports them
     _kernel_modules = ("kernels.flash_prefill_tiles", "kernels.flash_prefill",
-                       "kernels.paged_decode", "kernels.triton_attention", "kernels.kv_write", "kernels.rmsnorm", "kernels.swiglu", "kernels.rope_triton",
+                       "kernels.paged_decode", "kernels.triton_attention", "kernels.kv_write",
+                       "kernels.rmsnorm", "kernels.swiglu", "kernels.rope_triton",
                        "kernels.fused_linear")
     if any(name in sys.modules for name in _kernel_modules):
         import triton  # noqa: F401  (already imported by whoever imported the kernels)
