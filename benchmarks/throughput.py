@@ -143,7 +143,8 @@ def run_ours(loaded, reqs, a, budget: int) -> dict:
     if prof is not None:
         import pstats
         prof.disable()
-        pstats.Stats(prof).sort_stats(os.environ.get("PROFILE_SORT", "cumtime")).print_stats(30)
+        for key in os.environ.get("PROFILE_SORT", "cumtime").split(","):   # e.g. cumtime,tottime
+            pstats.Stats(prof).sort_stats(key).print_stats(30)
     med = lambda xs: sorted(xs)[len(xs) // 2] if xs else 0.0  # noqa: E731
     return {"seconds": dt, "output_tokens": produced, "steps": steps,
             "kv_bytes_read": kv_tokens * per_token, "preemptions": preempt,

@@ -9,6 +9,7 @@ This module does not schedule, allocate blocks, or run the model.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from model import streaming
@@ -20,29 +21,40 @@ from model.scheduler import ScheduledSeq
 def build_batch(items: list[ScheduledSeq], spec, bm: BlockManager,
                 device: torch.device) -> tuple[AttentionBatch, torch.Tensor]:
     """(AttentionBatch, input ids (T,) int64) for `items`, all under mask `spec`."""
-    ids, positions, slots, cu, ctx, tables, logit_rows = [], [], [], [0], [], [], []
+    ids, positions, slots, cu, ctx, logit_rows = [], [], [], [0], [], []
     bs = bm.block_size
+    width = 0
     for it in items:
         seq = it.seq
         table = bm.table(seq.seq_id)
-        offset = streaming.rope_offset(table, it.start, bs) if seq.pattern.evicts else 0
-        ids += seq.token_slice(it.start, it.end)
-        positions += range(it.start - offset, it.end - offset)
-        slots += bm.slot_mapping(seq.seq_id, it.start, it.end)
+        width = max(width, len(table))
+        start, end = it.start, it.end
+        if end - start == 1 and not seq.pattern.evicts:       # a decode: one token, no shift
+            p = len(seq.prompt_ids)
+            ids.append(seq.prompt_ids[start] if start < p else seq.output_ids[start - p])
+            positions.append(start)
+            slots.append(table[start // bs] * bs + start % bs)
+        else:
+            offset = streaming.rope_offset(table, start, bs) if seq.pattern.evicts else 0
+            ids += seq.token_slice(start, end)
+            positions += range(start - offset, end - offset)
+            slots += bm.slot_mapping(seq.seq_id, start, end)
         cu.append(cu[-1] + it.num_tokens)
-        ctx.append(it.end)
-        tables.append(table)
+        ctx.append(end)
         if it.needs_logits:
             logit_rows.append(cu[-1] - 1)
-    width = max(len(t) for t in tables)
     B, T = len(items), len(ids)
-    flat_tables = [b for t in tables for b in t + [-1] * (width - len(t))]
+    tables = bm.table_rows([it.seq.seq_id for it in items], width)                  # (B, W)
     # Two host->device copies (int64 fields, int32 fields) instead of one per field: each copy
     # from pageable memory costs tens of microseconds of host time, per step.
     l64, o64 = _pack([positions, slots, logit_rows, ids], 2)      # 2 x int64 = 16 bytes
-    l32, o32 = _pack([cu, ctx, flat_tables], 4)                   # 4 x int32 = 16 bytes
+    o32 = _offsets([B + 1, B, B * width], 4)                      # 4 x int32 = 16 bytes
+    a32 = np.zeros(o32[-1], dtype=np.int32)
+    a32[o32[0]:o32[0] + B + 1] = cu
+    a32[o32[1]:o32[1] + B] = ctx
+    a32[o32[2]:o32[2] + B * width] = tables.reshape(-1)
     t64 = torch.tensor(l64, dtype=torch.int64).to(device)
-    t32 = torch.tensor(l32, dtype=torch.int32).to(device)
+    t32 = torch.from_numpy(a32).to(device)
     batch = AttentionBatch(
         positions=t64[o64[0]:o64[0] + T],                                           # (T,)
         slot_mapping=t64[o64[1]:o64[1] + T],                                        # (T,)
@@ -55,6 +67,17 @@ def build_batch(items: list[ScheduledSeq], spec, bm: BlockManager,
         has_holes=any(bm.num_holes(it.seq.seq_id) for it in items),
         has_prefix=any(it.start > 0 for it in items if it.num_tokens > 1))
     return batch, t64[o64[3]:o64[3] + T]                                            # (T,) ids
+
+
+def _offsets(sizes: list[int], align: int) -> list[int]:
+    """Start of each part when parts of these sizes are laid end to end, each starting at a
+    multiple of `align` elements; the last entry is the total length."""
+    out, n = [], 0
+    for size in sizes:
+        n += -n % align
+        out.append(n)
+        n += size
+    return out + [n]
 
 
 def _pack(parts: list[list[int]], align: int) -> tuple[list[int], list[int]]:

@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 
 from model.reports import CACHED, FREE, SHARED, USED, BlockInfo
+from model.table_rows import TableRows
 
 _ROOT_HASH = hash(("kv-prefix-root",))
 
@@ -47,6 +48,7 @@ class BlockManager:
         self.free_list: deque[int] = deque(range(num_blocks))
         self.evictable: OrderedDict[int, None] = OrderedDict()   # ref 0 + hashed; oldest first
         self.tables: dict[int, list[int]] = {}
+        self.rows = TableRows()          # numpy mirror of `tables`, for packing a step's batch
         self.hashes: dict[int, list[int]] = {}                   # seq -> hash chain of full blocks
         self.cacheable: dict[int, bool] = {}
         self.roots: dict[int, int] = {}                          # seq -> salted root hash
@@ -137,6 +139,7 @@ class BlockManager:
             self._incref(b, seq_id)
             self.tables[seq_id].append(b)
             self.hashes[seq_id].append(self.block_hash[b])
+        self.rows.add(seq_id, self.tables[seq_id])
         if cacheable:
             self.prefix_queries += len(token_ids)
             self.prefix_hits += len(hit) * self.block_size
@@ -167,11 +170,14 @@ class BlockManager:
     # ---- growth, writes, forks ---------------------------------------------------------------
     def blocks_needed(self, seq_id: int, start: int, end: int) -> int:
         """New blocks (growth + copy-on-write) needed to write positions [start, end)."""
-        table = self.tables[seq_id]
-        grow = max(0, self.blocks_for(end) - len(table))
-        cow = sum(1 for i in range(start // self.block_size, min(len(table), self.blocks_for(end)))
-                  if table[i] >= 0 and self.ref_count[table[i]] > 1)
-        return grow + cow
+        table, rc = self.tables[seq_id], self.ref_count
+        n = -(-end // self.block_size)
+        need = n - len(table) if n > len(table) else 0
+        for i in range(start // self.block_size, min(len(table), n)):   # copy-on-write
+            b = table[i]
+            if b >= 0 and rc[b] > 1:
+                need += 1
+        return need
 
     def prepare_write(self, seq_id: int, start: int, end: int) -> list[tuple[int, int]]:
         """Make positions [start, end) writable for seq_id: grow the table and copy shared blocks.
@@ -181,19 +187,22 @@ class BlockManager:
             raise NoFreeBlocksError(f"sequence {seq_id} needs {self.blocks_needed(seq_id, start, end)} "
                                     f"blocks, {self.num_available} available")
         table = self.tables[seq_id]
+        n = -(-end // self.block_size)
         copies = []
-        for i in range(start // self.block_size, min(len(table), self.blocks_for(end))):
+        for i in range(start // self.block_size, min(len(table), n)):
             b = table[i]
             if b >= 0 and self.ref_count[b] > 1:
                 nb = self._alloc()
                 self._incref(nb, seq_id)
                 self._decref(b, seq_id)
                 table[i] = nb
+                self.rows.set(seq_id, i, nb)
                 copies.append((b, nb))
                 self.cow_copies += 1
-        while len(table) < self.blocks_for(end):
+        while len(table) < n:
             nb = self._alloc()
             self._incref(nb, seq_id)
+            self.rows.set(seq_id, len(table), nb)
             table.append(nb)
         return copies
 
@@ -206,6 +215,7 @@ class BlockManager:
         self.cacheable[child_id] = self.cacheable[parent_id]
         self.roots[child_id] = self.roots[parent_id]
         self.holes[child_id] = self.holes.get(parent_id, 0)
+        self.rows.add(child_id, self.tables[child_id])
         for b in self.tables[child_id]:
             if b >= 0:
                 self._incref(b, child_id)
@@ -221,6 +231,7 @@ class BlockManager:
         for b in reversed(self.tables.pop(seq_id)):
             if b >= 0:
                 self._decref(b, seq_id)
+        self.rows.drop(seq_id)
         self.hashes.pop(seq_id, None)
         self.cacheable.pop(seq_id, None)
         self.roots.pop(seq_id, None)
@@ -233,6 +244,7 @@ class BlockManager:
             if 0 <= i < len(table) and table[i] >= 0:
                 self._decref(table[i], seq_id)
                 table[i] = -1
+                self.rows.set(seq_id, i, -1)
                 n += 1
         self.holes[seq_id] = self.holes.get(seq_id, 0) + n
         return n
@@ -282,6 +294,20 @@ class BlockManager:
         """Mark blocks whose filled-token count changed (written this step) for the next report."""
         self._dirty.update(b for b in blocks if b >= 0)
 
+    def touch_written(self, seq_id: int, start: int, end: int) -> None:
+        """`touch` the blocks of seq_id holding positions [start, end)."""
+        table, bs = self.tables[seq_id], self.block_size
+        if end - start == 1:
+            b = table[start // bs]
+            if b >= 0:
+                self._dirty.add(b)
+        else:
+            self.touch(table[start // bs:(end - 1) // bs + 1])
+
+    def table_rows(self, seq_ids: list[int], width: int):
+        """(B, width) int32 numpy array: the block tables of seq_ids, padded with -1."""
+        return self.rows.gather(seq_ids, width)
+
     def block_infos(self, partial: dict[int, int]) -> list[BlockInfo]:
         """One BlockInfo per physical block. partial: block -> tokens written, for the blocks of
         live sequences that are not full (a sequence's tail); other owned blocks are full."""
@@ -330,3 +356,7 @@ class BlockManager:
         assert c[USED] + c[SHARED] == self.num_owned
         for sid, table in self.tables.items():
             assert self.holes.get(sid, 0) == table.count(-1), f"seq {sid}: hole counter out of step"
+            row = self.rows.gather([sid], self.rows.width)[0]
+            assert row[:len(table)].tolist() == table and (row[len(table):] == -1).all(), \
+                f"seq {sid}: table row mirror out of step"
+        assert set(self.rows.row_of) == set(self.tables), "table rows of dropped sequences kept"

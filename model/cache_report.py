@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from model.block_manager import BlockManager
 from model.reports import CACHED, FREE, SHARED, USED, CacheReport, SequenceReport
-from model.sequence import Sequence
+from model.sequence import Sequence, SeqStatus
 
 
 def tail_fill(bm: BlockManager, seqs: list[Sequence]) -> dict[int, int]:
@@ -23,11 +23,11 @@ def tail_fill(bm: BlockManager, seqs: list[Sequence]) -> dict[int, int]:
     filled and any allocated ahead). Every other owned block is full. A block shared by several
     sequences holds the same tokens for each (writes into shared blocks are copied first)."""
     partial: dict[int, int] = {}
-    bs = bm.block_size
+    bs, tables = bm.block_size, bm.tables
     for s in seqs:
-        if not bm.has(s.seq_id):
+        table = tables.get(s.seq_id)
+        if table is None:
             continue
-        table = bm.table(s.seq_id)
         for i in range(s.num_computed // bs, len(table)):
             b = table[i]
             if b >= 0:
@@ -37,14 +37,13 @@ def tail_fill(bm: BlockManager, seqs: list[Sequence]) -> dict[int, int]:
 
 def sequence_reports(bm: BlockManager, seqs: list[Sequence]) -> list[SequenceReport]:
     out = []
+    tables, holes, bs = bm.tables, bm.holes, bm.block_size
     for s in seqs:
-        table = list(bm.table(s.seq_id)) if bm.has(s.seq_id) else []
-        holes = bm.num_holes(s.seq_id)
-        out.append(SequenceReport(
-            seq_id=s.seq_id, request_id=s.request_id, status=s.status.value,
-            prompt_len=len(s.prompt_ids), output_len=len(s.output_ids),
-            num_cached_tokens=s.num_cached_tokens, block_table=table,
-            kv_tokens=max(0, s.num_computed - holes * bm.block_size) if table else 0))
+        table = tables.get(s.seq_id)
+        table = table[:] if table is not None else []
+        kv = max(0, s.num_computed - holes.get(s.seq_id, 0) * bs) if table else 0
+        out.append(SequenceReport(s.seq_id, s.request_id, s.status.value, len(s.prompt_ids),
+                                  len(s.output_ids), s.num_cached_tokens, table, kv))
     return out
 
 
@@ -71,8 +70,9 @@ def cache_report(bm: BlockManager, seqs: list[Sequence], bytes_per_block: int, m
         counts = {FREE: len(bm.free_list), CACHED: len(bm.evictable),
                   USED: num_owned - bm.num_shared, SHARED: bm.num_shared}
         wasted_slots = sum(bs - n for b, n in partial.items() if bm.ref_count[b] > 0)
-    reserved_tokens = sum(min(s.num_tokens - len(s.output_ids) + s.params.max_tokens, max_model_len)
-                          for s in seqs if not s.is_finished)
+    finished = SeqStatus.FINISHED
+    reserved_tokens = sum(min(len(s.prompt_ids) + s.params.max_tokens, max_model_len)
+                          for s in seqs if s.status is not finished)
     return CacheReport(
         num_blocks=bm.num_blocks, block_size=bs, bytes_per_block=bytes_per_block,
         num_free=counts[FREE], num_cached=counts[CACHED], num_used=counts[USED],

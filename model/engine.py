@@ -187,13 +187,13 @@ class Engine:
                 row_logits.append(logits)
         logits = (row_logits[0] if len(row_logits) == 1
                   else torch.cat(row_logits) if row_logits else None)              # (N, V) f32
-        bs = self.bm.block_size
-        for item in sched.scheduled:
-            item.seq.num_computed = item.end
-            table = self.bm.table(item.seq.seq_id)
-            self.bm.touch(table[item.start // bs:(item.end - 1) // bs + 1])
-            if self.bm.has_uncommitted(item.seq.seq_id, item.seq.num_computed):
-                self.bm.commit(item.seq.seq_id, item.seq.all_ids, item.seq.num_computed)
+        bm = self.bm
+        for item in sched.scheduled:            # runs while the GPU works (no sync yet)
+            seq = item.seq
+            seq.num_computed = item.end
+            bm.touch_written(seq.seq_id, item.start, item.end)
+            if bm.has_uncommitted(seq.seq_id, item.end):
+                bm.commit(seq.seq_id, seq.all_ids, item.end)
         now = time.perf_counter()
         ttft = self._sample_and_append(row_seqs, logits, now)
         for item in sched.scheduled:

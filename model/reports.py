@@ -14,7 +14,7 @@ USED = "used"        # owned by exactly one sequence
 SHARED = "shared"    # owned by several sequences (ref count > 1)
 
 
-@dataclass
+@dataclass(slots=True)
 class BlockInfo:
     block_id: int
     state: str                       # FREE / CACHED / USED / SHARED
@@ -23,7 +23,7 @@ class BlockInfo:
     num_tokens: int = 0              # filled slots (== block_size for a full block)
 
 
-@dataclass
+@dataclass(slots=True)
 class SequenceReport:
     seq_id: int
     request_id: int
@@ -53,7 +53,7 @@ class CacheReport:
     preemptions: int = 0             # cumulative
 
 
-@dataclass
+@dataclass(slots=True)
 class RequestOutput:
     request_id: int
     new_token_ids: list[int]

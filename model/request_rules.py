@@ -15,7 +15,7 @@ from __future__ import annotations
 from model.block_manager import BlockManager
 from model.reports import RequestOutput
 from model.sampling_params import SamplingParams
-from model.sequence import Request, Sequence
+from model.sequence import Request, Sequence, SeqStatus
 from model.sparsity import AttentionPattern
 
 
@@ -75,11 +75,13 @@ def collect_outputs(requests: dict[int, Request]) -> list[RequestOutput]:
     """Outputs of every sequence with new tokens or just finished; finished requests are removed
     from `requests`."""
     outs = []
-    for rid in list(requests):
-        req = requests[rid]
+    finished = SeqStatus.FINISHED
+    for rid, req in list(requests.items()):
+        done = True
         for seq in req.seqs:
             if seq.new_tokens or seq.just_finished:
                 outs.append(take_output(seq))
-        if req.is_finished:
+            done = done and seq.status is finished
+        if done:
             del requests[rid]
     return outs

@@ -25,28 +25,28 @@ from model.block_manager import BlockManager
 from model.sequence import Sequence, SeqStatus
 
 
-@dataclass
 class ScheduledSeq:
-    seq: Sequence
-    start: int          # first position computed this step (tokens before it are in the cache)
-    num_tokens: int     # new tokens this step (q_len)
-    is_decode: bool = False   # the K/V of the last sampled token only (vs a prompt / recompute chunk)
+    """One sequence's share of a step: positions [start, start + num_tokens).
+    A plain slotted class (not a dataclass): the scheduler makes one per sequence per step."""
+    __slots__ = ("seq", "start", "num_tokens", "end", "is_decode", "needs_logits")
 
-    def __post_init__(self) -> None:
-        # A one-token prompt, or a prompt whose prefix came from the cache but for its last token,
-        # is still prefill: the first token is not out yet (else TTFT and decode tok/s are wrong).
-        self.is_decode = self.seq.num_tokens - self.start == 1 and bool(self.seq.output_ids)
-        self._needs_logits = self.start + self.num_tokens == self.seq.num_tokens
+    def __init__(self, seq: Sequence, start: int, num_tokens: int) -> None:
+        self.seq = seq
+        self.start = start              # first position computed this step (earlier ones are cached)
+        self.num_tokens = num_tokens    # new tokens this step (q_len)
+        self.end = start + num_tokens
+        total = len(seq.prompt_ids) + len(seq.output_ids)
+        # The K/V of the last sampled token only (vs a prompt / recompute chunk). A one-token
+        # prompt, or a prompt whose prefix came from the cache but for its last token, is still
+        # prefill: the first token is not out yet (else TTFT and decode tok/s are wrong).
+        self.is_decode = total - start == 1 and bool(seq.output_ids)
+        # The last token of the sequence is computed: a new token gets sampled (fixed at
+        # scheduling time, before the step appends anything).
+        self.needs_logits = self.end == total
 
-    @property
-    def end(self) -> int:
-        return self.start + self.num_tokens
-
-    @property
-    def needs_logits(self) -> bool:
-        """The last token of the sequence is computed: a new token gets sampled (fixed at
-        scheduling time, before the step appends anything)."""
-        return self._needs_logits
+    def __repr__(self) -> str:
+        return (f"ScheduledSeq(seq={self.seq.seq_id}, start={self.start}, "
+                f"num_tokens={self.num_tokens})")
 
 
 @dataclass
@@ -108,21 +108,33 @@ class Scheduler:
         out = SchedulerOutput()
         budget = self.max_num_batched_tokens
         done: set[int] = set()
+        gone: set[int] = set()                   # preempted earlier in this step
+        bs, tables, ref_count = self.bm.block_size, self.bm.tables, self.bm.ref_count
 
         decodes = [s for s in self.running if not s.in_prefill]
         prefills = [s for s in self.running if s.in_prefill]
         for seq in decodes + prefills:
             if budget <= 0:
                 break
-            if seq not in self.running:          # preempted earlier in this step
+            if seq.seq_id in gone:
                 continue
             start = seq.num_computed
+            if seq.num_tokens - start == 1 and not _evicts(seq):
+                # Fast path (most decodes): the token goes into a block the sequence already
+                # owns alone, so nothing is allocated, copied or preempted.
+                table = tables[seq.seq_id]
+                i = start // bs
+                if i < len(table) and ref_count[table[i]] == 1:
+                    out.scheduled.append(ScheduledSeq(seq, start, 1))
+                    done.add(seq.seq_id)
+                    budget -= 1
+                    continue
             n = self._cap_sliding(seq, start, min(seq.num_tokens - start, budget))
             if self._blocks_beyond_cache(seq, start + n):
                 out.outgrown.append(seq)
                 self.remove(seq)
                 continue
-            if not self._make_room(seq, start, start + n, done, out):
+            if not self._make_room(seq, start, start + n, done, gone, out):
                 continue                         # the sequence itself was preempted
             out.copies += self.bm.prepare_write(seq.seq_id, start, start + n)
             out.scheduled.append(ScheduledSeq(seq, start, n))
@@ -182,7 +194,8 @@ class Scheduler:
         holes = self.bm.num_holes(seq.seq_id)
         return self.bm.blocks_for(end) - holes > self.bm.num_blocks
 
-    def _make_room(self, seq: Sequence, start: int, end: int, done: set[int], out: SchedulerOutput) -> bool:
+    def _make_room(self, seq: Sequence, start: int, end: int, done: set[int], gone: set[int],
+                   out: SchedulerOutput) -> bool:
         """Preempt newest unscheduled running sequences until seq can write [start, end).
         Returns False when seq itself had to be preempted."""
         while self.bm.blocks_needed(seq.seq_id, start, end) > self.bm.num_available:
@@ -190,6 +203,7 @@ class Scheduler:
             victim = max(victims, key=lambda s: (s.arrival_time, s.seq_id))
             self.preempt(victim)
             out.preempted.append(victim)
+            gone.add(victim.seq_id)
             if victim is seq:
                 return False
         return True

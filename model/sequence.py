@@ -129,7 +129,7 @@ class Sequence:
 
     @property
     def is_finished(self) -> bool:
-        return self.status == SeqStatus.FINISHED
+        return self.status is SeqStatus.FINISHED
 
     @property
     def in_prefill(self) -> bool:

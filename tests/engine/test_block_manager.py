@@ -214,3 +214,28 @@ class BlockManagerMachine(RuleBasedStateMachine):
 TestBlockManagerMachine = BlockManagerMachine.TestCase
 TestBlockManagerMachine.settings = settings(max_examples=60, stateful_step_count=40, deadline=None,
                                             suppress_health_check=[HealthCheck.too_slow])
+
+
+def test_table_rows_mirror_grows_past_its_initial_rows_and_width():
+    """The numpy mirror that build_batch packs from (model/table_rows.py) must equal the Python
+    tables after the mirror doubles its rows (more live sequences than it started with) and its
+    width (a table longer than its first width), through forks, copy-on-write and frees."""
+    bm = BlockManager(4096, BS)
+    rows0, width0 = bm.rows.arr.shape
+    sids = list(range(rows0 + 5))
+    for sid in sids:
+        bm.admit(sid, list(range(sid, sid + 3)))
+        bm.prepare_write(sid, 0, 3)
+    long_len = (width0 + 3) * BS
+    bm.prepare_write(0, 3, long_len)                   # seq 0's table outgrows the width
+    bm.fork(0, 10_000)
+    bm.prepare_write(10_000, long_len - 1, long_len)   # copy-on-write of the shared tail block
+    bm.free(sids[1])
+    bm.free_logical(sids[2], [0])                       # a hole
+    bm.check_invariants()
+    live = [0, 10_000, sids[2], sids[-1]]
+    width = max(len(bm.table(s)) for s in live)
+    got = bm.table_rows(live, width).tolist()
+    want = [bm.table(s) + [-1] * (width - len(bm.table(s))) for s in live]
+    assert got == want
+    assert bm.rows.arr.shape[0] > rows0 and bm.rows.arr.shape[1] > width0
