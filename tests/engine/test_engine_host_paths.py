@@ -1,0 +1,195 @@
+"""The engine's host-side fast paths (numpy mirror of the block tables in model/table_rows.py,
+the scheduler's fast path for decodes into an owned block, build_batch's one-token path, the
+`gone` set of sequences preempted in the middle of a step) checked against expectations that do
+not go through them:
+- every batch the engine builds is rebuilt here from the Python block tables and the token
+  lists with the plain formulas (ids, RoPE positions with the sliding offset, slots, context
+  lengths, -1-padded tables, logits rows), and every scheduled write must land in blocks that
+  the sequence owns alone (copy-on-write done) and that no preempted sequence is scheduled;
+- greedy tokens under tight pools (preemption by recompute in the middle of a step, tiny
+  chunks that leave exactly one prompt token, one-token prompts, prefix-cache hits, forks with
+  copy-on-write, beams forked and dropped, holes of a local window) equal a plain greedy loop
+  that recomputes the whole sequence under the same mask, with no engine at all;
+- seeded parallel samples and beam search under a tight pool equal the same requests run alone
+  in a pool too large to preempt.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+import model.engine as engine_module
+from model import streaming
+from model.batch import AttentionBatch
+from model.beam_search import BeamSearchParams
+from model.kv_cache import KVCache
+from model.reports import BlockInfo, RequestOutput, SequenceReport
+from model.sampling_params import SamplingParams
+from model.sequence import SeqStatus
+from model.sparsity import parse_pattern
+from engine_helpers import engine, prompts, run_all, tiny_loaded
+
+MAX_NEW = 10
+BS = 4
+
+
+def reference_greedy(prompt: list[int], n: int, pattern: str) -> list[int]:
+    """Greedy ids from a loop that recomputes the whole sequence under the pattern's mask."""
+    loaded = tiny_loaded(0)
+    cfg, model = loaded.config, loaded.model
+    spec = parse_pattern(pattern).spec
+    ids = list(prompt)
+    for _ in range(n):
+        T = len(ids)
+        kv = KVCache(cfg.num_layers, 1, T, cfg.num_kv_heads, cfg.head_dim, torch.float32, "cpu")
+        batch = AttentionBatch(positions=torch.arange(T), slot_mapping=torch.arange(T),
+                               cu_seqlens_q=torch.tensor([0, T], dtype=torch.int32),
+                               context_lens=torch.tensor([T], dtype=torch.int32),
+                               block_tables=torch.zeros(1, 1, dtype=torch.int32), max_q_len=T,
+                               max_context_len=T, mask=spec)
+        hidden = model(torch.tensor(ids), batch, kv)
+        ids.append(int(model.compute_logits(hidden[-1:]).argmax(-1)))
+    return ids[len(prompt):]
+
+
+class CheckedBuild:
+    """Wraps model.engine.build_batch: checks each batch against one rebuilt from the Python
+    tables, the scheduled writes against the ref counts, and counts the paths taken."""
+
+    def __init__(self, monkeypatch, e) -> None:
+        self.e = e
+        self.real = engine_module.build_batch
+        self.batches = self.one_token_prompt_items = self.holes = 0
+        self.decodes = self.one_token_tail_chunks = 0
+        monkeypatch.setattr(engine_module, "build_batch", self)
+
+    def __call__(self, items, spec, bm, device):
+        bm.check_invariants()                          # includes the numpy mirror of the tables
+        batch, input_ids = self.real(items, spec, bm, device)
+        self.batches += 1
+        seen = set()
+        ids, pos, slots, cu, ctx, rows, tables = [], [], [], [0], [], [], []
+        bs = bm.block_size
+        for it in items:
+            seq = it.seq
+            assert seq.seq_id not in seen, "a sequence scheduled twice in one step"
+            seen.add(seq.seq_id)
+            assert seq.status is SeqStatus.RUNNING and bm.has(seq.seq_id), \
+                f"seq {seq.seq_id} scheduled while {seq.status.value} (preempted this step?)"
+            table = list(bm.tables[seq.seq_id])
+            for i in range(it.start // bs, (it.end - 1) // bs + 1):
+                assert table[i] >= 0 and bm.ref_count[table[i]] == 1, \
+                    f"seq {seq.seq_id} writes block {table[i]} it does not own alone"
+            offset = streaming.rope_offset(table, it.start, bs) if seq.pattern.evicts else 0
+            ids += seq.all_ids[it.start:it.end]
+            pos += [p - offset for p in range(it.start, it.end)]
+            slots += [table[p // bs] * bs + p % bs for p in range(it.start, it.end)]
+            cu.append(cu[-1] + it.end - it.start)
+            ctx.append(it.end)
+            if it.end == seq.num_tokens:
+                rows.append(cu[-1] - 1)
+            tables.append(table)
+            self.holes += -1 in table
+            if it.num_tokens == 1:
+                if it.is_decode:
+                    self.decodes += 1
+                elif len(seq.prompt_ids) == 1:
+                    self.one_token_prompt_items += 1
+                elif it.start > 0 and not seq.output_ids:
+                    self.one_token_tail_chunks += 1
+        width = max(len(t) for t in tables)
+        assert input_ids.tolist() == ids
+        assert batch.positions.tolist() == pos
+        assert batch.slot_mapping.tolist() == slots
+        assert batch.cu_seqlens_q.tolist() == cu
+        assert batch.context_lens.tolist() == ctx
+        assert batch.block_tables.tolist() == [t + [-1] * (width - len(t)) for t in tables]
+        assert batch.logits_indices.tolist() == rows
+        return batch, input_ids
+
+
+PROMPTS = prompts(8, 2, 20, seed=3)
+SHARED = PROMPTS[6][:8]                                # two full blocks: a prefix-cache hit
+WORK = [PROMPTS[0][:1], PROMPTS[1][:1], PROMPTS[2][:BS], PROMPTS[3][:BS + 1], PROMPTS[4][:6],
+        PROMPTS[5], SHARED + PROMPTS[0][:3], SHARED + PROMPTS[1][:7], PROMPTS[7]]
+PATTERNS = ["dense", "atrous:2", "sparse:8,2", "local:12"]
+GREEDY = SamplingParams(max_tokens=MAX_NEW, ignore_eos=True)
+# Sliding patterns (local) cannot fork; n=2 runs on the non-evicting ones.
+JOBS = [(p, pat, 2 if i % 3 == 0 and pat != "local:12" else 1)
+        for i, p in enumerate(WORK) for pat in PATTERNS]
+
+
+@pytest.fixture(scope="module")
+def expected():
+    want = {(tuple(p), pat): reference_greedy(p, MAX_NEW, pat) for p, pat, _ in JOBS}
+    want.update({(tuple(SHARED + [1]), pat): reference_greedy(SHARED + [1], MAX_NEW, pat)
+                 for pat in PATTERNS[:3]})
+    return want
+
+
+@pytest.mark.parametrize("num_blocks,budget", [(400, 4096), (14, 5), (10, 3)])
+def test_tight_pools_equal_a_full_recompute_loop(monkeypatch, expected, num_blocks, budget):
+    e = engine(num_blocks=num_blocks, block_size=BS, max_num_batched_tokens=budget, max_num_seqs=8)
+    check = CheckedBuild(monkeypatch, e)
+    for pat in PATTERNS[:3]:                           # the shared prefix, cached per pattern
+        assert e.generate(SHARED + [1], GREEDY, pattern=pat) == expected[(tuple(SHARED + [1]), pat)]
+    rids = [e.add_request(p, dataclasses.replace(GREEDY, n=n), pattern=pat) for p, pat, n in JOBS]
+    streaming_rid = e.add_request(PROMPTS[5], GREEDY, pattern="streaming:2,8")  # holes + rerotation
+    got, reports = run_all(e)
+    for (p, pat, n), rid in zip(JOBS, rids):
+        for i in range(n):
+            assert got[(rid, i)] == expected[(tuple(p), pat)], (p, pat, i, num_blocks, budget)
+    assert len(got[(streaming_rid, 0)]) == MAX_NEW
+    assert all(r.num_prefill_tokens + r.num_decode_tokens <= budget for r in reports)
+    e.bm.check_invariants()
+    assert e.bm.num_owned == 0 and not e.bm.rows.row_of
+    assert check.decodes and check.one_token_prompt_items and check.holes
+    assert e.bm.cow_copies > 0 and e.bm.prefix_hits > 0
+    if num_blocks < 100:
+        assert reports[-1].cache.preemptions > 0
+        assert check.one_token_tail_chunks > 0          # a chunk that leaves exactly one token
+
+
+def test_samples_and_beams_in_a_tight_pool_equal_them_alone(monkeypatch):
+    sampled = SamplingParams(temperature=1.0, top_k=20, max_tokens=MAX_NEW, ignore_eos=True,
+                             seed=11, n=3)
+    beam = BeamSearchParams(beam_width=3, max_tokens=6, ignore_eos=True)
+    # alone, in a pool too large to preempt
+    alone = {}
+    for j, p in enumerate(PROMPTS[:3]):
+        for i in range(3):
+            lone = dataclasses.replace(sampled, seed=11 + j * 10 + i, n=1)
+            alone[(j, i)] = engine(num_blocks=400, block_size=BS).generate(p, lone)
+    want_beams = [h.token_ids for h in engine(num_blocks=400, block_size=BS).beam_search(
+        PROMPTS[3], beam)]
+    # together, in a pool that preempts
+    e = engine(num_blocks=10, block_size=BS, max_num_batched_tokens=4, max_num_seqs=8)
+    check = CheckedBuild(monkeypatch, e)
+    rids = [e.add_request(p, dataclasses.replace(sampled, seed=11 + j * 10))
+            for j, p in enumerate(PROMPTS[:3])]
+    brid = e.add_beam_request(PROMPTS[3], beam)
+    got, reports = run_all(e)
+    for j, rid in enumerate(rids):
+        for i in range(3):
+            assert got[(rid, i)] == alone[(j, i)], (j, i)
+    assert [got[(brid, r)] for r in range(len(want_beams))] == want_beams
+    assert reports[-1].cache.preemptions > 0 and e.bm.cow_copies > 0 and check.decodes
+    e.bm.check_invariants()
+    assert e.bm.num_owned == 0 and not e.bm.rows.row_of
+
+
+def test_report_records_stay_plain_dataclasses():
+    """Slotted report records still take field assignment, replace() and asdict()."""
+    out = RequestOutput(1, [2, 3], "x", False)
+    out.finished = True
+    assert dataclasses.replace(out, text_delta="y").text_delta == "y"
+    assert dataclasses.asdict(out)["new_token_ids"] == [2, 3]
+    rep = SequenceReport(0, 1, "running", 3, 1, 0, [4, -1], 4)
+    assert dataclasses.replace(rep, kv_tokens=0) == SequenceReport(0, 1, "running", 3, 1, 0,
+                                                                     [4, -1], 0)
+    info = BlockInfo(5, "used", 1, [0], 2)
+    info.num_tokens = 3
+    assert dataclasses.asdict(info) == {"block_id": 5, "state": "used", "ref_count": 1,
+                                        "owners": [0], "num_tokens": 3}
