@@ -22,7 +22,9 @@ and their blocks freed by reference count (full prompt blocks stay in the prefix
 
 Beams must stay in step (all of one length). If some live beam has no logits this step
 (preempted and recomputing, or left out by the token budget), the beams that have them are
-parked (taken out of the scheduler's running list, blocks kept) until the others catch up.
+parked (taken out of the scheduler's running list, blocks kept) until the others catch up. If a
+step can schedule nothing while requests wait, the parked beams are preempted to free their
+blocks (`release_parked`); when they still cannot all fit, the request ends with an error.
 Not supported: sliding attention patterns (their blocks are freed, they must not be shared),
 sampling-based beam search, `early_stopping="never"`. This module changes no model code.
 """
@@ -81,6 +83,7 @@ class BeamGroup:
         self.finished: list[BeamHypothesis] = []          # best first, at most k
         self.done = False
         self.num_forks = 0
+        self.released_at: int | None = None               # beam length at the last release_parked
 
     @property
     def results(self) -> list[BeamHypothesis]:
@@ -209,6 +212,45 @@ def add_beam_request(engine, prompt_ids: list[int], params: BeamSearchParams,
     else:
         engine.beam_groups[rid] = BeamGroup(engine, req, params)
     return rid
+
+
+def release_parked(engine) -> bool:
+    """Called when a step could schedule nothing although requests wait: parked beams hold blocks
+    that the waiting sequences (often their own preempted siblings) need, and nothing running
+    will ever free them. Preempt the parked beams (blocks freed, full ones stay in the prefix
+    cache; they recompute and offer their logits again). If a group was already released at the
+    same beam length, its beams cannot all be in the cache at once: finish it with an error.
+    Returns True when it freed something (the caller schedules again)."""
+    released = False
+    for rid, group in list(engine.beam_groups.items()):
+        if not group.parked:
+            continue
+        length = len(group.parked[0].output_ids)
+        if group.released_at == length:
+            live = [s for s in group.beams + group.parked if not s.is_finished]
+            blocks = engine.bm.blocks_for(group.parked[0].num_tokens + 1)
+            for s in live[1:]:
+                group._drop(s)
+            group.parked, group.beams, group.done = [], [], True
+            engine.beam_groups.pop(rid, None)
+            if live:
+                engine.finish_sequence(live[0], "error", error=(
+                    f"beam search of width {group.params.beam_width} needs about "
+                    f"{len(live) * blocks} KV blocks to keep its beams in step; the cache has "
+                    f"{engine.bm.num_blocks} blocks"))
+            released = True
+            continue
+        group.released_at = length
+        for s in reversed(group.parked):
+            group.pending.pop(s.seq_id, None)
+            engine.bm.free(s.seq_id)
+            s.num_computed = 0
+            s.status = SeqStatus.PREEMPTED
+            engine.scheduler.waiting.appendleft(s)
+            engine.scheduler.num_preemptions += 1
+        group.parked = []
+        released = True
+    return released
 
 
 def take_beam_rows(engine, rows: list[tuple[Sequence, torch.Tensor]]) -> list[tuple[Sequence, torch.Tensor]]:

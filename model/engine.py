@@ -167,6 +167,9 @@ class Engine:
     def step(self) -> StepReport:
         t0 = time.perf_counter()
         sched = self.scheduler.schedule()
+        if (not sched.scheduled and not self.scheduler.running and self.scheduler.waiting
+                and self.beam_groups and beams.release_parked(self)):
+            sched = self.scheduler.schedule()    # parked beams held the blocks the waiting need
         for seq in sched.outgrown:
             if seq.output_ids:
                 self.finish_sequence(seq, "length")

@@ -193,3 +193,44 @@ def test_report_records_stay_plain_dataclasses():
     info.num_tokens = 3
     assert dataclasses.asdict(info) == {"block_id": 5, "state": "used", "ref_count": 1,
                                         "owners": [0], "num_tokens": 3}
+
+
+@pytest.mark.parametrize("seed", [22, 28, 31])
+def test_parked_beams_never_stall_the_engine(seed):
+    """Workloads (found by the review's random search) where a beam search's parked beams held
+    the blocks its preempted sibling needed while nothing else ran: the engine used to loop
+    forever. Now the parked beams are preempted once; if the beams still cannot all fit, the beam
+    request ends with an error naming the blocks it needs, and every other request finishes."""
+    import random
+    rng = random.Random(seed)
+    e = engine(num_blocks=rng.randint(6, 16), block_size=4,
+               max_num_batched_tokens=rng.choice([4, 8, 16, 64]))
+    ps = prompts(4, 2, 12, seed)
+    lengths = {}
+    for p in ps[:2]:
+        n = rng.randint(2, 10)
+        lengths[e.add_request(p, SamplingParams(max_tokens=n, ignore_eos=True))] = n
+    params = BeamSearchParams(beam_width=rng.randint(2, 3), max_tokens=rng.randint(3, 8),
+                              ignore_eos=True)
+    brid = e.add_beam_request(ps[2], params)
+    lengths[e.add_request(ps[3], SamplingParams(max_tokens=5, ignore_eos=True))] = 5
+    got: dict[int, list[int]] = {}
+    beam_out, beam_error = {}, None
+    for _ in range(2000):
+        if not e.has_unfinished():
+            break
+        for o in e.step().outputs:
+            if o.request_id == brid:
+                beam_error = beam_error or o.error
+                if not o.error:
+                    beam_out[o.sample_index] = o.new_token_ids
+            else:
+                got.setdefault(o.request_id, []).extend(o.new_token_ids)
+    assert not e.has_unfinished(), "engine stalled"
+    e.bm.check_invariants()
+    assert {rid: len(ids) for rid, ids in got.items()} == lengths
+    if beam_error is not None:
+        assert "beam search of width" in beam_error and "KV blocks" in beam_error
+    else:
+        alone = engine(num_blocks=400, block_size=4).beam_search(ps[2], params)
+        assert [beam_out[i] for i in range(len(alone))] == [h.token_ids for h in alone]
