@@ -47,14 +47,8 @@ def build_batch(items: list[ScheduledSeq], spec, bm: BlockManager,
     tables = bm.table_rows([it.seq.seq_id for it in items], width)                  # (B, W)
     # Two host->device copies (int64 fields, int32 fields) instead of one per field: each copy
     # from pageable memory costs tens of microseconds of host time, per step.
-    l64, o64 = _pack([positions, slots, logit_rows, ids], 2)      # 2 x int64 = 16 bytes
-    o32 = _offsets([B + 1, B, B * width], 4)                      # 4 x int32 = 16 bytes
-    a32 = np.zeros(o32[-1], dtype=np.int32)
-    a32[o32[0]:o32[0] + B + 1] = cu
-    a32[o32[1]:o32[1] + B] = ctx
-    a32[o32[2]:o32[2] + B * width] = tables.reshape(-1)
-    t64 = torch.tensor(l64, dtype=torch.int64).to(device)
-    t32 = torch.from_numpy(a32).to(device)
+    t64, o64 = _pack([positions, slots, logit_rows, ids], np.int64, 2, device)  # 2 x 8 = 16 B
+    t32, o32 = _pack([cu, ctx, tables.reshape(-1)], np.int32, 4, device)       # 4 x 4 = 16 B
     batch = AttentionBatch(
         positions=t64[o64[0]:o64[0] + T],                                           # (T,)
         slot_mapping=t64[o64[1]:o64[1] + T],                                        # (T,)
@@ -69,24 +63,16 @@ def build_batch(items: list[ScheduledSeq], spec, bm: BlockManager,
     return batch, t64[o64[3]:o64[3] + T]                                            # (T,) ids
 
 
-def _offsets(sizes: list[int], align: int) -> list[int]:
-    """Start of each part when parts of these sizes are laid end to end, each starting at a
-    multiple of `align` elements; the last entry is the total length."""
-    out, n = [], 0
-    for size in sizes:
-        n += -n % align
-        out.append(n)
-        n += size
-    return out + [n]
-
-
-def _pack(parts: list[list[int]], align: int) -> tuple[list[int], list[int]]:
-    """Concatenate lists, each starting at a multiple of `align` elements (16-byte aligned views,
-    which the kernels' pointer specialisation and vector loads prefer); returns (flat, offsets)."""
-    flat: list[int] = []
-    offsets = []
+def _pack(parts: list, dtype, align: int, device: torch.device) -> tuple[torch.Tensor, list[int]]:
+    """One tensor on `device` holding the parts (lists or arrays of ints) end to end, each
+    starting at a multiple of `align` elements (16-byte aligned views, which the kernels' pointer
+    specialisation and vector loads prefer); returns (tensor, start of each part)."""
+    offsets, n = [], 0
     for part in parts:
-        flat += [0] * (-len(flat) % align)
-        offsets.append(len(flat))
-        flat += part
-    return flat, offsets
+        n += -n % align
+        offsets.append(n)
+        n += len(part)
+    flat = np.zeros(n, dtype=dtype)
+    for part, start in zip(parts, offsets):
+        flat[start:start + len(part)] = part
+    return torch.from_numpy(flat).to(device), offsets

@@ -8,11 +8,14 @@ from pathlib import Path
 import torch
 
 import bpe
+from model.batch import AttentionBatch
 from model.config import ModelConfig
 from model.engine import Engine
 from model.engine_config import EngineConfig
+from model.kv_cache import KVCache
 from model.llama import LlamaForCausalLM
 from model.loader import LoadedModel
+from model.sparsity import parse_pattern
 from model.weights import expected_shapes
 
 EOS = 256
@@ -75,3 +78,24 @@ def prompts(n: int, lo: int, hi: int, seed: int = 0) -> list[list[int]]:
     g = torch.Generator().manual_seed(seed)
     lens = torch.randint(lo, hi + 1, (n,), generator=g).tolist()
     return [torch.randint(0, 256, (k,), generator=g).tolist() for k in lens]
+
+
+def reference_greedy(prompt: list[int], n: int, seed: int = 0, pattern: str = "dense") -> list[int]:
+    """Greedy ids of the tiny model (seed) from a loop that recomputes the whole sequence under
+    the pattern's mask at every token: no engine, no paging, no cache reuse (the oracle of the
+    engine's greedy tests)."""
+    loaded = tiny_loaded(seed)
+    cfg, model = loaded.config, loaded.model
+    spec = parse_pattern(pattern).spec
+    ids = list(prompt)
+    for _ in range(n):
+        T = len(ids)
+        kv = KVCache(cfg.num_layers, 1, T, cfg.num_kv_heads, cfg.head_dim, torch.float32, "cpu")
+        batch = AttentionBatch(positions=torch.arange(T), slot_mapping=torch.arange(T),
+                               cu_seqlens_q=torch.tensor([0, T], dtype=torch.int32),
+                               context_lens=torch.tensor([T], dtype=torch.int32),
+                               block_tables=torch.zeros(1, 1, dtype=torch.int32), max_q_len=T,
+                               max_context_len=T, mask=spec)
+        hidden = model(torch.tensor(ids), batch, kv)
+        ids.append(int(model.compute_logits(hidden[-1:]).argmax(-1)))
+    return ids[len(prompt):]

@@ -18,40 +18,17 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-import torch
 
 import model.engine as engine_module
 from model import streaming
-from model.batch import AttentionBatch
 from model.beam_search import BeamSearchParams
-from model.kv_cache import KVCache
 from model.reports import BlockInfo, RequestOutput, SequenceReport
 from model.sampling_params import SamplingParams
 from model.sequence import SeqStatus
-from model.sparsity import parse_pattern
-from engine_helpers import engine, prompts, run_all, tiny_loaded
+from engine_helpers import engine, prompts, reference_greedy, run_all
 
 MAX_NEW = 10
 BS = 4
-
-
-def reference_greedy(prompt: list[int], n: int, pattern: str) -> list[int]:
-    """Greedy ids from a loop that recomputes the whole sequence under the pattern's mask."""
-    loaded = tiny_loaded(0)
-    cfg, model = loaded.config, loaded.model
-    spec = parse_pattern(pattern).spec
-    ids = list(prompt)
-    for _ in range(n):
-        T = len(ids)
-        kv = KVCache(cfg.num_layers, 1, T, cfg.num_kv_heads, cfg.head_dim, torch.float32, "cpu")
-        batch = AttentionBatch(positions=torch.arange(T), slot_mapping=torch.arange(T),
-                               cu_seqlens_q=torch.tensor([0, T], dtype=torch.int32),
-                               context_lens=torch.tensor([T], dtype=torch.int32),
-                               block_tables=torch.zeros(1, 1, dtype=torch.int32), max_q_len=T,
-                               max_context_len=T, mask=spec)
-        hidden = model(torch.tensor(ids), batch, kv)
-        ids.append(int(model.compute_logits(hidden[-1:]).argmax(-1)))
-    return ids[len(prompt):]
 
 
 class CheckedBuild:
@@ -123,8 +100,8 @@ JOBS = [(p, pat, 2 if i % 3 == 0 and pat != "local:12" else 1)
 
 @pytest.fixture(scope="module")
 def expected():
-    want = {(tuple(p), pat): reference_greedy(p, MAX_NEW, pat) for p, pat, _ in JOBS}
-    want.update({(tuple(SHARED + [1]), pat): reference_greedy(SHARED + [1], MAX_NEW, pat)
+    want = {(tuple(p), pat): reference_greedy(p, MAX_NEW, pattern=pat) for p, pat, _ in JOBS}
+    want.update({(tuple(SHARED + [1]), pat): reference_greedy(SHARED + [1], MAX_NEW, pattern=pat)
                  for pat in PATTERNS[:3]})
     return want
 

@@ -3,31 +3,11 @@ prefill and forks all give the tokens of a plain greedy loop that recomputes the
 from scratch at every step (no engine, no scheduler, no shared cache)."""
 from __future__ import annotations
 
-import torch
 
-from model.batch import AttentionBatch
-from model.kv_cache import KVCache
 from model.sampling_params import SamplingParams
-from engine_helpers import engine, prompts, run_all, tiny_loaded
+from engine_helpers import engine, prompts, reference_greedy, run_all
 
 GREEDY = SamplingParams(max_tokens=12, ignore_eos=True)
-
-
-def reference_greedy(prompt: list[int], n: int, seed: int = 0) -> list[int]:
-    loaded = tiny_loaded(seed)
-    cfg, model = loaded.config, loaded.model
-    ids = list(prompt)
-    for _ in range(n):
-        T = len(ids)
-        kv = KVCache(cfg.num_layers, 1, T, cfg.num_kv_heads, cfg.head_dim, torch.float32, "cpu")
-        batch = AttentionBatch(positions=torch.arange(T), slot_mapping=torch.arange(T),
-                               cu_seqlens_q=torch.tensor([0, T], dtype=torch.int32),
-                               context_lens=torch.tensor([T], dtype=torch.int32),
-                               block_tables=torch.zeros(1, 1, dtype=torch.int32), max_q_len=T,
-                               max_context_len=T)
-        hidden = model(torch.tensor(ids), batch, kv)
-        ids.append(int(model.compute_logits(hidden[-1:]).argmax(-1)))
-    return ids[len(prompt):]
 
 
 PROMPTS = prompts(6, 3, 40, seed=1)
