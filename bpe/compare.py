@@ -3,7 +3,8 @@
 `compare(files, vocab_size, pattern)` holds out every 20th line (5%) for evaluation, trains ours
 and SentencePiece on the rest with the same vocab size and thread count, and measures for every
 tokenizer: training time, held-out bytes per token, single-process encode MB/s, vocabulary
-overlap with ours, and the segmentation of a sample line. It returns plain data (`--json`);
+overlap with ours, and the segmentation of a sample line (pieces of whole characters, with the
+line's token count). It returns plain data (`--json`);
 `render(result)` draws it with rich.
 
 Fairness rules: every tokenizer encodes the same held-out lines, each without its newline (the
@@ -86,8 +87,23 @@ def measure(encode_line, lines: list[str]) -> dict:
             "heldout_tokens": tokens}
 
 
-def _sample_tokens(decode_pieces, line: str) -> list[str]:
-    return decode_pieces(line[:SAMPLE_CHARS])
+def whole_char_pieces(ids, id_to_bytes) -> list[str]:
+    """Token texts for display: a token that ends inside a UTF-8 character is joined with the
+    next ones until the character is complete (an emoji split over 3 byte tokens shows once,
+    not as three U+FFFD). Invalid bytes still show as U+FFFD."""
+    pieces, buf = [], b""
+    for i in ids:
+        buf += id_to_bytes(i)
+        try:
+            pieces.append(buf.decode("utf-8"))
+        except UnicodeDecodeError as err:
+            if err.reason == "unexpected end of data" and len(buf) < 16:
+                continue                 # the character goes on in the next token
+            pieces.append(buf.decode("utf-8", "replace"))
+        buf = b""
+    if buf:
+        pieces.append(buf.decode("utf-8", "replace"))
+    return pieces
 
 
 def compare(files, vocab_size: int, pattern: str = "cl100k", threads: int | None = None,
@@ -98,7 +114,8 @@ def compare(files, vocab_size: int, pattern: str = "cl100k", threads: int | None
     threads = threads or min(os.cpu_count() or 1, 8)
     say = progress or (lambda msg: None)
     rows: list[dict] = []
-    samples: dict[str, list[str]] = {}
+    samples: dict[str, list[str]] = {}       # display pieces: whole characters
+    sample_tokens: dict[str, int] = {}       # tokens of the sample line
     with tempfile.TemporaryDirectory() as tmp:
         train_path = Path(tmp) / "train.txt"
         held, longest = split_holdout(iter_texts([Path(f) for f in files]), train_path)
@@ -114,14 +131,15 @@ def compare(files, vocab_size: int, pattern: str = "cl100k", threads: int | None
         ours_seconds = time.perf_counter() - start
         ours_vocab = set(ours.vocab.values())
 
-        def pieces_of(tok):
-            return lambda text: [tok.decode_bytes([i]).decode("utf-8", "replace")
-                                 for i in tok.encode_ordinary(text)]
+        def segment(name, tok):
+            ids = tok.encode_ordinary(sample[:SAMPLE_CHARS])
+            samples[name] = whole_char_pieces(ids, lambda i: tok.decode_bytes([i]))
+            sample_tokens[name] = len(ids)
 
         rows.append({"name": "ours", "vocab_size": ours.vocab_size,
                      "train_seconds": round(ours_seconds, 3),
                      **measure(ours.encode_ordinary, held), "vocab_overlap": 1.0})
-        samples["ours"] = _sample_tokens(pieces_of(ours), sample)
+        segment("ours", ours)
 
         say("training SentencePiece ...")
         try:
@@ -134,6 +152,7 @@ def compare(files, vocab_size: int, pattern: str = "cl100k", threads: int | None
                          "vocab_overlap": round(len(sp_vocab & ours_vocab) / len(ours_vocab), 4)})
             samples["sentencepiece"] = [p.replace("\u2581", " ") for p in
                                         sp.encode(sample[:SAMPLE_CHARS], out_type=str)]
+            sample_tokens["sentencepiece"] = len(samples["sentencepiece"])
         except RuntimeError as e:
             rows.append({"name": "sentencepiece", "error": str(e).splitlines()[0][:200]})
 
@@ -145,12 +164,13 @@ def compare(files, vocab_size: int, pattern: str = "cl100k", threads: int | None
             rows.append({"name": f"tiktoken {name}", "vocab_size": encoding.n_vocab,
                          "train_seconds": None, **measure(encoding.encode_ordinary, held),
                          "vocab_overlap": round(len(ref_vocab & ours_vocab) / len(ours_vocab), 4)})
-            samples[name] = _sample_tokens(pieces_of(ref_tok), sample)
+            segment(name, ref_tok)
     return {"corpus": {"files": [str(f) for f in files], "train_bytes": train_bytes,
                        "heldout_lines": len(held),
                        "heldout_bytes": sum(len(s.encode("utf-8")) for s in held)},
             "vocab_size": vocab_size, "pattern": pattern, "threads": threads,
-            "rows": rows, "sample": sample[:SAMPLE_CHARS], "segmentations": samples}
+            "rows": rows, "sample": sample[:SAMPLE_CHARS], "segmentations": samples,
+            "sample_tokens": sample_tokens}
 
 
 COLOURS = ("on #3b4252", "on #5e4b3c", "on #2e5339", "on #4c3b5e", "on #5e3b3b", "on #3b525e")
@@ -176,7 +196,8 @@ def render(result: dict):
                       f"{100 * row['vocab_overlap']:.1f}%")
     parts = [table]
     for name, pieces in result["segmentations"].items():
-        text = Text(f"{name} ({len(pieces)} tokens): ", style="bold")
+        count = result.get("sample_tokens", {}).get(name, len(pieces))
+        text = Text(f"{name} ({count} tokens): ", style="bold")
         for k, piece in enumerate(pieces):
             text.append(piece.replace("\n", "\\n").replace("\t", "\\t"),
                         style=COLOURS[k % len(COLOURS)])

@@ -61,7 +61,10 @@ def sample(logits: torch.Tensor, params: list[SamplingParams],
         return out
     sub = logits[rows]                                                       # (M, V)
     temp = torch.tensor([params[i].temperature for i in rows], device=sub.device)
-    sub = sub / temp.unsqueeze(1)
+    # Shifted so each row's largest logit is 0 before scaling (the softmax does not change): a
+    # tiny temperature (1e-45) then sends the others to -inf instead of the top ones to +inf,
+    # whose softmax is NaN, and the draw is the argmax.
+    sub = (sub - sub.amax(dim=-1, keepdim=True)) / temp.unsqueeze(1)
     top_k = torch.tensor([params[i].top_k for i in rows], device=sub.device, dtype=torch.long)
     top_p = torch.tensor([params[i].top_p for i in rows], device=sub.device, dtype=torch.float32)
     if bool((top_k > 0).any()) or bool((top_p < 1).any()):

@@ -183,12 +183,16 @@ class Scheduler:
 
     def _cap_sliding(self, seq: Sequence, start: int, n: int) -> int:
         """A sliding-pattern sequence (blocks freed between steps, RoPE positions compacted) is
-        always chunked, so that its compacted positions stay inside the RoPE table: blocks fall
-        out of reach only between steps."""
-        if not _evicts(seq) or self.max_model_len is None:
+        always chunked, so that its compacted positions stay inside the RoPE table and its live
+        blocks inside the pool: blocks fall out of reach only between steps, so a prompt longer
+        than the whole cache is prefilled in chunks that each fit beside the kept blocks."""
+        if not _evicts(seq):
             return n
         holes = self.bm.num_holes(seq.seq_id) * self.bm.block_size
-        return max(1, min(n, self.max_model_len - (start - holes)))
+        n = min(n, self.bm.num_blocks * self.bm.block_size - (start - holes))
+        if self.max_model_len is not None:
+            n = min(n, self.max_model_len - (start - holes))
+        return max(1, n)
 
     def _blocks_beyond_cache(self, seq: Sequence, end: int) -> bool:
         holes = self.bm.num_holes(seq.seq_id)

@@ -41,3 +41,25 @@ def test_compare_numbers(tmp_path):
     from rich.console import Console
     Console(file=open(tmp_path / "render.txt", "w"), width=120).print(compare.render(result))
     assert "sentencepiece" in (tmp_path / "render.txt").read_text()
+
+
+def test_whole_char_pieces_join_a_character_split_over_tokens():
+    pieces = {1: "🙂".encode()[:2], 2: "🙂".encode()[2:], 3: b" a", 4: b"\xff"}
+    assert compare.whole_char_pieces([3, 1, 2, 4, 3, 1], pieces.get) == [" a", "🙂", "\ufffd", " a",
+                                                                         "\ufffd"]
+
+
+def test_sample_line_shows_whole_characters_and_counts_tokens(tmp_path):
+    # Found with `bpe compare` on emoji/CJK/accented text: ours printed "fox ��� 你好 ... n��mero",
+    # one U+FFFD per byte token of a split character, and counted display pieces as tokens.
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("".join(f"Line {i}: the fox 🙂 你好 jumps, número {i} {chr(0x9F00 + i)}\n"
+                              for i in range(60)), encoding="utf-8")   # a rare CJK char per line
+    result = compare.compare([str(corpus)], 300, pattern="cl100k", threads=1)
+    from bpe.reference import load_reference
+    _, encoding = load_reference("cl100k_base")
+    for name in ("ours", "cl100k_base"):
+        assert "".join(result["segmentations"][name]) == result["sample"], name
+    assert result["sample_tokens"]["cl100k_base"] == len(encoding.encode_ordinary(result["sample"]))
+    for name in ("ours", "cl100k_base"):   # the line's rare character is split over byte tokens
+        assert result["sample_tokens"][name] > len(result["segmentations"][name]), name

@@ -152,6 +152,20 @@ def test_streaming_prompt_longer_than_the_context():
     assert "context" in collect(e)[rid][-1].error
 
 
+def test_streaming_prompt_longer_than_the_cache_prefills_in_chunks_that_fit():
+    # Found in the UI (playground --kv-blocks 8, pattern streaming:4,64, a 430-token prompt):
+    # the context (512) was no limit, so a running prefill's next chunk took the whole budget
+    # and the request ended as "needs more than the whole KV cache" although its window fits.
+    e = engine(num_blocks=8, block_size=4, max_num_batched_tokens=64, enable_prefix_caching=False)
+    rid = e.add_request(list(range(150)), SamplingParams(max_tokens=20, ignore_eos=True),
+                        pattern="streaming:4,8")
+    ids, reports = run_all(e)
+    out = [o for r in reports for o in r.outputs if o.request_id == rid]
+    assert out[-1].error is None and out[-1].finish_reason == "length"
+    assert len(ids[(rid, 0)]) == 20
+    assert max(r.num_prefill_tokens for r in reports) <= 8 * 4   # each chunk fits the pool
+
+
 def test_chunked_prefill_keeps_decodes_running_within_the_budget():
     e = engine(num_blocks=128, block_size=4, max_num_batched_tokens=16)
     short = [e.add_request(p, SamplingParams(max_tokens=30, ignore_eos=True)) for p in P]

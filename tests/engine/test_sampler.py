@@ -68,3 +68,29 @@ def test_sampling_follows_the_distribution():
     out = torch.tensor(sample(logits, params, [gen] * 4000, [[]] * 4000))
     freq = torch.bincount(out, minlength=3).float() / 4000
     assert torch.allclose(freq, probs, atol=0.03)
+
+
+def test_a_tiny_temperature_draws_the_top_token_and_keeps_the_batch_alive():
+    # Found in the playground: temperature 1e-45 overflowed the scaled logits to inf, the softmax
+    # gave NaN and torch.multinomial failed the whole engine step (every chat in the batch).
+    logits = torch.randn(2, 50, generator=torch.Generator().manual_seed(4)) * 5
+    params = [SamplingParams(temperature=1e-45, seed=1), SamplingParams(temperature=1e-45, top_k=3, seed=2)]
+    out = sample(logits, params, [make_generator(1, 0), make_generator(2, 0)], [[], []])
+    assert out == logits.argmax(dim=-1).tolist()
+
+
+@pytest.mark.parametrize("field,value", [("temperature", float("nan")), ("temperature", float("inf")),
+                                         ("repetition_penalty", float("nan")), ("seed", 2**64),
+                                         ("seed", -(2**63) - 1)])
+def test_values_the_sampler_cannot_use_are_refused_in_one_line(field, value):
+    # NaN passed `temperature < 0` and failed later inside torch.multinomial; a seed past 64 bits
+    # failed as "Overflow when unpacking long long" from torch.Generator.manual_seed.
+    with pytest.raises(ValueError, match=field.split("_")[0]):
+        SamplingParams(**{field: value})
+
+
+def test_the_largest_seed_works_for_every_sample():
+    p = SamplingParams(temperature=1.0, seed=2**64 - 2, n=2)
+    assert [make_generator(p.seed, i).initial_seed() for i in range(2)] == [2**64 - 2, 2**64 - 1]
+    with pytest.raises(ValueError, match="seed"):
+        SamplingParams(seed=2**64 - 2, n=3)

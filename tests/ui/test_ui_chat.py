@@ -241,3 +241,29 @@ def test_regenerate_draws_a_new_sample():
             assert sent[2].seed == sent[1].seed
 
     asyncio.run(run())
+
+
+def test_a_long_error_under_the_answer_wraps_inside_the_chat_log():
+    # Found at 160 columns: "error: prompt of 430 tokens needs more than the whole KV cache ...
+    # - clear the chat (ctrl+l) or st" was cut at the log's edge (an auto-width Label), so the
+    # advice was lost once the notification timed out.
+    engine = ScriptedEngine(num_blocks=16, block_size=4)
+    app = make_app(engine)
+
+    async def run():
+        async with app.run_test(size=(120, 40)) as pilot:
+            await _ready(pilot, app)
+            chat = app.query_one(ChatView)
+            chat.query_one("#prompt").value = "x" * 200
+            await pilot.click("#prompt")
+            await pilot.press("enter")
+            await wait_for(pilot, lambda: chat.ticket is None and len(app.query(AssistantMessage)) == 1)
+            await pilot.pause()
+            status = app.query_one(".answer-status")
+            log = app.query_one("#chat-log")
+            text = str(status.render())
+            assert "--kv-blocks" in text and len(text) > log.content_region.width
+            assert status.region.right <= log.content_region.right
+            assert status.region.height >= 2                     # wrapped, all of it on screen
+
+    asyncio.run(run())
