@@ -142,6 +142,8 @@ class PlaygroundApp(App):
             f"Could not load {self.model_label}. Restart with --model PATH (a .gguf file or a Hugging "
             "Face folder); the Tokenizers tab still works.")
         self.query_one("#loading-bar").display = False
+        if chat := self._view(ChatView):
+            chat.set_model_failed(msg.error)
         self.notify(f"{msg.error}\nRestart with --model PATH to a .gguf file or a Hugging Face folder.",
                     title="Model not loaded", severity="error", timeout=30)
 

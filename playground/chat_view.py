@@ -110,6 +110,7 @@ class ChatView(Horizontal):
         self._max_tokens = 0
         self.token_colours = False
         self.model_system_prompt: str | None = None   # the template's default, shown until edited
+        self.load_error: str | None = None              # why no model is loaded, once loading failed
 
     def compose(self) -> ComposeResult:
         with Vertical(id="chat-main"):
@@ -146,6 +147,11 @@ class ChatView(Horizontal):
         if unedited:
             area.text = self.model_system_prompt or ""
 
+    def set_model_failed(self, why: str) -> None:
+        """No model will come: say so where the chat would otherwise say it is loading."""
+        self.load_error = why
+        self.query_one("#system-prompt", TextArea).placeholder = "no model loaded"
+
     def system_prompt(self) -> str | None:
         """What the user set; None when it is the model's default, which the template writes."""
         text = self.query_one("#system-prompt", TextArea).text
@@ -170,7 +176,12 @@ class ChatView(Horizontal):
             self.app.notify("An answer is still streaming: wait, or press Esc to stop it.", severity="warning")
             return
         if self.app.model_info is None:
-            self.app.notify("The model is still loading; your message is kept in the box.", severity="warning")
+            if self.load_error is not None:
+                self.app.notify("No model is loaded (restart with --model PATH); your message is kept "
+                                "in the box.", severity="warning")
+            else:
+                self.app.notify("The model is still loading; your message is kept in the box.",
+                                severity="warning")
             return
         self.query_one("#prompt", Input).value = ""
         await self.query_one("#chat-log").mount(UserMessage(text))

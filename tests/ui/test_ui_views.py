@@ -163,6 +163,10 @@ def test_a_model_that_cannot_load_is_a_notification_not_a_crash():
             await pilot.press(*"hello", "enter")        # no model: a warning, the text stays
             await pilot.pause(0.1)
             assert app.query_one("#prompt").value == "hello"
+            # the chat says there is no model, not that one is still loading
+            assert app.query_one("#system-prompt").placeholder == "no model loaded"
+            assert any("No model is loaded" in n.message for n in app._notifications)
+            assert not any("still loading" in n.message for n in app._notifications)
 
     asyncio.run(run())
 
