@@ -21,6 +21,7 @@ from playground.mask_grid import HeatGrid
 from playground.messages import AttentionReady
 
 PRESETS = ["dense", "local:256", "atrous:64", "sparse:256,64", "streaming:4,256"]
+CUSTOM = "custom"   # what the preset list shows while the engine runs a pattern typed by hand
 DEFAULT_MASK_TOKENS = 2048
 MAX_MASK_TOKENS = 16384
 
@@ -42,7 +43,8 @@ class AttentionView(Horizontal):
     def compose(self) -> ComposeResult:
         with Vertical(id="attn-mask-side"):
             with Horizontal(classes="toolbar"):
-                yield Select([(p, p) for p in PRESETS], value="dense", allow_blank=False, id="attn-preset")
+                yield Select([(p, p) for p in PRESETS + [CUSTOM]], value="dense", allow_blank=False,
+                             id="attn-preset")
                 yield Input("dense", id="attn-spec", placeholder=PATTERN_SYNTAX)
                 yield Input(str(DEFAULT_MASK_TOKENS), id="attn-n", type="integer")
                 yield Button("Apply", id="attn-apply")
@@ -86,8 +88,7 @@ class AttentionView(Horizontal):
     def set_engine_pattern(self, spec: str) -> None:
         self.pattern = spec
         self.query_one("#attn-spec", Input).value = spec
-        if spec in PRESETS:
-            self.query_one("#attn-preset", Select).value = spec
+        self.query_one("#attn-preset", Select).value = spec if spec in PRESETS else CUSTOM
         self.show_mask(spec)
 
     def layer_head(self) -> tuple[int, int]:
@@ -107,7 +108,7 @@ class AttentionView(Horizontal):
             f"(√ of weight / max; rows = queries)")
 
     def on_select_changed(self, event: Select.Changed) -> None:
-        if event.select.id == "attn-preset" and event.value is not Select.BLANK:
+        if event.select.id == "attn-preset" and event.value not in (Select.BLANK, CUSTOM):
             self.query_one("#attn-spec", Input).value = str(event.value)
 
     def on_input_submitted(self, event: Input.Submitted) -> None:

@@ -122,6 +122,9 @@ def test_pattern_switch_reaches_the_engine_and_weights_are_drawn():
             await wait_for(pilot, lambda: ("set_pattern", "local:64") in engine.calls)
             await wait_for(pilot, lambda: view.pattern == "local:64")
             assert str(engine.pattern) == "local:64"
+            # not one of the presets: the preset list says so instead of keeping "dense"
+            await wait_for(pilot, lambda: view.query_one("#attn-preset").value == "custom")
+            assert view.query_one("#attn-spec").value == "local:64"
             assert view.density == pytest.approx(parse_pattern("local:64").density(2048))
             assert app.query_one("#attn-mask", HeatGrid).pooled is not None
             # a bad pattern: a notification, and the engine keeps the old one
