@@ -243,11 +243,7 @@ def release_parked(engine) -> bool:
         group.released_at = length
         for s in reversed(group.parked):
             group.pending.pop(s.seq_id, None)
-            engine.bm.free(s.seq_id)
-            s.num_computed = 0
-            s.status = SeqStatus.PREEMPTED
-            engine.scheduler.waiting.appendleft(s)
-            engine.scheduler.num_preemptions += 1
+            engine.scheduler.requeue(s)
         group.parked = []
         released = True
     return released

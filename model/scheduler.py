@@ -215,6 +215,11 @@ class Scheduler:
     def preempt(self, seq: Sequence) -> None:
         """Recompute preemption: free the blocks (full ones stay cached) and requeue at the front."""
         self.running.remove(seq)
+        self.requeue(seq)
+
+    def requeue(self, seq: Sequence) -> None:
+        """Preempt a sequence that is not in `running` (a parked beam): blocks freed, back to the
+        front of the queue to recompute."""
         self.bm.free(seq.seq_id)
         seq.num_computed = 0
         seq.status = SeqStatus.PREEMPTED
