@@ -48,6 +48,7 @@ SMOLLM = (
     r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+|\s+(?=\p{N})|\s+(?!\S)|\s+"""
 )
 
+NAMES = ("gpt2", "cl100k", "cl100k_2023", "o200k", "smollm")   # canonical names, one per pattern
 NAMED: dict[str, str] = {
     "gpt2": GPT2,
     "r50k": GPT2,
@@ -58,6 +59,12 @@ NAMED: dict[str, str] = {
     "o200k_base": O200K,
     "smollm": SMOLLM,
 }
+
+
+def known_names() -> str:
+    """The names `resolve` knows, for messages: 'gpt2, cl100k, ... (or r50k, ...)'."""
+    aliases = [n for n in NAMED if n not in NAMES]
+    return f"{', '.join(NAMES)} (or {', '.join(aliases)})"
 
 
 def resolve(name_or_regex: str) -> str:
@@ -80,7 +87,7 @@ def resolve(name_or_regex: str) -> str:
 
 def name_of(pattern: str) -> str | None:
     """The canonical short name of a known pattern string, else None."""
-    for name in ("gpt2", "cl100k", "cl100k_2023", "o200k", "smollm"):
+    for name in NAMES:
         if NAMED[name] == pattern:
             return name
     return None
