@@ -122,3 +122,14 @@ def test_a_pattern_must_match_all_of_the_corpus():
                     special_tokens=["<|x|>"])
     assert tok.decode(tok.encode("one<|x|>two", allowed_special="all")) == "one<|x|>two"
 
+
+def test_regex_prefix_and_user_option_rule():
+    from bpe import patterns
+    assert patterns.resolve("gpt2") == patterns.GPT2
+    assert patterns.resolve("regex:gpt2") == "gpt2"            # the literal regex, not the name
+    assert patterns.check_option("O200K") == "O200K"
+    assert patterns.check_option(r"\w+|\W+") == r"\w+|\W+"
+    assert patterns.check_option("regex:abc") == "regex:abc"
+    for word in ("nope", "cl100k-base", "x", "o200k.base"):
+        with pytest.raises(ValueError, match=f"unknown pattern '{word}'"):
+            patterns.check_option(word)
