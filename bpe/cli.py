@@ -10,6 +10,12 @@ lets it become that special token, or `--ordinary` encodes it as plain text.
 
 SPEC (-t): a saved tokenizer (our .bpe.json, a .tiktoken rank file, a tokenizer.json, a .gguf
 model), or `cl100k_base` / `o200k_base` (our encoder with tiktoken's ranks).
+
+PATTERN (--pattern, the pre-tokenization split): a known name, gpt2, cl100k, cl100k_2023, o200k or
+smollm (also r50k, cl100k_base, o200k_base), or a regex; a plain word that is not a known name is
+refused as a typo, so write a regex made only of letters, digits, _ . - as regex:WORD. The regex
+must match all of the corpus: encoding drops text the pattern does not match, so training refuses
+a pattern that leaves any unmatched (the error gives how much, and the first such text).
 """
 from __future__ import annotations
 
@@ -44,10 +50,20 @@ def load_spec(spec: str):
         raise UserError(str(e).splitlines()[0]) from None
 
 
+def check_pattern(value: str) -> str:
+    """--pattern: a known name or a regex (bpe.patterns.check_option), else a one-line error."""
+    from bpe import patterns
+    try:
+        return patterns.check_option(value)
+    except ValueError as e:
+        raise UserError(f"--pattern: {str(e).splitlines()[0]}") from None
+
+
 def cmd_train(args) -> int:
     import bpe
     from bpe import formats
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    check_pattern(args.pattern)
     files = expand_inputs(args.files)
     total = check_corpus(files)
     specials = list(dict.fromkeys(args.special or []))
@@ -173,6 +189,7 @@ def cmd_inspect(args) -> int:
 
 def cmd_compare(args) -> int:
     from bpe import compare
+    check_pattern(args.pattern)
     files = expand_inputs(args.files)
     check_corpus(files)
     if args.vocab_size < 300:
@@ -201,7 +218,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a tokenizer on text files, folders or globs")
     p.add_argument("files", nargs="+")
     p.add_argument("--vocab-size", type=int, required=True)
-    p.add_argument("--pattern", default="cl100k", help="gpt2 | cl100k | o200k | a regex")
+    p.add_argument("--pattern", default="cl100k", metavar="PATTERN",
+                   help="pre-tokenization split: gpt2 | cl100k (default) | cl100k_2023 | o200k | "
+                        "smollm | a regex that matches all of the corpus (regex:WORD for a regex "
+                        "that is a plain word); see PATTERN below")
     p.add_argument("--special", action="append", metavar="TOK", help="add a special token")
     p.add_argument("--min-frequency", type=int, default=2)
     p.add_argument("--workers", type=int, default=None, help="processes for counting")
@@ -238,7 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="ours vs SentencePiece vs tiktoken on the same text")
     p.add_argument("files", nargs="+")
     p.add_argument("--vocab-size", type=int, required=True)
-    p.add_argument("--pattern", default="cl100k")
+    p.add_argument("--pattern", default="cl100k", metavar="PATTERN",
+                   help="as for train (default cl100k)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_compare)

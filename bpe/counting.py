@@ -6,7 +6,9 @@ read as paths; any other iterable, e.g. a generator or `iter(texts)`, as documen
 end at a newline, so memory holds one block per process plus the counts of distinct pieces.
 A block is split on special-token text (never learned as merges), then with the pattern regex,
 and counted with `collections.Counter`. Large file corpora are counted by `num_workers`
-processes, each reading its own byte ranges.
+processes, each reading its own byte ranges. The result (`PretokenCounts`) also says how much of
+the text the pattern matched: text it does not match is dropped by encoding, so `bpe.train`
+refuses a pattern that leaves some (`chars`, `matched`, and the first `gap` as an example).
 
 Cutting at newlines changes pre-tokenization only where a whitespace run spans a block edge
 (one run in every ~1 MB). Invalid UTF-8: `invalid_utf8="error"` (default) raises CorpusError
@@ -32,10 +34,29 @@ BLOCK_BYTES = 1 << 20  # read unit: big enough for regex throughput, small for m
 MAX_LINE_BYTES = 64 << 20  # a block without newline is cut (at a UTF-8 boundary) past this
 PARALLEL_MIN_BYTES = 8 << 20  # below this, extra processes cost more than they save
 DOC_BATCH_CHARS = 1 << 20  # iterable input: documents counted per batch
+GAP_CHARS = 24  # unmatched text kept as an example for the error message
 
 
 class CorpusError(ValueError):
     """The corpus cannot be used (missing path, invalid UTF-8, nothing to read)."""
+
+
+class PretokenCounts(Counter):
+    """Counts of pre-tokens, and how much of the text the pattern covered."""
+    chars: int = 0              # characters the pattern was applied to (special tokens excluded)
+    gap: str | None = None      # the first text the pattern did not match (an example), if any
+
+    @property
+    def matched(self) -> int:
+        """Characters inside the counted pieces (== chars when the pattern matches all text)."""
+        return sum(len(piece) * n for piece, n in self.items())
+
+    def add(self, pieces, chars: int, gap: str | None) -> None:
+        """Count `pieces` (a Counter or a list), cut from `chars` characters."""
+        self.update(pieces)
+        self.chars += chars
+        if self.gap is None:
+            self.gap = gap
 
 
 @dataclass(frozen=True)
@@ -103,23 +124,41 @@ def plan_blocks(files: list[Path], block_bytes: int | None = None) -> list[Block
 
 
 def _splitter(pattern: str, special_tokens: tuple[str, ...]):
+    """text -> (pieces, the text they were cut from: special-token text left out)."""
     findall = patterns.compiled(pattern).findall
     if not special_tokens:
-        return findall
+        return lambda text: (findall(text), text)
     split_specials = regex.compile("|".join(regex.escape(t) for t in
                                             sorted(special_tokens, key=len, reverse=True))).split
 
-    def split(text: str) -> list[str]:
+    def split(text: str) -> tuple[list[str], str]:
         out = []
-        for part in split_specials(text):
+        parts = split_specials(text)
+        for part in parts:
             out.extend(findall(part))
-        return out
+        return out, "".join(parts)
     return split
 
 
+def _gap(pieces: list[str], source: str) -> str | None:
+    """The first text of `source` that `pieces` (the pattern's matches, in order) leave out, as
+    an example for the error message; None when they cover all of it (the usual case)."""
+    if sum(map(len, pieces)) == len(source):
+        return None
+    pos, end = 0, len(source)
+    for piece in pieces:
+        at = source.find(piece, pos)
+        if at > pos:
+            end = at
+            break
+        pos = at + len(piece)
+    return source[pos:min(end, pos + GAP_CHARS)]
+
+
 def count_block(block: Block, pattern: str, special_tokens: tuple[str, ...],
-                invalid_utf8: str) -> tuple[Counter, int]:
-    """Counts of one block, and how many invalid UTF-8 spans were replaced in it."""
+                invalid_utf8: str) -> tuple[Counter, int, int, str | None]:
+    """Counts of one block, how many invalid UTF-8 spans were replaced in it, the characters
+    the pattern was applied to and the first text it did not match (None: it matched all)."""
     with open(block.path, "rb") as f:
         f.seek(block.start)
         data = f.read(block.end - block.start)
@@ -132,7 +171,8 @@ def count_block(block: Block, pattern: str, special_tokens: tuple[str, ...],
                               f"(a binary file? invalid_utf8='replace' would substitute U+FFFD)") from None
         text = data.decode("utf-8", "replace")
         bad = text.count("\ufffd") - data.count("\ufffd".encode())
-    return Counter(_splitter(pattern, special_tokens)(text)), bad
+    pieces, source = _splitter(pattern, special_tokens)(text)
+    return Counter(pieces), bad, len(source), _gap(pieces, source)
 
 
 def _count_block_star(args):
@@ -148,7 +188,7 @@ def _pool_context():
 
 def count_pretokens(inputs, pattern: str, special_tokens: tuple[str, ...] = (),
                     num_workers: int | None = None, invalid_utf8: str = "error",
-                    warn: Callable[[str], None] | None = None) -> Counter:
+                    warn: Callable[[str], None] | None = None) -> PretokenCounts:
     """Counter of pre-token strings over the whole corpus (files or an iterable of str)."""
     if invalid_utf8 not in ("error", "replace"):
         raise ValueError("invalid_utf8 must be 'error' or 'replace'")
@@ -166,24 +206,24 @@ def _is_path_list(inputs) -> bool:
         for x in inputs)
 
 
-def _count_files(files, pattern, special_tokens, num_workers, invalid_utf8, warn) -> Counter:
+def _count_files(files, pattern, special_tokens, num_workers, invalid_utf8, warn) -> PretokenCounts:
     blocks = plan_blocks(files)
     total_bytes = sum(b.end - b.start for b in blocks)
     if num_workers is None:
         num_workers = min(os.cpu_count() or 1, 8) if total_bytes >= PARALLEL_MIN_BYTES else 1
     num_workers = max(1, min(num_workers, len(blocks) or 1))
-    counts: Counter = Counter()
+    counts = PretokenCounts()
     bad_by_file: Counter = Counter()
     tasks = [(b, pattern, special_tokens, invalid_utf8) for b in blocks]
     if num_workers == 1:
         results = map(_count_block_star, tasks)
-        for block, (c, bad) in zip(blocks, results):
-            counts.update(c)
+        for block, (c, bad, chars, gap) in zip(blocks, results):
+            counts.add(c, chars, gap)
             bad_by_file[block.path] += bad
     else:
         with _pool_context().Pool(num_workers) as pool:
-            for block, (c, bad) in zip(blocks, pool.imap(_count_block_star, tasks)):
-                counts.update(c)
+            for block, (c, bad, chars, gap) in zip(blocks, pool.imap(_count_block_star, tasks)):
+                counts.add(c, chars, gap)
                 bad_by_file[block.path] += bad
     for path, bad in sorted(bad_by_file.items()):
         if bad and warn is not None:
@@ -191,11 +231,12 @@ def _count_files(files, pattern, special_tokens, num_workers, invalid_utf8, warn
     return counts
 
 
-def _count_documents(docs: Iterable[str], pattern, special_tokens) -> Counter:
+def _count_documents(docs: Iterable[str], pattern, special_tokens) -> PretokenCounts:
     split = _splitter(pattern, special_tokens)
-    counts: Counter = Counter()
+    counts = PretokenCounts()
     for doc in docs:
         if not isinstance(doc, str):
             raise CorpusError(f"training documents must be str, got {type(doc).__name__}")
-        counts.update(split(doc))
+        pieces, source = split(doc)
+        counts.add(pieces, len(source), _gap(pieces, source))
     return counts

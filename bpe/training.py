@@ -70,14 +70,16 @@ def train(files_or_iterable, vocab_size: int, pattern: str = "cl100k", special_t
     progress(done, total) is called as merges are made (total = merges wanted; training may stop
     earlier when pairs fall under min_frequency). invalid_utf8: "error" (default) or "replace"
     (bad bytes become U+FFFD and `warn` gets one message per file). Raises ValueError (or its
-    subclass bpe.counting.CorpusError) with a one-line message on bad arguments or input.
+    subclass bpe.counting.CorpusError) with a one-line message on bad arguments or input, and
+    when the pattern leaves some of the corpus text unmatched (encoding would drop that text).
     """
     specials = _check_args(vocab_size, special_tokens, min_frequency)
     regex_str = patterns.resolve(pattern)
     counts = count_pretokens(files_or_iterable, regex_str, specials, num_workers,
                              invalid_utf8, warn)
-    if not counts:
+    if not counts.chars:
         raise CorpusError("the corpus is empty: no text to train on")
+    _check_coverage(pattern, counts)
     merges_wanted = vocab_size - 256 - len(specials)
     token_bytes, merges = learn_merges(counts, merges_wanted, min_frequency, progress)
 
@@ -85,6 +87,24 @@ def train(files_or_iterable, vocab_size: int, pattern: str = "cl100k", special_t
     vocab.update({256 + k: token_bytes[256 + k] for k in range(len(token_bytes) - 256)})
     special_ids = {t: len(token_bytes) + j for j, t in enumerate(specials)}
     return Tokenizer(regex_str, vocab, merges, special_ids, name=name)
+
+
+def _check_coverage(pattern: str, counts) -> None:
+    """Refuse a pattern that leaves corpus text unmatched: encoding keeps only what the pattern
+    matches (as tiktoken does), so the tokenizer would drop that text. The named patterns match
+    everything; a user's regex must too."""
+    if counts.gap is None:
+        return
+    matched, chars = counts.matched, counts.chars
+    rule = (f"a custom regex must match all of the text, since encoding drops what it does not "
+            f"match; or use a known pattern: {patterns.known_names()}")
+    if not counts:
+        raise ValueError(f"pattern '{pattern}' matched nothing in the corpus (0 chunks in "
+                         f"{chars:,} characters): {rule}")
+    share = 100.0 * (chars - matched) / chars
+    share_text = f"{share:.3g}%" if share >= 0.001 else "under 0.001%"
+    raise ValueError(f"pattern '{pattern}' leaves {share_text} of the corpus unmatched (the first "
+                     f"such text: {counts.gap!r}): {rule}")
 
 
 def _words_from_counts(counts, to_symbol: bytes) -> tuple[list[list[int]], list[int]]:

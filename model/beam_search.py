@@ -171,7 +171,7 @@ class BeamGroup:
     def _drop(self, seq: Sequence) -> None:
         seq.status = SeqStatus.FINISHED
         seq.finish_reason = "dropped"
-        self.engine.scheduler.remove(seq)        # frees its blocks by reference count
+        self.engine.release(seq)                 # frees its blocks by reference count
 
     def _finish(self, live: list[Sequence]) -> None:
         for s in live:

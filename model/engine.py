@@ -5,7 +5,9 @@ copies, builds one `AttentionBatch` of every scheduled sequence (decodes first, 
 chunks of any length; one forward per distinct attention mask when requests use different
 patterns), runs the model, samples (model/sampler.py), appends tokens, applies stop rules (EOS,
 stop ids, stop strings, max tokens, context end), frees finished sequences, evicts blocks that
-sliding patterns no longer need (model/streaming.py), and returns a plain-data `StepReport`.
+sliding patterns no longer need (model/streaming.py), and returns a plain-data `StepReport`
+(whose `sequences` still list the sequences that finished in the step, as they were before their
+blocks were freed).
 
 Parallel sampling (n > 1): sample 0 prefills the prompt; when the prompt's logits arrive it is
 forked into n - 1 children sharing all its blocks, and each draws its first token from the same
@@ -33,7 +35,7 @@ from model.block_manager import BlockManager
 from model.cache_report import cache_report, sequence_reports
 from model.engine_config import CPU_KV_BYTES_DEFAULT, EngineConfig
 from model.kv_cache import KVCache, bytes_per_block
-from model.reports import CacheReport, RequestOutput, StepReport
+from model.reports import CacheReport, RequestOutput, SequenceReport, StepReport
 from model.request_rules import check_prompt, collect_outputs, stop_reason, take_output
 from model.sampling_params import SamplingParams
 from model.scheduler import ScheduledSeq, Scheduler
@@ -72,6 +74,9 @@ class Engine:
             self.graph_runner.capture_all(self.pattern.spec)
         self.requests: dict[int, Request] = {}
         self._pending: list[RequestOutput] = []      # outputs decided outside step (abort, errors)
+        # Sequences finished since the last report, as they were before their blocks were freed:
+        # the next StepReport lists them (status "finished") beside the live ones.
+        self._finished_reports: list[SequenceReport] = []
         self._next_request = 0
         self._next_seq = 0
         self._step = 0
@@ -207,13 +212,14 @@ class Engine:
         outputs += collect_outputs(self.requests)
         self._step += 1
         live = self._live_seqs()
+        finished, self._finished_reports = self._finished_reports, []
         return StepReport(
             step=self._step, outputs=outputs, num_prefill_tokens=sched.num_prefill_tokens,
             num_decode_tokens=sched.num_decode_tokens, step_time_s=dt,
             prefill_tokens_per_s=sched.num_prefill_tokens / dt if dt > 0 else 0.0,
             decode_tokens_per_s=sched.num_decode_tokens / dt if dt > 0 else 0.0,
             ttft_s=ttft, inter_token_latency_s=dt if sched.num_decode_tokens else 0.0,
-            sequences=sequence_reports(self.bm, live),
+            sequences=sequence_reports(self.bm, live) + finished,
             cache=self._cache_report(live, self.config.report_blocks),
             num_running=len(self.scheduler.running), num_waiting=len(self.scheduler.waiting))
 
@@ -280,10 +286,17 @@ class Engine:
         seq.status = SeqStatus.FINISHED
         seq.finish_reason = reason
         seq.error = error
-        self.scheduler.remove(seq)
+        self.release(seq)
         seq.just_finished = True
         if reason in ("abort", "error"):
             self.emit(take_output(seq))
+
+    def release(self, seq: Sequence) -> None:
+        """Free a finished sequence's blocks (scheduler.remove), keeping its last SequenceReport
+        (block table, cached prompt tokens, KV tokens as they were) for the next StepReport: a
+        request that ends within one step is still seen with the blocks it used."""
+        self._finished_reports += sequence_reports(self.bm, [seq])
+        self.scheduler.remove(seq)
 
     def emit(self, output: RequestOutput) -> None:
         """Queue an output decided outside the sampler (abort, error, beam results) for the next

@@ -25,6 +25,10 @@ class BlockInfo:
 
 @dataclass(slots=True)
 class SequenceReport:
+    """One sequence as a step left it. A sequence that finished during the step (or was aborted
+    or refused since the last step) is reported once more, in the report that carries its final
+    output, with status "finished" and its block table, cached prompt tokens and KV tokens as they
+    were just before its blocks were freed (those blocks may already be free or cached)."""
     seq_id: int
     request_id: int
     status: str                      # waiting / running / preempted / finished
@@ -75,7 +79,7 @@ class StepReport:
     decode_tokens_per_s: float
     ttft_s: dict[int, float]              # request id -> time to first token, for requests whose first token came this step
     inter_token_latency_s: float          # this step's wall time as seen by each decoding sequence
-    sequences: list[SequenceReport]
-    cache: CacheReport
+    sequences: list[SequenceReport]       # live sequences, then those that finished this step
+    cache: CacheReport                    # the pool after the step (finished sequences' blocks freed)
     num_running: int = 0
     num_waiting: int = 0

@@ -18,6 +18,7 @@ from typing import Iterable
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal
+from textual.content import Content
 from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Label, ProgressBar, TabbedContent, TabPane
@@ -34,6 +35,10 @@ from playground.tokenizer_sources import from_bpe, load_reference
 from playground.tokenizer_view import REFERENCES, TokenizerView
 
 DARK, LIGHT = "textual-dark", "textual-light"
+# Below these sizes the screen gets the class -narrow / -short and playground.tcss switches to a
+# compact layout (80 x 24 shows every label in full); at and above them the layout is the wide one.
+NARROW_WIDTH, SHORT_HEIGHT = 120, 30
+SHORT_DTYPES = {"bfloat16": "bf16", "float16": "f16", "float32": "f32"}   # for the narrow header
 TAB_FOCUS = {"chat": "#prompt", "tokenizers": "#tok-text", "kv": "#kv-grid", "attention": "#attn-spec"}
 
 APP_BINDINGS = [
@@ -57,10 +62,23 @@ APP_BINDINGS = [
 ]
 
 
+class PlaygroundFooter(Footer):
+    """The footer, its tab keys (F2-F5) marked `-tab-key`: a narrow screen leaves them out (the
+    tabs are on screen to click, and F1 lists every key) so that the others fit."""
+
+    def compose(self) -> ComposeResult:
+        for widget in super().compose():
+            if str(getattr(widget, "action", "")).startswith("show_tab"):      # a FooterKey
+                widget.add_class("-tab-key")
+            yield widget
+
+
 class PlaygroundApp(App):
     CSS_PATH = "playground.tcss"
     TITLE = "LLM playground"
     BINDINGS = APP_BINDINGS
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (NARROW_WIDTH, "-wide")]
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (SHORT_HEIGHT, "-tall")]
 
     def __init__(self, engine_factory: EngineFactory, model_label: str = "default model",
                  references: Iterable[str] = REFERENCES, cursor_blink: bool = True) -> None:
@@ -88,7 +106,7 @@ class PlaygroundApp(App):
                 yield KVView(id="kv-view")
             with TabPane("Attention", id="attention"):
                 yield AttentionView(id="attention-view")
-        yield Footer()
+        yield PlaygroundFooter()
 
     def on_mount(self) -> None:
         self.theme = DARK
@@ -125,11 +143,38 @@ class PlaygroundApp(App):
         self.query_one("#loading-bar", ProgressBar).update(total=1.0 if msg.fraction is not None else None,
                                                             progress=msg.fraction or 0.0)
 
+    def _narrow(self) -> bool:
+        return self.size.width < NARROW_WIDTH
+
+    def _show_model_line(self) -> None:
+        """The header's model line; a narrow screen gets the short form (the KV cache's size in
+        bytes only, dtypes as bf16 / f16 / f32), which fits 80 columns for the default model."""
+        info = self.model_info
+        if info is None:
+            return
+        total = human_bytes(info.num_blocks * info.bytes_per_block)
+        dtype = info.dtype
+        if self._narrow():
+            for name, short in SHORT_DTYPES.items():
+                dtype = dtype.replace(name, short)
+            kv = f"KV {total}"
+        else:
+            kv = f"KV {info.num_blocks} blocks × {info.block_size} tokens ({total})"
+        self.sub_title = f"{info.name} · {info.device} · {dtype} · {kv}"
+
+    def format_title(self, title: str, sub_title: str) -> Content:
+        """On a narrow screen, once a model is loaded, the header shows the model line alone (the
+        app's name would push it past the edge)."""
+        if self._narrow() and self.model_info is not None and sub_title:
+            return Content(sub_title).stylize("dim")
+        return super().format_title(title, sub_title)
+
+    def on_resize(self) -> None:
+        self._show_model_line()
+
     async def on_model_ready(self, msg: ModelReady) -> None:
         info = self.model_info = msg.info
-        total = human_bytes(info.num_blocks * info.bytes_per_block)
-        self.sub_title = (f"{info.name} · {info.device} · {info.dtype} · KV {info.num_blocks} blocks × "
-                          f"{info.block_size} tokens ({total})")
+        self._show_model_line()
         self.query_one("#loading").display = False
         self.query_one(KVView).set_model(info)
         self.query_one(ChatView).set_model(info.chat_template)

@@ -116,7 +116,7 @@ class ChatView(Horizontal):
         with Vertical(id="chat-main"):
             yield VerticalScroll(id="chat-log")
             yield StatsStrip(id="chat-stats")
-            yield Input(placeholder="Type a message; Enter sends, Esc stops the answer", id="prompt")
+            yield Input(placeholder="Type a message (Enter sends, Esc stops)", id="prompt")
         with VerticalScroll(id="chat-side"):
             yield Label("System prompt")
             yield TextArea("", id="system-prompt", soft_wrap=True,

@@ -35,7 +35,8 @@ class HelpScreen(ModalScreen[None]):
     BINDINGS = [Binding("escape,f1", "dismiss", "Close help", id="help.close")]
     DEFAULT_CSS = """
     HelpScreen { align: center middle; }
-    HelpScreen > VerticalScroll { width: 90; height: 85%; border: thick $primary; background: $surface; }
+    HelpScreen > VerticalScroll { width: 90; max-width: 100%; height: 85%; border: thick $primary;
+                                  background: $surface; }   /* 80 columns: narrower, not cut */
     """
 
     def __init__(self, bindings: list[Binding]) -> None:

@@ -34,16 +34,22 @@ def block_formula(info: ModelInfo) -> str:
             f"{info.bytes_per_block:,} B")
 
 
-def totals_text(cache: CacheReport, running: int, waiting: int) -> str:
+def totals_text(cache: CacheReport, running: int, waiting: int, width: int = 0) -> str:
+    """The totals as markup; the colour legend goes on two lines when one line of it is wider
+    than `width` (0: no limit), so that a wrap never parts a square from its count."""
     reserved = cache.reserved_bytes_equivalent
     in_use = cache.kv_bytes_in_use
     waste_pct = 100.0 * cache.kv_bytes_wasted / in_use if in_use else 0.0
     reserved_waste = 100.0 * (reserved - (in_use - cache.kv_bytes_wasted)) / reserved if reserved else 0.0
     hit = (100.0 * cache.prefix_hits / cache.prefix_queries) if cache.prefix_queries else 0.0
+    legend = [("$success", "used", cache.num_used), ("$accent", "shared", cache.num_shared),
+              ("$primary-lighten-2", "cached", cache.num_cached), ("dim", "free", cache.num_free)]
+    one_line = "   ".join(f"■ {name} {n}" for _, name, n in legend)
+    items = [f"[{style}]■[/] {name} [b]{n}[/]" for style, name, n in legend]
+    rows = ([items] if not width or len(one_line) <= width else [items[:2], items[2:]])
     return (
         f"[b]{cache.num_blocks}[/] blocks × {cache.block_size} tokens\n"
-        f"[$success]■[/] used [b]{cache.num_used}[/]   [$accent]■[/] shared [b]{cache.num_shared}[/]   "
-        f"[$primary-lighten-2]■[/] cached [b]{cache.num_cached}[/]   [dim]■[/] free [b]{cache.num_free}[/]\n"
+        + "".join("   ".join(row) + "\n" for row in rows) +
         f"KV in use  [b]{human_bytes(in_use)}[/]\n"
         f"waste (empty slots)  [b]{human_bytes(cache.kv_bytes_wasted)}[/] ({waste_pct:.1f}%)\n"
         f"contiguous at max length  [b]{human_bytes(reserved)}[/] ({reserved_waste:.0f}% unused)\n"
@@ -72,6 +78,7 @@ class KVView(Horizontal):
         super().__init__(**kwargs)
         self.cache: CacheReport | None = None
         self.sequences: list[SequenceReport] = []
+        self._counts = (0, 0)                     # running, waiting of the last update
 
     def compose(self) -> ComposeResult:
         with Vertical(id="kv-left"):
@@ -93,14 +100,23 @@ class KVView(Horizontal):
 
     def update_cache(self, msg: CacheUpdated) -> None:
         self.cache, self.sequences = msg.cache, msg.sequences
+        self._counts = (msg.num_running, msg.num_waiting)
         self.query_one(BlockGrid).update_blocks(msg.cache.blocks)
-        self.query_one("#kv-totals", Static).update(totals_text(msg.cache, msg.num_running, msg.num_waiting))
+        self._show_totals()
         live = [s for s in msg.sequences if s.status != "finished"]
         self.query_one("#kv-tables", Static).update(
             "\n".join(table_text(s) for s in live) if live else "no running sequence")
         grid = self.query_one(BlockGrid)
         if grid.cursor is not None and grid.cursor < len(msg.cache.blocks):
             self._show_block(grid.cursor)
+
+    def _show_totals(self) -> None:
+        totals = self.query_one("#kv-totals", Static)
+        if self.cache is not None:
+            totals.update(totals_text(self.cache, *self._counts, totals.content_region.width))
+
+    def on_resize(self) -> None:
+        self._show_totals()          # the legend's line breaks follow the width
 
     def _show_block(self, block_id: int | None) -> None:
         if self.cache is None or block_id is None or block_id >= len(self.cache.blocks):

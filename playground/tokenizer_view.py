@@ -87,7 +87,9 @@ class TokenizerView(Vertical):
     def compose(self) -> ComposeResult:
         yield TextArea(SAMPLE_TEXT, id="tok-text", soft_wrap=True)
         with Horizontal(classes="toolbar"):
-            yield Input(placeholder="corpus files or globs, comma separated", id="tok-train-files")
+            files = Input(placeholder="corpus files or globs", id="tok-train-files")
+            files.tooltip = "Corpus files or glob patterns, comma separated (notes/*.md, book.txt)"
+            yield files
             yield Input("1000", id="tok-train-vocab", type="integer")
             yield Button("Train", id="tok-train")
             yield ProgressBar(total=1.0, show_eta=False, id="tok-train-progress")

@@ -226,3 +226,63 @@ def test_decode_rejects_json_booleans(saved, tmp_path, capsysbinary):
 def test_inspect_negative_longest(saved, capsysbinary):
     _, tok = saved
     _one_error_line(*run(capsysbinary, ["inspect", "-t", str(tok), "--longest", "-3"]))
+
+
+def test_unknown_pattern_name_is_refused_with_the_choices(saved, tmp_path, capsysbinary):
+    """`--pattern nope` was read as the regex 'nope', which matched nothing, and the error said
+    'the corpus is empty'. A plain word that is no known name is now refused up front (before any
+    reading), naming the known patterns and the regex: form; near misses get a suggestion."""
+    folder, _ = saved
+    corpus = folder / "corpus.txt"
+    out = tmp_path / "o.bpe.json"
+    for command in (["train", str(corpus), "--vocab-size", "300", "-o", str(out)],
+                    ["compare", str(corpus), "--vocab-size", "300"]):
+        err = _one_error_line(*run(capsysbinary, command + ["--pattern", "nope"]))
+        assert "unknown pattern 'nope'" in err and "empty" not in err, err
+        for name in ("gpt2", "cl100k", "cl100k_2023", "o200k", "smollm", "regex:nope"):
+            assert name in err, (name, err)
+        assert "training on" not in capsysbinary.readouterr().err.decode()
+    err = _one_error_line(*run(capsysbinary, ["train", str(corpus), "--vocab-size", "300",
+                                              "-o", str(out), "--pattern", "cl100k-base"]))
+    assert "did you mean cl100k_base?" in err, err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("pattern, says", [
+    ("[", "is neither a known name nor a valid regex (unterminated character set"),
+    ("regex:(", "is not a valid regex (missing )"),
+    ("regex:", "a regex must follow 'regex:'"),
+    ("regex:nope", "matched nothing in the corpus (0 chunks in"),
+    (r"\w+|\s+", "of the corpus unmatched (the first such text: '#'"),
+])
+def test_a_bad_or_partial_regex_is_one_line_that_says_why(saved, tmp_path, capsysbinary,
+                                                          pattern, says):
+    """An invalid regex, and a regex that leaves corpus text unmatched (encoding would drop that
+    text), end training with one line saying what happened and what is valid."""
+    folder, _ = saved
+    out = tmp_path / "o.bpe.json"
+    err = _one_error_line(*run(capsysbinary, ["train", str(folder / "corpus.txt"), "--vocab-size",
+                                              "300", "--pattern", pattern, "-o", str(out)]))
+    assert says in err and "known" in err and "cl100k" in err, err
+    assert "Traceback" not in err and not out.exists()
+
+
+def test_a_custom_regex_that_matches_everything_trains(saved, tmp_path, capsysbinary):
+    folder, _ = saved
+    corpus = folder / "corpus.txt"
+    for pattern in (r"\w+|\s+|[^\w\s]+", r"regex:\w+|\s+|[^\w\s]+"):
+        out = tmp_path / "custom.bpe.json"
+        code, _, err = run(capsysbinary, ["train", str(corpus), "--vocab-size", "400",
+                                          "--pattern", pattern, "-o", str(out)])
+        assert code == 0, err
+        tok = bpe.load(str(out))
+        assert tok.pattern == r"\w+|\s+|[^\w\s]+"
+        assert tok.decode(tok.encode_ordinary(CORPUS[:5000])) == CORPUS[:5000]
+
+
+def test_help_documents_the_pattern_rule(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "gpt2 | cl100k (default) | cl100k_2023 | o200k | smollm" in text
+    assert "regex:WORD" in text and "matches all of the corpus" in text

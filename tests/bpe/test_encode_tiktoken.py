@@ -73,19 +73,23 @@ def test_long_single_pieces(pair):
         assert ours.encode_ordinary(text) == enc.encode_ordinary(text)
 
 
+# Code points unassigned in this Python's Unicode tables are left out: the `regex` module and
+# tiktoken's Rust regex carry different Unicode versions, so a code point assigned only recently
+# (e.g. U+3D000 or U+323B0, letters for regex 2026.11 and not for tiktoken 0.14) is split
+# differently by the two engines. That is a Unicode-table difference, not an encoder one.
+def _assigned(c: str) -> bool:
+    return unicodedata.category(c) != "Cn"
+
+
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(text=st.text(max_size=80))
+@given(text=st.text(st.characters().filter(_assigned), max_size=80))
 def test_hypothesis_text(pair, text):
     ours, enc = pair
     assert ours.encode_ordinary(text) == enc.encode_ordinary(text)
 
 
-# Any code point, surrogates included, except those unassigned in this Python's Unicode tables:
-# the `regex` module and tiktoken's Rust regex carry different Unicode versions, so a code point
-# assigned only recently (e.g. U+3D000, a letter for regex 2026.11 and not for tiktoken 0.14) is
-# split differently by the two engines. That is a Unicode-table difference, not an encoder one.
-ASSIGNED_OR_SURROGATE = st.characters(exclude_categories=()).filter(
-    lambda c: unicodedata.category(c) != "Cn")
+# Any code point, surrogates included, except unassigned ones (see above).
+ASSIGNED_OR_SURROGATE = st.characters(exclude_categories=()).filter(_assigned)
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -103,3 +103,33 @@ def test_invalid_utf8_raises_or_is_replaced_with_a_warning(tmp_path):
     tok = bpe.train([bad], 300, invalid_utf8="replace", warn=warnings.append)
     assert len(warnings) == 1 and f"replaced {data.decode('utf-8', 'replace').count(chr(0xFFFD))} invalid" in warnings[0]
     assert tok.encode("more text") and tok.decode(tok.encode("more text")) == "more text"
+
+
+def test_a_pattern_must_match_all_of_the_corpus():
+    """Encoding keeps only the text the pattern matches, so a pattern that leaves some corpus text
+    unmatched (or all of it: 'nope' as a regex) is refused with how much, and an example; the
+    text of special tokens does not need matching."""
+    docs = ["alpha beta, gamma!\n", "delta 42\n"]
+    with pytest.raises(ValueError, match=r"pattern 'nope' matched nothing in the corpus "
+                                         r"\(0 chunks in 28 characters\).*known pattern: gpt2"):
+        bpe.train(iter(docs), 300, pattern="nope")
+    with pytest.raises(ValueError, match=r"leaves 32.1% of the corpus unmatched \(the first such "
+                                         r"text: ' '\)"):
+        bpe.train(iter(docs), 300, pattern=r"\p{L}+")
+    with pytest.raises(CorpusError, match="empty"):       # no text at all: still 'empty'
+        bpe.train(iter([""]), 300, pattern="nope")
+    tok = bpe.train(iter(["one<|x|>two three<|x|>"]), 300, pattern=r"\w+|\s+",
+                    special_tokens=["<|x|>"])
+    assert tok.decode(tok.encode("one<|x|>two", allowed_special="all")) == "one<|x|>two"
+
+
+def test_regex_prefix_and_user_option_rule():
+    from bpe import patterns
+    assert patterns.resolve("gpt2") == patterns.GPT2
+    assert patterns.resolve("regex:gpt2") == "gpt2"            # the literal regex, not the name
+    assert patterns.check_option("O200K") == "O200K"
+    assert patterns.check_option(r"\w+|\W+") == r"\w+|\W+"
+    assert patterns.check_option("regex:abc") == "regex:abc"
+    for word in ("nope", "cl100k-base", "x", "o200k.base"):
+        with pytest.raises(ValueError, match=f"unknown pattern '{word}'"):
+            patterns.check_option(word)

@@ -287,3 +287,49 @@ def test_a_one_token_prefill_is_counted_as_prefill_not_decode():
         assert sum(r.num_decode_tokens for r in reports) == params.max_tokens - 1
         first = next(r for r in reports if rid in r.ttft_s)
         assert first.num_prefill_tokens == len(p) - cached and first.num_decode_tokens == 0
+
+
+def test_a_request_that_ends_in_its_first_step_is_still_reported():
+    """A request that finishes within one step (max_tokens=1, or a first sampled token that is
+    EOS / a stop id) must be in that step's `sequences`, marked finished, with the blocks it held
+    and the prompt tokens the prefix cache served, as they were before its blocks were freed (the
+    Chat strip showed 0 KV blocks and 0 prefix hits for such a request)."""
+    prompt = prompts(1, 10, 10, seed=41)[0]           # 2 full blocks of 4 + 2 tokens: 3 blocks
+    e = engine()
+    first = e.generate(prompt, SamplingParams(max_tokens=1))[0]   # also fills the prefix cache
+    one_token = SamplingParams(max_tokens=1)
+    stops_at_once = SamplingParams(max_tokens=16, stop_token_ids=(first,))
+    for params, reason in ((one_token, "length"), (stops_at_once, "stop")):
+        rid = e.add_request(prompt, params)
+        r = e.step()
+        assert not e.has_unfinished()
+        out = [o for o in r.outputs if o.request_id == rid]
+        assert len(out) == 1 and out[0].finished and out[0].finish_reason == reason
+        mine = [s for s in r.sequences if s.request_id == rid]
+        assert len(mine) == 1, r.sequences
+        s = mine[0]
+        assert s.status == "finished" and s.prompt_len == 10 and s.output_len == 1
+        assert s.num_cached_tokens == 8                   # the 2 full blocks came from the cache
+        assert len(s.block_table) == 3 and all(b >= 0 for b in s.block_table)
+        assert s.kv_tokens == 10                          # K/V written for the whole prompt
+        # the pool after the step: nothing owned, the report's blocks are free or cached now
+        assert r.cache.num_used == r.cache.num_shared == 0 and r.num_running == 0
+        assert e.step().sequences == []                   # reported once, not again
+
+
+def test_finished_and_aborted_sequences_are_reported_once_beside_the_live_ones():
+    e = engine()
+    p = prompts(2, 6, 6, seed=42)
+    short = e.add_request(p[0], SamplingParams(max_tokens=2, ignore_eos=True))
+    long = e.add_request(p[1], SamplingParams(max_tokens=20, ignore_eos=True))
+    e.step()
+    r = e.step()                                      # `short` ends here, `long` goes on
+    status = {s.request_id: s.status for s in r.sequences}
+    assert status == {short: "finished", long: "running"}
+    assert [s.request_id for s in r.sequences][-1] == short     # live first, then finished
+    e.abort(long)
+    r = e.step()                                      # the abort's output and its last report
+    assert [(s.request_id, s.status) for s in r.sequences] == [(long, "finished")]
+    assert r.sequences[0].kv_tokens == 7              # 6 prompt + 1 output token written
+    assert len(r.sequences[0].block_table) == 2       # in blocks of 4
+    assert any(o.request_id == long and o.finish_reason == "abort" for o in r.outputs)

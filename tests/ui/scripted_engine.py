@@ -86,6 +86,7 @@ class ScriptedEngine:
         self.seqs: dict[int, _Seq] = {}
         self.waiting: list[_Seq] = []
         self.pending: list[RequestOutput] = []
+        self.finished_reports: list[SequenceReport] = []   # as Engine: reported once, when finished
         self.prefix_hits = self.prefix_queries = self.preemptions = 0
         self.clock = 0.0
         self._next_req = self._next_seq = self._step = 0
@@ -244,8 +245,9 @@ class ScriptedEngine:
             if seq.new_ids or seq.just_finished:
                 outputs.append(self._output(seq))
         live = [s for s in self.seqs.values() if s.status in ("running", "waiting")]
+        finished, self.finished_reports = self.finished_reports, []
         return StepReport(self._step, outputs, prefill, decode, dt, prefill / dt, decode / dt, ttft,
-                          dt if decode else 0.0, self._seq_reports(live), self.cache_report(),
+                          dt if decode else 0.0, self._seq_reports(live) + finished, self.cache_report(),
                           sum(s.status == "running" for s in live), sum(s.status == "waiting" for s in live))
 
     def _emit(self, seq: _Seq) -> None:
@@ -266,6 +268,7 @@ class ScriptedEngine:
     def _finish(self, seq: _Seq, reason: str, error: str | None = None) -> None:
         seq.delta += seq.decoder.flush() if seq.decoder else ""
         seq.finish_reason, seq.error, seq.status = reason, error, "finished"
+        self.finished_reports += self._seq_reports([seq])     # its blocks before they are freed
         self._release(seq)
         if seq in self.waiting:
             self.waiting.remove(seq)

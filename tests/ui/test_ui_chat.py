@@ -267,3 +267,56 @@ def test_a_long_error_under_the_answer_wraps_inside_the_chat_log():
             assert status.region.height >= 2                     # wrapped, all of it on screen
 
     asyncio.run(run())
+
+
+def _one_token_answers(app, expect):
+    """Send a message with max tokens 1, then regenerate it: each answer ends in the step that
+    prefills its prompt. The strip must show the blocks it held and, the second time, the prompt
+    tokens the prefix cache served (it showed KV 0 blocks and prefix hits 0/N: the engine's report
+    left out sequences that finished in the step)."""
+    async def run():
+        async with app.run_test(size=(120, 40)) as pilot:
+            await _ready(pilot, app)
+            chat = app.query_one(ChatView)
+            strip = app.query_one(StatsStrip)
+            done = lambda: chat.ticket is None and len(chat.conversation.turns) == 2  # noqa: E731
+            app.query_one("#param-max_tokens").value = "1"
+            app.query_one("#param-temperature").value = "0"
+            await pilot.click("#prompt")
+            await pilot.press(*"hello", "enter")
+            await wait_for(pilot, done)
+            n = len(chat.last_prompt_ids)
+            blocks, cached = expect(n)            # blocks held; prompt tokens served the 2nd time
+            assert strip.stats.output_tokens == 1 and strip.stats.prompt_tokens == n
+            assert strip.stats.kv_blocks == blocks and strip.stats.cached_prompt_tokens == 0
+            assert f"KV {blocks} blocks" in str(strip.query_one("#stats-text").render())
+            await pilot.press("ctrl+r")                  # the same prompt again
+            await wait_for(pilot, lambda: done() and strip.stats.cached_prompt_tokens > 0)
+            assert strip.stats.kv_blocks == blocks and strip.stats.cached_prompt_tokens == cached
+            text = str(strip.query_one("#stats-text").render())
+            assert f"KV {blocks} blocks" in text and f"prefix hits {cached}/{n}" in text, text
+
+    asyncio.run(run())
+
+
+def test_a_one_step_answer_shows_its_kv_blocks_and_prefix_hits():
+    engine = ScriptedEngine(block_size=4)
+    # it holds blocks for the prompt and the first token; every full prompt block can be a hit
+    _one_token_answers(make_app(engine), lambda n: (-(-(n + 1) // 4), n // 4 * 4))
+
+
+def test_a_one_step_answer_shows_its_kv_blocks_and_prefix_hits_on_the_real_engine():
+    """The same through the real Engine (a tiny random-weight model, float32, on CPU)."""
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
+    from engine_helpers import engine as tiny_engine
+
+    from playground.app import PlaygroundApp
+    from playground.engine_factory import describe
+
+    engine = tiny_engine(num_blocks=64, block_size=4)
+    app = PlaygroundApp(lambda progress: (describe(engine, engine.loaded), engine),
+                        model_label="tiny", cursor_blink=False)
+    # blocks for the tokens it computes (the prompt); a prompt token is always computed
+    _one_token_answers(app, lambda n: (-(-n // 4), (n - 1) // 4 * 4))

@@ -40,7 +40,7 @@ def test_chat_view_snapshot(snap_compare):
     tokens", the user line "you  hi", the assistant's Markdown answer ("Hello!" in bold, `code`,
     a two-item list, a smile), the two-line stats strip (TTFT 50 ms, prefill and decode tok/s,
     tokens in/out, KV blocks, prefix hits) with a flat sparkline, the side panel (system prompt,
-    sampling fields, token colours switch, Regen/Clear/Copy), the footer with key hints."""
+    sampling fields, token colours switch (off), Regen/Clear/Copy), the footer with key hints."""
     assert snap_compare(make_app(), terminal_size=SIZE, run_before=lambda p: _chat_once(p, "hi"))
 
 
@@ -58,10 +58,10 @@ def test_chat_token_colours_light_theme_snapshot(snap_compare):
 
 def test_tokenizer_view_snapshot(snap_compare):
     """Tokenizers tab: the sample text in the box, the toolbar (corpus files, vocab size, Train,
-    SentencePiece path, Add .model), the model tokenizer's panel titled "scripted-model (model):
-    112 tokens, 117 bytes, 1.04 bytes/token" with coloured spans (black text, · for spaces, ↵ for
-    the newline), the third span picked (red) and the detail below giving its id, bytes, hex and
-    merges."""
+    the training progress bar at 0%, SentencePiece path, Add .model), the model tokenizer's panel
+    titled "scripted-model (model): 112 tokens, 117 bytes, 1.04 bytes/token" with coloured spans
+    (black text, · for spaces, ↵ for the newline), the third span picked (red) and the detail
+    below giving its id, bytes, hex and merges."""
     async def before(pilot):
         await _ready(pilot)
         await pilot.press("f3")
@@ -108,8 +108,9 @@ def test_kv_view_snapshot(snap_compare):
 def test_attention_view_snapshot(snap_compare):
     """Attention tab: left, the mask of "sparse:256,64" over 2,048 tokens pooled to fit (a bright
     band along the diagonal plus faint stripes every 64 keys), titled with its density in
-    percent; right, the scripted engine's attention weights for the chat prompt, layer 0 head 1
-    (a sink column on the left and a bright diagonal), as a heat map."""
+    percent (the title wraps onto a second line); right, the scripted engine's attention weights
+    for the chat prompt, layer 0 head 1 (a sink column on the left and a bright diagonal), as a
+    heat map under its two-line title."""
     engine = ScriptedEngine()
 
     async def before(pilot):
