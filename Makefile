@@ -5,12 +5,15 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: run test setup bench-cpu
+.PHONY: run test setup setup-test
 setup:
-	@scripts/bootstrap.sh
+	@scripts/bootstrap.sh app
+
+setup-test:
+	@scripts/bootstrap.sh test
 
 run: setup
 	$(VENV)/bin/playground $(ARGS)
 
-test: setup
+test: setup-test
 	$(PY) -m pytest $(ARGS)

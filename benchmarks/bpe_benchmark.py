@@ -43,7 +43,7 @@ def select_lines(corpus: Path, size_mb: float | None) -> list[str]:
 
 def train_hf(train_path: Path, vocab_size: int, pattern: str, specials=()):
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
-    from bpe.formats.hf_json import onig_pattern
+    from llm_playground.bpe.formats.hf_json import onig_pattern
     hf = Tokenizer(models.BPE())
     hf.pre_tokenizer = pre_tokenizers.Sequence([
         pre_tokenizers.Split(Regex(onig_pattern(pattern)), behavior="isolated"),
@@ -82,9 +82,9 @@ def main(argv=None) -> int:
     os.environ["RAYON_NUM_THREADS"] = str(args.threads)  # HF tokenizers' thread pool
     os.environ["TOKENIZERS_PARALLELISM"] = "true"
 
-    import bpe
-    from bpe import compare, formats, patterns
-    from bpe.reference import load_reference
+    from llm_playground import bpe
+    from llm_playground.bpe import compare, formats, patterns
+    from llm_playground.bpe.reference import load_reference
     from corpus import build_corpus
 
     corpus = args.corpus or build_corpus()

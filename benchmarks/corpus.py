@@ -95,7 +95,7 @@ def html_to_text(source: str) -> str:
 
 
 def default_dir() -> Path:
-    from bpe.wheel_fetch import cache_dir
+    from llm_playground.bpe.wheel_fetch import cache_dir
     return cache_dir() / "bpe-corpus"
 
 

@@ -37,9 +37,9 @@ LLAMA_CPP = {"decode_tok_s": 147.0, "prefill_tok_s": 280.0}
 
 
 def ours(loaded, prompt_ids: list[int], new: int, batch: int) -> dict:
-    from model.engine import Engine
-    from model.engine_config import EngineConfig
-    from model.sampling_params import SamplingParams
+    from llm_playground.model.engine import Engine
+    from llm_playground.model.engine_config import EngineConfig
+    from llm_playground.model.sampling_params import SamplingParams
     e = Engine(loaded, EngineConfig(num_blocks=-(-(len(prompt_ids) + new + 8) // 16) * batch + 8,
                                     max_num_batched_tokens=4096, enable_prefix_caching=False))
     params = SamplingParams(max_tokens=new, ignore_eos=True)

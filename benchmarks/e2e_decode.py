@@ -25,10 +25,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import print_table, write_json  # noqa: E402
-from model.batch import AttentionBatch  # noqa: E402
-from model.config import ModelConfig  # noqa: E402
-from model.kv_cache import KVCache  # noqa: E402
-from model.llama import LlamaForCausalLM  # noqa: E402
+from llm_playground.model.batch import AttentionBatch  # noqa: E402
+from llm_playground.model.config import ModelConfig  # noqa: E402
+from llm_playground.model.kv_cache import KVCache  # noqa: E402
+from llm_playground.model.llama import LlamaForCausalLM  # noqa: E402
 
 MODELS = {
     "smollm2": ModelConfig(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_layers=30,
@@ -91,7 +91,7 @@ def run_ours(model, cfg, prompt, new_tokens, device, block_size=16, use_graphs=T
     cu1 = i32(0, 1)
     runner = None
     if use_graphs and device != "cpu":
-        from model.cuda_graphs import DecodeGraphRunner
+        from llm_playground.model.cuda_graphs import DecodeGraphRunner
         runner = DecodeGraphRunner(model, kv, max_num_seqs=1, max_blocks_per_seq=n_blocks)
         runner.capture_all(prefill.mask)
     out = torch.empty(new_tokens, dtype=torch.int64, device=device)
@@ -197,7 +197,7 @@ def main(argv=None) -> int:
         prompt = torch.randint(0, cfg.vocab_size, (32,), device=device)
         ours_tps, ours_ids = run_ours(ours, cfg, prompt, args.new, device,
                                       profile=args.profile)
-        from kernels import dispatch
+        from llm_playground.kernels import dispatch
         dispatch.set_fused_linear(False)
         try:
             unfused_tps, unfused_ids = run_ours(ours, cfg, prompt, args.new, device,

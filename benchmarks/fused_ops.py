@@ -20,11 +20,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import median_ms, median_ms_graph, print_table, write_json  # noqa: E402
-from kernels import reference as ref  # noqa: E402
-from kernels.kv_write import write_kv  # noqa: E402
-from kernels.rmsnorm import rms_norm  # noqa: E402
-from kernels.rope_triton import rope, rope_write_kv  # noqa: E402
-from kernels.swiglu import silu_and_mul  # noqa: E402
+from llm_playground.kernels import reference as ref  # noqa: E402
+from llm_playground.kernels.kv_write import write_kv  # noqa: E402
+from llm_playground.kernels.rmsnorm import rms_norm  # noqa: E402
+from llm_playground.kernels.rope_triton import rope, rope_write_kv  # noqa: E402
+from llm_playground.kernels.swiglu import silu_and_mul  # noqa: E402
 
 MODELS = {"8B": (4096, 14336, 32, 8, 128), "135M": (576, 1536, 9, 3, 64)}
 

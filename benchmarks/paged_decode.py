@@ -22,7 +22,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import median_ms_graph as median_ms, paged_layout, print_table, write_json  # noqa: E402
-from kernels.paged_decode import DECODE_CONFIGS, paged_decode  # noqa: E402
+from llm_playground.kernels.paged_decode import DECODE_CONFIGS, paged_decode  # noqa: E402
 
 HQ, HKV, D = 32, 8, 128
 SWEEP = [(16, 4, 3), (32, 4, 3), (64, 4, 3), (64, 4, 4), (64, 8, 3), (128, 4, 3), (128, 8, 3),
@@ -85,7 +85,7 @@ def main(argv=None) -> int:
         print_table(sweep_rows, ["config", "batch", "ctx", "TBps", "error"])
     split_rows = []
     if args.sweep_splits:
-        from kernels.paged_decode import choose_num_splits
+        from llm_playground.kernels.paged_decode import choose_num_splits
         span = 32768 + 64
         print("heuristic splits at batch 1 / 32k:",
               choose_num_splits(1, HKV, span, torch.cuda.get_device_properties(0).multi_processor_count))

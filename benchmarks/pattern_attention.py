@@ -24,8 +24,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import median_ms_graph, paged_layout, print_table, write_json  # noqa: E402
-from kernels.dispatch import paged_attention  # noqa: E402
-from model.sparsity import freeable_blocks, parse_pattern  # noqa: E402
+from llm_playground.kernels.dispatch import paged_attention  # noqa: E402
+from llm_playground.model.sparsity import freeable_blocks, parse_pattern  # noqa: E402
 
 PATTERNS = ["dense", "local:4096", "atrous:8", "sparse:4096,8", "streaming:4,4096"]
 SHAPES = {"8B": (32, 8, 128), "135M": (9, 3, 64)}

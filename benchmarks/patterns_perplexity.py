@@ -42,10 +42,10 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from model.batch import AttentionBatch  # noqa: E402
-from model.kv_cache import KVCache  # noqa: E402
-from model.sparsity import PatternError, parse_pattern  # noqa: E402
-from model.streaming import plan_eviction, rerotate_keys, rope_offset  # noqa: E402
+from llm_playground.model.batch import AttentionBatch  # noqa: E402
+from llm_playground.model.kv_cache import KVCache  # noqa: E402
+from llm_playground.model.sparsity import PatternError, parse_pattern  # noqa: E402
+from llm_playground.model.streaming import plan_eviction, rerotate_keys, rope_offset  # noqa: E402
 
 DEB = ("gnu-standards", "2022.03.23-0.1",
        "2087dda531c69d8505856a45e0334746f3f25211a237c95d375eed13a7d8c201")
@@ -80,7 +80,7 @@ class EvalConfig:
 
 def fetch_text(say) -> tuple[str, dict]:
     """The pinned GNU Coding Standards text, from the user cache or through apt-get download."""
-    from bpe.wheel_fetch import cache_dir, sha256_of
+    from llm_playground.bpe.wheel_fetch import cache_dir, sha256_of
     dest = cache_dir() / "patterns-text" / "gnu-standards.txt"
     if not (dest.exists() and sha256_of(dest) == TEXT_SHA256):
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -189,8 +189,8 @@ def main(argv: list[str] | None = None) -> int:
         source = {"file": args.text, "text_sha256": hashlib.sha256(text.encode()).hexdigest()}
     else:
         text, source = fetch_text(say)
-    from model.loader import load_model
-    from model.weights import ModelLoadError
+    from llm_playground.model.loader import load_model
+    from llm_playground.model.weights import ModelLoadError
     torch.set_grad_enabled(False)
     try:
         loaded = load_model(args.model, dtype="float32", progress=say)

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import median_ms, median_ms_graph, paged_layout, print_table, write_json  # noqa: E402
-from kernels.flash_prefill import PACKED_CONFIGS, PREFILL_CONFIGS, flash_prefill  # noqa: E402
+from llm_playground.kernels.flash_prefill import PACKED_CONFIGS, PREFILL_CONFIGS, flash_prefill  # noqa: E402
 
 SHAPES = {"S": (9, 3, 64), "L": (32, 8, 128)}
 SWEEP_PACKED = [(128, 128, 8, 3), (128, 128, 8, 2), (128, 64, 4, 3), (128, 64, 8, 3),
@@ -56,7 +56,7 @@ def ours(shape, n, causal, block_size, tokens, config=None, packed=None, timer=m
          poly_exp=None):
     """packed None: keys through the table; "tma" / "ptr": the new tokens' K/V from packed
     tensors (k contiguous, v a slice of a fused q|k|v buffer, as in the model)."""
-    from kernels import flash_prefill as fp
+    from llm_playground.kernels import flash_prefill as fp
     hq, hkv, d = shape
     b, q, kc, vc, cu, ctx, table = make_inputs(shape, n, tokens, block_size)
     out = torch.empty_like(q)

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-import bpe
-from bpe.cli import main
+from llm_playground import bpe
+from llm_playground.bpe.cli import main
 
 CORPUS = "".join((Path(sysconfig.get_paths()["stdlib"]) / n).read_text(encoding="utf-8")
                  for n in ("argparse.py", "textwrap.py"))
@@ -149,7 +149,7 @@ def test_console_script_stdin(saved):
     """stdin -> stdout through real processes, with \\r\\n kept."""
     _, out = saved
     data = "line one\r\nline two\r\n".encode()
-    cmd = [sys.executable, "-m", "bpe.cli"]
+    cmd = [sys.executable, "-m", "llm_playground.bpe.cli"]
     ids = subprocess.run(cmd + ["encode", "-t", str(out)], input=data, capture_output=True,
                          check=True).stdout
     back = subprocess.run(cmd + ["decode", "-t", str(out), "-"], input=ids, capture_output=True,

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-import bpe
-from bpe import compare
+from llm_playground import bpe
+from llm_playground.bpe import compare
 
 pytestmark = pytest.mark.network
 
@@ -28,7 +28,7 @@ def test_compare_numbers(tmp_path):
     held, _ = compare.split_holdout(iter([TEXT]), tmp_path / "train.txt")
     assert result["corpus"]["heldout_lines"] == len(held)
     held_bytes = sum(len(s.encode()) for s in held)
-    from bpe.reference import load_reference
+    from llm_playground.bpe.reference import load_reference
     _, encoding = load_reference("cl100k_base")
     tokens = sum(len(encoding.encode_ordinary(s)) for s in held)
     assert rows["tiktoken cl100k_base"]["heldout_tokens"] == tokens
@@ -56,7 +56,7 @@ def test_sample_line_shows_whole_characters_and_counts_tokens(tmp_path):
     corpus.write_text("".join(f"Line {i}: the fox 🙂 你好 jumps, número {i} {chr(0x9F00 + i)}\n"
                               for i in range(60)), encoding="utf-8")   # a rare CJK char per line
     result = compare.compare([str(corpus)], 300, pattern="cl100k", threads=1)
-    from bpe.reference import load_reference
+    from llm_playground.bpe.reference import load_reference
     _, encoding = load_reference("cl100k_base")
     for name in ("ours", "cl100k_base"):
         assert "".join(result["segmentations"][name]) == result["sample"], name

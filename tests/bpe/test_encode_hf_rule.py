@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from bpe import Tokenizer, patterns
-from bpe.merge import merge_heap, merge_simple
+from llm_playground.bpe import Tokenizer, patterns
+from llm_playground.bpe.merge import merge_heap, merge_simple
 
 import tokenizers
 from tokenizers import Regex, models, pre_tokenizers, trainers  # noqa: E402

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from bpe.reference import load_reference
+from llm_playground.bpe.reference import load_reference
 
 NAMES = ["cl100k_base", "o200k_base"]
 pytestmark = pytest.mark.network
@@ -118,7 +118,7 @@ def test_vocab_and_special_tokens_match(pair):
 
 def test_heap_merge_equals_simple_merge_on_long_pieces(pair):
     import random
-    from bpe.merge import merge_heap, merge_simple
+    from llm_playground.bpe.merge import merge_heap, merge_simple
     ours, enc = pair
     rng = random.Random(1)
     for _ in range(40):

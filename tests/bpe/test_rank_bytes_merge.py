@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from bpe import Tokenizer
-from bpe.merge import HEAP_MIN_LEN
+from llm_playground.bpe import Tokenizer
+from llm_playground.bpe.merge import HEAP_MIN_LEN
 
 import tiktoken
 

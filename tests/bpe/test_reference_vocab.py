@@ -8,9 +8,9 @@ import inspect
 
 import pytest
 
-import bpe
-from bpe import patterns
-from bpe.wheel_fetch import sha256_of
+from llm_playground import bpe
+from llm_playground.bpe import patterns
+from llm_playground.bpe.wheel_fetch import sha256_of
 
 
 def _tiktoken_pat_strs() -> dict[str, str]:
@@ -54,7 +54,7 @@ def test_2023_cl100k_splits_trailing_whitespace_differently():
 @pytest.mark.network
 @pytest.mark.parametrize("name", ["cl100k_base", "o200k_base"])
 def test_rank_files_verified_and_loaded(name):
-    from bpe.reference import SPECS, load_reference, rank_file
+    from llm_playground.bpe.reference import SPECS, load_reference, rank_file
     path = rank_file(name)
     assert sha256_of(path) == SPECS[name].sha256
     ours, enc = load_reference(name)
@@ -66,6 +66,6 @@ def test_rank_files_verified_and_loaded(name):
 
 
 def test_unknown_reference_name():
-    from bpe.reference import load_reference
+    from llm_playground.bpe.reference import load_reference
     with pytest.raises(ValueError, match="unknown reference vocabulary"):
         load_reference("p50k_base")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from bpe.reference import load_reference
+from llm_playground.bpe.reference import load_reference
 
 pytestmark = pytest.mark.network
 

@@ -8,7 +8,7 @@ import itertools
 
 import pytest
 
-from bpe.reference import load_reference
+from llm_playground.bpe.reference import load_reference
 
 pytestmark = pytest.mark.network
 

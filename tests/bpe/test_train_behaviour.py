@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-import bpe
-from bpe.counting import CorpusError
+from llm_playground import bpe
+from llm_playground.bpe.counting import CorpusError
 
 
 def _corpus(tmp_path: Path) -> list[Path]:
@@ -38,7 +38,7 @@ def test_deterministic_and_same_for_every_input_form(tmp_path):
 def test_several_processes_and_small_blocks_give_the_same_merges(tmp_path, monkeypatch):
     paths = _corpus(tmp_path)
     one = bpe.train(paths, 800, num_workers=1)
-    import bpe.counting as counting
+    import llm_playground.bpe.counting as counting
     monkeypatch.setattr(counting, "BLOCK_BYTES", 1 << 14)  # many blocks, each cut at a newline
     two = bpe.train(paths, 800, num_workers=2)
     # block edges may split a whitespace run: counts may differ there, nowhere else
@@ -124,7 +124,7 @@ def test_a_pattern_must_match_all_of_the_corpus():
 
 
 def test_regex_prefix_and_user_option_rule():
-    from bpe import patterns
+    from llm_playground.bpe import patterns
     assert patterns.resolve("gpt2") == patterns.GPT2
     assert patterns.resolve("regex:gpt2") == "gpt2"            # the literal regex, not the name
     assert patterns.check_option("O200K") == "O200K"

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-import bpe
-from bpe import patterns
-from bpe.counting import count_pretokens
+from llm_playground import bpe
+from llm_playground.bpe import patterns
+from llm_playground.bpe.counting import count_pretokens
 
 import tokenizers
 from tokenizers import Regex, models, pre_tokenizers, trainers  # noqa: E402

@@ -7,16 +7,16 @@ from pathlib import Path
 
 import torch
 
-import bpe
-from model.batch import AttentionBatch
-from model.config import ModelConfig
-from model.engine import Engine
-from model.engine_config import EngineConfig
-from model.kv_cache import KVCache
-from model.llama import LlamaForCausalLM
-from model.loader import LoadedModel
-from model.sparsity import parse_pattern
-from model.weights import expected_shapes
+from llm_playground import bpe
+from llm_playground.model.batch import AttentionBatch
+from llm_playground.model.config import ModelConfig
+from llm_playground.model.engine import Engine
+from llm_playground.model.engine_config import EngineConfig
+from llm_playground.model.kv_cache import KVCache
+from llm_playground.model.llama import LlamaForCausalLM
+from llm_playground.model.loader import LoadedModel
+from llm_playground.model.sparsity import parse_pattern
+from llm_playground.model.weights import expected_shapes
 
 EOS = 256
 

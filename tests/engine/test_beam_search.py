@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from model import loader_hf
-from model.beam_search import BeamSearchParams
-from model.engine import Engine, RequestError
-from model.engine_config import EngineConfig
-from model.loader import LoadedModel, build_model
-from model.reports import SHARED
-from model.sampling_params import SamplingParams
+from llm_playground.model import loader_hf
+from llm_playground.model.beam_search import BeamSearchParams
+from llm_playground.model.engine import Engine, RequestError
+from llm_playground.model.engine_config import EngineConfig
+from llm_playground.model.loader import LoadedModel, build_model
+from llm_playground.model.reports import SHARED
+from llm_playground.model.sampling_params import SamplingParams
 sys.path.insert(0, str(Path(__file__).parents[1] / "model"))   # tests/model/tiny_models.py
 from tiny_models import random_hf_model  # noqa: E402
 

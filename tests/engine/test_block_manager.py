@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from model.block_manager import BlockManager, NoFreeBlocksError
-from model.reports import CACHED, FREE, SHARED, USED
+from llm_playground.model.block_manager import BlockManager, NoFreeBlocksError
+from llm_playground.model.reports import CACHED, FREE, SHARED, USED
 
 BS = 4
 

@@ -19,12 +19,12 @@ import dataclasses
 
 import pytest
 
-import model.engine as engine_module
-from model import streaming
-from model.beam_search import BeamSearchParams
-from model.reports import BlockInfo, RequestOutput, SequenceReport
-from model.sampling_params import SamplingParams
-from model.sequence import SeqStatus
+import llm_playground.model.engine as engine_module
+from llm_playground.model import streaming
+from llm_playground.model.beam_search import BeamSearchParams
+from llm_playground.model.reports import BlockInfo, RequestOutput, SequenceReport
+from llm_playground.model.sampling_params import SamplingParams
+from llm_playground.model.sequence import SeqStatus
 from engine_helpers import engine, prompts, reference_greedy, run_all
 
 MAX_NEW = 10

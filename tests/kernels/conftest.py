@@ -24,10 +24,10 @@ INTERPRET = not _cuda()
 if INTERPRET:
     os.environ["TRITON_INTERPRET"] = "1"
     # tile helpers before the kernel that imports them
-    _kernel_modules = ("kernels.flash_prefill_tiles", "kernels.flash_prefill",
-                       "kernels.paged_decode", "kernels.triton_attention", "kernels.kv_write",
-                       "kernels.rmsnorm", "kernels.swiglu", "kernels.rope_triton",
-                       "kernels.fused_linear")
+    _kernel_modules = ("llm_playground.kernels.flash_prefill_tiles", "llm_playground.kernels.flash_prefill",
+                       "llm_playground.kernels.paged_decode", "llm_playground.kernels.triton_attention", "llm_playground.kernels.kv_write",
+                       "llm_playground.kernels.rmsnorm", "llm_playground.kernels.swiglu", "llm_playground.kernels.rope_triton",
+                       "llm_playground.kernels.fused_linear")
     if any(name in sys.modules for name in _kernel_modules):
         import triton  # noqa: F401  (already imported by whoever imported the kernels)
         for name in _kernel_modules:

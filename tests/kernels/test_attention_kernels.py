@@ -13,9 +13,9 @@ import triton
 import triton.language as tl
 
 from kernel_cases import TOL, build_batch, needs_interpreter, poisoned_like, rel_err, upcast
-from kernels.flash_prefill_tiles import _exp2_poly
-from kernels.mask import MaskSpec
-from kernels.reference import paged_attention_ref
+from llm_playground.kernels.flash_prefill_tiles import _exp2_poly
+from llm_playground.kernels.mask import MaskSpec
+from llm_playground.kernels.reference import paged_attention_ref
 
 LOCAL = MaskSpec(window=7)
 ATROUS = MaskSpec(stride=5)
@@ -62,8 +62,8 @@ def check_attention(case, dtype, device, num_splits=None, seed=0, holes_flag=Non
     cases without holes run the prefill kernel's unmasked off-diagonal tiles).
     packed: None (every key through the block table), "ptr" or "tma" (the new tokens' K/V from
     packed tensors, loaded through pointers or tensor descriptors)."""
-    from kernels import flash_prefill, triton_attention
-    from kernels.paged_decode import paged_decode
+    from llm_playground.kernels import flash_prefill, triton_attention
+    from llm_playground.kernels.paged_decode import paged_decode
     q_lens, ctx_lens, hq, hkv, d, bs, mask, num_decodes, holes = case
     batch = build_batch(q_lens, ctx_lens, hq, hkv, d, bs, dtype, device, holes, seed)
     scale = d ** -0.5
@@ -131,7 +131,7 @@ def test_attention_packed_bf16_and_odd_head_dim_interpreted(how):
                                   "mixed_decode_and_prefill"])
 def test_attention_packed_poly_exp_interpreted(name, monkeypatch):
     """Half the exponentials by polynomial (bf16 packed path) stays within the bf16 tolerance."""
-    from kernels import flash_prefill
+    from llm_playground.kernels import flash_prefill
     monkeypatch.setattr(flash_prefill, "POLY_EXP_DIMS", (64, 128))
     check_attention(CPU_CASES[name], torch.bfloat16, "cpu", packed="tma")
 
@@ -172,7 +172,7 @@ def test_decode_split_counts_agree_interpreted(splits):
 @needs_interpreter
 def test_dispatch_routes_to_triton_when_forced():
     """The one switch: 'triton' sends CPU tensors to the Triton path (interpreted here)."""
-    import kernels
+    from llm_playground import kernels
     case = CPU_CASES["mixed_decode_and_prefill"]
     batch = build_batch(*case[:6], torch.float32, "cpu")
     kernels.set_backend("triton")

@@ -13,11 +13,11 @@ import pytest
 import torch
 
 from kernel_cases import TOL, needs_interpreter, rel_err
-from kernels import reference as ref
+from llm_playground.kernels import reference as ref
 
 
 def check_rms_norm_linear(T, H, N, dtype, device, with_residual, seed=0):
-    from kernels.fused_linear import rms_norm_linear
+    from llm_playground.kernels.fused_linear import rms_norm_linear
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(T, H, generator=g).to(dtype).to(device)
     nw = (1 + 0.1 * torch.randn(H, generator=g)).to(dtype).to(device)
@@ -36,7 +36,7 @@ def check_rms_norm_linear(T, H, N, dtype, device, with_residual, seed=0):
 
 
 def check_silu_mul_linear(T, inter, N, dtype, device, seed=0):
-    from kernels.fused_linear import silu_mul_linear
+    from llm_playground.kernels.fused_linear import silu_mul_linear
     g = torch.Generator().manual_seed(seed)
     gu = torch.randn(T, 2 * inter, generator=g).to(dtype).to(device)
     w = (torch.randn(N, inter, generator=g) / inter ** 0.5).to(dtype).to(device)
@@ -57,7 +57,7 @@ def test_fused_linear_interpreted(dtype, T):
 
 @needs_interpreter
 def test_fused_linear_rejects_what_it_cannot_do():
-    from kernels.fused_linear import MAX_ROWS, rms_norm_linear, silu_mul_linear
+    from llm_playground.kernels.fused_linear import MAX_ROWS, rms_norm_linear, silu_mul_linear
     x = torch.randn(MAX_ROWS + 1, 32)
     with pytest.raises(ValueError, match="T <= 16"):
         rms_norm_linear(x, torch.ones(32), 1e-5, None, torch.randn(8, 32))
@@ -71,8 +71,8 @@ def test_fused_linear_rejects_what_it_cannot_do():
 
 def test_fused_linear_ok_rules():
     """The dispatch fuses only on the Triton path, for few rows and a plain weight of x's dtype."""
-    from kernels import dispatch
-    from kernels.fused_linear import MAX_K, MAX_ROWS
+    from llm_playground.kernels import dispatch
+    from llm_playground.kernels.fused_linear import MAX_K, MAX_ROWS
     assert (dispatch._FUSED_MAX_ROWS, dispatch._FUSED_MAX_K) == (MAX_ROWS, MAX_K)   # kept in step
     x, w = torch.randn(4, 32), torch.randn(8, 32)
     old = dispatch.get_backend()
@@ -96,10 +96,10 @@ def test_fused_linear_ok_rules():
 def test_layer_fused_decode_matches_unfused():
     """A decoder layer at decode size (3 rows) gives the same output and residual with the fused
     kernels as with the norm, SwiGLU and projections run apart (both through Triton)."""
-    from kernels import dispatch
-    from model.batch import AttentionBatch
-    from model.config import ModelConfig
-    from model.layers import LlamaDecoderLayer
+    from llm_playground.kernels import dispatch
+    from llm_playground.model.batch import AttentionBatch
+    from llm_playground.model.config import ModelConfig
+    from llm_playground.model.layers import LlamaDecoderLayer
     cfg = ModelConfig(vocab_size=64, hidden_size=96, intermediate_size=80, num_layers=1,
                       num_heads=4, num_kv_heads=2, head_dim=24, max_position=64)
     torch.manual_seed(0)

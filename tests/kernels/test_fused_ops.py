@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from kernel_cases import TOL, needs_interpreter, rel_err
-from kernels import reference as ref
+from llm_playground.kernels import reference as ref
 
 
 def check_write_kv(T, hkv, d, nb, bs, dtype, device):
-    from kernels.kv_write import write_kv
+    from llm_playground.kernels.kv_write import write_kv
     g = torch.Generator().manual_seed(1)
     k = torch.randn(T, hkv, d, generator=g).to(dtype).to(device)
     v = torch.randn(T, hkv, d, generator=g).to(dtype).to(device)
@@ -30,7 +30,7 @@ def check_write_kv(T, hkv, d, nb, bs, dtype, device):
 
 
 def check_rms_norm(T, H, dtype, device, with_residual):
-    from kernels.rmsnorm import rms_norm
+    from llm_playground.kernels.rmsnorm import rms_norm
     g = torch.Generator().manual_seed(2)
     x = torch.randn(T, H, generator=g).to(dtype).to(device)
     w = (1 + 0.1 * torch.randn(H, generator=g)).to(dtype).to(device)
@@ -45,7 +45,7 @@ def check_rms_norm(T, H, dtype, device, with_residual):
 
 
 def check_silu_and_mul(T, inter, dtype, device):
-    from kernels.swiglu import silu_and_mul
+    from llm_playground.kernels.swiglu import silu_and_mul
     g = torch.Generator().manual_seed(3)
     gu = torch.randn(T, 2 * inter, generator=g).to(dtype).to(device)
     got = silu_and_mul(gu)
@@ -54,7 +54,7 @@ def check_silu_and_mul(T, inter, dtype, device):
 
 
 def check_rope(T, hq, hkv, d, dtype, device):
-    from kernels.rope_triton import rope
+    from llm_playground.kernels.rope_triton import rope
     g = torch.Generator().manual_seed(4)
     q = torch.randn(T, hq, d, generator=g).to(dtype).to(device)
     k = torch.randn(T, hkv, d, generator=g).to(dtype).to(device)
@@ -70,7 +70,7 @@ def check_rope(T, hq, hkv, d, dtype, device):
 def check_rope_write_kv(T, hq, hkv, d, nb, bs, dtype, device):
     """The fused RoPE + KV write against rope_ref then write_kv_ref: the rotated q, and the cache
     (rotated k, v) at every slot; untouched slots keep their random values."""
-    from kernels.rope_triton import rope_write_kv
+    from llm_playground.kernels.rope_triton import rope_write_kv
     g = torch.Generator().manual_seed(5)
     q = torch.randn(T, hq, d, generator=g).to(dtype).to(device)
     k = torch.randn(T, hkv, d, generator=g).to(dtype).to(device)

@@ -10,9 +10,9 @@ import random
 
 import torch
 
-from model.batch import AttentionBatch
-from model.config import ModelConfig
-from model.kv_cache import KVCache
+from llm_playground.model.batch import AttentionBatch
+from llm_playground.model.config import ModelConfig
+from llm_playground.model.kv_cache import KVCache
 
 
 class Pager:

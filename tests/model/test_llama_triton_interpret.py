@@ -22,9 +22,9 @@ SCRIPT = r"""
 import sys, tempfile
 from pathlib import Path
 import torch
-from kernels import dispatch
-from model import loader_hf
-from model.loader import build_model
+from llm_playground.kernels import dispatch
+from llm_playground.model import loader_hf
+from llm_playground.model.loader import build_model
 from paged_helpers import Pager
 from tiny_models import random_hf_model
 dispatch.set_backend("triton")

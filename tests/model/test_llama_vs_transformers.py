@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from model import loader_hf
-from model.loader import build_model
+from llm_playground.model import loader_hf
+from llm_playground.model.loader import build_model
 from paged_helpers import Pager
 from tiny_models import random_hf_model
 

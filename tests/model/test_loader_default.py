@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from model.default_model import ensure_default_model
-from model.loader import load_model
-from model.weights import ModelLoadError
+from llm_playground.model.default_model import ensure_default_model
+from llm_playground.model.loader import load_model
+from llm_playground.model.weights import ModelLoadError
 
 
 @pytest.fixture

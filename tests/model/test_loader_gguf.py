@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from model import loader_gguf
-from model.loader import build_model, load_model
-from model.weights import ModelLoadError
+from llm_playground.model import loader_gguf
+from llm_playground.model.loader import build_model, load_model
+from llm_playground.model.weights import ModelLoadError
 from paged_helpers import Pager
 from tiny_models import random_hf_model, write_gguf
 

@@ -19,12 +19,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernels import dispatch
-from model.batch import AttentionBatch
-from model.config import ModelConfig
-from model.kv_cache import KVCache
-from model.llama import LlamaForCausalLM
-from model.weights import expected_shapes
+from llm_playground.kernels import dispatch
+from llm_playground.model.batch import AttentionBatch
+from llm_playground.model.config import ModelConfig
+from llm_playground.model.kv_cache import KVCache
+from llm_playground.model.llama import LlamaForCausalLM
+from llm_playground.model.weights import expected_shapes
 
 SHAPES = {
     "smollm2-135m": ModelConfig(vocab_size=49152, hidden_size=576, intermediate_size=1536,

@@ -6,8 +6,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kernels.mask import MaskSpec
-from model.sparsity import (AttentionPattern, PatternError, downsample, format_pattern,
+from llm_playground.kernels.mask import MaskSpec
+from llm_playground.model.sparsity import (AttentionPattern, PatternError, downsample, format_pattern,
                             parse_pattern)
 
 

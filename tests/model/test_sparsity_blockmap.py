@@ -5,8 +5,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kernels.mask import MaskSpec
-from model.sparsity import block_map, freeable_blocks, parse_pattern
+from llm_playground.kernels.mask import MaskSpec
+from llm_playground.model.sparsity import block_map, freeable_blocks, parse_pattern
 
 specs = st.one_of(
     st.just(MaskSpec()),

@@ -8,11 +8,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kernels.mask import MaskSpec
-from kernels.reference import paged_attention_ref, rope_ref, write_kv_ref
-from model.kv_cache import KVCache
-from model.sparsity import parse_pattern
-from model.streaming import plan_eviction, rerotate_keys, rope_offset
+from llm_playground.kernels.mask import MaskSpec
+from llm_playground.kernels.reference import paged_attention_ref, rope_ref, write_kv_ref
+from llm_playground.model.kv_cache import KVCache
+from llm_playground.model.sparsity import parse_pattern
+from llm_playground.model.streaming import plan_eviction, rerotate_keys, rope_offset
 
 D, HKV, HQ = 16, 2, 4
 

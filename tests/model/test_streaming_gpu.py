@@ -4,10 +4,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernels.mask import MaskSpec
-from model.kv_cache import KVCache
-from model.sparsity import block_map
-from model.streaming import rerotate_keys
+from llm_playground.kernels.mask import MaskSpec
+from llm_playground.model.kv_cache import KVCache
+from llm_playground.model.sparsity import block_map
+from llm_playground.model.streaming import rerotate_keys
 
 
 def rope_tables(max_pos=256, dim=16, theta=10000.0):

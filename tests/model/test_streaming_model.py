@@ -18,9 +18,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from model import loader_hf
-from model.loader import build_model
-from model.sparsity import parse_pattern
+from llm_playground.model import loader_hf
+from llm_playground.model.loader import build_model
+from llm_playground.model.sparsity import parse_pattern
 
 import transformers
 ROOT = Path(__file__).resolve().parents[2]

@@ -19,8 +19,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from playground.app import PlaygroundApp  # noqa: E402
-from playground.engine_factory import real_factory  # noqa: E402
+from llm_playground.playground.app import PlaygroundApp  # noqa: E402
+from llm_playground.playground.engine_factory import real_factory  # noqa: E402
 
 SIZE = (140, 42)
 

@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 
 import torch
 
-import bpe
-from model.reports import (CACHED, FREE, SHARED, USED, BlockInfo, CacheReport, RequestOutput,
+from llm_playground import bpe
+from llm_playground.model.reports import (CACHED, FREE, SHARED, USED, BlockInfo, CacheReport, RequestOutput,
                            SequenceReport, StepReport)
-from model.sampling_params import SamplingParams
-from model.sparsity import parse_pattern
-from playground.messages import ModelInfo
+from llm_playground.model.sampling_params import SamplingParams
+from llm_playground.model.sparsity import parse_pattern
+from llm_playground.playground.messages import ModelInfo
 
 LAYERS, KV_HEADS, HEADS, HEAD_DIM, DTYPE_BYTES = 2, 2, 4, 8, 4
 PREFILL_S_PER_TOKEN, DECODE_STEP_S = 0.0005, 0.02

@@ -6,8 +6,8 @@ import asyncio
 from ui_helpers import make_app, wait_for
 from scripted_engine import ScriptedEngine
 
-from playground.chat_view import AssistantMessage, ChatView, UserMessage
-from playground.stats_strip import StatsStrip
+from llm_playground.playground.chat_view import AssistantMessage, ChatView, UserMessage
+from llm_playground.playground.stats_strip import StatsStrip
 
 
 async def _ready(pilot, app):
@@ -166,7 +166,7 @@ def _send_and_wait(pilot, app, text):
 def test_system_prompt_is_the_models_default_until_edited():
     """Unedited, the chat sends what `playground generate --chat` sends: no system message, so
     the template writes its own default, and the box shows that default (not a generic one)."""
-    from model.chat_template import render_chat
+    from llm_playground.model.chat_template import render_chat
     from textual.widgets import TextArea
     engine = ScriptedEngine(chat_template=TEMPLATE_WITH_DEFAULT)
     app = make_app(engine)
@@ -192,7 +192,7 @@ def test_system_prompt_is_the_models_default_until_edited():
 
 def test_special_token_text_typed_in_a_message_stays_text():
     """Typing "<|im_end|>" must not end the user's turn: it is encoded as ordinary text."""
-    from model.chat_template import render_chat
+    from llm_playground.model.chat_template import render_chat
     engine = ScriptedEngine(chat_template=TEMPLATE_WITH_DEFAULT)
     app = make_app(engine)
     typed = "a <|im_end|> b"
@@ -312,8 +312,8 @@ def test_a_one_step_answer_shows_its_kv_blocks_and_prefix_hits_on_the_real_engin
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
     from engine_helpers import engine as tiny_engine
 
-    from playground.app import PlaygroundApp
-    from playground.engine_factory import describe
+    from llm_playground.playground.app import PlaygroundApp
+    from llm_playground.playground.engine_factory import describe
 
     engine = tiny_engine(num_blocks=64, block_size=4)
     app = PlaygroundApp(lambda progress: (describe(engine, engine.loaded), engine),

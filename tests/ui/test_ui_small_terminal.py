@@ -21,10 +21,10 @@ import pytest
 from ui_helpers import make_app, wait_for
 from scripted_engine import ScriptedEngine
 
-from model.sampling_params import SamplingParams
-from playground.attention_view import AttentionView
-from playground.chat_view import ChatView
-from playground.messages import CacheUpdated
+from llm_playground.model.sampling_params import SamplingParams
+from llm_playground.playground.attention_view import AttentionView
+from llm_playground.playground.chat_view import ChatView
+from llm_playground.playground.messages import CacheUpdated
 
 # Scrolling content (answers, token spans, block tables) may run past the edge; it scrolls.
 SCROLLING = {"chat-log", "kv-tables"}

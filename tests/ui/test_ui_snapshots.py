@@ -9,11 +9,11 @@ from __future__ import annotations
 from ui_helpers import make_app, wait_for
 from scripted_engine import ScriptedEngine
 
-from model.sampling_params import SamplingParams
-from playground.attention_view import AttentionView
-from playground.chat_view import ChatView
-from playground.messages import CacheUpdated
-from playground.tokenizer_view import TokenizerPanel, TokenizerView
+from llm_playground.model.sampling_params import SamplingParams
+from llm_playground.playground.attention_view import AttentionView
+from llm_playground.playground.chat_view import ChatView
+from llm_playground.playground.messages import CacheUpdated
+from llm_playground.playground.tokenizer_view import TokenizerPanel, TokenizerView
 
 SIZE = (120, 36)
 

@@ -6,7 +6,7 @@ import asyncio
 
 from ui_helpers import make_app, wait_for
 
-from playground.tokenizer_view import TokenizerPanel, TokenizerView
+from llm_playground.playground.tokenizer_view import TokenizerPanel, TokenizerView
 
 CORPUS = ("the quick brown fox jumps over the lazy dog. " * 40 + "\n"
           + "pack my box with five dozen liquor jugs. " * 40 + "\n") * 5
@@ -17,7 +17,7 @@ def _panel(view: TokenizerView, kind: str) -> TokenizerPanel | None:
 
 
 def test_train_adds_a_tokenizer_to_the_comparison(tmp_path):
-    import bpe
+    from llm_playground import bpe
 
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(CORPUS, encoding="utf-8")
@@ -96,8 +96,9 @@ def test_sentencepiece_model_joins_the_comparison(tmp_path):
 
 TRAIN_UNDER_CAPTURED_STDERR = r"""
 import sys, threading
-import bpe, bpe.counting
-from playground.tokenizer_sources import train
+from llm_playground import bpe
+import llm_playground.bpe.counting
+from llm_playground.playground.tokenizer_sources import train
 
 class Captured:                   # what Textual puts in sys.stderr: fileno() is -1
     def write(self, s): return len(s)
@@ -147,7 +148,7 @@ def test_training_works_when_stderr_is_textuals_capture(tmp_path):
 def test_a_long_tokenizer_name_does_not_cut_the_counts():
     """The panel title (name, kind, tokens, bytes, bytes/token) wraps instead of being cut at
     the panel's edge (the default model's name cut "bytes/token" at 160 columns)."""
-    from playground.tokenizer_sources import from_bpe
+    from llm_playground.playground.tokenizer_sources import from_bpe
     from textual.widgets import Label
     app = make_app()
 

@@ -7,14 +7,14 @@ import pytest
 from ui_helpers import make_app, wait_for
 from scripted_engine import ScriptedEngine
 
-from model.reports import FREE, SHARED, USED
-from model.sparsity import parse_pattern
-from playground.app import APP_BINDINGS, PlaygroundApp
-from playground.attention_view import AttentionView
-from playground.block_grid import BlockGrid
-from playground.chat_view import ChatView
-from playground.mask_grid import HeatGrid
-from playground.tokenizer_view import TokenizerPanel, TokenizerView
+from llm_playground.model.reports import FREE, SHARED, USED
+from llm_playground.model.sparsity import parse_pattern
+from llm_playground.playground.app import APP_BINDINGS, PlaygroundApp
+from llm_playground.playground.attention_view import AttentionView
+from llm_playground.playground.block_grid import BlockGrid
+from llm_playground.playground.chat_view import ChatView
+from llm_playground.playground.mask_grid import HeatGrid
+from llm_playground.playground.tokenizer_view import TokenizerPanel, TokenizerView
 
 
 async def _ready(pilot, app):
@@ -52,7 +52,7 @@ def test_kv_grid_follows_allocation_and_freeing():
 
 
 def test_block_grid_repaints_only_changed_rows():
-    from model.reports import BlockInfo
+    from llm_playground.model.reports import BlockInfo
 
     app = make_app()
 
@@ -75,7 +75,7 @@ def test_block_grid_repaints_only_changed_rows():
 
 @pytest.mark.network
 def test_tokenizer_view_counts_match_the_encoders():
-    import bpe
+    from llm_playground import bpe
 
     app = make_app(references=("cl100k_base",))
 
@@ -150,7 +150,7 @@ def test_pattern_switch_reaches_the_engine_and_weights_are_drawn():
 
 
 def test_a_model_that_cannot_load_is_a_notification_not_a_crash():
-    from model.weights import ModelLoadError
+    from llm_playground.model.weights import ModelLoadError
 
     def factory(progress):
         progress("reading /nope.gguf")
@@ -200,7 +200,7 @@ def test_large_pool_and_mask_render():
     speed belongs to benchmarks, not to pass/fail tests."""
     import time
 
-    from model.reports import BlockInfo
+    from llm_playground.model.reports import BlockInfo
 
     app = make_app()
     timings = {}

@@ -5,7 +5,7 @@ import asyncio
 
 from scripted_engine import ScriptedEngine, scripted_factory
 
-from playground.app import PlaygroundApp
+from llm_playground.playground.app import PlaygroundApp
 
 
 def make_app(engine: ScriptedEngine | None = None, references=()) -> PlaygroundApp:

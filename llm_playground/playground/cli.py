@@ -1,0 +1,222 @@
+"""`playground` command line: the Textual app (no subcommand), `generate` and `chat --plain`.
+
+- `playground [--model PATH] ...` starts the full-screen app (playground/app.py, imported lazily
+  so the line tools never load Textual).
+- `playground generate --prompt TEXT [--chat] [--json] ...` runs one completion on the engine,
+  streaming text to stdout; `--json` prints one JSON object instead (prompt ids, generated ids,
+  text, finish reason, timings).
+- `playground chat --plain`: a line-based multi-turn chat in the terminal (`/reset`, `/exit`).
+Every failure a user can cause (no model, offline without a cache, a bad prompt or flag) is one
+line on stderr and exit status 1, never a traceback. This module only parses flags and prints;
+the engine (model/engine.py) does the work.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+
+def _common(p: argparse.ArgumentParser, top: bool = True) -> None:
+    """Model/engine flags, accepted before or after the subcommand (a subcommand's copy uses
+    SUPPRESS defaults so it does not overwrite a value given before it)."""
+    d = (lambda v: v) if top else (lambda v: argparse.SUPPRESS)  # noqa: E731
+    p.add_argument("--model", default=d(None), help="a .gguf file or a Hugging Face model directory "
+                   "(default: SmolLM2-135M-Instruct, fetched once into the user cache)")
+    p.add_argument("--dtype", default=d(None), help="float32 (exact) | bfloat16 | float16 | int8 "
+                   "(default: int8 weights on CPU, bfloat16 on CUDA)")
+    p.add_argument("--device", default=d("cpu"), help="cpu or cuda[:N] (default cpu)")
+    p.add_argument("--attention", default=d("dense"), metavar="PATTERN",
+                   help="dense | local:W | atrous:K | sparse:W,K | streaming:S,W")
+    p.add_argument("--block-size", type=int, default=d(None), help="KV block size in tokens (16)")
+    p.add_argument("--kv-blocks", type=int, default=d(None), help="number of KV blocks in the pool")
+    p.add_argument("--kv-budget", default=d(None), help="KV pool size, e.g. 512M or 2GiB")
+
+
+def _sampling(p: argparse.ArgumentParser, max_tokens: int) -> None:
+    p.add_argument("--max-tokens", type=int, default=max_tokens, help=f"new tokens at most ({max_tokens})")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--repetition-penalty", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=None)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="playground", description="Terminal LLM playground.")
+    _common(parser)
+    sub = parser.add_subparsers(dest="command")
+    gen = sub.add_parser("generate", help="one completion, streamed to stdout")
+    _common(gen, top=False)
+    _sampling(gen, 128)
+    gen.add_argument("--prompt", required=True, help="the prompt text")
+    gen.add_argument("--chat", action="store_true",
+                     help="wrap the prompt in the model's chat template (its default system prompt)")
+    gen.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    gen.add_argument("--beams", type=int, default=0, metavar="K",
+                     help="beam search with K beams: print the K hypotheses with their scores")
+    gen.add_argument("--length-penalty", type=float, default=1.0,
+                     help="beam score = logprob / length**P (Hugging Face's rule; default 1.0)")
+    chat = sub.add_parser("chat", help="multi-turn chat in the terminal")
+    _common(chat, top=False)
+    _sampling(chat, 512)
+    chat.add_argument("--plain", action="store_true", help="line-based (the full-screen chat is "
+                      "the default `playground`)")
+    return parser
+
+
+def _engine(args):
+    from llm_playground.model.engine import Engine
+    from llm_playground.model.engine_config import EngineConfig
+    from llm_playground.model.loader import load_model
+    fields = {"attention": args.attention, "device": args.device, "dtype": args.dtype}
+    if args.block_size is not None:
+        fields["block_size"] = args.block_size
+    if args.kv_blocks is not None:
+        fields["num_blocks"] = args.kv_blocks
+    if args.kv_budget is not None:
+        from llm_playground.playground.engine_factory import parse_bytes
+        fields["kv_cache_bytes"] = parse_bytes(args.kv_budget)
+    config = EngineConfig(**fields)
+    say = lambda msg, *a, **k: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    loaded = load_model(args.model, config.dtype, config.device, progress=say)
+    return Engine(loaded, config)
+
+
+def _params(args):
+    from llm_playground.model.sampling_params import SamplingParams
+    return SamplingParams(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
+                          repetition_penalty=args.repetition_penalty, max_tokens=args.max_tokens,
+                          seed=args.seed)
+
+
+def _chat_ids(engine, messages: list[dict]) -> list[int]:
+    template = engine.loaded.chat_template
+    if not template:
+        raise ValueError("this model has no chat template; run without --chat")
+    from llm_playground.model.chat_template import encode_chat
+    return encode_chat(engine.tokenizer, template, messages)
+
+
+def _run_one(engine, ids: list[int], params, echo: bool) -> dict:
+    """Stream one request; returns ids, text, finish reason and timing figures."""
+    from llm_playground.model.engine import RequestError
+    t0 = time.perf_counter()
+    out_ids, text, reason, ttft = [], [], None, None
+    pre_tok = pre_s = dec_tok = dec_s = 0.0
+    reports = []
+    for out in engine.stream(ids, params, on_report=reports.append):
+        if out.error:
+            raise RequestError(out.error)
+        out_ids += out.new_token_ids
+        text.append(out.text_delta)
+        if echo and out.text_delta:
+            print(out.text_delta, end="", flush=True)
+        reason = out.finish_reason or reason
+    for r in reports:
+        if r.num_prefill_tokens:
+            pre_tok, pre_s = pre_tok + r.num_prefill_tokens, pre_s + r.step_time_s
+        elif r.num_decode_tokens:
+            dec_tok, dec_s = dec_tok + r.num_decode_tokens, dec_s + r.step_time_s
+        ttft = ttft if ttft is not None else next(iter(r.ttft_s.values()), None)
+    return {"prompt_ids": ids, "generated_ids": out_ids, "text": "".join(text),
+            "finish_reason": reason,
+            "timings": {"total_s": time.perf_counter() - t0, "ttft_s": ttft,
+                        "prefill_tokens": int(pre_tok), "prefill_tokens_per_s": pre_tok / pre_s if pre_s else None,
+                        "decode_tokens": int(dec_tok), "decode_tokens_per_s": dec_tok / dec_s if dec_s else None}}
+
+
+def cmd_generate(args) -> int:
+    params = _params(args)
+    if not args.prompt:
+        raise ValueError("empty prompt: pass some text with --prompt")
+    engine = _engine(args)
+    if args.chat:
+        ids = _chat_ids(engine, [{"role": "user", "content": args.prompt}])
+    else:
+        ids = engine.tokenizer.encode_ordinary(args.prompt)
+    if args.beams:
+        return _run_beams(engine, ids, args)
+    result = _run_one(engine, ids, params, echo=not args.json)
+    if args.json:
+        result["model"] = engine.loaded.name
+        print(json.dumps(result, ensure_ascii=False))
+    else:
+        print(flush=True)
+    return 0
+
+
+def _run_beams(engine, ids: list[int], args) -> int:
+    """`generate --beams K`: the K hypotheses of a beam search (model/beam_search.py), best first."""
+    from llm_playground.model.beam_search import BeamSearchParams
+    if args.temperature != 0.0:
+        raise ValueError("beam search is deterministic: drop --temperature with --beams")
+    params = BeamSearchParams(beam_width=args.beams, max_tokens=args.max_tokens,
+                              length_penalty=args.length_penalty)
+    t0 = time.perf_counter()
+    hyps = engine.beam_search(ids, params)
+    if args.json:
+        print(json.dumps({"model": engine.loaded.name, "prompt_ids": ids, "beams": [
+            {"generated_ids": h.token_ids, "text": engine.tokenizer.decode(h.token_ids),
+             "cumulative_logprob": h.cumulative_logprob, "score": h.score,
+             "finish_reason": h.finish_reason} for h in hyps],
+            "total_s": time.perf_counter() - t0}, ensure_ascii=False))
+        return 0
+    for rank, h in enumerate(hyps):
+        print(f"--- beam {rank + 1}: score {h.score:.4f}  logprob {h.cumulative_logprob:.4f}  "
+              f"{len(h.token_ids)} tokens  ({h.finish_reason})")
+        print(engine.tokenizer.decode(h.token_ids), flush=True)
+    return 0
+
+
+def cmd_chat(args) -> int:
+    if not args.plain:
+        raise ValueError("only `playground chat --plain` is a line tool; run `playground` for the full app")
+    params = _params(args)
+    engine = _engine(args)
+    messages: list[dict] = []
+    print("chat: type a message; /reset starts over, /exit (or Ctrl-D) quits.", file=sys.stderr)
+    prompt = "> " if sys.stdin.isatty() else ""     # piped input: stdout holds only the replies
+    while True:
+        try:
+            line = input(prompt)
+        except EOFError:
+            print(file=sys.stderr)
+            return 0
+        line = line.strip()
+        if not line:
+            continue
+        if line == "/exit":
+            return 0
+        if line == "/reset":
+            messages = []
+            continue
+        messages.append({"role": "user", "content": line})
+        result = _run_one(engine, _chat_ids(engine, messages), params, echo=True)
+        print(flush=True)
+        messages.append({"role": "assistant", "content": result["text"]})
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command is None:
+            from llm_playground.playground.app import run_app
+            run_app(args)
+            return 0
+        return {"generate": cmd_generate, "chat": cmd_chat}[args.command](args)
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return 130
+    except Exception as e:  # one clear line for the user, never a traceback
+        if os.environ.get("PLAYGROUND_DEBUG"):
+            raise
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"playground: error: {msg}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,353 @@
+"""The one thread that owns the engine: loads the model, steps the engine, posts messages.
+
+Every engine call (add_request, abort, step, set_pattern, attention_weights, cache_report) happens
+on this thread, so the engine needs no locks and the UI thread never blocks on it. The UI talks
+to it by putting commands on a queue (`chat`, `cancel`, `set_pattern`, `attention`, `load_test`);
+the thread answers with the dataclass messages of playground/messages.py. It polls the worker's
+`is_cancelled` between steps and while idle (every 0.1 s), so the app can always quit.
+
+What it does not do: draw anything, or decide what the user sees. It keeps, per chat generation,
+the text and ids produced so far, so a cancelled or failed generation keeps its output.
+"""
+from __future__ import annotations
+
+import queue
+import random
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from textual.worker import get_current_worker
+
+from llm_playground.model.sampling_params import SamplingParams
+from llm_playground.playground.messages import (AttentionReady, CacheUpdated, ChatFinished, ChatProgress,
+                                 ChatStats, EngineNotice, LoadFailed, LoadProgress, ModelInfo,
+                                 ModelReady, PatternChanged)
+
+ProgressFn = Callable[..., None]
+# A factory loads the model and builds the engine on the worker thread: (progress) -> (info, engine).
+EngineFactory = Callable[[ProgressFn], "tuple[ModelInfo, Any]"]
+
+SPARK_WINDOW = 60          # decode steps kept for the sparkline
+IDLE_POLL_S = 0.1          # how often an idle worker checks for commands and cancellation
+MAX_STEP_FAILURES = 3      # consecutive failed steps before the worker stops stepping
+
+
+def one_line(error: BaseException) -> str:
+    """First line of the message; the class name only for unexpected errors (not bad input)."""
+    text = str(error).strip().splitlines()
+    if not text:
+        return type(error).__name__
+    expected = isinstance(error, ValueError) or type(error).__name__.endswith("LoadError")
+    return text[0] if expected else f"{type(error).__name__}: {text[0]}"
+
+
+@dataclass
+class _Generation:
+    ticket: int
+    request_id: int
+    n: int
+    prompt_len: int
+    texts: list[str] = field(default_factory=list)
+    ids: list[list[int]] = field(default_factory=list)
+    reasons: list[str | None] = field(default_factory=list)
+    error: str | None = None
+    stats: ChatStats = field(default_factory=ChatStats)
+    spark: deque = field(default_factory=lambda: deque(maxlen=SPARK_WINDOW))
+
+    def __post_init__(self) -> None:
+        self.texts = [""] * self.n
+        self.ids = [[] for _ in range(self.n)]
+        self.reasons = [None] * self.n
+        self.stats.prompt_tokens = self.prompt_len
+
+    @property
+    def done(self) -> bool:
+        return all(r is not None for r in self.reasons)
+
+
+class EngineWorker:
+    """Owns the engine on a Textual thread worker named "engine"."""
+
+    def __init__(self, post: Callable[[Any], Any], factory: EngineFactory) -> None:
+        self._post = post                      # thread-safe: App.post_message
+        self._factory = factory
+        self._commands: queue.Queue = queue.Queue()
+        self._gens: dict[int, _Generation] = {}        # ticket -> generation
+        self._by_request: dict[int, int] = {}          # engine request id -> ticket
+        self._synthetic: set[int] = set()              # request ids of the "load" action
+        self._ignored: set[int] = set()                # aborted requests whose late outputs we drop
+        self._queued_load: list[tuple] = []            # synthetic requests not yet added
+        self.engine: Any = None
+        self.info: ModelInfo | None = None
+
+    # ---- called from the UI thread -------------------------------------------------------
+    def chat(self, ticket: int, prompt_ids: list[int], params: SamplingParams) -> None:
+        self._commands.put(("chat", ticket, list(prompt_ids), params))
+
+    def cancel(self, ticket: int) -> None:
+        self._commands.put(("cancel", ticket))
+
+    def set_pattern(self, spec: str) -> None:
+        self._commands.put(("pattern", spec))
+
+    def attention(self, prompt_ids: list[int], layer: int, head: int) -> None:
+        self._commands.put(("attention", list(prompt_ids), layer, head))
+
+    def load_test(self, n: int, prompt_len: int = 48, max_tokens: int = 64, seed: int = 0) -> None:
+        self._commands.put(("load", n, prompt_len, max_tokens, seed))
+
+    # ---- the worker thread ---------------------------------------------------------------
+    def run(self) -> None:
+        """Body of the thread worker: load, then serve commands and step until cancelled."""
+        worker = get_current_worker()
+        loaded = self._load(worker)
+        if loaded is None:
+            return
+        self.info, self.engine = loaded
+        self._post(ModelReady(self.info))
+        self._post_cache(None)
+        failures = 0
+        while not worker.is_cancelled:
+            busy = self._has_work() or bool(self._queued_load)
+            self._drain(block=not busy)
+            self._admit_one_synthetic()
+            if worker.is_cancelled or not self._has_work():
+                continue
+            try:
+                report = self.engine.step()
+                failures = 0
+            except Exception as error:
+                failures += 1
+                self._fail_all(f"the engine failed a step ({one_line(error)})")
+                if failures >= MAX_STEP_FAILURES:
+                    self._post(EngineNotice("The engine keeps failing; restart the playground "
+                                            "(try a smaller --kv-blocks or --device cpu).", "error"))
+                    return
+                continue
+            self._handle(report)
+
+    def _load(self, worker: Any) -> "tuple[ModelInfo, Any] | None":
+        """Run the factory in a daemon thread and wait for it here, polling cancellation: quitting
+        during a slow fetch or load does not wait for it to finish."""
+        box: dict[str, Any] = {}
+
+        def target() -> None:
+            try:
+                box["value"] = self._factory(self._load_progress)
+            except Exception as error:  # a bad path or file must not kill the app
+                box["error"] = error
+
+        thread = threading.Thread(target=target, name="engine-load", daemon=True)
+        thread.start()
+        while thread.is_alive():
+            thread.join(IDLE_POLL_S)
+            if worker.is_cancelled:
+                return None
+        if "error" in box:
+            self._post(LoadFailed(one_line(box["error"])))
+            return None
+        return box["value"]
+
+    def _has_work(self) -> bool:
+        try:
+            return bool(self.engine.has_unfinished())
+        except Exception:
+            return False
+
+    def _load_progress(self, *args: Any, **kwargs: Any) -> None:
+        """Accept the loader's progress calls in any reasonable shape: (stage), (done, total),
+        (stage, done, total), (fraction) or keywords of the same names."""
+        stage = kwargs.get("stage") or next((a for a in args if isinstance(a, str)), "loading")
+        nums = [a for a in args if isinstance(a, (int, float)) and not isinstance(a, bool)]
+        done = kwargs.get("done", nums[0] if nums else None)
+        total = kwargs.get("total", nums[1] if len(nums) > 1 else None)
+        fraction = None
+        if done is not None and total:
+            fraction = max(0.0, min(1.0, float(done) / float(total)))
+        elif done is not None and isinstance(done, float) and 0.0 <= done <= 1.0:
+            fraction = done
+        self._post(LoadProgress(str(stage), fraction))
+
+    def _drain(self, block: bool) -> None:
+        try:
+            cmd = self._commands.get(timeout=IDLE_POLL_S) if block else self._commands.get_nowait()
+        except queue.Empty:
+            return
+        while True:
+            self._run_command(cmd)
+            try:
+                cmd = self._commands.get_nowait()
+            except queue.Empty:
+                return
+
+    def _run_command(self, cmd: tuple) -> None:
+        kind = cmd[0]
+        try:
+            if kind == "chat":
+                self._start_chat(*cmd[1:])
+            elif kind == "cancel":
+                self._cancel(cmd[1])
+            elif kind == "pattern":
+                self.engine.set_pattern(cmd[1])
+                self.info.pattern = cmd[1]
+                self._post(PatternChanged(cmd[1]))
+            elif kind == "attention":
+                _, ids, layer, head = cmd
+                weights = self.engine.attention_weights(ids, layer, head)
+                self._post(AttentionReady(layer, head, [list(map(float, r)) for r in weights], len(ids)))
+            elif kind == "load":
+                self._start_load(*cmd[1:])
+        except Exception as error:  # bad input for one command: tell the user, keep serving
+            self._post(EngineNotice(_hint(kind, error), "error"))
+
+    def _start_chat(self, ticket: int, prompt_ids: list[int], params: SamplingParams) -> None:
+        gen = _Generation(ticket, -1, params.n, len(prompt_ids))
+        try:
+            gen.request_id = self.engine.add_request(prompt_ids, params)
+        except Exception as error:
+            gen.reasons = ["error"] * gen.n
+            gen.error = _hint("chat", error)
+            self._finish(gen)
+            return
+        self._gens[ticket] = gen
+        self._by_request[gen.request_id] = ticket
+
+    def _cancel(self, ticket: int) -> None:
+        gen = self._gens.get(ticket)
+        if gen is None:
+            return
+        try:
+            self.engine.abort(gen.request_id)
+        finally:
+            gen.reasons = [r or "abort" for r in gen.reasons]
+            self._ignored.add(gen.request_id)
+            self._finish(gen)
+
+    def _start_load(self, n: int, prompt_len: int, max_tokens: int, seed: int) -> None:
+        """Queue N synthetic requests: half share a prefix (prefix cache), every third samples
+        twice (shared blocks), lengths vary (blocks freed at different steps)."""
+        self._queued_load.clear()
+        rng = random.Random(seed)
+        vocab = max(2, min(self.info.tokenizer.vocab_size if self.info else 256, 4096))
+        shared_prefix = [rng.randrange(1, vocab) for _ in range(prompt_len)]
+        for i in range(n):
+            own = [rng.randrange(1, vocab) for _ in range(rng.randint(prompt_len // 4, prompt_len))]
+            ids = (shared_prefix + own) if i % 2 == 0 else own + shared_prefix[: prompt_len // 2]
+            params = SamplingParams(temperature=0.8, max_tokens=rng.randint(max_tokens // 4, max_tokens),
+                                    seed=seed + i, ignore_eos=True, n=2 if i % 3 == 0 else 1)
+            self._queued_load.append((ids, params))
+        self._post(EngineNotice(f"Starting {n} synthetic requests, one per step: watch the KV "
+                                "cache tab.", "information"))
+
+    def _admit_one_synthetic(self) -> None:
+        """Staggered arrival: later requests find the shared prefix already in the cache."""
+        if self._queued_load:
+            ids, params = self._queued_load.pop(0)
+            self._synthetic.add(self.engine.add_request(ids, params))
+
+    def _handle(self, report: Any) -> None:
+        touched: set[int] = set()
+        for out in report.outputs:
+            rid = out.request_id
+            if rid in self._synthetic:
+                continue
+            ticket = self._by_request.get(rid)
+            if ticket is None or rid in self._ignored:
+                continue
+            gen = self._gens[ticket]
+            i = out.sample_index if 0 <= out.sample_index < gen.n else 0
+            gen.texts[i] += out.text_delta
+            gen.ids[i].extend(out.new_token_ids)
+            if out.finished:
+                gen.reasons[i] = out.finish_reason or "stop"
+                if out.error:
+                    gen.error = _hint_text("chat", out.error)
+            touched.add(ticket)
+        live = {s.request_id for s in report.sequences if s.status != "finished"}
+        self._synthetic &= live | {o.request_id for o in report.outputs if not o.finished}
+        for ticket in list(self._gens):
+            gen = self._gens[ticket]
+            self._update_stats(gen, report)
+            if gen.done:
+                self._finish(gen)
+            elif ticket in touched or gen.stats.ttft_s is None:
+                self._post(ChatProgress(ticket, tuple(gen.texts), tuple(map(tuple, gen.ids)),
+                                        _copy_stats(gen)))
+        self._post_cache(report)
+
+    def _update_stats(self, gen: _Generation, report: Any) -> None:
+        st = gen.stats
+        st.output_tokens = sum(len(x) for x in gen.ids)
+        if gen.request_id in report.ttft_s:
+            st.ttft_s = report.ttft_s[gen.request_id]
+        if report.num_prefill_tokens > 0:
+            st.prefill_tps = report.prefill_tokens_per_s
+        if report.num_decode_tokens > 0:
+            st.decode_tps = report.decode_tokens_per_s
+            gen.spark.append(report.decode_tokens_per_s)
+        st.recent_decode_tps = tuple(gen.spark)
+        mine = [s for s in report.sequences if s.request_id == gen.request_id]
+        if mine:
+            st.kv_blocks = len({b for s in mine for b in s.block_table if b >= 0})
+            st.cached_prompt_tokens = max(s.num_cached_tokens for s in mine)
+        st.prefix_hits_total = report.cache.prefix_hits
+        st.prefix_queries_total = report.cache.prefix_queries
+
+    def _finish(self, gen: _Generation) -> None:
+        self._gens.pop(gen.ticket, None)
+        self._by_request.pop(gen.request_id, None)
+        self._post(ChatFinished(gen.ticket, tuple(gen.texts), tuple(map(tuple, gen.ids)),
+                                _copy_stats(gen), tuple(gen.reasons), gen.error))
+
+    def _fail_all(self, why: str) -> None:
+        for gen in list(self._gens.values()):
+            try:
+                self.engine.abort(gen.request_id)
+            except Exception:
+                pass
+            self._ignored.add(gen.request_id)
+            gen.reasons = [r or "error" for r in gen.reasons]
+            gen.error = f"{why}; the text so far is kept"
+            self._finish(gen)
+        self._queued_load.clear()
+        for rid in list(self._synthetic):
+            try:
+                self.engine.abort(rid)
+            except Exception:
+                pass
+        self._synthetic.clear()
+        if not self._gens:
+            self._post(EngineNotice(why, "error"))
+
+    def _post_cache(self, report: Any) -> None:
+        try:
+            if report is None:
+                self._post(CacheUpdated(self.engine.cache_report()))
+            else:
+                self._post(CacheUpdated(report.cache, list(report.sequences), report.num_running,
+                                        report.num_waiting, len(self._synthetic)))
+        except Exception as error:
+            self._post(EngineNotice(f"cache report failed: {one_line(error)}", "warning"))
+
+
+def _copy_stats(gen: _Generation) -> ChatStats:
+    st = gen.stats
+    return ChatStats(**{k: getattr(st, k) for k in st.__dataclass_fields__})
+
+
+def _hint(kind: str, error: BaseException) -> str:
+    """One line saying what went wrong and what to do about it."""
+    return _hint_text(kind, one_line(error))
+
+
+def _hint_text(kind: str, msg: str) -> str:
+    low = msg.lower()
+    if kind == "chat" and ("block" in low or "cache" in low or "long" in low or "context" in low):
+        return f"{msg} - clear the chat (ctrl+l) or start with a larger --kv-blocks."
+    if kind == "pattern":
+        return f"{msg} - patterns: dense, local:W, atrous:K, sparse:W,K, streaming:S,W."
+    if kind == "attention":
+        return f"{msg} - send a prompt first, and pick a layer and head inside the model."
+    return msg

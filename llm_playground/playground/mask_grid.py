@@ -1,0 +1,93 @@
+"""A 2-D map (attention mask or attention weights) drawn as a heat map with the Line API.
+
+The source matrix can be large (a 2,048 x 2,048 mask): on every resize it is pooled once to the
+largest square that fits the widget (`model.sparsity.downsample`, adaptive average pooling), two matrix rows per
+terminal row with the upper-half-block glyph (foreground = upper cell, background = lower cell).
+`render_line` then only looks up cached strips, so scrolling the app or repainting costs nothing
+proportional to the matrix.
+
+It draws numbers in [0, 1]; callers decide what they mean (share of allowed pairs, or weights
+divided by their maximum).
+"""
+from __future__ import annotations
+
+import torch
+from rich.color import Color
+from rich.segment import Segment
+from rich.style import Style
+from textual import events
+from textual.strip import Strip
+from textual.widget import Widget
+
+from llm_playground.model.sparsity import downsample
+
+# A perceptual-ish ramp from near black through purple and orange to pale yellow (like "magma").
+RAMP = ["#0b0724", "#2c115f", "#57157e", "#812581", "#ad347c", "#d6456c",
+        "#f1605d", "#fb8761", "#feb078", "#fed799", "#fcfdbf"]
+UPPER_HALF = "▀"
+
+
+def ramp_colour(value: float) -> str:
+    value = 0.0 if value != value else max(0.0, min(1.0, value))  # NaN -> 0
+    return RAMP[round(value * (len(RAMP) - 1))]
+
+
+class HeatGrid(Widget):
+    """Draws a (rows, cols) float matrix in [0, 1], pooled to fit."""
+
+    DEFAULT_CSS = "HeatGrid { height: 1fr; width: 1fr; }"
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._source: torch.Tensor | None = None       # (n, m) float or bool
+        self._gamma = 1.0
+        self._pooled: torch.Tensor | None = None       # (2 * height, width) float in [0, 1]
+        self._strips: list[Strip] = []
+        self.pool_count = 0                             # how many times the source was pooled
+
+    def set_matrix(self, matrix: torch.Tensor | None, gamma: float = 1.0) -> None:
+        """gamma < 1 brightens small values after pooling (0.5: a stride-64 line in a cell of
+        64 keys shows as 1/8 brightness instead of 1/64)."""
+        self._source = matrix
+        self._gamma = gamma
+        self._rebuild()
+
+    @property
+    def pooled(self) -> torch.Tensor | None:
+        return self._pooled
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._rebuild()
+
+    def _rebuild(self) -> None:
+        width, height = self.size.width, self.size.height
+        self._strips = []
+        self._pooled = None
+        if self._source is not None and self._source.numel() and width > 0 and height > 0:
+            # a half-block cell is about square: the same count of rows and columns keeps the
+            # matrix square on screen (small matrices are stretched, their rows repeated)
+            side = max(2, min(2 * height, width))
+            rows, cols = side, side
+            self._pooled = downsample(self._source, rows, cols).clamp(0, 1) ** self._gamma  # (rows, cols)
+            self.pool_count += 1
+            self._strips = self._make_strips(self._pooled)
+        self.refresh()
+
+    def _make_strips(self, grid: torch.Tensor) -> list[Strip]:
+        values = grid.tolist()
+        strips = []
+        for r in range(0, len(values), 2):
+            top = values[r]
+            bottom = values[r + 1] if r + 1 < len(values) else None
+            segs = []
+            for c, v in enumerate(top):
+                lower = ramp_colour(bottom[c]) if bottom is not None else None
+                segs.append(Segment(UPPER_HALF, Style(color=Color.parse(ramp_colour(v)),
+                                                      bgcolor=Color.parse(lower) if lower else None)))
+            strips.append(Strip(segs, len(top)))
+        return strips
+
+    def render_line(self, y: int) -> Strip:
+        if y < len(self._strips):
+            return self._strips[y]
+        return Strip.blank(self.size.width, self.rich_style)

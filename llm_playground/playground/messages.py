@@ -1,0 +1,158 @@
+"""Dataclass messages that the background workers post to the app.
+
+The engine thread (playground/engine_worker.py) and the tokenizer-training thread post these; the
+app routes them to the views. High-rate messages (progress, per-step stats, cache snapshots) carry
+*cumulative* state, so a newer one can replace an older one still waiting in the queue
+(`can_replace`): when the UI falls behind, it skips to the latest picture instead of lagging.
+Messages that end something (finished, failed) never coalesce.
+
+This module holds no logic beyond that; it does not import torch or the engine.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from textual.message import Message
+
+from llm_playground.model.reports import CacheReport, SequenceReport
+
+
+@dataclass
+class ModelInfo:
+    """What the header, the KV view and the chat need to know about the loaded model."""
+    name: str
+    path: str
+    device: str
+    dtype: str                       # "float32", "bfloat16", ...
+    dtype_bytes: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    max_position: int
+    num_blocks: int
+    block_size: int
+    bytes_per_block: int
+    tokenizer: Any                   # bpe.Tokenizer (read-only use from the UI thread)
+    chat_template: str | None
+    pattern: str = "dense"
+
+
+@dataclass
+class LoadProgress(Message):
+    stage: str                       # "fetching", "reading weights", ...
+    fraction: float | None           # 0..1, None = unknown
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, LoadProgress)
+
+
+@dataclass
+class ModelReady(Message):
+    info: ModelInfo
+
+
+@dataclass
+class LoadFailed(Message):
+    error: str                       # one line, says what to do
+
+
+@dataclass
+class ChatStats:
+    """Live numbers for one chat generation (cumulative, so messages can coalesce)."""
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+    ttft_s: float | None = None
+    prefill_tps: float = 0.0         # last step that had prefill tokens
+    decode_tps: float = 0.0          # last decode step
+    recent_decode_tps: tuple[float, ...] = ()  # a window of recent decode steps, oldest first
+    kv_blocks: int = 0               # physical blocks held by this chat's sequences (last seen)
+    cached_prompt_tokens: int = 0    # prompt tokens served by the prefix cache
+    prefix_hits_total: int = 0       # engine-wide, cumulative
+    prefix_queries_total: int = 0
+
+
+@dataclass
+class ChatProgress(Message):
+    ticket: int                      # the UI's id for this generation (not the engine's request id)
+    texts: tuple[str, ...]           # text so far, one per sample
+    token_ids: tuple[tuple[int, ...], ...]
+    stats: ChatStats
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, ChatProgress) and message.ticket == self.ticket
+
+
+@dataclass
+class ChatFinished(Message):
+    ticket: int
+    texts: tuple[str, ...]
+    token_ids: tuple[tuple[int, ...], ...]
+    stats: ChatStats
+    finish_reasons: tuple[str | None, ...]
+    error: str | None = None         # one line for the user; the produced text is kept
+
+
+@dataclass
+class CacheUpdated(Message):
+    cache: CacheReport
+    sequences: list[SequenceReport] = field(default_factory=list)
+    num_running: int = 0
+    num_waiting: int = 0
+    synthetic_running: int = 0       # requests from the "load" action still running
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, CacheUpdated)
+
+
+@dataclass
+class EngineNotice(Message):
+    """Something the user should read (bad input, out of blocks...). Never fatal to the app."""
+    text: str
+    severity: str = "warning"        # "information" / "warning" / "error"
+
+
+@dataclass
+class PatternChanged(Message):
+    spec: str
+
+
+@dataclass
+class AttentionReady(Message):
+    layer: int
+    head: int
+    weights: list[list[float]]       # (T, T) rows = queries, cols = keys
+    token_count: int
+
+
+@dataclass
+class TrainProgress(Message):
+    fraction: float | None
+    text: str
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, TrainProgress)
+
+
+@dataclass
+class TrainFinished(Message):
+    tokenizer: Any
+    name: str
+    seconds: float
+
+
+@dataclass
+class TrainFailed(Message):
+    error: str
+
+
+@dataclass
+class TokenizerLoaded(Message):
+    entry: Any                       # playground.tokenizer_sources.TokenizerEntry
+
+
+@dataclass
+class TokenizerUnavailable(Message):
+    name: str
+    error: str
