@@ -45,9 +45,9 @@ def random_loaded(shape: str, dtype: torch.dtype, device: str, min_context: int)
     """Our Llama with random N(0, 0.02) weights (norms 1) of real shapes, no tokenizer.
     The RoPE table is extended to min_context when the shapes' trained context is shorter."""
     from benchmarks.e2e_decode import MODELS
-    from llm_playground.model.llama import LlamaForCausalLM
-    from llm_playground.model.loader import LoadedModel
-    from llm_playground.model.weights import expected_shapes
+    from llm_playground.model.network.llama import LlamaForCausalLM
+    from llm_playground.model.weights.loader import LoadedModel
+    from llm_playground.model.network.weight_contract import expected_shapes
     cfg = MODELS[shape]
     cfg = dataclasses.replace(cfg, max_position=max(cfg.max_position, min_context), eos_token_ids=())
     g = torch.Generator(device=device).manual_seed(0)
@@ -84,9 +84,9 @@ def percentile(xs: list[float], q: float) -> float:
 
 
 def run_mode(loaded, a, mode: str, decode_prompts: list[list[int]], long_prompt: list[int], window: int) -> dict:
-    from llm_playground.model.engine import Engine
-    from llm_playground.model.engine_config import EngineConfig
-    from llm_playground.model.sampling_params import SamplingParams
+    from llm_playground.model.engine.engine import Engine
+    from llm_playground.model.engine.config import EngineConfig
+    from llm_playground.model.engine.sampling_params import SamplingParams
     N, P, bs = a.decodes, len(long_prompt), 16
     budget = P + N if mode == "unchunked" else a.budget
     per_decode = a.decode_prompt + a.warmup + window + 8    # max_tokens: no decode ends in the window

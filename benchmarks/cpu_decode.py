@@ -1,7 +1,7 @@
 """CPU decode and prefill speed of our engine vs transformers on the default model, same run.
 
 Batch 1: a ~100-token English prompt, 128 new tokens, greedy, N threads (default 2). Ours runs in
-the default CPU mode (whatever model/loader.py picks: int8 weights) and in float32 (the exact
+the default CPU mode (whatever model/weights/loader.py picks: int8 weights) and in float32 (the exact
 mode); transformers runs float32 eager, loaded from the same GGUF (dequantized by transformers).
 prefill tok/s = prompt tokens / time of the step that computes the prompt; decode tok/s = tokens
 after the first / their time. Ours also runs 8 requests at once (different prompts) and reports
@@ -37,9 +37,9 @@ LLAMA_CPP = {"decode_tok_s": 147.0, "prefill_tok_s": 280.0}
 
 
 def ours(loaded, prompt_ids: list[int], new: int, batch: int) -> dict:
-    from llm_playground.model.engine import Engine
-    from llm_playground.model.engine_config import EngineConfig
-    from llm_playground.model.sampling_params import SamplingParams
+    from llm_playground.model.engine.engine import Engine
+    from llm_playground.model.engine.config import EngineConfig
+    from llm_playground.model.engine.sampling_params import SamplingParams
     e = Engine(loaded, EngineConfig(num_blocks=-(-(len(prompt_ids) + new + 8) // 16) * batch + 8,
                                     max_num_batched_tokens=4096, enable_prefix_caching=False))
     params = SamplingParams(max_tokens=new, ignore_eos=True)

@@ -3,7 +3,7 @@
 Random weights of SmolLM2-135M shapes and Llama-3-8B shapes, bf16, one 32-token random prompt,
 256 new greedy tokens. Both runtimes hold the same weights (ours is filled from the transformers
 model's state dict). Ours: eager prefill through model.forward, then each decode step replays
-the captured graph (model/cuda_graphs.py); the next token is the device-side argmax, fed back
+the captured graph (model/engine/cuda_graphs.py); the next token is the device-side argmax, fed back
 without a host sync; the per-step batch tensors are precomputed on the device. transformers:
 `generate(do_sample=False)` eager. Also reported: the weight-bandwidth floor (weight bytes /
 copy bandwidth) and the agreement of the first greedy tokens of the two runtimes. "ours_unfused"
@@ -25,10 +25,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import print_table, write_json  # noqa: E402
-from llm_playground.model.batch import AttentionBatch  # noqa: E402
-from llm_playground.model.config import ModelConfig  # noqa: E402
-from llm_playground.model.kv_cache import KVCache  # noqa: E402
-from llm_playground.model.llama import LlamaForCausalLM  # noqa: E402
+from llm_playground.model.network.batch import AttentionBatch  # noqa: E402
+from llm_playground.model.network.config import ModelConfig  # noqa: E402
+from llm_playground.model.network.kv_cache import KVCache  # noqa: E402
+from llm_playground.model.network.llama import LlamaForCausalLM  # noqa: E402
 
 MODELS = {
     "smollm2": ModelConfig(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_layers=30,
@@ -91,7 +91,7 @@ def run_ours(model, cfg, prompt, new_tokens, device, block_size=16, use_graphs=T
     cu1 = i32(0, 1)
     runner = None
     if use_graphs and device != "cpu":
-        from llm_playground.model.cuda_graphs import DecodeGraphRunner
+        from llm_playground.model.engine.cuda_graphs import DecodeGraphRunner
         runner = DecodeGraphRunner(model, kv, max_num_seqs=1, max_blocks_per_seq=n_blocks)
         runner.capture_all(prefill.mask)
     out = torch.empty(new_tokens, dtype=torch.int64, device=device)

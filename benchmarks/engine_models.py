@@ -15,13 +15,13 @@ import torch
 def load(spec: str | None, dtype: str | None = None, device: str = "cpu"):
     """'tiny' -> random tiny LoadedModel; None -> the default model; else a path."""
     if spec != "tiny":
-        from llm_playground.model.loader import load_model
+        from llm_playground.model.weights.loader import load_model
         return load_model(spec, dtype, device)
     from llm_playground import bpe
-    from llm_playground.model.config import ModelConfig
-    from llm_playground.model.llama import LlamaForCausalLM
-    from llm_playground.model.loader import LoadedModel
-    from llm_playground.model.weights import expected_shapes
+    from llm_playground.model.network.config import ModelConfig
+    from llm_playground.model.network.llama import LlamaForCausalLM
+    from llm_playground.model.weights.loader import LoadedModel
+    from llm_playground.model.network.weight_contract import expected_shapes
     cfg = ModelConfig(vocab_size=256, hidden_size=576, intermediate_size=1536, num_layers=2,
                       num_heads=9, num_kv_heads=3, head_dim=64, max_position=8192,
                       rope_theta=100000.0, tie_word_embeddings=True, eos_token_ids=())

@@ -35,11 +35,11 @@ from benchmarks.bench_common import print_table, write_json  # noqa: E402
 def stub_engine(a):
     """An engine on a 1-layer model whose forward is replaced by a stub (see the docstring)."""
     from benchmarks.e2e_decode import MODELS
-    from llm_playground.model.batch_builder import build_batch
-    from llm_playground.model.engine import Engine
-    from llm_playground.model.engine_config import EngineConfig
-    from llm_playground.model.llama import LlamaForCausalLM
-    from llm_playground.model.loader import LoadedModel
+    from llm_playground.model.engine.batch_builder import build_batch
+    from llm_playground.model.engine.engine import Engine
+    from llm_playground.model.engine.config import EngineConfig
+    from llm_playground.model.network.llama import LlamaForCausalLM
+    from llm_playground.model.weights.loader import LoadedModel
     cfg = dataclasses.replace(MODELS["smollm2"], num_layers=1, vocab_size=a.vocab, eos_token_ids=())
     model = LlamaForCausalLM(cfg, torch.float32, a.device).eval()     # never run: weights unset
     loaded = LoadedModel(model=model, config=cfg, tokenizer=None, chat_template=None,
@@ -62,7 +62,7 @@ def stub_engine(a):
 
 def run(a) -> dict:
     from benchmarks.throughput import workload
-    from llm_playground.model.sampling_params import SamplingParams
+    from llm_playground.model.engine.sampling_params import SamplingParams
     e = stub_engine(a)
     reqs = workload(a.requests, a.min_len, a.max_len, a.vocab, a.seed)
     for p, o in reqs:

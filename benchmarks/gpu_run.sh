@@ -44,7 +44,7 @@ if has anatomy; then
 fi
 if has tests; then
   timeout -s INT ${TEST_TIMEOUT:-900} $PY -m pytest -q -m gpu -p no:cacheprovider tests/kernels \
-    tests/model/test_llama_gpu.py tests/model/test_real_shapes_gpu.py tests/model/test_streaming_gpu.py \
+    tests/model/test_llama_gpu.py tests/model/test_real_shapes_gpu.py tests/model/test_eviction_gpu.py \
     tests/engine/test_engine_gpu.py 2>&1 | tee "$OUT/gpu_tests.log" | tail -25 || status=1
 fi
 exit $status

@@ -25,9 +25,9 @@ from benchmarks.engine_models import load  # noqa: E402
 
 
 def run(loaded, requests: int, lo: int, hi: int, block_size: int, new_tokens: int, seed: int) -> dict:
-    from llm_playground.model.engine import Engine
-    from llm_playground.model.engine_config import EngineConfig
-    from llm_playground.model.sampling_params import SamplingParams
+    from llm_playground.model.engine.engine import Engine
+    from llm_playground.model.engine.config import EngineConfig
+    from llm_playground.model.engine.sampling_params import SamplingParams
     rng = random.Random(seed)
     lengths = [rng.randint(lo, hi) for _ in range(requests)]
     blocks = sum(-(-n // block_size) for n in lengths) + 8          # room for all at once

@@ -1,6 +1,6 @@
 """Attention time per step for each attention pattern at a 32k context, against dense (issue 5).
 
-For every pattern of model/sparsity.py (dense, local, atrous, local + atrous, StreamingLLM) the
+For every pattern of model/engine/attention_patterns.py (dense, local, atrous, local + atrous, StreamingLLM) the
 paged attention kernels (kernels.dispatch.paged_attention: Triton on CUDA) run one engine step
 at a 32k-token context, through block tables of block 16, bf16:
 - decode: a batch of one-token queries at position 32k (batch 1 and batch 16);
@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import median_ms_graph, paged_layout, print_table, write_json  # noqa: E402
 from llm_playground.kernels.dispatch import paged_attention  # noqa: E402
-from llm_playground.model.sparsity import freeable_blocks, parse_pattern  # noqa: E402
+from llm_playground.model.engine.attention_patterns import freeable_blocks, parse_pattern  # noqa: E402
 
 PATTERNS = ["dense", "local:4096", "atrous:8", "sparse:4096,8", "streaming:4,4096"]
 SHAPES = {"8B": (32, 8, 128), "135M": (9, 3, 64)}

@@ -9,7 +9,7 @@ SHA-256 is recorded).
 For each pattern the text runs through the model in chunks of `--chunk` tokens over the real
 paged KV cache: each chunk attends to the cache under the pattern's MaskSpec, logits of every
 chunk position score the next token, then blocks out of reach are freed and the kept keys
-re-rotated (model/streaming.py), so sliding patterns run with bounded memory and RoPE positions
+re-rotated (model/engine/eviction.py), so sliding patterns run with bounded memory and RoPE positions
 bounded by sinks + window + chunk. Dense/atrous/sparse keep every block (they need text length
 <= the model's trained context). Reported per pattern: perplexity over all scored tokens, over
 the tokens before the window fills and after, peak blocks held, the largest RoPE position used,
@@ -42,10 +42,10 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from llm_playground.model.batch import AttentionBatch  # noqa: E402
-from llm_playground.model.kv_cache import KVCache  # noqa: E402
-from llm_playground.model.sparsity import PatternError, parse_pattern  # noqa: E402
-from llm_playground.model.streaming import plan_eviction, rerotate_keys, rope_offset  # noqa: E402
+from llm_playground.model.network.batch import AttentionBatch  # noqa: E402
+from llm_playground.model.network.kv_cache import KVCache  # noqa: E402
+from llm_playground.model.engine.attention_patterns import PatternError, parse_pattern  # noqa: E402
+from llm_playground.model.engine.eviction import plan_eviction, rerotate_keys, rope_offset  # noqa: E402
 
 DEB = ("gnu-standards", "2022.03.23-0.1",
        "2087dda531c69d8505856a45e0334746f3f25211a237c95d375eed13a7d8c201")
@@ -189,8 +189,8 @@ def main(argv: list[str] | None = None) -> int:
         source = {"file": args.text, "text_sha256": hashlib.sha256(text.encode()).hexdigest()}
     else:
         text, source = fetch_text(say)
-    from llm_playground.model.loader import load_model
-    from llm_playground.model.weights import ModelLoadError
+    from llm_playground.model.weights.loader import load_model
+    from llm_playground.model.network.weight_contract import ModelLoadError
     torch.set_grad_enabled(False)
     try:
         loaded = load_model(args.model, dtype="float32", progress=say)

@@ -28,14 +28,14 @@ from benchmarks.engine_models import load  # noqa: E402
 
 
 def engine(loaded, caching: bool, block_size: int, num_blocks: int):
-    from llm_playground.model.engine import Engine
-    from llm_playground.model.engine_config import EngineConfig
+    from llm_playground.model.engine.engine import Engine
+    from llm_playground.model.engine.config import EngineConfig
     return Engine(loaded, EngineConfig(num_blocks=num_blocks, block_size=block_size,
                                        enable_prefix_caching=caching, max_num_batched_tokens=4096))
 
 
 def ttft_run(loaded, a, caching: bool, prompts) -> tuple[float, float]:
-    from llm_playground.model.sampling_params import SamplingParams
+    from llm_playground.model.engine.sampling_params import SamplingParams
     blocks = -(-(a.prefix + a.own) // a.block_size) * (a.requests + 2) + 64
     e = engine(loaded, caching, a.block_size, blocks)
     ttfts = []
@@ -51,7 +51,7 @@ def ttft_run(loaded, a, caching: bool, prompts) -> tuple[float, float]:
 
 
 def parallel_sampling(loaded, a) -> dict:
-    from llm_playground.model.sampling_params import SamplingParams
+    from llm_playground.model.engine.sampling_params import SamplingParams
     rng = random.Random(a.seed + 1)
     V = loaded.config.vocab_size
     prompt = [rng.randrange(V) for _ in range(a.prefix + a.own)]

@@ -32,7 +32,7 @@ def sync() -> None:
 
 def batch_for(q_lens, ctx_lens, kv, num_decodes, device):
     """AttentionBatch over freshly laid-out blocks: sequence i owns consecutive blocks."""
-    from llm_playground.model.batch import AttentionBatch
+    from llm_playground.model.network.batch import AttentionBatch
     bs = kv.block_size
     tables, slots, pos, start = [], [], [], 0
     for q, n in zip(q_lens, ctx_lens):
@@ -123,9 +123,9 @@ def main(argv=None) -> int:
         print("step_anatomy: needs a CUDA GPU", file=sys.stderr)
         return 2
     from benchmarks.e2e_decode import MODELS
-    from llm_playground.model.kv_cache import KVCache
-    from llm_playground.model.llama import LlamaForCausalLM
-    from llm_playground.model.weights import expected_shapes
+    from llm_playground.model.network.kv_cache import KVCache
+    from llm_playground.model.network.llama import LlamaForCausalLM
+    from llm_playground.model.network.weight_contract import expected_shapes
     cfg = MODELS["smollm2"]
     torch.manual_seed(0)
     if DEVICE != "cuda":   # smoke: 2 layers

@@ -52,7 +52,7 @@ from benchmarks.bench_common import print_table, write_json  # noqa: E402
 def make_models(name: str, dtype: torch.dtype, device: str):
     """(transformers model, our LoadedModel) with the same random weights."""
     from benchmarks.e2e_decode import MODELS, hf_model, ours_from
-    from llm_playground.model.loader import LoadedModel
+    from llm_playground.model.weights.loader import LoadedModel
     cfg = MODELS["smollm2" if name == "tiny" else name]
     if name == "tiny":
         cfg = dataclasses.replace(cfg, num_layers=2, vocab_size=1000)
@@ -97,9 +97,9 @@ def copy_bandwidth(device: str) -> float:
 
 
 def run_ours(loaded, reqs, a, budget: int) -> dict:
-    from llm_playground.model.engine import Engine
-    from llm_playground.model.engine_config import EngineConfig
-    from llm_playground.model.sampling_params import SamplingParams
+    from llm_playground.model.engine.engine import Engine
+    from llm_playground.model.engine.config import EngineConfig
+    from llm_playground.model.engine.sampling_params import SamplingParams
     bs = 16
     blocks = sum(-(-(len(p) + o) // bs) for p, o in reqs) + 64
     e = Engine(loaded, EngineConfig(num_blocks=blocks, block_size=bs, max_num_seqs=a.max_num_seqs,

@@ -1,7 +1,7 @@
 """The attention mask every attention path implements, as four integers.
 
 `MaskSpec` is the one description of an attention pattern that the kernels see. It does not
-parse user strings or draw pictures (that is `model/sparsity.py`); it only says which key
+parse user strings or draw pictures (that is `model/engine/attention_patterns.py`); it only says which key
 positions a query position may attend to:
 
     allowed(i, j) = j <= i and (

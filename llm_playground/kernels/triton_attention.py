@@ -2,7 +2,7 @@
 through the flash prefill kernel, both writing into one output tensor.
 
 Same signature and meaning as kernels.reference.paged_attention_ref. The batch layout is the one
-of model/batch.py: sequences 0..num_decodes-1 are decodes (one new token each, tokens
+of model/network/batch.py: sequences 0..num_decodes-1 are decodes (one new token each, tokens
 0..num_decodes-1), the others are prefill chunks (any number of new tokens, possibly after a
 cached prefix). With num_decodes == 0 every sequence goes through the prefill kernel, which is
 correct for one-token sequences too, only slower than the decode kernel.

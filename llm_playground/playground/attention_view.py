@@ -16,7 +16,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Input, Label, Select, Static
 
-from llm_playground.model.sparsity import PATTERN_SYNTAX, parse_pattern
+from llm_playground.model.engine.attention_patterns import PATTERN_SYNTAX, parse_pattern
 from llm_playground.playground.mask_grid import HeatGrid
 from llm_playground.playground.messages import AttentionReady
 

@@ -22,7 +22,7 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from llm_playground.model.reports import CACHED, FREE, SHARED, USED, BlockInfo
+from llm_playground.model.engine.reports import CACHED, FREE, SHARED, USED, BlockInfo
 
 CELL = "■ "          # glyph + gap: two columns per block
 CELL_WIDTH = 2

@@ -31,14 +31,14 @@ class Conversation:
     def prompt_text(self, chat_template: str | None) -> str:
         """The text the model sees before it writes the next assistant turn."""
         if chat_template:
-            from llm_playground.model.chat_template import render_chat
+            from llm_playground.model.engine.chat_template import render_chat
             return render_chat(chat_template, self.messages(), add_generation_prompt=True)
         lines = [f"{m['role']}: {m['content']}" for m in self.messages()]
         return "\n".join(lines) + "\nassistant:"
 
     def prompt_ids(self, tokenizer: Any, chat_template: str | None) -> list[int]:
         if chat_template:
-            from llm_playground.model.chat_template import encode_chat
+            from llm_playground.model.engine.chat_template import encode_chat
             return encode_chat(tokenizer, chat_template, self.messages())
         return tokenizer.encode_ordinary(self.prompt_text(None))
 

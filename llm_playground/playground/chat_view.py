@@ -18,7 +18,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Button, Input, Label, Markdown, Static, Switch, TextArea
 
-from llm_playground.model.sampling_params import SamplingParams
+from llm_playground.model.engine.sampling_params import SamplingParams
 from llm_playground.playground.chat_session import Conversation, Turn
 from llm_playground.playground.messages import ChatFinished, ChatProgress
 from llm_playground.playground.stats_strip import StatsStrip
@@ -139,7 +139,7 @@ class ChatView(Horizontal):
     # ---- settings ----------------------------------------------------------------------------
     def set_model(self, chat_template: str | None) -> None:
         """Show the model's own default system prompt, unless the user has typed one."""
-        from llm_playground.model.chat_template import default_system_prompt
+        from llm_playground.model.engine.chat_template import default_system_prompt
         area = self.query_one("#system-prompt", TextArea)
         unedited = area.text in ("", self.model_system_prompt or "")
         self.model_system_prompt = default_system_prompt(chat_template)

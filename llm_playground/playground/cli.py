@@ -8,7 +8,7 @@
 - `playground chat --plain`: a line-based multi-turn chat in the terminal (`/reset`, `/exit`).
 Every failure a user can cause (no model, offline without a cache, a bad prompt or flag) is one
 line on stderr and exit status 1, never a traceback. This module only parses flags and prints;
-the engine (model/engine.py) does the work.
+the engine (model/engine/engine.py) does the work.
 """
 from __future__ import annotations
 
@@ -68,9 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _engine(args):
-    from llm_playground.model.engine import Engine
-    from llm_playground.model.engine_config import EngineConfig
-    from llm_playground.model.loader import load_model
+    from llm_playground.model.engine.engine import Engine
+    from llm_playground.model.engine.config import EngineConfig
+    from llm_playground.model.weights.loader import load_model
     fields = {"attention": args.attention, "device": args.device, "dtype": args.dtype}
     if args.block_size is not None:
         fields["block_size"] = args.block_size
@@ -86,7 +86,7 @@ def _engine(args):
 
 
 def _params(args):
-    from llm_playground.model.sampling_params import SamplingParams
+    from llm_playground.model.engine.sampling_params import SamplingParams
     return SamplingParams(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
                           repetition_penalty=args.repetition_penalty, max_tokens=args.max_tokens,
                           seed=args.seed)
@@ -96,13 +96,13 @@ def _chat_ids(engine, messages: list[dict]) -> list[int]:
     template = engine.loaded.chat_template
     if not template:
         raise ValueError("this model has no chat template; run without --chat")
-    from llm_playground.model.chat_template import encode_chat
+    from llm_playground.model.engine.chat_template import encode_chat
     return encode_chat(engine.tokenizer, template, messages)
 
 
 def _run_one(engine, ids: list[int], params, echo: bool) -> dict:
     """Stream one request; returns ids, text, finish reason and timing figures."""
-    from llm_playground.model.engine import RequestError
+    from llm_playground.model.engine.engine import RequestError
     t0 = time.perf_counter()
     out_ids, text, reason, ttft = [], [], None, None
     pre_tok = pre_s = dec_tok = dec_s = 0.0
@@ -149,8 +149,8 @@ def cmd_generate(args) -> int:
 
 
 def _run_beams(engine, ids: list[int], args) -> int:
-    """`generate --beams K`: the K hypotheses of a beam search (model/beam_search.py), best first."""
-    from llm_playground.model.beam_search import BeamSearchParams
+    """`generate --beams K`: the K hypotheses of a beam search (model/engine/beam_search.py), best first."""
+    from llm_playground.model.engine.beam_search import BeamSearchParams
     if args.temperature != 0.0:
         raise ValueError("beam search is deterministic: drop --temperature with --beams")
     params = BeamSearchParams(beam_width=args.beams, max_tokens=args.max_tokens,

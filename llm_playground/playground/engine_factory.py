@@ -46,9 +46,9 @@ def describe(engine: Any, loaded: Any) -> ModelInfo:
 
 def real_factory(args: Namespace) -> Callable[[Callable[..., None]], tuple[ModelInfo, Any]]:
     def factory(progress: Callable[..., None]) -> tuple[ModelInfo, Any]:
-        from llm_playground.model.engine import Engine
-        from llm_playground.model.engine_config import EngineConfig
-        from llm_playground.model.loader import load_model
+        from llm_playground.model.engine.engine import Engine
+        from llm_playground.model.engine.config import EngineConfig
+        from llm_playground.model.weights.loader import load_model
 
         fields: dict[str, Any] = {}
         if getattr(args, "block_size", None) is not None:

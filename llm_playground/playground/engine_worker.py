@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 from textual.worker import get_current_worker
 
-from llm_playground.model.sampling_params import SamplingParams
+from llm_playground.model.engine.sampling_params import SamplingParams
 from llm_playground.playground.messages import (AttentionReady, CacheUpdated, ChatFinished, ChatProgress,
                                  ChatStats, EngineNotice, LoadFailed, LoadProgress, ModelInfo,
                                  ModelReady, PatternChanged)

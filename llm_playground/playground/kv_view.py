@@ -1,6 +1,6 @@
 """The KV cache tab: the physical block pool, each sequence's block table, the totals.
 
-Everything shown comes from the engine's CacheReport / SequenceReport (model/reports.py), posted
+Everything shown comes from the engine's CacheReport / SequenceReport (model/engine/reports.py), posted
 after every step by the engine worker: the grid is the block manager's real pool, the tables are
 the tables attention reads. The totals compare the bytes the paged cache holds with what a
 contiguous cache reserved at the maximum length would hold for the same sequences. The "load"
@@ -13,7 +13,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Button, Input, Label, Static
 
-from llm_playground.model.reports import BlockInfo, CacheReport, SequenceReport
+from llm_playground.model.engine.reports import BlockInfo, CacheReport, SequenceReport
 from llm_playground.playground.block_grid import BlockGrid
 from llm_playground.playground.messages import CacheUpdated, ModelInfo
 

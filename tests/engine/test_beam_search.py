@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from llm_playground.model import loader_hf
-from llm_playground.model.beam_search import BeamSearchParams
-from llm_playground.model.engine import Engine, RequestError
-from llm_playground.model.engine_config import EngineConfig
-from llm_playground.model.loader import LoadedModel, build_model
-from llm_playground.model.reports import SHARED
-from llm_playground.model.sampling_params import SamplingParams
+from llm_playground.model.weights import hf_folder
+from llm_playground.model.engine.beam_search import BeamSearchParams
+from llm_playground.model.engine.engine import Engine, RequestError
+from llm_playground.model.engine.config import EngineConfig
+from llm_playground.model.weights.loader import LoadedModel, build_model
+from llm_playground.model.engine.reports import SHARED
+from llm_playground.model.engine.sampling_params import SamplingParams
 sys.path.insert(0, str(Path(__file__).parents[1] / "model"))   # tests/model/tiny_models.py
 from tiny_models import random_hf_model  # noqa: E402
 
@@ -37,8 +37,8 @@ def models(tmp_path_factory):
     hf = random_hf_model(3)
     path = tmp_path_factory.mktemp("beam-model")
     hf.save_pretrained(path)
-    cfg = loader_hf.read_hf_config(path)
-    _, get = loader_hf.open_hf_weights(path, cfg)
+    cfg = hf_folder.read_hf_config(path)
+    _, get = hf_folder.open_hf_weights(path, cfg)
     ours = build_model(cfg, get, "float32", torch.float32, torch.device("cpu"))
     return hf, ours, cfg
 

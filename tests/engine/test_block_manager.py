@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from llm_playground.model.block_manager import BlockManager, NoFreeBlocksError
-from llm_playground.model.reports import CACHED, FREE, SHARED, USED
+from llm_playground.model.engine.block_manager import BlockManager, NoFreeBlocksError
+from llm_playground.model.engine.reports import CACHED, FREE, SHARED, USED
 
 BS = 4
 
@@ -217,7 +217,7 @@ TestBlockManagerMachine.settings = settings(max_examples=60, stateful_step_count
 
 
 def test_table_rows_mirror_grows_past_its_initial_rows_and_width():
-    """The numpy mirror that build_batch packs from (model/table_rows.py) must equal the Python
+    """The numpy mirror that build_batch packs from (model/engine/table_rows.py) must equal the Python
     tables after the mirror doubles its rows (more live sequences than it started with) and its
     width (a table longer than its first width), through forks, copy-on-write and frees."""
     bm = BlockManager(4096, BS)

@@ -8,8 +8,8 @@ import json
 import pytest
 
 from llm_playground import model
-import llm_playground.model.loader  # noqa: F401  (makes model.loader an attribute)
-from llm_playground.model.sampling_params import SamplingParams
+import llm_playground.model.weights.loader  # noqa: F401  (makes model.weights.loader an attribute)
+from llm_playground.model.engine.sampling_params import SamplingParams
 from llm_playground.playground import cli
 from engine_helpers import engine, tiny_loaded
 
@@ -17,7 +17,7 @@ from engine_helpers import engine, tiny_loaded
 @pytest.fixture
 def tiny(monkeypatch):
     loaded = tiny_loaded(0)
-    monkeypatch.setattr(model.loader, "load_model", lambda *a, **k: loaded)
+    monkeypatch.setattr(model.weights.loader, "load_model", lambda *a, **k: loaded)
     return loaded
 
 
@@ -58,7 +58,7 @@ def test_errors_are_one_line_and_exit_1(tiny, monkeypatch, capsys, argv, needle)
 
 
 def test_chat_plain_keeps_the_conversation(tiny, monkeypatch, capsys):
-    from llm_playground.model.engine import Engine
+    from llm_playground.model.engine.engine import Engine
     seen = []
     real_stream = Engine.stream
 
@@ -79,7 +79,7 @@ def test_chat_plain_keeps_the_conversation(tiny, monkeypatch, capsys):
 def test_chat_plain_with_piped_input_prints_only_the_replies(tiny, monkeypatch, capsys):
     """`echo hi | playground chat --plain > out.txt`: stdout is the replies, one per line,
     without "> " prompts mixed in (they are for a terminal)."""
-    from llm_playground.model.engine import Engine
+    from llm_playground.model.engine.engine import Engine
     replies = []
     real_stream = Engine.stream
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from llm_playground.model.engine import Engine
-from llm_playground.model.engine_config import EngineConfig
-from llm_playground.model.sampling_params import SamplingParams
+from llm_playground.model.engine.engine import Engine
+from llm_playground.model.engine.config import EngineConfig
+from llm_playground.model.engine.sampling_params import SamplingParams
 from engine_helpers import prompts, run_all, tiny_loaded
 
 OVER = dict(hidden_size=128, num_heads=4, num_kv_heads=2, head_dim=32, intermediate_size=256)

@@ -1,4 +1,4 @@
-"""The engine's host-side fast paths (numpy mirror of the block tables in model/table_rows.py,
+"""The engine's host-side fast paths (numpy mirror of the block tables in model/engine/table_rows.py,
 the scheduler's fast path for decodes into an owned block, build_batch's one-token path, the
 `gone` set of sequences preempted in the middle of a step) checked against expectations that do
 not go through them:
@@ -19,12 +19,12 @@ import dataclasses
 
 import pytest
 
-import llm_playground.model.engine as engine_module
-from llm_playground.model import streaming
-from llm_playground.model.beam_search import BeamSearchParams
-from llm_playground.model.reports import BlockInfo, RequestOutput, SequenceReport
-from llm_playground.model.sampling_params import SamplingParams
-from llm_playground.model.sequence import SeqStatus
+import llm_playground.model.engine.engine as engine_module
+from llm_playground.model.engine import eviction as streaming
+from llm_playground.model.engine.beam_search import BeamSearchParams
+from llm_playground.model.engine.reports import BlockInfo, RequestOutput, SequenceReport
+from llm_playground.model.engine.sampling_params import SamplingParams
+from llm_playground.model.engine.sequence import SeqStatus
 from engine_helpers import engine, prompts, reference_greedy, run_all
 
 MAX_NEW = 10

@@ -4,7 +4,7 @@ from scratch at every step (no engine, no scheduler, no shared cache)."""
 from __future__ import annotations
 
 
-from llm_playground.model.sampling_params import SamplingParams
+from llm_playground.model.engine.sampling_params import SamplingParams
 from engine_helpers import engine, prompts, reference_greedy, run_all
 
 GREEDY = SamplingParams(max_tokens=12, ignore_eos=True)

@@ -3,7 +3,7 @@ on; stop rules (EOS / stop ids, stop strings held back and cut, max tokens); str
 the tokenizer's decode of the ids; abort frees blocks; patterns free blocks and leave holes."""
 from __future__ import annotations
 
-from llm_playground.model.sampling_params import SamplingParams
+from llm_playground.model.engine.sampling_params import SamplingParams
 from engine_helpers import engine, prompts, run_all
 
 P = prompts(3, 5, 20, seed=3)

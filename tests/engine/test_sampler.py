@@ -10,8 +10,8 @@ from transformers.generation.logits_process import (
     TopPLogitsWarper,
 )
 
-from llm_playground.model.sampler import apply_repetition_penalty, apply_top_k_top_p, make_generator, sample
-from llm_playground.model.sampling_params import SamplingParams
+from llm_playground.model.engine.sampler import apply_repetition_penalty, apply_top_k_top_p, make_generator, sample
+from llm_playground.model.engine.sampling_params import SamplingParams
 
 
 @pytest.mark.parametrize("penalty", [1.3, 0.7])

@@ -97,9 +97,9 @@ def test_layer_fused_decode_matches_unfused():
     """A decoder layer at decode size (3 rows) gives the same output and residual with the fused
     kernels as with the norm, SwiGLU and projections run apart (both through Triton)."""
     from llm_playground.kernels import dispatch
-    from llm_playground.model.batch import AttentionBatch
-    from llm_playground.model.config import ModelConfig
-    from llm_playground.model.layers import LlamaDecoderLayer
+    from llm_playground.model.network.batch import AttentionBatch
+    from llm_playground.model.network.config import ModelConfig
+    from llm_playground.model.network.layers import LlamaDecoderLayer
     cfg = ModelConfig(vocab_size=64, hidden_size=96, intermediate_size=80, num_layers=1,
                       num_heads=4, num_kv_heads=2, head_dim=24, max_position=64)
     torch.manual_seed(0)

@@ -10,9 +10,9 @@ import random
 
 import torch
 
-from llm_playground.model.batch import AttentionBatch
-from llm_playground.model.config import ModelConfig
-from llm_playground.model.kv_cache import KVCache
+from llm_playground.model.network.batch import AttentionBatch
+from llm_playground.model.network.config import ModelConfig
+from llm_playground.model.network.kv_cache import KVCache
 
 
 class Pager:

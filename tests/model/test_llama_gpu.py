@@ -16,8 +16,8 @@ import copy
 import pytest
 import torch
 
-from llm_playground.model import loader_hf
-from llm_playground.model.loader import build_model
+from llm_playground.model.weights import hf_folder
+from llm_playground.model.weights.loader import build_model
 from paged_helpers import Pager
 from tiny_models import random_hf_model
 
@@ -40,8 +40,8 @@ def test_gpu_prefill_and_decode_match_transformers(tmp_path, dtype, tol, heads):
                 if p.dim() == 2:
                     p.mul_(0.1)
     hf.save_pretrained(tmp_path)
-    cfg = loader_hf.read_hf_config(tmp_path)
-    _, get = loader_hf.open_hf_weights(tmp_path, cfg)
+    cfg = hf_folder.read_hf_config(tmp_path)
+    _, get = hf_folder.open_hf_weights(tmp_path, cfg)
     fmt = "float32" if dtype == torch.float32 else "bfloat16"
     ours = build_model(cfg, get, fmt, dtype, torch.device("cuda"))
     hf_low = None

@@ -23,8 +23,8 @@ import sys, tempfile
 from pathlib import Path
 import torch
 from llm_playground.kernels import dispatch
-from llm_playground.model import loader_hf
-from llm_playground.model.loader import build_model
+from llm_playground.model.weights import hf_folder
+from llm_playground.model.weights.loader import build_model
 from paged_helpers import Pager
 from tiny_models import random_hf_model
 dispatch.set_backend("triton")
@@ -34,8 +34,8 @@ for heads in [(4, 1), (8, 2)]:
     hf = random_hf_model(5, num_attention_heads=heads[0], num_key_value_heads=heads[1],
                          hidden_size=128, intermediate_size=192)
     hf.save_pretrained(d)
-    cfg = loader_hf.read_hf_config(d)
-    _, get = loader_hf.open_hf_weights(d, cfg)
+    cfg = hf_folder.read_hf_config(d)
+    _, get = hf_folder.open_hf_weights(d, cfg)
     ours = build_model(cfg, get, "float32", torch.float32, torch.device("cpu"))
     pager = Pager(cfg, num_blocks=40, block_size=4, seed=1)
     ids = list(range(7, 50, 2))

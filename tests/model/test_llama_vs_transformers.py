@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from llm_playground.model import loader_hf
-from llm_playground.model.loader import build_model
+from llm_playground.model.weights import hf_folder
+from llm_playground.model.weights.loader import build_model
 from paged_helpers import Pager
 from tiny_models import random_hf_model
 
@@ -36,8 +36,8 @@ TOL = 1e-4
 def make_hf_model(tmp_path, seed: int, **overrides):
     hf = random_hf_model(seed, **overrides)
     hf.save_pretrained(tmp_path)
-    ours_cfg = loader_hf.read_hf_config(tmp_path)
-    _, get = loader_hf.open_hf_weights(tmp_path, ours_cfg)
+    ours_cfg = hf_folder.read_hf_config(tmp_path)
+    _, get = hf_folder.open_hf_weights(tmp_path, ours_cfg)
     ours = build_model(ours_cfg, get, "float32", torch.float32, torch.device("cpu"))
     return hf, ours, ours_cfg
 

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from llm_playground.model.default_model import ensure_default_model
-from llm_playground.model.loader import load_model
-from llm_playground.model.weights import ModelLoadError
+from llm_playground.model.weights.default_model import ensure_default_model
+from llm_playground.model.weights.loader import load_model
+from llm_playground.model.network.weight_contract import ModelLoadError
 
 
 @pytest.fixture

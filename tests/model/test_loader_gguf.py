@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from llm_playground.model import loader_gguf
-from llm_playground.model.loader import build_model, load_model
-from llm_playground.model.weights import ModelLoadError
+from llm_playground.model.weights import gguf_file
+from llm_playground.model.weights.loader import build_model, load_model
+from llm_playground.model.network.weight_contract import ModelLoadError
 from paged_helpers import Pager
 from tiny_models import random_hf_model, write_gguf
 
@@ -18,9 +18,9 @@ import gguf
 
 
 def ours_from_gguf(path):
-    reader = loader_gguf.open_gguf(path)
-    cfg = loader_gguf.read_gguf_config(reader, path)
-    _, get = loader_gguf.open_gguf_weights(reader, cfg, path)
+    reader = gguf_file.open_gguf(path)
+    cfg = gguf_file.read_gguf_config(reader, path)
+    _, get = gguf_file.open_gguf_weights(reader, cfg, path)
     return build_model(cfg, get, "float32", torch.float32, torch.device("cpu")), cfg
 
 

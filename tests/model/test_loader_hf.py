@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from llm_playground.model.loader import load_model
-from llm_playground.model.weights import ModelLoadError
+from llm_playground.model.weights.loader import load_model
+from llm_playground.model.network.weight_contract import ModelLoadError
 from paged_helpers import Pager
 from tiny_models import random_hf_model
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from llm_playground.model.chat_template import render_chat
-from llm_playground.model.default_model import ensure_default_model
-from llm_playground.model.loader import load_model
+from llm_playground.model.engine.chat_template import render_chat
+from llm_playground.model.weights.default_model import ensure_default_model
+from llm_playground.model.weights.loader import load_model
 from paged_helpers import Pager
 
 import transformers

@@ -20,11 +20,11 @@ import pytest
 import torch
 
 from llm_playground.kernels import dispatch
-from llm_playground.model.batch import AttentionBatch
-from llm_playground.model.config import ModelConfig
-from llm_playground.model.kv_cache import KVCache
-from llm_playground.model.llama import LlamaForCausalLM
-from llm_playground.model.weights import expected_shapes
+from llm_playground.model.network.batch import AttentionBatch
+from llm_playground.model.network.config import ModelConfig
+from llm_playground.model.network.kv_cache import KVCache
+from llm_playground.model.network.llama import LlamaForCausalLM
+from llm_playground.model.network.weight_contract import expected_shapes
 
 SHAPES = {
     "smollm2-135m": ModelConfig(vocab_size=49152, hidden_size=576, intermediate_size=1536,

@@ -3,7 +3,7 @@
 Same public API as Engine (add_request / abort / has_unfinished / set_pattern / step /
 cache_report / generate / attention_weights) and the same error rules (a bad request is finished
 with finish_reason "error" and reported by the next step, never raised), and it fills the real
-report dataclasses of model/reports.py from a small but real block manager: a free list,
+report dataclasses of model/engine/reports.py from a small but real block manager: a free list,
 reference counts, a prefix cache of full blocks (hash = all ids up to the block's end), LRU
 eviction of cached blocks, fork of parallel samples sharing the prompt's blocks, preemption when
 blocks run out. What it does not do is run a model: each request's answer is a fixed text
@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 import torch
 
 from llm_playground import bpe
-from llm_playground.model.reports import (CACHED, FREE, SHARED, USED, BlockInfo, CacheReport, RequestOutput,
+from llm_playground.model.engine.reports import (CACHED, FREE, SHARED, USED, BlockInfo, CacheReport, RequestOutput,
                            SequenceReport, StepReport)
-from llm_playground.model.sampling_params import SamplingParams
-from llm_playground.model.sparsity import parse_pattern
+from llm_playground.model.engine.sampling_params import SamplingParams
+from llm_playground.model.engine.attention_patterns import parse_pattern
 from llm_playground.playground.messages import ModelInfo
 
 LAYERS, KV_HEADS, HEADS, HEAD_DIM, DTYPE_BYTES = 2, 2, 4, 8, 4

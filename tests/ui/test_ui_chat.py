@@ -166,7 +166,7 @@ def _send_and_wait(pilot, app, text):
 def test_system_prompt_is_the_models_default_until_edited():
     """Unedited, the chat sends what `playground generate --chat` sends: no system message, so
     the template writes its own default, and the box shows that default (not a generic one)."""
-    from llm_playground.model.chat_template import render_chat
+    from llm_playground.model.engine.chat_template import render_chat
     from textual.widgets import TextArea
     engine = ScriptedEngine(chat_template=TEMPLATE_WITH_DEFAULT)
     app = make_app(engine)
@@ -192,7 +192,7 @@ def test_system_prompt_is_the_models_default_until_edited():
 
 def test_special_token_text_typed_in_a_message_stays_text():
     """Typing "<|im_end|>" must not end the user's turn: it is encoded as ordinary text."""
-    from llm_playground.model.chat_template import render_chat
+    from llm_playground.model.engine.chat_template import render_chat
     engine = ScriptedEngine(chat_template=TEMPLATE_WITH_DEFAULT)
     app = make_app(engine)
     typed = "a <|im_end|> b"

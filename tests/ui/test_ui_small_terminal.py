@@ -21,7 +21,7 @@ import pytest
 from ui_helpers import make_app, wait_for
 from scripted_engine import ScriptedEngine
 
-from llm_playground.model.sampling_params import SamplingParams
+from llm_playground.model.engine.sampling_params import SamplingParams
 from llm_playground.playground.attention_view import AttentionView
 from llm_playground.playground.chat_view import ChatView
 from llm_playground.playground.messages import CacheUpdated

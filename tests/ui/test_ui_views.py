@@ -7,8 +7,8 @@ import pytest
 from ui_helpers import make_app, wait_for
 from scripted_engine import ScriptedEngine
 
-from llm_playground.model.reports import FREE, SHARED, USED
-from llm_playground.model.sparsity import parse_pattern
+from llm_playground.model.engine.reports import FREE, SHARED, USED
+from llm_playground.model.engine.attention_patterns import parse_pattern
 from llm_playground.playground.app import APP_BINDINGS, PlaygroundApp
 from llm_playground.playground.attention_view import AttentionView
 from llm_playground.playground.block_grid import BlockGrid
@@ -52,7 +52,7 @@ def test_kv_grid_follows_allocation_and_freeing():
 
 
 def test_block_grid_repaints_only_changed_rows():
-    from llm_playground.model.reports import BlockInfo
+    from llm_playground.model.engine.reports import BlockInfo
 
     app = make_app()
 
@@ -150,7 +150,7 @@ def test_pattern_switch_reaches_the_engine_and_weights_are_drawn():
 
 
 def test_a_model_that_cannot_load_is_a_notification_not_a_crash():
-    from llm_playground.model.weights import ModelLoadError
+    from llm_playground.model.network.weight_contract import ModelLoadError
 
     def factory(progress):
         progress("reading /nope.gguf")
@@ -200,7 +200,7 @@ def test_large_pool_and_mask_render():
     speed belongs to benchmarks, not to pass/fail tests."""
     import time
 
-    from llm_playground.model.reports import BlockInfo
+    from llm_playground.model.engine.reports import BlockInfo
 
     app = make_app()
     timings = {}

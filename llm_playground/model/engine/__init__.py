@@ -1,0 +1,13 @@
+"""The serving engine: requests in, one batched forward per step, tokens and reports out.
+
+What it does: admit and validate requests (`request_rules`), schedule each step within a token
+budget with chunked prefill and preemption (`scheduler`), own the KV blocks with prefix caching
+and copy-on-write (`block_manager`, `table_rows`), keep each sequence's tokens and text state
+(`sequence`), hand the step to the model runner that builds the device batch, runs the network
+(eagerly or as CUDA graphs) and samples (`batch_builder`, `cuda_graphs`, `sampler`), apply stop
+rules, evict blocks sliding attention patterns no longer need (`attention_patterns`,
+`eviction`), run beam search as sequence groups (`beam_search`), and publish plain-data
+reports (`reports`, `cache_report`). Chat templates render here too (`chat_template`).
+What it does not do: read model files (model/weights), define the network (model/network), or
+know anything about the UI: callers drive `Engine.step()` and read its reports.
+"""

@@ -1,0 +1,67 @@
+"""`EngineConfig`: every knob of the engine in one dataclass, with a reason and a check for each.
+
+Only settings and their validation live here; model/engine/engine.py reads them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from llm_playground.model.engine.attention_patterns import parse_pattern
+
+CPU_KV_BYTES_DEFAULT = 512 * 2**20   # CPU: a fixed budget; RAM is shared with everything else
+
+
+@dataclass
+class EngineConfig:
+    # 16 tokens: small enough that the last partly filled block wastes little (< 4% at prompt
+    # lengths in the hundreds), large enough that block tables and kernel tiles stay short.
+    block_size: int = 16
+    # Physical blocks in the pool. None = derived from kv_cache_bytes (or the GPU's free memory).
+    num_blocks: int | None = None
+    # KV pool budget in bytes. None = CPU: CPU_KV_BYTES_DEFAULT; CUDA: gpu_memory_utilization.
+    kv_cache_bytes: int | None = None
+    # CUDA only: share of the GPU's total memory this process may fill (weights + KV pool), as in
+    # vLLM; the KV pool gets what is left after the weights, minus the rest's headroom.
+    gpu_memory_utilization: float = 0.9
+    # Token budget of one step (decodes count one each): bounds a step's latency, so a long prompt
+    # arriving mid-stream is split into chunks instead of stalling every running decode.
+    max_num_batched_tokens: int = 2048
+    # Sequences running at once (a forward batch holds at most this many).
+    max_num_seqs: int = 64
+    # Reuse K/V of identical prefixes across requests (and across turns of one chat).
+    enable_prefix_caching: bool = True
+    # Split prompts across steps to fit the budget; off = a prompt runs whole in one step.
+    enable_chunked_prefill: bool = True
+    # Default attention pattern for requests that name none (model/engine/attention_patterns.py syntax).
+    attention: str = "dense"
+    # Longest sequence for dense-like patterns; None = the model's trained context.
+    max_model_len: int | None = None
+    # CUDA only (ignored on CPU): replay pure-decode steps as CUDA graphs captured at start-up,
+    # one per batch-size bucket (model/engine/cuda_graphs.py): a decode step launches ~300 kernels, and
+    # without graphs the launches, not the GPU, set the speed. Validated on an H100 (the GPU
+    # engine test gives the CPU engine's tokens with and without graphs, 2026-11-23).
+    cuda_graphs: bool = True
+    # Put one BlockInfo per physical block into every StepReport (the KV inspector needs it).
+    # The cost grows with the pool (O(blocks) per step); throughput runs on a GPU-sized pool turn
+    # it off and get the totals alone, computed from the owned blocks. cache_report() is always full.
+    report_blocks: bool = True
+    # Used by Engine.from_path only: weight format / activation dtype and device for load_model.
+    dtype: str | None = None
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.block_size < 1:
+            raise ValueError(f"block_size must be >= 1, got {self.block_size}")
+        if self.num_blocks is not None and self.num_blocks < 1:
+            raise ValueError(f"num_blocks must be >= 1, got {self.num_blocks}")
+        if self.kv_cache_bytes is not None and self.kv_cache_bytes < 1:
+            raise ValueError(f"kv_cache_bytes must be >= 1, got {self.kv_cache_bytes}")
+        if not 0.0 < self.gpu_memory_utilization <= 1.0:
+            raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}")
+        if self.max_num_batched_tokens < 1:
+            raise ValueError(f"max_num_batched_tokens must be >= 1, got {self.max_num_batched_tokens}")
+        if self.max_num_seqs < 1:
+            raise ValueError(f"max_num_seqs must be >= 1, got {self.max_num_seqs}")
+        if self.max_model_len is not None and self.max_model_len < 1:
+            raise ValueError(f"max_model_len must be >= 1, got {self.max_model_len}")
+        parse_pattern(self.attention)   # raises PatternError (a ValueError) with a one-line message

@@ -1,0 +1,85 @@
+"""Plain-data snapshots the engine publishes after each step (for the UI and the benchmarks).
+
+Dataclasses of ints, floats, strings and lists only: no tensors, cheap to copy, safe to hand to
+another thread. The engine fills them (model/engine/engine.py); the UI only reads them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# Block states as the KV-cache inspector colours them.
+FREE = "free"        # on the free list, holds nothing reusable
+CACHED = "cached"    # no owner (ref count 0) but holds a full block in the prefix cache; evictable (LRU)
+USED = "used"        # owned by exactly one sequence
+SHARED = "shared"    # owned by several sequences (ref count > 1)
+
+
+@dataclass(slots=True)
+class BlockInfo:
+    block_id: int
+    state: str                       # FREE / CACHED / USED / SHARED
+    ref_count: int
+    owners: list[int] = field(default_factory=list)  # sequence ids holding it
+    num_tokens: int = 0              # filled slots (== block_size for a full block)
+
+
+@dataclass(slots=True)
+class SequenceReport:
+    """One sequence as a step left it. A sequence that finished during the step (or was aborted
+    or refused since the last step) is reported once more, in the report that carries its final
+    output, with status "finished" and its block table, cached prompt tokens and KV tokens as they
+    were just before its blocks were freed (those blocks may already be free or cached)."""
+    seq_id: int
+    request_id: int
+    status: str                      # waiting / running / preempted / finished
+    prompt_len: int
+    output_len: int
+    num_cached_tokens: int           # prompt tokens served by the prefix cache
+    block_table: list[int]           # logical -> physical; -1 = hole (freed by a sliding pattern)
+    kv_tokens: int                   # tokens held in the cache for this sequence
+
+
+@dataclass
+class CacheReport:
+    num_blocks: int
+    block_size: int
+    bytes_per_block: int             # 2 * layers * kv_heads * head_dim * dtype bytes * block_size
+    num_free: int
+    num_cached: int
+    num_used: int
+    num_shared: int
+    blocks: list[BlockInfo]          # one per physical block, index == block_id
+    kv_bytes_in_use: int             # bytes of blocks owned by some sequence
+    kv_bytes_wasted: int             # allocated slots not holding a token, in bytes
+    reserved_bytes_equivalent: int   # a contiguous cache reserved at max length for the same sequences
+    prefix_hits: int = 0             # tokens served from the prefix cache, cumulative
+    prefix_queries: int = 0          # prompt tokens looked up, cumulative
+    preemptions: int = 0             # cumulative
+
+
+@dataclass(slots=True)
+class RequestOutput:
+    request_id: int
+    new_token_ids: list[int]
+    text_delta: str                  # complete UTF-8 text released this step (streaming decoder)
+    finished: bool
+    finish_reason: str | None = None  # "stop" (EOS or stop string) / "length" / "abort" / "error"
+    error: str | None = None
+    sample_index: int = 0            # which of the n parallel samples
+
+
+@dataclass
+class StepReport:
+    step: int
+    outputs: list[RequestOutput]
+    num_prefill_tokens: int
+    num_decode_tokens: int
+    step_time_s: float
+    prefill_tokens_per_s: float
+    decode_tokens_per_s: float
+    ttft_s: dict[int, float]              # request id -> time to first token, for requests whose first token came this step
+    inter_token_latency_s: float          # this step's wall time as seen by each decoding sequence
+    sequences: list[SequenceReport]       # live sequences, then those that finished this step
+    cache: CacheReport                    # the pool after the step (finished sequences' blocks freed)
+    num_running: int = 0
+    num_waiting: int = 0

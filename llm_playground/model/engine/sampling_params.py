@@ -1,0 +1,49 @@
+"""Per-request sampling settings. Validation only; the sampler lives in model/engine/sampler.py."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1     # what torch.Generator.manual_seed accepts
+
+
+@dataclass
+class SamplingParams:
+    temperature: float = 0.0          # 0 = greedy (argmax), the exact mode the oracle tests use
+    top_k: int = 0                    # 0 = off
+    top_p: float = 1.0                # 1.0 = off
+    repetition_penalty: float = 1.0   # 1.0 = off; >1 divides positive logits of seen tokens (HF rule)
+    max_tokens: int = 256             # new tokens at most
+    seed: int | None = None           # per-request generator seed; None = nondeterministic
+    stop: tuple[str, ...] = ()        # stop strings (checked on the detokenized text, not included in output)
+    stop_token_ids: tuple[int, ...] = ()  # extra stop ids besides the model's EOS
+    ignore_eos: bool = False          # benchmarks generate a fixed length
+    n: int = 1                        # parallel samples sharing the prompt's KV blocks
+
+    def __post_init__(self) -> None:
+        if not (self.temperature >= 0 and math.isfinite(self.temperature)):   # NaN fails too
+            raise ValueError(f"temperature must be a finite number >= 0, got {self.temperature}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0, got {self.top_k}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if not (self.repetition_penalty > 0 and math.isfinite(self.repetition_penalty)):
+            raise ValueError(f"repetition_penalty must be a finite number > 0, "
+                             f"got {self.repetition_penalty}")
+        if self.max_tokens < 1:
+            raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
+        if self.n < 1:
+            raise ValueError(f"n must be >= 1, got {self.n}")
+        if self.seed is not None and not SEED_MIN <= self.seed <= SEED_MAX - (self.n - 1):
+            # sample i draws with seed + i (model/sampler.make_generator)
+            raise ValueError(f"seed must be between {SEED_MIN} and {SEED_MAX - (self.n - 1)}, "
+                             f"got {self.seed}")
+        self.stop = tuple(self.stop)
+        for s in self.stop:
+            if not isinstance(s, str) or not s:
+                raise ValueError(f"stop strings must be non-empty str, got {s!r}")
+            try:
+                s.encode("utf-8")
+            except UnicodeEncodeError as e:
+                raise ValueError(f"stop string {s!r} is not valid UTF-8 text: {e}") from None
+        self.stop_token_ids = tuple(int(t) for t in self.stop_token_ids)

@@ -1,0 +1,227 @@
+"""Which sequences run in the next step, how many tokens each, and who is preempted.
+
+Policy (one step):
+1. Running sequences that decode (one token each) are scheduled first, oldest first.
+2. Running sequences in the middle of a chunked prefill continue, oldest first.
+3. Waiting sequences (new, or preempted earlier: those go to the front) are admitted FIFO while
+   the per-step token budget (`max_num_batched_tokens`), `max_num_seqs` and free blocks allow.
+   Admission first looks up the prefix cache, so a resumed or related prompt computes only its
+   uncached tail. With chunked prefill a prompt takes whatever budget is left; without it a
+   prompt runs whole (the first prompt of a step may exceed the budget, beside the decodes).
+When a running sequence needs a block and none is left, the newest running sequence not yet
+scheduled this step is preempted by recompute: its blocks are freed (full ones stay in the prefix
+cache) and it goes back to the front of the waiting queue; possibly that is the sequence itself.
+Admissions never preempt running sequences. A sequence that alone needs more blocks than the
+whole cache is finished (`outgrown`).
+
+The scheduler only does bookkeeping (through the block manager); the engine runs the model.
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from llm_playground.model.engine.block_manager import BlockManager
+from llm_playground.model.engine.sequence import Sequence, SeqStatus
+
+
+class ScheduledSeq:
+    """One sequence's share of a step: positions [start, start + num_tokens).
+    A plain slotted class (not a dataclass): the scheduler makes one per sequence per step."""
+    __slots__ = ("seq", "start", "num_tokens", "end", "is_decode", "needs_logits")
+
+    def __init__(self, seq: Sequence, start: int, num_tokens: int) -> None:
+        self.seq = seq
+        self.start = start              # first position computed this step (earlier ones are cached)
+        self.num_tokens = num_tokens    # new tokens this step (q_len)
+        self.end = start + num_tokens
+        total = len(seq.prompt_ids) + len(seq.output_ids)
+        # The K/V of the last sampled token only (vs a prompt / recompute chunk). A one-token
+        # prompt, or a prompt whose prefix came from the cache but for its last token, is still
+        # prefill: the first token is not out yet (else TTFT and decode tok/s are wrong).
+        self.is_decode = total - start == 1 and bool(seq.output_ids)
+        # The last token of the sequence is computed: a new token gets sampled (fixed at
+        # scheduling time, before the step appends anything).
+        self.needs_logits = self.end == total
+
+    def __repr__(self) -> str:
+        return (f"ScheduledSeq(seq={self.seq.seq_id}, start={self.start}, "
+                f"num_tokens={self.num_tokens})")
+
+
+@dataclass
+class SchedulerOutput:
+    scheduled: list[ScheduledSeq] = field(default_factory=list)   # q_len == 1 first
+    copies: list[tuple[int, int]] = field(default_factory=list)   # copy-on-write (src, dst)
+    preempted: list[Sequence] = field(default_factory=list)
+    outgrown: list[Sequence] = field(default_factory=list)        # need more than the whole cache
+
+    @property
+    def num_prefill_tokens(self) -> int:
+        return sum(s.num_tokens for s in self.scheduled if not s.is_decode)
+
+    @property
+    def num_decode_tokens(self) -> int:
+        return sum(s.num_tokens for s in self.scheduled if s.is_decode)
+
+
+def _evicts(seq: Sequence) -> bool:
+    return seq.pattern is not None and getattr(seq.pattern, "evicts", False)
+
+
+class Scheduler:
+    def __init__(self, block_manager: BlockManager, max_num_batched_tokens: int, max_num_seqs: int,
+                 enable_chunked_prefill: bool = True, max_model_len: int | None = None) -> None:
+        self.bm = block_manager
+        self.max_model_len = max_model_len
+        self.max_num_batched_tokens = max_num_batched_tokens
+        self.max_num_seqs = max_num_seqs
+        self.enable_chunked_prefill = enable_chunked_prefill
+        self.waiting: deque[Sequence] = deque()
+        self.running: list[Sequence] = []       # oldest first
+        self.num_preemptions = 0
+
+    def add(self, seq: Sequence) -> None:
+        seq.status = SeqStatus.WAITING
+        self.waiting.append(seq)
+
+    def add_running(self, seq: Sequence) -> None:
+        """A forked child joins right after its parent (it already holds the parent's blocks)."""
+        seq.status = SeqStatus.RUNNING
+        self.running.append(seq)
+        self.running.sort(key=lambda s: (s.arrival_time, s.seq_id))
+
+    def remove(self, seq: Sequence) -> None:
+        """Drop a finished or aborted sequence and release its blocks."""
+        if seq in self.running:
+            self.running.remove(seq)
+        if seq in self.waiting:
+            self.waiting.remove(seq)
+        if self.bm.has(seq.seq_id):
+            self.bm.free(seq.seq_id)
+
+    def has_work(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    # ---- one step ----------------------------------------------------------------------------
+    def schedule(self) -> SchedulerOutput:
+        out = SchedulerOutput()
+        budget = self.max_num_batched_tokens
+        done: set[int] = set()
+        gone: set[int] = set()                   # preempted earlier in this step
+        bs, tables, ref_count = self.bm.block_size, self.bm.tables, self.bm.ref_count
+
+        decodes = [s for s in self.running if not s.in_prefill]
+        prefills = [s for s in self.running if s.in_prefill]
+        for seq in decodes + prefills:
+            if budget <= 0:
+                break
+            if seq.seq_id in gone:
+                continue
+            start = seq.num_computed
+            if seq.num_tokens - start == 1 and not _evicts(seq):
+                # Fast path (most decodes): the token goes into a block the sequence already
+                # owns alone, so nothing is allocated, copied or preempted.
+                table = tables[seq.seq_id]
+                i = start // bs
+                if i < len(table) and ref_count[table[i]] == 1:
+                    out.scheduled.append(ScheduledSeq(seq, start, 1))
+                    done.add(seq.seq_id)
+                    budget -= 1
+                    continue
+            n = self._cap_sliding(seq, start, min(seq.num_tokens - start, budget))
+            if self._blocks_beyond_cache(seq, start + n):
+                out.outgrown.append(seq)
+                self.remove(seq)
+                continue
+            if not self._make_room(seq, start, start + n, done, gone, out):
+                continue                         # the sequence itself was preempted
+            out.copies += self.bm.prepare_write(seq.seq_id, start, start + n)
+            out.scheduled.append(ScheduledSeq(seq, start, n))
+            done.add(seq.seq_id)
+            budget -= n
+
+        # No admissions in a step that had to preempt: memory is short, let the running finish.
+        while (self.waiting and budget > 0 and len(self.running) < self.max_num_seqs
+               and not out.preempted):
+            seq = self.waiting[0]
+            tokens = seq.all_ids
+            cacheable = seq.cacheable
+            salt = str(seq.pattern) if seq.pattern is not None else "dense"
+            hit = len(self.bm.lookup_prefix(tokens, salt)) if cacheable else 0
+            cached = hit * self.bm.block_size
+            remaining = len(tokens) - cached
+            n = self._cap_sliding(seq, cached, min(remaining, budget))
+            if not self.enable_chunked_prefill and n < remaining and not _evicts(seq):
+                if any(not s.is_decode for s in out.scheduled):
+                    break
+                # Without chunking, the first prompt of a step runs whole beside the decodes
+                # even above the budget (the classic prefill stall); otherwise running decodes
+                # would starve it forever.
+                n = remaining
+            need, avail = self.bm.blocks_needed_to_admit(tokens, cached + n, cacheable, salt)
+            if need > avail:
+                if not self.enable_chunked_prefill and not _evicts(seq):
+                    break
+                n = avail * self.bm.block_size   # the chunk that fits now
+                if n <= 0:
+                    break
+            self.waiting.popleft()
+            got = self.bm.admit(seq.seq_id, tokens, cacheable, salt)
+            assert got == cached, "prefix cache changed between lookup and admission"
+            seq.num_computed = cached
+            seq.num_cached_tokens = cached
+            seq.status = SeqStatus.RUNNING
+            self.running.append(seq)
+            out.copies += self.bm.prepare_write(seq.seq_id, cached, cached + n)
+            out.scheduled.append(ScheduledSeq(seq, cached, n))
+            done.add(seq.seq_id)
+            budget -= n
+
+        out.scheduled.sort(key=lambda s: 0 if s.num_tokens == 1 else 1)   # stable: decodes first
+        return out
+
+    def _cap_sliding(self, seq: Sequence, start: int, n: int) -> int:
+        """A sliding-pattern sequence (blocks freed between steps, RoPE positions compacted) is
+        always chunked, so that its compacted positions stay inside the RoPE table and its live
+        blocks inside the pool: blocks fall out of reach only between steps, so a prompt longer
+        than the whole cache is prefilled in chunks that each fit beside the kept blocks."""
+        if not _evicts(seq):
+            return n
+        holes = self.bm.num_holes(seq.seq_id) * self.bm.block_size
+        n = min(n, self.bm.num_blocks * self.bm.block_size - (start - holes))
+        if self.max_model_len is not None:
+            n = min(n, self.max_model_len - (start - holes))
+        return max(1, n)
+
+    def _blocks_beyond_cache(self, seq: Sequence, end: int) -> bool:
+        holes = self.bm.num_holes(seq.seq_id)
+        return self.bm.blocks_for(end) - holes > self.bm.num_blocks
+
+    def _make_room(self, seq: Sequence, start: int, end: int, done: set[int], gone: set[int],
+                   out: SchedulerOutput) -> bool:
+        """Preempt newest unscheduled running sequences until seq can write [start, end).
+        Returns False when seq itself had to be preempted."""
+        while self.bm.blocks_needed(seq.seq_id, start, end) > self.bm.num_available:
+            victims = [s for s in self.running if s.seq_id not in done]
+            victim = max(victims, key=lambda s: (s.arrival_time, s.seq_id))
+            self.preempt(victim)
+            out.preempted.append(victim)
+            gone.add(victim.seq_id)
+            if victim is seq:
+                return False
+        return True
+
+    def preempt(self, seq: Sequence) -> None:
+        """Recompute preemption: free the blocks (full ones stay cached) and requeue at the front."""
+        self.running.remove(seq)
+        self.requeue(seq)
+
+    def requeue(self, seq: Sequence) -> None:
+        """Preempt a sequence that is not in `running` (a parked beam): blocks freed, back to the
+        front of the queue to recompute."""
+        self.bm.free(seq.seq_id)
+        seq.num_computed = 0
+        seq.status = SeqStatus.PREEMPTED
+        self.waiting.appendleft(seq)
+        self.num_preemptions += 1

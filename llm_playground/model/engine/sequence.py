@@ -1,0 +1,152 @@
+"""One generated stream (a `Sequence`) and the request that owns one or more of them.
+
+A `Sequence` holds its token ids (prompt + output), how many of them already have K/V in the
+paged cache (`num_computed`), its block table (logical -> physical block, -1 = hole freed by a
+sliding pattern) and the hash chain of its full blocks (for the prefix cache). It also carries
+its sampling state (a torch.Generator) and its text state (streaming decoder, stop-string
+hold-back). It does not allocate blocks (model/engine/block_manager.py) and does not decide when it runs
+(model/engine/scheduler.py).
+
+A `Request` groups the n parallel samples of one `add_request` call: sample 0 prefills the
+prompt, then is forked into n - 1 children that share its blocks (copy-on-write).
+"""
+from __future__ import annotations
+
+import enum
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from llm_playground.model.engine.sampling_params import SamplingParams
+
+
+class SeqStatus(str, enum.Enum):
+    WAITING = "waiting"
+    RUNNING = "running"
+    PREEMPTED = "preempted"   # blocks freed; waits to recompute prompt + outputs so far
+    FINISHED = "finished"
+
+
+class TextState:
+    """Incremental detokenization with stop strings: release only text that cannot be the start
+    of a stop string, and cut the output before the first stop string found."""
+
+    def __init__(self, decoder, stops: tuple[str, ...]) -> None:
+        self.decoder = decoder        # bpe.StreamDecoder or None (no tokenizer: no text)
+        self.stops = stops
+        self.text = ""                # all text decoded so far (may run past a stop string)
+        self.emitted = 0              # characters of self.text already released
+        self.stopped = False
+
+    def push(self, token_id: int) -> str:
+        """Feed one generated id; return newly releasable text (may be '')."""
+        if self.decoder is None or self.stopped:
+            return ""
+        self.text += self.decoder.push(token_id)
+        return self._release(final=False)
+
+    def finish(self) -> str:
+        """The stream ended for another reason (EOS, length, abort): release the held-back rest."""
+        if self.decoder is None or self.stopped:
+            return ""
+        self.text += self.decoder.flush()
+        return self._release(final=True)
+
+    def _release(self, final: bool) -> str:
+        if self.stops:
+            start = max(0, self.emitted - max(len(s) for s in self.stops) + 1)
+            hits = [i for i in (self.text.find(s, start) for s in self.stops) if i >= 0]
+            if hits:
+                cut = min(hits)
+                out = self.text[self.emitted:cut]
+                self.text = self.text[:cut]
+                self.emitted = cut
+                self.stopped = True
+                return out
+        end = len(self.text)
+        if not final and self.stops:
+            end -= self._held_back()
+        end = max(end, self.emitted)
+        out = self.text[self.emitted:end]
+        self.emitted = end
+        return out
+
+    def _held_back(self) -> int:
+        """Length of the longest suffix of the text that is a proper prefix of a stop string."""
+        best = 0
+        for s in self.stops:
+            for k in range(min(len(s) - 1, len(self.text)), best, -1):
+                if self.text.endswith(s[:k]):
+                    best = k
+                    break
+        return best
+
+
+@dataclass(eq=False)   # identity: two sequences are never 'equal'
+class Sequence:
+    seq_id: int
+    request_id: int
+    prompt_ids: list[int]
+    params: SamplingParams
+    sample_index: int = 0
+    output_ids: list[int] = field(default_factory=list)
+    status: SeqStatus = SeqStatus.WAITING
+    num_computed: int = 0            # tokens whose K/V is in the cache (positions 0..num_computed-1)
+    num_cached_tokens: int = 0       # prompt tokens served by the prefix cache at the last admission
+    # The block table lives in the block manager (BlockManager.table(seq_id)), the one owner.
+    generator: torch.Generator | None = None
+    text: TextState | None = None
+    arrival_time: float = field(default_factory=time.perf_counter)
+    first_token_time: float | None = None
+    last_token_time: float | None = None
+    finish_reason: str | None = None
+    error: str | None = None
+    pattern: object | None = None    # model.sparsity.AttentionPattern (None = dense)
+    # False for sliding patterns: their blocks get freed / re-rotated, so they must not be shared.
+    cacheable: bool = True
+    # Output not yet reported: ids and text since the last RequestOutput, and a finish flag.
+    new_tokens: list[int] = field(default_factory=list)
+    delta: str = ""
+    just_finished: bool = False
+
+    @property
+    def all_ids(self) -> list[int]:
+        return self.prompt_ids + self.output_ids
+
+    def token_slice(self, start: int, end: int) -> list[int]:
+        """all_ids[start:end] without building all_ids (O(end - start), not O(length))."""
+        p = len(self.prompt_ids)
+        if end <= p:
+            return self.prompt_ids[start:end]
+        if start >= p:
+            return self.output_ids[start - p:end - p]
+        return self.prompt_ids[start:] + self.output_ids[:end - p]
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.prompt_ids) + len(self.output_ids)
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status is SeqStatus.FINISHED
+
+    @property
+    def in_prefill(self) -> bool:
+        """More than one token still lacks K/V (a prompt, or a recompute after preemption)."""
+        return self.num_tokens - self.num_computed > 1
+
+
+
+@dataclass(eq=False)
+class Request:
+    request_id: int
+    prompt_ids: list[int]
+    params: SamplingParams
+    seqs: list[Sequence] = field(default_factory=list)
+    arrival_time: float = field(default_factory=time.perf_counter)
+    forked: bool = False             # n > 1 children created after the prompt's prefill
+
+    @property
+    def is_finished(self) -> bool:
+        return all(s.is_finished for s in self.seqs)

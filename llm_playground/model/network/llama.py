@@ -1,0 +1,146 @@
+"""The Llama causal language model over a packed batch and the paged KV cache.
+
+`LlamaForCausalLM.forward(input_ids (T,), batch, kv) -> hidden (T, H)` runs embedding, the
+decoder layers (model/network/layers.py) and the final norm for all new tokens of all sequences at once;
+`compute_logits` applies the output head to the rows the sampler needs. `attention_probs` gives
+one head's attention matrix for the UI's heat map. Weights arrive through `load_weights` from
+the readers (model/loader*.py); this module does not read files, schedule, or sample.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from llm_playground.kernels.dispatch import rms_norm
+from llm_playground.kernels.mask import DENSE, MaskSpec
+from llm_playground.model.network.batch import AttentionBatch
+from llm_playground.model.network.config import ModelConfig
+from llm_playground.model.network.kv_cache import KVCache
+from llm_playground.model.network.layers import LlamaDecoderLayer
+from llm_playground.model.network.linear import Linear
+from llm_playground.model.network.rope import rope_tables
+from llm_playground.model.network.weight_contract import ModelLoadError, expected_shapes
+
+
+class LlamaForCausalLM(nn.Module):
+    def __init__(self, config: ModelConfig, dtype: torch.dtype = torch.float32,
+                 device: torch.device | str = "cpu") -> None:
+        super().__init__()
+        self.config = config
+        self.dtype = dtype
+        self.device = torch.device(device)
+        H, V = config.hidden_size, config.vocab_size
+        self.embed_tokens = nn.Parameter(torch.empty(V, H, dtype=dtype, device=device),
+                                         requires_grad=False)                 # (V, H)
+        self.layers = nn.ModuleList(LlamaDecoderLayer(config, dtype, device)
+                                    for _ in range(config.num_layers))
+        self.norm = nn.Parameter(torch.empty(H, dtype=dtype, device=device), requires_grad=False)
+        head = self.embed_tokens if config.tie_word_embeddings else torch.empty(V, H, dtype=dtype,
+                                                                                  device=device)
+        self.lm_head = Linear(head)                                            # (V, H)
+        cos, sin = rope_tables(config.head_dim, config.rope_theta, config.max_position,
+                               config.rope_scaling, device)
+        self.register_buffer("rope_cos", cos, persistent=False)               # (max_pos, D/2) f32
+        self.register_buffer("rope_sin", sin, persistent=False)
+
+    # ---- weights -------------------------------------------------------------------------
+    @torch.no_grad()
+    def load_weights(self, get: Callable[[str], torch.Tensor]) -> None:
+        """Fill every parameter from `get(hf_name) -> tensor` (any float dtype, any device)."""
+        cfg = self.config
+        want = expected_shapes(cfg)
+
+        def fetch(name: str) -> torch.Tensor:
+            t = get(name)
+            if tuple(t.shape) != want[name]:
+                raise ModelLoadError(f"tensor {name} has shape {tuple(t.shape)}, expected {want[name]}")
+            return t.to(device=self.device, dtype=self.dtype)
+
+        self.embed_tokens.copy_(fetch("model.embed_tokens.weight"))
+        self.norm.copy_(fetch("model.norm.weight"))
+        if not cfg.tie_word_embeddings:
+            self.lm_head.weight.copy_(fetch("lm_head.weight"))
+        for i, layer in enumerate(self.layers):
+            p = f"model.layers.{i}."
+            layer.input_norm.copy_(fetch(p + "input_layernorm.weight"))
+            layer.post_attention_norm.copy_(fetch(p + "post_attention_layernorm.weight"))
+            layer.qkv_proj.weight.copy_(torch.cat([fetch(p + f"self_attn.{n}_proj.weight")
+                                                   for n in ("q", "k", "v")]))
+            layer.o_proj.weight.copy_(fetch(p + "self_attn.o_proj.weight"))
+            layer.gate_up_proj.weight.copy_(torch.cat([fetch(p + "mlp.gate_proj.weight"),
+                                                       fetch(p + "mlp.up_proj.weight")]))
+            layer.down_proj.weight.copy_(fetch(p + "mlp.down_proj.weight"))
+
+    def quantize_int8(self) -> None:
+        """Weight-only int8 for every projection and the output head (lossy; CPU speed mode)."""
+        if self.config.tie_word_embeddings:   # keep the embedding table, quantize a copy for the head
+            self.lm_head = Linear(self.embed_tokens.detach().clone())
+        for layer in self.layers:
+            for proj in (layer.qkv_proj, layer.o_proj, layer.gate_up_proj, layer.down_proj):
+                proj.quantize_int8(self.dtype)
+        self.lm_head.quantize_int8(self.dtype)
+
+    # ---- forward -------------------------------------------------------------------------
+    @torch.inference_mode()
+    def forward(self, input_ids: torch.Tensor, batch: AttentionBatch, kv: KVCache) -> torch.Tensor:
+        """input_ids (T,) int64 -> final-normed hidden states (T, H); writes K/V of all T tokens."""
+        hidden = F.embedding(input_ids, self.embed_tokens)                     # (T, H)
+        residual = None
+        for i, layer in enumerate(self.layers):
+            hidden, residual = layer(hidden, residual, batch, kv.k[i], kv.v[i],
+                                     self.rope_cos, self.rope_sin)
+        hidden, _ = rms_norm(hidden, self.norm, self.config.rms_norm_eps, residual)
+        return hidden                                                          # (T, H)
+
+    @torch.inference_mode()
+    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """hidden (N, H) -> logits (N, V) float32."""
+        return self.lm_head(hidden).float()
+
+    # ---- inspection (UI) ------------------------------------------------------------------
+    @torch.inference_mode()
+    def attention_probs(self, input_ids: torch.Tensor | list[int], layer: int, head: int,
+                        mask: MaskSpec = DENSE, block_size: int = 16) -> torch.Tensor:
+        """Softmax attention (T, T) float32 of query head `head` in layer `layer` over a prompt.
+
+        Runs the prompt through a private paged cache (layers 0..layer-1 fully, then the q/k of
+        `layer`), so it never touches the engine's cache. Rows are queries, columns keys.
+        """
+        cfg = self.config
+        if not 0 <= layer < cfg.num_layers:
+            raise ValueError(f"layer must be in 0..{cfg.num_layers - 1}, got {layer}")
+        if not 0 <= head < cfg.num_heads:
+            raise ValueError(f"head must be in 0..{cfg.num_heads - 1}, got {head}")
+        ids = torch.as_tensor(input_ids, dtype=torch.long, device=self.device)   # (T,)
+        T = int(ids.shape[0])
+        if T == 0:
+            raise ValueError("attention_probs needs at least one token")
+        n_blocks = -(-T // block_size)
+        kv = KVCache(max(layer, 1), n_blocks, block_size, cfg.num_kv_heads, cfg.head_dim,
+                     self.dtype, self.device)
+        batch = AttentionBatch(
+            positions=torch.arange(T, device=self.device),
+            slot_mapping=torch.arange(T, device=self.device),
+            cu_seqlens_q=torch.tensor([0, T], dtype=torch.int32, device=self.device),
+            context_lens=torch.tensor([T], dtype=torch.int32, device=self.device),
+            block_tables=torch.arange(n_blocks, dtype=torch.int32, device=self.device)[None],
+            max_q_len=T, max_context_len=T, mask=mask, num_decodes=0)
+        hidden = F.embedding(ids, self.embed_tokens)                          # (T, H)
+        residual = None
+        for i in range(layer):
+            hidden, residual = self.layers[i](hidden, residual, batch, kv.k[i], kv.v[i],
+                                              self.rope_cos, self.rope_sin)
+        target = self.layers[layer]
+        if residual is None:
+            x = rms_norm(hidden, target.input_norm, cfg.rms_norm_eps)
+        else:
+            x, _ = rms_norm(hidden, target.input_norm, cfg.rms_norm_eps, residual)
+        q, k, _ = target.attention_qkv(x, batch.positions, self.rope_cos, self.rope_sin)
+        kv_head = head // (cfg.num_heads // cfg.num_kv_heads)
+        scores = (q[:, head].float() @ k[:, kv_head].float().T) * target.scale   # (T, T)
+        pos = torch.arange(T, device=self.device)
+        allowed = mask.allowed(pos[:, None], pos[None, :])                    # (T, T) bool
+        return torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)

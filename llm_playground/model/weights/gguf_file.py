@@ -1,0 +1,201 @@
+"""Read a Llama GGUF file: config from its metadata, weights dequantized, tokenizer through bpe.
+
+The file is opened with the `gguf` package's `GGUFReader` (memory-mapped). Tensors are renamed to
+the Hugging Face names (model/network/weight_contract.py) and dequantized to float32 with
+`gguf.quants.dequantize` for the types listed in SUPPORTED_TYPES; any other type is refused with
+its name. llama.cpp's converter permutes the rows of attn_q / attn_k for its interleaved RoPE;
+`unpermute_rows` undoes that (as transformers' GGUF loader does) so our rotate-half RoPE applies.
+This module does not build the model and does not run the quantized arithmetic itself.
+"""
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from llm_playground.model.network.config import ModelConfig
+from llm_playground.model.network.weight_contract import ModelLoadError, check_weights
+
+SUPPORTED_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1",
+                   "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K")
+
+_LAYER_NAMES = {
+    "attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm",
+    "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
+    "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
+    "ffn_down": "mlp.down_proj",
+}
+_GLOBAL_NAMES = {"token_embd.weight": "model.embed_tokens.weight",
+                 "output_norm.weight": "model.norm.weight", "output.weight": "lm_head.weight"}
+
+
+class _TruncatedGGUF(ValueError):
+    """A read that runs past the end of the file (raised by _CheckedReader)."""
+
+
+def _checked_reader_class():
+    """GGUFReader that turns reads past the end of the file into _TruncatedGGUF with sizes.
+
+    The stock reader slices its memory map without a bounds check, so a short file fails later in
+    numpy ("When changing to a larger dtype..."). Tensors are checked up front, naming the first
+    that runs past the end and the size a complete file needs; header reads are checked one by one.
+    """
+    from gguf import GGUFReader
+    from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    class _CheckedReader(GGUFReader):
+        def _get(self, offset, dtype, count=1, override_order=None):
+            end = int(offset) + np.dtype(dtype).itemsize * int(count)
+            if end > len(self.data):
+                raise _TruncatedGGUF(f"truncated or corrupt GGUF file: its header runs past the end of the file (needs at least "
+                                     f"{end} bytes, the file has {len(self.data)} bytes)")
+            return super()._get(offset, dtype, count, override_order)
+
+        def _build_tensors(self, start_offs, fields):
+            size, first, need = len(self.data), None, 0
+            for field in fields:
+                name_data, dims, raw_dtype, rel = (field.parts[i] for i in (1, 3, 4, 5))
+                block, type_size = GGML_QUANT_SIZES[GGMLQuantizationType(int(raw_dtype[0]))]
+                start = int(start_offs + rel[0])
+                end = start + int(np.prod(dims)) * type_size // block
+                need = max(need, end)
+                if end > size and first is None:
+                    first = (bytes(name_data).decode("utf-8", "replace"), start, end)
+            if first is not None:
+                name, start, end = first
+                raise _TruncatedGGUF(f"truncated GGUF file: it has {size} bytes but its tensors need "
+                                     f"{need}; tensor {name} (bytes {start}..{end}) runs past the end")
+            return super()._build_tensors(start_offs, fields)
+
+    return _CheckedReader
+
+
+def open_gguf(path: Path):
+    """GGUFReader over `path`, or ModelLoadError naming what is wrong with the file."""
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic != b"GGUF":
+        raise ModelLoadError(f"{path}: not a GGUF file (magic {magic!r}, expected b'GGUF')")
+    try:
+        return _checked_reader_class()(str(path), "r")
+    except _TruncatedGGUF as e:
+        raise ModelLoadError(f"{path}: {e}") from None
+    except (ValueError, IndexError, KeyError, OSError, struct.error) as e:
+        raise ModelLoadError(f"{path}: corrupt or truncated GGUF file ({type(e).__name__}: {e})") from None
+
+
+def _field(reader, key: str, default=None, required: bool = False):
+    f = reader.fields.get(key)
+    if f is None:
+        if required:
+            raise ModelLoadError(f"GGUF metadata lacks {key}")
+        return default
+    try:
+        return f.contents()
+    except (ValueError, IndexError, UnicodeDecodeError) as e:
+        raise ModelLoadError(f"GGUF metadata {key} is unreadable ({e})") from None
+
+
+def read_gguf_config(reader, path: Path) -> ModelConfig:
+    arch = _field(reader, "general.architecture", required=True)
+    if arch != "llama":
+        raise ModelLoadError(f"{path}: architecture {arch!r} is not supported (only 'llama')")
+    a = f"{arch}."
+    scaling_type = _field(reader, a + "rope.scaling.type", "none")
+    if scaling_type not in ("none", None):
+        raise ModelLoadError(f"{path}: rope scaling type {scaling_type!r} is not supported")
+    if any(t.name == "rope_freqs.weight" for t in reader.tensors):
+        raise ModelLoadError(f"{path}: per-frequency rope factors (rope_freqs.weight, Llama 3.1 "
+                             f"GGUF) are not supported; load the Hugging Face directory instead")
+    heads = int(_field(reader, a + "attention.head_count", required=True))
+    hidden = int(_field(reader, a + "embedding_length", required=True))
+    names = {t.name for t in reader.tensors}
+    tokens = reader.fields.get("tokenizer.ggml.tokens")
+    vocab = _field(reader, a + "vocab_size") or (len(tokens.data) if tokens is not None else None)
+    if vocab is None:
+        raise ModelLoadError(f"{path}: vocabulary size unknown (no {a}vocab_size nor tokenizer tokens)")
+    eos = _field(reader, "tokenizer.ggml.eos_token_id")
+    eot = _field(reader, "tokenizer.ggml.eot_token_id")
+    eos_ids = tuple(dict.fromkeys(int(i) for i in (eos, eot) if i is not None))
+    try:
+        return ModelConfig(
+            vocab_size=int(vocab),
+            hidden_size=hidden,
+            intermediate_size=int(_field(reader, a + "feed_forward_length", required=True)),
+            num_layers=int(_field(reader, a + "block_count", required=True)),
+            num_heads=heads,
+            num_kv_heads=int(_field(reader, a + "attention.head_count_kv", heads)),
+            head_dim=int(_field(reader, a + "attention.key_length", 0) or hidden // heads),
+            max_position=int(_field(reader, a + "context_length", 2048)),
+            rope_theta=float(_field(reader, a + "rope.freq_base", 10000.0)),
+            rms_norm_eps=float(_field(reader, a + "attention.layer_norm_rms_epsilon", 1e-5)),
+            tie_word_embeddings="output.weight" not in names,
+            bos_token_id=_field(reader, "tokenizer.ggml.bos_token_id"),
+            eos_token_ids=eos_ids,
+        )
+    except ValueError as e:
+        raise ModelLoadError(f"{path}: {e}") from None
+
+
+def hf_name(gguf_name: str) -> str | None:
+    if gguf_name in _GLOBAL_NAMES:
+        return _GLOBAL_NAMES[gguf_name]
+    parts = gguf_name.split(".")   # blk.{i}.{kind}.weight
+    if len(parts) == 4 and parts[0] == "blk" and parts[2] in _LAYER_NAMES and parts[3] == "weight":
+        return f"model.layers.{parts[1]}.{_LAYER_NAMES[parts[2]]}.weight"
+    return None
+
+
+def unpermute_rows(w: np.ndarray, n_head: int) -> np.ndarray:
+    """Undo llama.cpp's q/k row permutation: (n_head, 2, D/2) interleave -> rotate-half halves."""
+    rows = w.shape[0]
+    half = rows // n_head // 2
+    return w.reshape(n_head, half, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def open_gguf_weights(reader, cfg: ModelConfig, path: Path
+                      ) -> tuple[dict[str, tuple[int, ...]], Callable[[str], torch.Tensor]]:
+    """(HF name -> shape, get(HF name) -> float32 tensor); types and shapes checked up front."""
+    from gguf import quants
+    tensors, shapes = {}, {}
+    for t in reader.tensors:
+        name = hf_name(t.name)
+        if name is None:
+            continue
+        if t.tensor_type.name not in SUPPORTED_TYPES:
+            raise ModelLoadError(f"{path}: tensor {t.name} has quantization type {t.tensor_type.name}, "
+                                 f"which is not supported (supported: {', '.join(SUPPORTED_TYPES)})")
+        tensors[name] = t
+        shapes[name] = tuple(int(s) for s in reversed(t.shape.tolist()))   # GGUF lists ne0 first
+    check_weights(cfg, shapes, str(path))
+
+    def get(name: str) -> torch.Tensor:
+        t = tensors[name]
+        try:
+            w = quants.dequantize(t.data, t.tensor_type)
+        except (ValueError, NotImplementedError) as e:
+            raise ModelLoadError(f"{path}: cannot dequantize {t.name} ({e})") from None
+        w = w.reshape(shapes[name])
+        if name.endswith("q_proj.weight"):
+            w = unpermute_rows(w, cfg.num_heads)
+        elif name.endswith("k_proj.weight"):
+            w = unpermute_rows(w, cfg.num_kv_heads)
+        return torch.from_numpy(np.array(w, dtype=np.float32, order="C"))   # a writable copy
+
+    return shapes, get
+
+
+def read_gguf_tokenizer(path: Path):
+    """(bpe.Tokenizer, chat_template or None) through bpe.formats.gguf."""
+    try:
+        from llm_playground.bpe.formats.gguf import read_gguf_tokenizer as read
+    except ImportError as e:
+        raise ModelLoadError(f"the GGUF tokenizer reader (bpe.formats.gguf) is unavailable: {e}") from None
+    try:
+        tokenizer, meta = read(str(path))
+    except (ValueError, KeyError) as e:
+        raise ModelLoadError(f"{path}: tokenizer not readable ({e})") from None
+    return tokenizer, meta.get("chat_template")

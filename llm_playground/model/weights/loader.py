@@ -1,0 +1,98 @@
+"""`load_model`: one entry point from a path (GGUF file or Hugging Face directory) to a model.
+
+Picks the reader by what the path is (a directory -> model/weights/hf_folder.py, a file starting with
+the GGUF magic -> model/weights/gguf_file.py; None -> the default model), resolves the dtype policy,
+builds `LlamaForCausalLM` and fills it. Every failure is a `ModelLoadError` with a one-line
+message. It does not size the KV cache or start an engine.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from llm_playground.model.weights import gguf_file, hf_folder
+from llm_playground.model.network.config import ModelConfig
+from llm_playground.model.network.llama import LlamaForCausalLM
+from llm_playground.model.network.weight_contract import ModelLoadError
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# "int8": weight-only int8 projections with bfloat16 activations and KV cache (CPU speed mode).
+WEIGHT_FORMATS = (*DTYPES, "int8")
+CPU_DEFAULT = "int8"      # measured fastest CPU decode (see docs / report); float32 is the exact mode
+CUDA_DEFAULT = "bfloat16"
+
+
+@dataclass
+class LoadedModel:
+    model: LlamaForCausalLM
+    config: ModelConfig
+    tokenizer: object                # bpe.Tokenizer
+    chat_template: str | None
+    name: str
+    path: Path
+    dtype: torch.dtype               # activations and KV cache
+    device: torch.device
+    weight_format: str = ""          # float32 | bfloat16 | float16 | int8
+
+
+def resolve_dtype(dtype: str | None, device: torch.device) -> tuple[str, torch.dtype]:
+    """(weight format, activation dtype) from the user's --dtype (None = the device's default)."""
+    fmt = dtype or (CUDA_DEFAULT if device.type == "cuda" else CPU_DEFAULT)
+    if fmt not in WEIGHT_FORMATS:
+        raise ModelLoadError(f"unknown dtype {fmt!r}; choose one of {', '.join(WEIGHT_FORMATS)}")
+    if fmt == "int8":
+        from llm_playground.model.network.linear import int8_supported
+        if device.type != "cpu" or not int8_supported():
+            if dtype == "int8":
+                raise ModelLoadError("dtype int8 needs torch's CPU int8 matmul on a CPU device")
+            fmt = "bfloat16"
+        return fmt, torch.bfloat16
+    return fmt, DTYPES[fmt]
+
+
+def build_model(cfg: ModelConfig, get: Callable[[str], torch.Tensor], weight_format: str,
+                act_dtype: torch.dtype, device: torch.device) -> LlamaForCausalLM:
+    model = LlamaForCausalLM(cfg, act_dtype, device)
+    model.load_weights(get)
+    if weight_format == "int8":
+        model.quantize_int8()
+    return model.eval()
+
+
+def load_model(path: str | Path | None, dtype: str | None = None, device: str = "cpu",
+               progress: Callable[[str], None] | None = None) -> LoadedModel:
+    say = progress or (lambda msg: None)
+    if path is None:
+        from llm_playground.model.weights.default_model import NAME, ensure_default_model
+        path, default_name = ensure_default_model(progress), NAME
+    else:
+        default_name = None
+    path = Path(path).expanduser()
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:
+        raise ModelLoadError(f"unknown device {device!r} ({e})") from None
+    weight_format, act_dtype = resolve_dtype(dtype, dev)
+    if path.is_dir():
+        cfg = hf_folder.read_hf_config(path)
+        _, get = hf_folder.open_hf_weights(path, cfg)
+        tokenizer, template = hf_folder.read_hf_tokenizer(path)
+        name = default_name or path.name
+    elif path.is_file():
+        reader = gguf_file.open_gguf(path)
+        cfg = gguf_file.read_gguf_config(reader, path)
+        _, get = gguf_file.open_gguf_weights(reader, cfg, path)
+        tokenizer, template = gguf_file.read_gguf_tokenizer(path)
+        general = reader.fields.get("general.name")
+        name = default_name or (general.contents() if general is not None else path.stem)
+    else:
+        raise ModelLoadError(f"{path}: no such file or directory (expected a .gguf file or a "
+                             f"Hugging Face model directory)")
+    say(f"loading {name} ({cfg.num_layers} layers, hidden {cfg.hidden_size}) as {weight_format} "
+        f"on {dev}")
+    model = build_model(cfg, get, weight_format, act_dtype, dev)
+    return LoadedModel(model=model, config=cfg, tokenizer=tokenizer, chat_template=template,
+                       name=name, path=path, dtype=act_dtype, device=dev, weight_format=weight_format)
