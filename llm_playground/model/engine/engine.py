@@ -48,7 +48,11 @@ class RequestError(RuntimeError):
 
 
 class Engine:
-    def __init__(self, loaded, config: EngineConfig | None = None) -> None:
+    def __init__(self, loaded, config: EngineConfig | None = None,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
+        """`loaded` is a weights.loader.LoadedModel; `clock` (seconds, monotonic) times arrivals,
+        first tokens and steps: tests inject a fake one to get exact rates."""
+        self.clock = clock
         self.config = config = config or EngineConfig()
         self.loaded = loaded
         self.model = loaded.model
@@ -112,7 +116,7 @@ class Engine:
         params = params or SamplingParams()
         rid = self._next_request
         self._next_request += 1
-        req = Request(rid, list(prompt_ids), params)
+        req = Request(rid, list(prompt_ids), params, arrival_time=self.clock())
         self.requests[rid] = req
         seq = self._new_seq(req, 0)
         error = None
@@ -170,7 +174,7 @@ class Engine:
     # ---- one step --------------------------------------------------------------------------------
     @torch.inference_mode()
     def step(self) -> StepReport:
-        t0 = time.perf_counter()
+        t0 = self.clock()
         sched = self.scheduler.schedule()
         if (not sched.scheduled and not self.scheduler.running and self.scheduler.waiting
                 and self.beam_groups and beams.release_parked(self)):
@@ -202,12 +206,12 @@ class Engine:
             bm.touch_written(seq.seq_id, item.start, item.end)
             if bm.has_uncommitted(seq.seq_id, item.end):
                 bm.commit(seq.seq_id, seq.all_ids, item.end)
-        now = time.perf_counter()
+        now = self.clock()
         ttft = self._sample_and_append(row_seqs, logits, now)
         for item in sched.scheduled:
             if not item.seq.is_finished and item.seq.pattern.evicts:
                 self._evict(item.seq)
-        dt = time.perf_counter() - t0
+        dt = self.clock() - t0
         outputs, self._pending = self._pending, []
         outputs += collect_outputs(self.requests)
         self._step += 1
