@@ -3,8 +3,8 @@ reports, per step and per sequence, with the model's forward replaced by a stub.
 
 Why: the throughput run (benchmarks/throughput.py) on a GPU is bound by this host work (a decode
 step of 256 sequences replays ~2-3 ms of GPU work and takes 6-8 ms), so it gets its own
-measurement, one that runs on any machine. The stub keeps the engine's real `build_batch` (the
-host-to-device copies included) and hands back a fixed logits tensor for the rows that need
+measurement, one that runs on any machine. The stub keeps the engine's real `plan_batch` and the runner's
+`to_device` (the host-to-device copies included) and hands back a fixed logits tensor for the rows that need
 one, so sampling still runs an argmax over real-sized rows. Everything else is the engine's own
 code: `Engine.step()` is timed whole.
 
@@ -35,7 +35,7 @@ from benchmarks.bench_common import print_table, write_json  # noqa: E402
 def stub_engine(a):
     """An engine on a 1-layer model whose forward is replaced by a stub (see the docstring)."""
     from benchmarks.e2e_decode import MODELS
-    from llm_playground.model.engine.batch_builder import build_batch
+    from llm_playground.model.engine.device_batch import to_device
     from llm_playground.model.engine.engine import Engine
     from llm_playground.model.engine.config import EngineConfig
     from llm_playground.model.network.llama import LlamaForCausalLM
@@ -51,12 +51,13 @@ def stub_engine(a):
                                     report_blocks=False))
     logits = torch.randn(a.max_num_seqs + 8, a.vocab, device=a.device)                # (N, V)
 
-    def forward(items, spec):
-        batch, ids = build_batch(items, spec, e.bm, e.device)
-        need = [it.seq for it in items if it.needs_logits]
-        return need, (logits[:len(need)].clone() if need else None)
+    def forward(plan):
+        """The runner's per-batch forward, stubbed: the batch still goes to the device."""
+        to_device(plan, e.runner.device)
+        n = len(plan.logits)
+        return logits[:n].clone() if n else None
 
-    e._forward = forward
+    e.runner._logits = forward
     return e
 
 

@@ -116,7 +116,7 @@ def run_ours(loaded, reqs, a, budget: int) -> dict:
     e.add_request(long_prompt, SamplingParams(max_tokens=4, ignore_eos=True))
     while e.has_unfinished():
         e.step()
-    per_token = e.kv.bytes_per_block // bs
+    per_token = e.kv_bytes_per_block // bs
     sync(a.device)
     t0 = time.perf_counter()
     for p, o in reqs:

@@ -18,6 +18,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Button, Input, Label, Markdown, Static, Switch, TextArea
 
+from llm_playground.model.engine.outcomes import FinishReason
 from llm_playground.model.engine.sampling_params import SamplingParams
 from llm_playground.playground.chat_session import Conversation, Turn
 from llm_playground.playground.messages import ChatFinished, ChatProgress
@@ -81,10 +82,17 @@ class AssistantMessage(Vertical):
             self.texts[i] = msg.texts[i] if i < len(msg.texts) else self.texts[i]
             self.ids[i] = msg.token_ids[i] if i < len(msg.token_ids) else self.ids[i]
             await self.query_one(f"#md-{i}", Markdown).update(self.texts[i])  # one full update
-        reasons = {r for r in msg.finish_reasons if r}
-        self.status = "abort" if "abort" in reasons else ("error" if msg.error else "done")
-        note = {"abort": "stopped (Esc); the text so far is kept", "error": f"error: {msg.error}"}
-        self.query_one(".answer-status", Label).update(escape(note.get(self.status, "")))
+        reasons = [FinishReason(r) for r in msg.finish_reasons if r]
+        aborted = FinishReason.ABORTED in reasons
+        self.status = "abort" if aborted else ("error" if msg.error else "done")
+        if aborted:
+            note = FinishReason.ABORTED.describe()
+        elif msg.error:
+            note = f"error: {msg.error}"
+        else:      # say what ended an answer that the model did not end itself
+            ends = sorted({r for r in reasons if r.is_length}, key=list(FinishReason).index)
+            note = "; ".join(r.describe() for r in ends)
+        self.query_one(".answer-status", Label).update(escape(note))
         self._show_tokens(tokenizer, colours)
 
     def _show_tokens(self, tokenizer, colours: bool) -> None:
@@ -277,10 +285,14 @@ class ChatView(Horizontal):
             self.conversation.turns.pop()   # never sent: the next turn must not carry it
         if msg.error:
             self.app.notify(msg.error, title="Generation stopped", severity="error", timeout=8)
-        elif "length" in msg.finish_reasons and msg.token_ids and len(msg.token_ids[0]) < self._max_tokens:
-            self.app.notify("The answer stopped early: the KV cache or the context is full. Clear the "
-                            "chat (ctrl+l) or restart with a larger --kv-blocks.",
+        elif FinishReason.KV_CACHE_FULL in msg.finish_reasons:
+            self.app.notify("The answer stopped early: the KV cache is full. Clear the chat "
+                            "(ctrl+l) or restart with a larger --kv-blocks.",
                             title="Out of KV cache", severity="warning", timeout=8)
+        elif FinishReason.CONTEXT_FULL in msg.finish_reasons:
+            self.app.notify("The answer stopped early: the model's context is full. Clear the chat "
+                            "(ctrl+l) to start a new conversation.",
+                            title="Context full", severity="warning", timeout=8)
         self.query_one("#chat-log", VerticalScroll).scroll_end(animate=False)
 
     # ---- widget events -----------------------------------------------------------------------

@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 from textual.worker import get_current_worker
 
+from llm_playground.model.engine.outcomes import FinishReason
 from llm_playground.model.engine.sampling_params import SamplingParams
 from llm_playground.playground.messages import (AttentionReady, CacheUpdated, ChatFinished, ChatProgress,
                                  ChatStats, EngineNotice, LoadFailed, LoadProgress, ModelInfo,
@@ -51,7 +52,7 @@ class _Generation:
     prompt_len: int
     texts: list[str] = field(default_factory=list)
     ids: list[list[int]] = field(default_factory=list)
-    reasons: list[str | None] = field(default_factory=list)
+    reasons: list[FinishReason | None] = field(default_factory=list)
     error: str | None = None
     stats: ChatStats = field(default_factory=ChatStats)
     spark: deque = field(default_factory=lambda: deque(maxlen=SPARK_WINDOW))
@@ -207,7 +208,7 @@ class EngineWorker:
         try:
             gen.request_id = self.engine.add_request(prompt_ids, params)
         except Exception as error:
-            gen.reasons = ["error"] * gen.n
+            gen.reasons = [FinishReason.ERROR] * gen.n
             gen.error = _hint("chat", error)
             self._finish(gen)
             return
@@ -221,7 +222,7 @@ class EngineWorker:
         try:
             self.engine.abort(gen.request_id)
         finally:
-            gen.reasons = [r or "abort" for r in gen.reasons]
+            gen.reasons = [r or FinishReason.ABORTED for r in gen.reasons]
             self._ignored.add(gen.request_id)
             self._finish(gen)
 
@@ -261,7 +262,7 @@ class EngineWorker:
             gen.texts[i] += out.text_delta
             gen.ids[i].extend(out.new_token_ids)
             if out.finished:
-                gen.reasons[i] = out.finish_reason or "stop"
+                gen.reasons[i] = out.finish_reason
                 if out.error:
                     gen.error = _hint_text("chat", out.error)
             touched.add(ticket)
@@ -308,7 +309,7 @@ class EngineWorker:
             except Exception:
                 pass
             self._ignored.add(gen.request_id)
-            gen.reasons = [r or "error" for r in gen.reasons]
+            gen.reasons = [r or FinishReason.ERROR for r in gen.reasons]
             gen.error = f"{why}; the text so far is kept"
             self._finish(gen)
         self._queued_load.clear()

@@ -90,7 +90,7 @@ class ChatFinished(Message):
     texts: tuple[str, ...]
     token_ids: tuple[tuple[int, ...], ...]
     stats: ChatStats
-    finish_reasons: tuple[str | None, ...]
+    finish_reasons: tuple[object, ...]      # FinishReason (model/engine/outcomes.py) per sample
     error: str | None = None         # one line for the user; the produced text is kept
 
 

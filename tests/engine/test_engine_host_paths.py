@@ -20,7 +20,7 @@ import dataclasses
 import pytest
 
 import llm_playground.model.engine.engine as engine_module
-from llm_playground.model.engine import eviction as streaming
+from llm_playground.model.engine import eviction
 from llm_playground.model.engine.beam_search import BeamSearchParams
 from llm_playground.model.engine.reports import BlockInfo, RequestOutput, SequenceReport
 from llm_playground.model.engine.sampling_params import SamplingParams
@@ -32,19 +32,20 @@ BS = 4
 
 
 class CheckedBuild:
-    """Wraps model.engine.build_batch: checks each batch against one rebuilt from the Python
+    """Wraps the engine's plan_batch: checks each batch plan against one rebuilt from the Python
     tables, the scheduled writes against the ref counts, and counts the paths taken."""
 
     def __init__(self, monkeypatch, e) -> None:
         self.e = e
-        self.real = engine_module.build_batch
+        self.real = engine_module.plan_batch
         self.batches = self.one_token_prompt_items = self.holes = 0
         self.decodes = self.one_token_tail_chunks = 0
-        monkeypatch.setattr(engine_module, "build_batch", self)
+        monkeypatch.setattr(engine_module, "plan_batch", self)
 
-    def __call__(self, items, spec, bm, device):
+    def __call__(self, items, spec, bm, logits):
         bm.check_invariants()                          # includes the numpy mirror of the tables
-        batch, input_ids = self.real(items, spec, bm, device)
+        batch = self.real(items, spec, bm, logits)
+        input_ids = batch.input_ids
         self.batches += 1
         seen = set()
         ids, pos, slots, cu, ctx, rows, tables = [], [], [], [0], [], [], []
@@ -59,7 +60,7 @@ class CheckedBuild:
             for i in range(it.start // bs, (it.end - 1) // bs + 1):
                 assert table[i] >= 0 and bm.ref_count[table[i]] == 1, \
                     f"seq {seq.seq_id} writes block {table[i]} it does not own alone"
-            offset = streaming.rope_offset(table, it.start, bs) if seq.pattern.evicts else 0
+            offset = eviction.rope_offset(table, it.start, bs) if seq.pattern.evicts else 0
             ids += seq.all_ids[it.start:it.end]
             pos += [p - offset for p in range(it.start, it.end)]
             slots += [table[p // bs] * bs + p % bs for p in range(it.start, it.end)]
@@ -80,11 +81,12 @@ class CheckedBuild:
         assert input_ids.tolist() == ids
         assert batch.positions.tolist() == pos
         assert batch.slot_mapping.tolist() == slots
-        assert batch.cu_seqlens_q.tolist() == cu
+        assert batch.cu_seqlens_q.tolist() == cu and batch.num_rows == len(items)
         assert batch.context_lens.tolist() == ctx
         assert batch.block_tables.tolist() == [t + [-1] * (width - len(t)) for t in tables]
-        assert batch.logits_indices.tolist() == rows
-        return batch, input_ids
+        assert batch.logits_rows.tolist() == rows
+        assert len(batch.logits) == len(rows)
+        return batch
 
 
 PROMPTS = prompts(8, 2, 20, seed=3)

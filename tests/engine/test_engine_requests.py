@@ -3,6 +3,7 @@ on; stop rules (EOS / stop ids, stop strings held back and cut, max tokens); str
 the tokenizer's decode of the ids; abort frees blocks; patterns free blocks and leave holes."""
 from __future__ import annotations
 
+from llm_playground.model.engine.outcomes import FinishReason
 from llm_playground.model.engine.sampling_params import SamplingParams
 from engine_helpers import engine, prompts, run_all
 
@@ -35,7 +36,7 @@ def test_bad_requests_error_and_the_engine_keeps_serving():
         if what == "cache":
             continue
         last = outs[rid][-1]
-        assert last.finished and last.finish_reason == "error" and "\n" not in last.error, what
+        assert last.finished and last.finish_reason is FinishReason.ERROR and "\n" not in last.error, what
         assert not sum((o.new_token_ids for o in outs[rid]), [])
     assert "empty" in outs[bad["empty"]][-1].error
     assert "context" in outs[bad["context"]][-1].error
@@ -53,7 +54,7 @@ def test_streamed_text_equals_decode_and_lengths_stop():
     rid = e.add_request(P[1], GREEDY)
     outs = collect(e)[rid]
     ids = sum((o.new_token_ids for o in outs), [])
-    assert len(ids) == 16 and outs[-1].finish_reason == "length"
+    assert len(ids) == 16 and outs[-1].finish_reason is FinishReason.MAX_TOKENS
     assert "".join(o.text_delta for o in outs) == tok.decode(ids)
 
 
@@ -65,7 +66,7 @@ def test_stop_token_and_stop_string():
     rid = e.add_request(P[2], SamplingParams(max_tokens=16, ignore_eos=True, stop_token_ids=(full[3],)))
     outs = collect(e)[rid]
     ids = sum((o.new_token_ids for o in outs), [])
-    assert ids == full[:full.index(full[3]) + 1] and outs[-1].finish_reason == "stop"
+    assert ids == full[:full.index(full[3]) + 1] and outs[-1].finish_reason is FinishReason.END_OF_SEQUENCE
     # stop string: a piece of the full text from its middle; output is the text before it
     text = tok.decode(full)
     stop = text[5:8]
@@ -74,7 +75,7 @@ def test_stop_token_and_stop_string():
     outs = collect(e)[rid]
     streamed = "".join(o.text_delta for o in outs)
     assert streamed == text[:text.index(stop)]
-    assert outs[-1].finish_reason == "stop"
+    assert outs[-1].finish_reason is FinishReason.STOP_STRING
     # text is never released and then taken back: every prefix of the stream is a prefix of it
     acc = ""
     for o in outs:
@@ -91,8 +92,8 @@ def test_abort_frees_blocks_and_reports():
     assert e.cache_report().num_used > 0
     e.abort(rid)
     outs = collect(e)
-    assert outs[rid][-1].finish_reason == "abort"
-    assert outs[other][-1].finish_reason == "length"
+    assert outs[rid][-1].finish_reason is FinishReason.ABORTED
+    assert outs[other][-1].finish_reason is FinishReason.MAX_TOKENS
     c = e.cache_report()
     assert c.num_used == 0 and c.num_free == 32
 
@@ -131,20 +132,20 @@ def test_streaming_prompt_longer_than_the_context():
     e = engine(num_blocks=12, block_size=4, max_model_len=48, max_num_batched_tokens=32,
                enable_prefix_caching=False)
     seen = []
-    real = e.model.forward
+    real = e.runner.model.forward
 
     def spy(ids, batch, kv):
         seen.append(int(batch.positions.max()))
         return real(ids, batch, kv)
 
-    e.model.forward = spy
+    e.runner.model.forward = spy
     try:
         rid = e.add_request(list(range(150)), SamplingParams(max_tokens=20, ignore_eos=True),
                             pattern="streaming:4,12")
         out = collect(e)[rid]
     finally:
-        del e.model.forward
-    assert out[-1].finish_reason == "length" and out[-1].error is None
+        del e.runner.model.forward
+    assert out[-1].finish_reason is FinishReason.MAX_TOKENS and out[-1].error is None
     assert len(sum((o.new_token_ids for o in out), [])) == 20
     assert max(seen) < 48
     # a dense prompt of the same length is refused with a clear message
@@ -161,7 +162,7 @@ def test_streaming_prompt_longer_than_the_cache_prefills_in_chunks_that_fit():
                         pattern="streaming:4,8")
     ids, reports = run_all(e)
     out = [o for r in reports for o in r.outputs if o.request_id == rid]
-    assert out[-1].error is None and out[-1].finish_reason == "length"
+    assert out[-1].error is None and out[-1].finish_reason is FinishReason.MAX_TOKENS
     assert len(ids[(rid, 0)]) == 20
     assert max(r.num_prefill_tokens for r in reports) <= 8 * 4   # each chunk fits the pool
 
@@ -184,7 +185,7 @@ def test_attention_weights_come_from_the_model_under_the_engine_pattern():
     e = engine()
     e.set_pattern("local:3")
     w = torch.tensor(e.attention_weights(P[0], layer=1, head=2))
-    want = e.model.attention_probs(P[0], 1, 2, mask=e.pattern.spec)
+    want = e.runner.model.attention_probs(P[0], 1, 2, mask=e.pattern.spec)
     torch.testing.assert_close(w, want)
     assert bool((w[5, :3] == 0).all()) and torch.allclose(w.sum(-1), torch.ones(len(P[0])))
 
@@ -299,12 +300,12 @@ def test_a_request_that_ends_in_its_first_step_is_still_reported():
     first = e.generate(prompt, SamplingParams(max_tokens=1))[0]   # also fills the prefix cache
     one_token = SamplingParams(max_tokens=1)
     stops_at_once = SamplingParams(max_tokens=16, stop_token_ids=(first,))
-    for params, reason in ((one_token, "length"), (stops_at_once, "stop")):
+    for params, reason in ((one_token, FinishReason.MAX_TOKENS), (stops_at_once, FinishReason.END_OF_SEQUENCE)):
         rid = e.add_request(prompt, params)
         r = e.step()
         assert not e.has_unfinished()
         out = [o for o in r.outputs if o.request_id == rid]
-        assert len(out) == 1 and out[0].finished and out[0].finish_reason == reason
+        assert len(out) == 1 and out[0].finished and out[0].finish_reason is reason
         mine = [s for s in r.sequences if s.request_id == rid]
         assert len(mine) == 1, r.sequences
         s = mine[0]
@@ -332,4 +333,4 @@ def test_finished_and_aborted_sequences_are_reported_once_beside_the_live_ones()
     assert [(s.request_id, s.status) for s in r.sequences] == [(long, "finished")]
     assert r.sequences[0].kv_tokens == 7              # 6 prompt + 1 output token written
     assert len(r.sequences[0].block_table) == 2       # in blocks of 4
-    assert any(o.request_id == long and o.finish_reason == "abort" for o in r.outputs)
+    assert any(o.request_id == long and o.finish_reason is FinishReason.ABORTED for o in r.outputs)

@@ -1,26 +1,27 @@
-"""Pack one step's scheduled sequences into an `AttentionBatch` and its input ids.
+"""Pack one step's scheduled sequences into a `BatchPlan`: numpy arrays, no tensors.
 
-The engine (model/engine/engine.py) calls `build_batch` once per distinct attention mask in a step, with
-the sequences the scheduler chose (decodes first, then prefill chunks). For each it takes the new
-token ids `all_ids[start:end]`, their RoPE positions (shifted back by the evicted span for sliding
-patterns, model/engine/eviction.py), their cache slots and the block table; tables are padded with -1
-to the widest. The layout is the one model/network/batch.py documents.
-This module does not schedule, allocate blocks, or run the model.
+The engine (model/engine/engine.py) calls `plan_batch` once per distinct attention mask in a
+step, with the sequences the scheduler chose (decodes first, then prefill chunks). For each it
+takes the new token ids `all_ids[start:end]`, their RoPE positions (shifted back by the evicted
+span for sliding patterns, model/engine/eviction.py), their cache slots and the block table;
+tables are padded with -1 to the widest. The layout is the one model/engine/step_plan.py
+documents; the model runner moves it to the device (model/engine/device_batch.py).
+This module does not schedule, allocate blocks, touch tensors or run the model.
 """
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from llm_playground.model.engine import eviction
-from llm_playground.model.network.batch import AttentionBatch
 from llm_playground.model.engine.block_manager import BlockManager
 from llm_playground.model.engine.scheduler import ScheduledSeq
+from llm_playground.model.engine.step_plan import BatchPlan, LogitsRequest
 
 
-def build_batch(items: list[ScheduledSeq], spec, bm: BlockManager,
-                device: torch.device) -> tuple[AttentionBatch, torch.Tensor]:
-    """(AttentionBatch, input ids (T,) int64) for `items`, all under mask `spec`."""
+def plan_batch(items: list[ScheduledSeq], spec, bm: BlockManager,
+               logits: list[LogitsRequest]) -> BatchPlan:
+    """The `BatchPlan` of `items`, all under mask `spec`; `logits` has one entry per item that
+    needs logits, in order (what to sample from its row)."""
     ids, positions, slots, cu, ctx, logit_rows = [], [], [], [0], [], []
     bs = bm.block_size
     width = 0
@@ -43,36 +44,17 @@ def build_batch(items: list[ScheduledSeq], spec, bm: BlockManager,
         ctx.append(end)
         if it.needs_logits:
             logit_rows.append(cu[-1] - 1)
-    B, T = len(items), len(ids)
+    B = len(items)
     tables = bm.table_rows([it.seq.seq_id for it in items], width)                  # (B, W)
-    # Two host->device copies (int64 fields, int32 fields) instead of one per field: each copy
-    # from pageable memory costs tens of microseconds of host time, per step.
-    t64, o64 = _pack([positions, slots, logit_rows, ids], np.int64, 2, device)  # 2 x 8 = 16 B
-    t32, o32 = _pack([cu, ctx, tables.reshape(-1)], np.int32, 4, device)       # 4 x 4 = 16 B
-    batch = AttentionBatch(
-        positions=t64[o64[0]:o64[0] + T],                                           # (T,)
-        slot_mapping=t64[o64[1]:o64[1] + T],                                        # (T,)
-        cu_seqlens_q=t32[o32[0]:o32[0] + B + 1],                                    # (B + 1,)
-        context_lens=t32[o32[1]:o32[1] + B],                                        # (B,)
-        block_tables=t32[o32[2]:o32[2] + B * width].view(B, width),                 # (B, W)
-        max_q_len=max(it.num_tokens for it in items), max_context_len=max(ctx), mask=spec,
+    return BatchPlan(
+        mask=spec, input_ids=np.asarray(ids, dtype=np.int64),                      # (T,)
+        positions=np.asarray(positions, dtype=np.int64),                          # (T,)
+        slot_mapping=np.asarray(slots, dtype=np.int64),                           # (T,)
+        cu_seqlens_q=np.asarray(cu, dtype=np.int32),                              # (B + 1,)
+        context_lens=np.asarray(ctx, dtype=np.int32),                             # (B,)
+        block_tables=tables.reshape(B, width),                                    # (B, W)
+        logits_rows=np.asarray(logit_rows, dtype=np.int64), logits=logits,        # (N,)
         num_decodes=sum(1 for it in items if it.num_tokens == 1),
-        logits_indices=t64[o64[2]:o64[2] + len(logit_rows)],                        # (N,)
+        max_q_len=max(it.num_tokens for it in items), max_context_len=max(ctx),
         has_holes=any(bm.num_holes(it.seq.seq_id) for it in items),
         has_prefix=any(it.start > 0 for it in items if it.num_tokens > 1))
-    return batch, t64[o64[3]:o64[3] + T]                                            # (T,) ids
-
-
-def _pack(parts: list, dtype, align: int, device: torch.device) -> tuple[torch.Tensor, list[int]]:
-    """One tensor on `device` holding the parts (lists or arrays of ints) end to end, each
-    starting at a multiple of `align` elements (16-byte aligned views, which the kernels' pointer
-    specialisation and vector loads prefer); returns (tensor, start of each part)."""
-    offsets, n = [], 0
-    for part in parts:
-        n += -n % align
-        offsets.append(n)
-        n += len(part)
-    flat = np.zeros(n, dtype=dtype)
-    for part, start in zip(parts, offsets):
-        flat[start:start + len(part)] = part
-    return torch.from_numpy(flat).to(device), offsets

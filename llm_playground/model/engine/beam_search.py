@@ -2,10 +2,13 @@
 
 A beam request is one engine request whose sequence 0 prefills the prompt. From then on every
 engine step runs ONE batched forward of all live beams (beside whatever else the engine serves);
-their logits rows come here instead of to the sampler (`take_beam_rows`), and `BeamGroup.advance`
-does one beam step, following transformers' `_beam_search` (v5) rule for rule:
-1. log-softmax of each live beam's logits, plus the beam's cumulative logprob -> (B, V);
-2. the top `(max(2, 1 + #eos)) * k` candidates over all (beam, token) pairs;
+instead of sampling, the model runner returns each beam row's best `(max(2, 1 + #eos)) * k`
+log-probabilities (their union holds the best candidates over all rows), they come here
+(`take_beam_rows`), and `BeamGroup.advance` does one beam step, following transformers'
+`_beam_search` (v5) rule for rule:
+1. log-softmax of each live beam's logits, plus the beam's cumulative logprob (float32);
+2. the top `(max(2, 1 + #eos)) * k` candidates over all (beam, token) pairs (ties: lower
+   beam, then lower token id first);
 3. candidates among the first k ranks that end (an EOS id, or max_tokens / the context reached)
    become finished hypotheses scored `cumulative_logprob / generated_len ** length_penalty`
    (generated_len counts the EOS); the best k finished are kept;
@@ -32,8 +35,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
+import numpy as np
 
+from llm_playground.model.engine.outcomes import ErrorKind, FinishReason
 from llm_playground.model.engine.reports import RequestOutput
 from llm_playground.model.engine.sampling_params import SamplingParams
 from llm_playground.model.engine.sequence import Request, Sequence, SeqStatus
@@ -64,7 +68,7 @@ class BeamHypothesis:
     token_ids: list[int]              # generated ids (the EOS included when one ended it)
     cumulative_logprob: float         # sum of the log-probabilities of token_ids
     score: float                      # cumulative_logprob / len(token_ids) ** length_penalty
-    finish_reason: str                # "stop" (EOS / stop id) or "length"
+    finish_reason: FinishReason       # END_OF_SEQUENCE, MAX_TOKENS or CONTEXT_FULL
 
 
 class BeamGroup:
@@ -78,7 +82,7 @@ class BeamGroup:
         self.eos = frozenset(eos + params.stop_token_ids)
         self.beams: list[Sequence] = [request.seqs[0]]    # live beams, best first
         self.scores: list[float] = [0.0]                  # cumulative logprob of each live beam
-        self.pending: dict[int, torch.Tensor] = {}        # seq id -> logits row (V,) this round
+        self.pending: dict[int, tuple] = {}               # seq id -> (ids, logprobs) this round
         self.parked: list[Sequence] = []
         self.finished: list[BeamHypothesis] = []          # best first, at most k
         self.done = False
@@ -89,7 +93,13 @@ class BeamGroup:
     def results(self) -> list[BeamHypothesis]:
         return list(self.finished)
 
-    def offer(self, seq: Sequence, row: torch.Tensor) -> None:
+    @property
+    def candidates_per_row(self) -> int:
+        """How many top log-probabilities each beam row needs (the runner caps it at V)."""
+        return max(2, 1 + len(self.eos)) * self.params.beam_width
+
+    def offer(self, seq: Sequence, row: tuple[np.ndarray, np.ndarray]) -> None:
+        """A beam's (token ids, logprobs) best first, this round."""
         self.pending[seq.seq_id] = row
 
     def advance(self) -> None:
@@ -106,22 +116,26 @@ class BeamGroup:
                     self.parked.append(s)
             return
         k, p = self.params.beam_width, self.params
-        logits = torch.stack([self.pending.pop(s.seq_id) for s in live]).float()      # (B, V)
-        V = logits.shape[1]
-        acc = torch.log_softmax(logits, dim=-1) + torch.tensor(
-            scores, dtype=torch.float32, device=logits.device)[:, None]               # (B, V)
-        keep = min(max(2, 1 + len(self.eos)) * k, acc.numel())
-        top_lp, top_idx = torch.topk(acc.reshape(-1), keep)                           # (keep,)
+        rows = [self.pending.pop(s.seq_id) for s in live]
+        ids = np.concatenate([r[0] for r in rows])                                     # (B * M,)
+        beam = np.concatenate([np.full(len(r[0]), b) for b, r in enumerate(rows)])     # (B * M,)
+        acc = np.concatenate([r[1].astype(np.float32) + np.float32(sc)
+                              for r, sc in zip(rows, scores)])                         # (B * M,) f32
+        keep = min(self.candidates_per_row, len(acc))
+        order = np.lexsort((ids, beam, -acc))[:keep]                                   # best first
+        top_lp = acc[order]                                                            # (keep,) f32
         gen_len = len(live[0].output_ids) + 1            # generated tokens after this step
-        top_score = (top_lp / (gen_len ** p.length_penalty)).tolist()                 # HF's f32 rounding
-        top_lp_l, top_idx_l = top_lp.tolist(), top_idx.tolist()
+        top_score = (top_lp / np.float32(gen_len ** p.length_penalty)).tolist()        # HF's f32 rounding
+        top_lp_l = top_lp.tolist()
         at_limit = gen_len >= p.max_tokens or live[0].num_tokens + 1 >= self.engine.max_model_len
         running: list[tuple[float, Sequence, int]] = []
-        for rank, (lp, flat) in enumerate(zip(top_lp_l, top_idx_l)):
-            parent, tok = live[flat // V], flat % V
+        for rank, (lp, j) in enumerate(zip(top_lp_l, order.tolist())):
+            parent, tok = live[int(beam[j])], int(ids[j])
             ends = at_limit or tok in self.eos
             if ends and rank < k:
-                reason = "stop" if tok in self.eos else "length"
+                reason = (FinishReason.END_OF_SEQUENCE if tok in self.eos
+                          else FinishReason.CONTEXT_FULL if gen_len < p.max_tokens
+                          else FinishReason.MAX_TOKENS)
                 self.finished.append(BeamHypothesis(parent.output_ids + [tok], lp, top_score[rank], reason))
             elif not ends and len(running) < k:
                 running.append((lp, parent, tok))
@@ -170,7 +184,7 @@ class BeamGroup:
 
     def _drop(self, seq: Sequence) -> None:
         seq.status = SeqStatus.FINISHED
-        seq.finish_reason = "dropped"
+        seq.finish_reason = None                 # not an outcome: the beam was not kept
         self.engine.release(seq)                 # frees its blocks by reference count
 
     def _finish(self, live: list[Sequence]) -> None:
@@ -208,7 +222,7 @@ def add_beam_request(engine, prompt_ids: list[int], params: BeamSearchParams,
         error = (f"beam width {params.beam_width} needs {candidates} candidates per step, more "
                  f"than the vocabulary of {engine.model_config.vocab_size}")
     if error is not None:
-        engine.finish_sequence(seq, "error", error=error)
+        engine.finish_sequence(seq, FinishReason.ERROR, error=error, error_kind=ErrorKind.UNSUPPORTED)
     else:
         engine.beam_groups[rid] = BeamGroup(engine, req, params)
     return rid
@@ -234,7 +248,7 @@ def release_parked(engine) -> bool:
             group.parked, group.beams, group.done = [], [], True
             engine.beam_groups.pop(rid, None)
             if live:
-                engine.finish_sequence(live[0], "error", error=(
+                engine.finish_sequence(live[0], FinishReason.ERROR, error_kind=ErrorKind.KV_CACHE_TOO_SMALL, error=(
                     f"beam search of width {group.params.beam_width} needs about "
                     f"{len(live) * blocks} KV blocks to keep its beams in step; the cache has "
                     f"{engine.bm.num_blocks} blocks"))
@@ -249,19 +263,16 @@ def release_parked(engine) -> bool:
     return released
 
 
-def take_beam_rows(engine, rows: list[tuple[Sequence, torch.Tensor]]) -> list[tuple[Sequence, torch.Tensor]]:
-    """Give beam sequences' logits rows to their groups, advance the groups that got rows, and
-    return the other rows (for the sampler)."""
-    others, touched = [], {}
+def take_beam_rows(engine, rows: list[tuple[Sequence, tuple[np.ndarray, np.ndarray]]]) -> None:
+    """Give beam sequences' (ids, logprobs) rows to their groups and advance the groups that
+    got rows."""
+    touched = {}
     for seq, row in rows:
         group = engine.beam_groups.get(seq.request_id)
-        if group is None:
-            others.append((seq, row))
-        elif not seq.is_finished:
+        if group is not None and not seq.is_finished:
             group.offer(seq, row)
             touched[seq.request_id] = group
     for group in touched.values():
         group.advance()
     for rid in [r for r in engine.beam_groups if r not in engine.requests]:
         del engine.beam_groups[rid]              # aborted or finished outside the group
-    return others

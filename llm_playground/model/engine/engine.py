@@ -1,19 +1,23 @@
 """The inference engine: requests in, one batched forward per step, tokens and reports out.
 
-`Engine.step()` asks the scheduler (model/engine/scheduler.py) what runs, performs copy-on-write block
-copies, builds one `AttentionBatch` of every scheduled sequence (decodes first, then prefill
-chunks of any length; one forward per distinct attention mask when requests use different
-patterns), runs the model, samples (model/engine/sampler.py), appends tokens, applies stop rules (EOS,
-stop ids, stop strings, max tokens, context end), frees finished sequences, evicts blocks that
-sliding patterns no longer need (model/engine/eviction.py), and returns a plain-data `StepReport`
-(whose `sequences` still list the sequences that finished in the step, as they were before their
-blocks were freed).
+`Engine.step()` asks the scheduler (model/engine/scheduler.py) what runs, turns that into a
+plain-data `StepPlan` (model/engine/step_plan.py: copy-on-write block copies, one batch plan per
+distinct attention mask, decodes first then prefill chunks of any length, and what to draw from
+each logits row) and hands it to the `ModelRunner` (model/engine/model_runner.py), which owns
+every tensor and returns sampled ids. Then it appends tokens, applies stop rules (EOS, stop ids,
+stop strings, max tokens, context end: typed `FinishReason`s, model/engine/outcomes.py), frees
+finished sequences, evicts blocks that sliding patterns no longer need (model/engine/eviction.py;
+the kept keys are re-rotated by the runner at the start of the next step) and returns a
+plain-data `StepReport` (whose `sequences` still list the sequences that finished in the step,
+as they were before their blocks were freed). Nothing in this module touches a tensor.
 
 Parallel sampling (n > 1): sample 0 prefills the prompt; when the prompt's logits arrive it is
 forked into n - 1 children sharing all its blocks, and each draws its first token from the same
 logits with its own generator (seed + sample index). Later writes into the shared last block copy
 it first (block manager). Errors in one request (empty prompt, too long, bad ids) finish that
-request with finish_reason "error"; the engine keeps serving the others.
+request with FinishReason.ERROR and an ErrorKind; the engine keeps serving the others.
+Request ids: the caller may name a request (`add_request(..., request_id="chat-3")`); otherwise
+the engine numbers them 0, 1, 2, ...
 Beam search (`add_beam_request` / `beam_search`): live beams are sequences batched in the same
 step; their logits go to model/engine/beam_search.py, which forks, keeps and drops them.
 Batch packing lives in model/engine/batch_builder.py, admission checks, stop rules and
@@ -25,16 +29,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 
-import torch
-
 from llm_playground.model.engine import beam_search as beams
-from llm_playground.model.engine import sampler as sampling
 from llm_playground.model.engine import eviction
-from llm_playground.model.engine.batch_builder import build_batch
+from llm_playground.model.engine.batch_builder import plan_batch
 from llm_playground.model.engine.block_manager import BlockManager
 from llm_playground.model.engine.cache_report import cache_report, sequence_reports
 from llm_playground.model.engine.config import CPU_KV_BYTES_DEFAULT, EngineConfig
-from llm_playground.model.network.kv_cache import KVCache, bytes_per_block
+from llm_playground.model.engine.model_runner import ModelRunner
+from llm_playground.model.engine.outcomes import ErrorKind, FinishReason
+from llm_playground.model.engine.step_plan import Draw, LogitsRequest, StepPlan, StepResult
+from llm_playground.model.network.kv_cache import bytes_per_block
 from llm_playground.model.engine.reports import CacheReport, RequestOutput, SequenceReport, StepReport
 from llm_playground.model.engine.request_rules import check_prompt, collect_outputs, stop_reason, take_output
 from llm_playground.model.engine.sampling_params import SamplingParams
@@ -48,6 +52,8 @@ class RequestError(RuntimeError):
 
 
 class Engine:
+    """Requests, scheduler, blocks and outcomes; the tensors live in `self.runner`."""
+
     def __init__(self, loaded, config: EngineConfig | None = None,
                  clock: Callable[[], float] = time.perf_counter) -> None:
         """`loaded` is a weights.loader.LoadedModel; `clock` (seconds, monotonic) times arrivals,
@@ -55,28 +61,21 @@ class Engine:
         self.clock = clock
         self.config = config = config or EngineConfig()
         self.loaded = loaded
-        self.model = loaded.model
         self.model_config = mc = loaded.config
         self.tokenizer = loaded.tokenizer
-        self.device = torch.device(loaded.device)
+        self.device_type = str(loaded.device).split(":")[0]      # "cpu" / "cuda"
         self.max_model_len = min(config.max_model_len or mc.max_position, mc.max_position)
         num_blocks = config.num_blocks or self._blocks_from_budget()
-        self.kv = KVCache(mc.num_layers, num_blocks, config.block_size, mc.num_kv_heads,
-                          mc.head_dim, loaded.dtype, self.device)
         self.bm = BlockManager(num_blocks, config.block_size, config.enable_prefix_caching)
         self.scheduler = Scheduler(self.bm, config.max_num_batched_tokens, config.max_num_seqs,
                                    config.enable_chunked_prefill, self.max_model_len)
         self.pattern: AttentionPattern = parse_pattern(config.attention)
-        self.graph_runner = None
-        if config.cuda_graphs and self.device.type == "cuda":
-            from llm_playground.model.engine.cuda_graphs import DecodeGraphRunner
-            self.graph_runner = DecodeGraphRunner(
-                self.model, self.kv, max_num_seqs=config.max_num_seqs,
-                max_blocks_per_seq=self.bm.blocks_for(self.max_model_len))
-            # Capture every batch-size bucket now (as vLLM does at start-up), not in the middle
-            # of serving: a capture compiles and warms up, which would stall a running step.
-            self.graph_runner.capture_all(self.pattern.spec)
-        self.requests: dict[int, Request] = {}
+        self.runner = ModelRunner(
+            loaded.model, num_blocks, config.block_size, loaded.dtype, loaded.device,
+            cuda_graphs=config.cuda_graphs, max_num_seqs=config.max_num_seqs,
+            max_blocks_per_seq=self.bm.blocks_for(self.max_model_len),
+            capture_mask=self.pattern.spec)
+        self.requests: dict[int | str, Request] = {}
         self._pending: list[RequestOutput] = []      # outputs decided outside step (abort, errors)
         # Sequences finished since the last report, as they were before their blocks were freed:
         # the next StepReport lists them (status "finished") beside the live ones.
@@ -84,7 +83,11 @@ class Engine:
         self._next_request = 0
         self._next_seq = 0
         self._step = 0
-        self.beam_groups: dict[int, beams.BeamGroup] = {}   # request id -> beam state
+        self.beam_groups: dict[int | str, beams.BeamGroup] = {}   # request id -> beam state
+        # Work for the runner's next step: re-rotations decided by this step's evictions, and
+        # the random streams of finished requests to forget.
+        self._rerotations: list[tuple[int, list[int]]] = []
+        self._released_keys: list[tuple[int, int]] = []
 
     @classmethod
     def from_path(cls, path: str | None = None, progress=None, **fields) -> "Engine":
@@ -93,13 +96,19 @@ class Engine:
         loaded = load_model(path, config.dtype, config.device, progress=progress)
         return cls(loaded, config)
 
+    @property
+    def kv_bytes_per_block(self) -> int:
+        """Bytes one KV block takes over all layers, K and V (the runner's storage)."""
+        return self.runner.bytes_per_block
+
     def _blocks_from_budget(self) -> int:
         mc, cfg = self.model_config, self.config
         per_block = bytes_per_block(mc.num_layers, mc.num_kv_heads, mc.head_dim, self.loaded.dtype,
                                     cfg.block_size)
         budget = cfg.kv_cache_bytes
-        if budget is None and self.device.type == "cuda":
-            free, total = torch.cuda.mem_get_info(self.device)
+        if budget is None and self.device_type == "cuda":
+            import torch    # the one question to the device the engine asks: how much is free
+            free, total = torch.cuda.mem_get_info(self.loaded.device)
             # What this process may still take: util x total minus what is already used by anyone.
             budget = int(cfg.gpu_memory_utilization * total - (total - free))
             if budget < per_block:
@@ -112,33 +121,38 @@ class Engine:
 
     # ---- requests ------------------------------------------------------------------------------
     def add_request(self, prompt_ids: list[int], params: SamplingParams | None = None,
-                    pattern: str | None = None) -> int:
+                    pattern: str | None = None, request_id: int | str | None = None) -> int | str:
+        """Queue a request; returns its id (the caller's `request_id`, or the next serial number).
+        A bad request is not raised: it finishes with FinishReason.ERROR in the next report.
+        A `request_id` that names a live request raises ValueError (nothing is queued)."""
         params = params or SamplingParams()
-        rid = self._next_request
+        serial = self._next_request
+        rid = serial if request_id is None else request_id
+        if rid in self.requests or any(o.request_id == rid for o in self._pending):
+            raise ValueError(f"request id {rid!r} is already in use by a live request")
         self._next_request += 1
-        req = Request(rid, list(prompt_ids), params, arrival_time=self.clock())
+        req = Request(rid, serial, list(prompt_ids), params, arrival_time=self.clock())
         self.requests[rid] = req
         seq = self._new_seq(req, 0)
         error = None
         try:
             seq.pattern = parse_pattern(pattern) if pattern is not None else self.pattern
         except ValueError as e:
-            seq.pattern, error = self.pattern, str(e)
+            seq.pattern, error = self.pattern, (ErrorKind.INVALID_REQUEST, str(e))
         if error is None:
             error = check_prompt(req.prompt_ids, params, seq.pattern, self.model_config.vocab_size,
                                  self.max_model_len, self.bm)
         seq.cacheable = not seq.pattern.evicts
         if error is not None:
-            self.finish_sequence(seq, "error", error=error)
+            self.finish_sequence(seq, FinishReason.ERROR, error=error[1], error_kind=error[0])
         else:
             self.scheduler.add(seq)
         return rid
 
     def _new_seq(self, req: Request, index: int) -> Sequence:
         seq = Sequence(self._next_seq, req.request_id, list(req.prompt_ids), req.params,
-                       sample_index=index, arrival_time=req.arrival_time)
+                       sample_index=index, arrival_time=req.arrival_time, serial=req.serial)
         self._next_seq += 1
-        seq.generator = sampling.make_generator(req.params.seed, index, self.device)
         decoder = self.tokenizer.stream_decoder() if self.tokenizer is not None else None
         seq.text = TextState(decoder, req.params.stop)
         req.seqs.append(seq)
@@ -156,24 +170,28 @@ class Engine:
         self.scheduler.add_running(child)
         return child
 
-    def abort(self, request_id: int) -> None:
+    def abort(self, request_id: int | str) -> None:
+        """End a request now (FinishReason.ABORTED, its text so far kept); unknown ids are ignored."""
         req = self.requests.get(request_id)
         if req is None:
             return
         self.beam_groups.pop(request_id, None)
         for seq in req.seqs:
             if not seq.is_finished:
-                self.finish_sequence(seq, "abort")
+                self.finish_sequence(seq, FinishReason.ABORTED)
 
     def has_unfinished(self) -> bool:
+        """True while some request has work left or an output not yet reported."""
         return self.scheduler.has_work() or bool(self._pending)
 
     def set_pattern(self, spec: str) -> None:
+        """The attention pattern of requests added from now on (`dense`, `local:W`, ...)."""
         self.pattern = parse_pattern(spec)
+        self.runner.capture_graphs(self.pattern.spec)
 
     # ---- one step --------------------------------------------------------------------------------
-    @torch.inference_mode()
     def step(self) -> StepReport:
+        """Schedule, run one step on the runner, apply its tokens; returns the plain-data report."""
         t0 = self.clock()
         sched = self.scheduler.schedule()
         if (not sched.scheduled and not self.scheduler.running and self.scheduler.waiting
@@ -181,33 +199,23 @@ class Engine:
             sched = self.scheduler.schedule()    # parked beams held the blocks the waiting need
         for seq in sched.outgrown:
             if seq.output_ids:
-                self.finish_sequence(seq, "length")
+                self.finish_sequence(seq, FinishReason.KV_CACHE_FULL)
             else:
-                self.finish_sequence(seq, "error", error=f"sequence of {seq.num_tokens} tokens needs more "
-                             f"than the whole KV cache ({self.bm.num_blocks} blocks)")
-        for src, dst in sched.copies:
-            self.kv.copy_block(src, dst)
-        groups: dict[object, list[ScheduledSeq]] = {}
-        for item in sched.scheduled:
-            groups.setdefault(item.seq.pattern.spec, []).append(item)
-        row_seqs: list[Sequence] = []
-        row_logits: list[torch.Tensor] = []
-        for spec, items in groups.items():
-            seqs, logits = self._forward(items, spec)
-            if seqs:
-                row_seqs += seqs
-                row_logits.append(logits)
-        logits = (row_logits[0] if len(row_logits) == 1
-                  else torch.cat(row_logits) if row_logits else None)              # (N, V) f32
+                self.finish_sequence(seq, FinishReason.ERROR, error_kind=ErrorKind.KV_CACHE_TOO_SMALL,
+                                     error=f"sequence of {seq.num_tokens} tokens needs more "
+                                     f"than the whole KV cache ({self.bm.num_blocks} blocks)")
+        plan, rows = self._plan(sched.scheduled, sched.copies)
+        self.runner.submit(plan)
         bm = self.bm
-        for item in sched.scheduled:            # runs while the GPU works (no sync yet)
+        for item in sched.scheduled:            # runs while the device works (no sync yet)
             seq = item.seq
             seq.num_computed = item.end
             bm.touch_written(seq.seq_id, item.start, item.end)
             if bm.has_uncommitted(seq.seq_id, item.end):
                 bm.commit(seq.seq_id, seq.all_ids, item.end)
+        result = self.runner.collect()
         now = self.clock()
-        ttft = self._sample_and_append(row_seqs, logits, now)
+        ttft = self._apply(rows, result, now)
         for item in sched.scheduled:
             if not item.seq.is_finished and item.seq.pattern.evicts:
                 self._evict(item.seq)
@@ -227,47 +235,61 @@ class Engine:
             cache=self._cache_report(live, self.config.report_blocks),
             num_running=len(self.scheduler.running), num_waiting=len(self.scheduler.waiting))
 
-    def _forward(self, items: list[ScheduledSeq], spec) -> tuple[list[Sequence], torch.Tensor | None]:
-        """(sequences that get a token, their logits (N, V) float32 in that order)."""
-        batch, input_ids = build_batch(items, spec, self.bm, self.device)
-        if (self.graph_runner is not None and all(it.is_decode for it in items)
-                and self.graph_runner.can_run(batch)):
-            logits = self.graph_runner.run(input_ids, batch).clone()                 # (B, V) f32
-            return [it.seq for it in items], logits
-        hidden = self.model(input_ids, batch, self.kv)                               # (T, H)
-        need = [it.seq for it in items if it.needs_logits]
-        if not need:
-            return [], None
-        return need, self.model.compute_logits(hidden[batch.logits_indices])        # (N, V) f32
+    def _plan(self, scheduled: list[ScheduledSeq],
+              copies: list[tuple[int, int]]) -> tuple[StepPlan, list[tuple[Sequence, bool]]]:
+        """The runner's plan for the scheduled sequences, and per logits row (in plan order)
+        (the sequence, whether it forks into the request's n samples now)."""
+        groups: dict[object, list[ScheduledSeq]] = {}
+        for item in scheduled:
+            groups.setdefault(item.seq.pattern.spec, []).append(item)
+        plan = StepPlan(rerotations=self._rerotations, block_copies=list(copies),
+                        released_keys=self._released_keys)
+        self._rerotations, self._released_keys = [], []
+        rows: list[tuple[Sequence, bool]] = []
+        for spec, items in groups.items():
+            logits = []
+            for it in items:
+                if it.needs_logits:
+                    request, forks = self._logits_request(it.seq)
+                    logits.append(request)
+                    rows.append((it.seq, forks))
+            plan.batches.append(plan_batch(items, spec, self.bm, logits))
+        return plan, rows
 
-    def _sample_and_append(self, seqs: list[Sequence], logits: torch.Tensor | None,
-                           now: float) -> dict[int, float]:
-        if self.beam_groups and seqs:        # beam requests take their rows (model/engine/beam_search.py)
-            rows = beams.take_beam_rows(self, list(zip(seqs, logits.unbind(0))))
-            seqs = [s for s, _ in rows]
-            logits = torch.stack([r for _, r in rows]) if rows else None
-        kept: list[Sequence] = []
-        rows_idx: list[int] = []             # logits row of each kept sequence
-        for i, seq in enumerate(seqs):
+    def _logits_request(self, seq: Sequence) -> tuple[LogitsRequest, bool]:
+        """What to draw from `seq`'s logits row: beam rows ask for log-probabilities; a prompt
+        of an n > 1 request that is not forked yet draws all n first tokens from its row."""
+        group = self.beam_groups.get(seq.request_id)
+        if group is not None:
+            return LogitsRequest(top_logprobs=group.candidates_per_row), False
+        req = self.requests[seq.request_id]
+        forks = req.params.n > 1 and not req.forked
+        indices = range(req.params.n) if forks else [seq.sample_index]
+        seen = tuple(seq.all_ids) if seq.params.repetition_penalty != 1.0 else ()
+        draws = [Draw((seq.serial, j), seq.params, seq.params.seed, j, seen) for j in indices]
+        return LogitsRequest(draws=draws), forks
+
+    def _apply(self, rows: list[tuple[Sequence, bool]], result: StepResult,
+               now: float) -> dict[int | str, float]:
+        """Append the runner's tokens (forking n > 1 prompts), feed beam rows to their groups,
+        apply stop rules; returns time to first token per request that got its first token."""
+        beam_rows, kept, tokens = [], [], []
+        for (seq, forks), toks, top in zip(rows, result.tokens, result.top_logprobs):
             if seq.is_finished:          # aborted meanwhile
                 continue
-            kept.append(seq)
-            rows_idx.append(i)
-            req = self.requests[seq.request_id]
-            if req.params.n > 1 and not req.forked:
-                req.forked = True
-                for j in range(1, req.params.n):
-                    kept.append(self.fork_sequence(seq, j))
-                    rows_idx.append(i)
-        if not kept:
-            return {}
-        if rows_idx != list(range(logits.shape[0])):
-            logits = logits[torch.tensor(rows_idx, device=logits.device)]                  # (N, V)
-        seqs = kept
-        tokens = sampling.sample(logits, [s.params for s in seqs], [s.generator for s in seqs],
-                                 [s.all_ids if s.params.repetition_penalty != 1.0 else [] for s in seqs])
-        ttft: dict[int, float] = {}
-        for seq, tok in zip(seqs, tokens):
+            if top is not None:
+                beam_rows.append((seq, top))
+                continue
+            if forks:
+                self.requests[seq.request_id].forked = True
+                kept += [seq] + [self.fork_sequence(seq, j) for j in range(1, len(toks))]
+            else:
+                kept.append(seq)
+            tokens += toks
+        if beam_rows:                    # beam requests take their rows (model/engine/beam_search.py)
+            beams.take_beam_rows(self, beam_rows)
+        ttft: dict[int | str, float] = {}
+        for seq, tok in zip(kept, tokens):
             seq.output_ids.append(tok)
             if seq.first_token_time is None:
                 seq.first_token_time = now
@@ -282,25 +304,28 @@ class Engine:
         if stop is not None:
             self.finish_sequence(seq, stop[0], flush=stop[1])
 
-    def finish_sequence(self, seq: Sequence, reason: str, error: str | None = None,
-                        flush: bool = True) -> None:
+    def finish_sequence(self, seq: Sequence, reason: FinishReason, error: str | None = None,
+                        flush: bool = True, error_kind: ErrorKind | None = None) -> None:
         """End `seq` (blocks freed by the scheduler); an abort or error is reported next step."""
         if flush and seq.text is not None:
             seq.delta = seq.delta + seq.text.finish()
         seq.status = SeqStatus.FINISHED
-        seq.finish_reason = reason
+        seq.finish_reason = FinishReason(reason)
         seq.error = error
+        if seq.finish_reason is FinishReason.ERROR:
+            seq.error_kind = ErrorKind(error_kind) if error_kind is not None else ErrorKind.INTERNAL
         self.release(seq)
         seq.just_finished = True
-        if reason in ("abort", "error"):
+        if seq.finish_reason in (FinishReason.ABORTED, FinishReason.ERROR):
             self.emit(take_output(seq))
 
     def release(self, seq: Sequence) -> None:
-        """Free a finished sequence's blocks (scheduler.remove), keeping its last SequenceReport
-        (block table, cached prompt tokens, KV tokens as they were) for the next StepReport: a
-        request that ends within one step is still seen with the blocks it used."""
+        """Free a finished sequence's blocks (scheduler.remove) and its random stream, keeping
+        its last SequenceReport (block table, cached prompt tokens, KV tokens as they were) for
+        the next StepReport: a request that ends within one step is still seen with its blocks."""
         self._finished_reports += sequence_reports(self.bm, [seq])
         self.scheduler.remove(seq)
+        self._released_keys.append((seq.serial, seq.sample_index))
 
     def emit(self, output: RequestOutput) -> None:
         """Queue an output decided outside the sampler (abort, error, beam results) for the next
@@ -313,15 +338,14 @@ class Engine:
         if plan.empty:
             return
         self.bm.free_logical(seq.seq_id, plan.freed_logical)
-        for delta, ids in plan.rerotate:
-            eviction.rerotate_keys(self.kv, ids, delta, self.model.rope_cos, self.model.rope_sin)
+        self._rerotations += [(delta, list(ids)) for delta, ids in plan.rerotate]
 
     # ---- reports and conveniences ----------------------------------------------------------------
     def _live_seqs(self) -> list[Sequence]:
         return [s for req in self.requests.values() for s in req.seqs if not s.is_finished]
 
     def _cache_report(self, live: list[Sequence], with_blocks: bool = True) -> CacheReport:
-        return cache_report(self.bm, live, self.kv.bytes_per_block, self.max_model_len,
+        return cache_report(self.bm, live, self.kv_bytes_per_block, self.max_model_len,
                             self.scheduler.num_preemptions, with_blocks)
 
     def cache_report(self) -> CacheReport:
@@ -379,6 +403,5 @@ class Engine:
         """One head's attention matrix over a prompt under the engine's pattern (reference path)."""
         if not prompt_ids:
             raise ValueError("attention_weights needs at least one token")
-        probs = self.model.attention_probs(prompt_ids, layer, head, mask=self.pattern.spec,
-                                           block_size=self.bm.block_size)
-        return probs.float().cpu().tolist()
+        return self.runner.attention_weights(prompt_ids, layer, head, self.pattern.spec,
+                                             self.bm.block_size)

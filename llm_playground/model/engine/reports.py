@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from llm_playground.model.engine.outcomes import ErrorKind, FinishReason
+
 # Block states as the KV-cache inspector colours them.
 FREE = "free"        # on the free list, holds nothing reusable
 CACHED = "cached"    # no owner (ref count 0) but holds a full block in the prefix cache; evictable (LRU)
@@ -30,7 +32,7 @@ class SequenceReport:
     output, with status "finished" and its block table, cached prompt tokens and KV tokens as they
     were just before its blocks were freed (those blocks may already be free or cached)."""
     seq_id: int
-    request_id: int
+    request_id: int | str
     status: str                      # waiting / running / preempted / finished
     prompt_len: int
     output_len: int
@@ -59,12 +61,14 @@ class CacheReport:
 
 @dataclass(slots=True)
 class RequestOutput:
-    request_id: int
+    """What one sample of a request produced since the last report (ids, text, and how it ended)."""
+    request_id: int | str             # the caller's id (add_request(request_id=...)) or the engine's
     new_token_ids: list[int]
     text_delta: str                  # complete UTF-8 text released this step (streaming decoder)
     finished: bool
-    finish_reason: str | None = None  # "stop" (EOS or stop string) / "length" / "abort" / "error"
-    error: str | None = None
+    finish_reason: FinishReason | None = None   # set when finished (model/engine/outcomes.py)
+    error: str | None = None                    # one line, with finish_reason ERROR
+    error_kind: ErrorKind | None = None
     sample_index: int = 0            # which of the n parallel samples
 
 

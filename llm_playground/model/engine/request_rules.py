@@ -3,9 +3,9 @@
 `check_prompt` says why a new request must be refused (empty prompt, ids outside the vocabulary,
 too long for the context or the whole KV cache, sliding-pattern limits), or None.
 `stop_reason` decides, after a token is appended, whether the sequence ends and why, in this
-order: EOS / stop ids ("stop"), a stop string found by the sequence's `TextState` ("stop", its
-held-back text is then not flushed), max_tokens ("length"), the context end for dense patterns
-("length"). It feeds the token to the text state on the way (the text delta grows).
+order: EOS / stop ids (END_OF_SEQUENCE), a stop string found by the sequence's `TextState`
+(STOP_STRING, its held-back text is then not flushed), max_tokens (MAX_TOKENS), the context end
+for dense patterns (CONTEXT_FULL). It feeds the token to the text state on the way (the text delta grows).
 `take_output` turns what a sequence produced since the last report into one `RequestOutput` and
 clears it; `collect_outputs` does that for every sequence with news and forgets finished requests.
 This module does not free blocks or touch the scheduler: the engine's `finish_sequence` does.
@@ -13,6 +13,7 @@ This module does not free blocks or touch the scheduler: the engine's `finish_se
 from __future__ import annotations
 
 from llm_playground.model.engine.block_manager import BlockManager
+from llm_playground.model.engine.outcomes import ErrorKind, FinishReason
 from llm_playground.model.engine.reports import RequestOutput
 from llm_playground.model.engine.sampling_params import SamplingParams
 from llm_playground.model.engine.sequence import Request, Sequence, SeqStatus
@@ -20,44 +21,46 @@ from llm_playground.model.engine.attention_patterns import AttentionPattern
 
 
 def check_prompt(ids: list[int], params: SamplingParams, pattern: AttentionPattern, vocab_size: int,
-                 max_model_len: int, bm: BlockManager) -> str | None:
-    """Why a request with prompt `ids` cannot run (one line), or None."""
+                 max_model_len: int, bm: BlockManager) -> tuple[ErrorKind, str] | None:
+    """(kind, one-line reason) why a request with prompt `ids` cannot run, or None."""
+    invalid, unsupported = ErrorKind.INVALID_REQUEST, ErrorKind.UNSUPPORTED
     V = vocab_size
     if not ids:
-        return "empty prompt: at least one token is needed"
+        return invalid, "empty prompt: at least one token is needed"
     bad = [t for t in ids if not isinstance(t, int) or not 0 <= t < V]
     if bad:
-        return f"prompt token id {bad[0]!r} is outside the vocabulary (0..{V - 1})"
+        return invalid, f"prompt token id {bad[0]!r} is outside the vocabulary (0..{V - 1})"
     if pattern.evicts:
         reach = pattern.spec.window + pattern.spec.sinks + 2 * bm.block_size
         if reach > max_model_len:
-            return (f"attention pattern {pattern} keeps up to {reach} positions in the cache, "
+            return unsupported, (f"attention pattern {pattern} keeps up to {reach} positions in the cache, "
                     f"more than the context of {max_model_len}")
         if params.n > 1:
-            return "parallel sampling (n > 1) with a sliding attention pattern is not supported"
+            return unsupported, "parallel sampling (n > 1) with a sliding attention pattern is not supported"
         return None
     if len(ids) >= max_model_len:
-        return (f"prompt of {len(ids)} tokens does not fit the context of {max_model_len} "
+        return ErrorKind.CONTEXT_LENGTH_EXCEEDED, (f"prompt of {len(ids)} tokens does not fit the context of {max_model_len} "
                 f"tokens (one more is needed to generate)")
     if bm.blocks_for(len(ids) + 1) > bm.num_blocks:
-        return (f"prompt of {len(ids)} tokens needs more than the whole KV cache "
+        return ErrorKind.KV_CACHE_TOO_SMALL, (f"prompt of {len(ids)} tokens needs more than the whole KV cache "
                 f"({bm.num_blocks} blocks of {bm.block_size} tokens)")
     return None
 
 
-def stop_reason(seq: Sequence, tok: int, eos_token_ids, max_model_len: int) -> tuple[str, bool] | None:
+def stop_reason(seq: Sequence, tok: int, eos_token_ids,
+                max_model_len: int) -> tuple[FinishReason, bool] | None:
     """(finish reason, flush held-back text) if `tok` ends `seq`, else None."""
     p = seq.params
     eos = () if p.ignore_eos else eos_token_ids
     if tok in eos or tok in p.stop_token_ids:
-        return "stop", True
+        return FinishReason.END_OF_SEQUENCE, True
     seq.delta = seq.delta + seq.text.push(tok)
     if seq.text.stopped:
-        return "stop", False
+        return FinishReason.STOP_STRING, False
     if len(seq.output_ids) >= p.max_tokens:
-        return "length", True
+        return FinishReason.MAX_TOKENS, True
     if not seq.pattern.evicts and seq.num_tokens >= max_model_len:
-        return "length", True
+        return FinishReason.CONTEXT_FULL, True
     return None
 
 
@@ -66,6 +69,7 @@ def take_output(seq: Sequence) -> RequestOutput:
     out = RequestOutput(request_id=seq.request_id, new_token_ids=seq.new_tokens,
                         text_delta=seq.delta, finished=seq.is_finished,
                         finish_reason=seq.finish_reason, error=seq.error,
+                        error_kind=seq.error_kind,
                         sample_index=seq.sample_index)
     seq.new_tokens, seq.delta, seq.just_finished = [], "", False
     return out

@@ -3,7 +3,7 @@
 A `Sequence` holds its token ids (prompt + output), how many of them already have K/V in the
 paged cache (`num_computed`), its block table (logical -> physical block, -1 = hole freed by a
 sliding pattern) and the hash chain of its full blocks (for the prefix cache). It also carries
-its sampling state (a torch.Generator) and its text state (streaming decoder, stop-string
+its text state (streaming decoder, stop-string
 hold-back). It does not allocate blocks (model/engine/block_manager.py) and does not decide when it runs
 (model/engine/scheduler.py).
 
@@ -16,8 +16,7 @@ import enum
 import time
 from dataclasses import dataclass, field
 
-import torch
-
+from llm_playground.model.engine.outcomes import ErrorKind, FinishReason
 from llm_playground.model.engine.sampling_params import SamplingParams
 
 
@@ -86,7 +85,7 @@ class TextState:
 @dataclass(eq=False)   # identity: two sequences are never 'equal'
 class Sequence:
     seq_id: int
-    request_id: int
+    request_id: int | str            # the caller's id, or the engine's serial number
     prompt_ids: list[int]
     params: SamplingParams
     sample_index: int = 0
@@ -95,14 +94,16 @@ class Sequence:
     num_computed: int = 0            # tokens whose K/V is in the cache (positions 0..num_computed-1)
     num_cached_tokens: int = 0       # prompt tokens served by the prefix cache at the last admission
     # The block table lives in the block manager (BlockManager.table(seq_id)), the one owner.
-    generator: torch.Generator | None = None
+    # The random stream lives in the model runner, under the key (request serial, sample_index).
+    serial: int = 0                  # the request's engine-internal number
     text: TextState | None = None
     arrival_time: float = field(default_factory=time.perf_counter)
     first_token_time: float | None = None
     last_token_time: float | None = None
-    finish_reason: str | None = None
+    finish_reason: FinishReason | None = None
     error: str | None = None
-    pattern: object | None = None    # model.sparsity.AttentionPattern (None = dense)
+    error_kind: ErrorKind | None = None
+    pattern: object | None = None    # engine.attention_patterns.AttentionPattern (None = dense)
     # False for sliding patterns: their blocks get freed / re-rotated, so they must not be shared.
     cacheable: bool = True
     # Output not yet reported: ids and text since the last RequestOutput, and a finish flag.
@@ -140,7 +141,8 @@ class Sequence:
 
 @dataclass(eq=False)
 class Request:
-    request_id: int
+    request_id: int | str            # the caller's id, or the engine's serial number
+    serial: int
     prompt_ids: list[int]
     params: SamplingParams
     seqs: list[Sequence] = field(default_factory=list)

@@ -1,0 +1,101 @@
+"""The seam between the engine and the model runner: one step as plain host data, and its result.
+
+The engine (requests, scheduler, blocks, stop rules) turns a scheduled step into a `StepPlan`
+and hands it to a `ModelRunner` (model/engine/model_runner.py), which owns every tensor: the
+network, the KV storage, the device batch, CUDA graphs, generators and the sampler. The runner
+returns a `StepResult`. Neither side reaches into the other: a plan holds numpy arrays, ints and
+`SamplingParams` only; a result holds Python ints and numpy arrays only. Nothing here knows
+which request a row belongs to, beyond the opaque `draw key` that names a random stream.
+
+Why plain data: it can be pickled to a runner in another process (a server, a tensor-parallel
+rank that follows rank 0's plan), queued while the runner still works on the previous step
+(overlap scheduling), and it carries any number of query tokens per sequence (a prefill chunk,
+a decode, or a speculative verify of K+1 tokens all are rows with q_len >= 1).
+
+Layout of one `BatchPlan` (packed, no padding; the layout network/batch.py documents):
+    input_ids, positions, slot_mapping   (T,) int64   new tokens, their RoPE positions and slots
+    cu_seqlens_q                         (B+1,) int32 prefix sums of each row's q_len
+    context_lens                         (B,) int32   keys per row after this step's write
+    block_tables                         (B, W) int32 logical -> physical block, -1 = none
+    logits_rows                          (N,) int64   packed token rows whose logits are needed
+Rows q_len == 1 come first (`num_decodes`). Each logits row has one `LogitsRequest`, in order.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from llm_playground.kernels.mask import MaskSpec
+from llm_playground.model.engine.sampling_params import SamplingParams
+
+
+@dataclass(frozen=True)
+class Draw:
+    """One token to sample from a logits row. `key` names the random stream (a runner keeps one
+    generator per key, seeded from `seed` + `sample_index`, until the key is released), so a
+    request's samples stay reproducible whatever else shares the batch."""
+    key: tuple[int, int]                 # (request id, sample index): opaque to the runner
+    params: SamplingParams
+    seed: int | None
+    sample_index: int
+    seen_ids: tuple[int, ...] = ()       # ids for the repetition penalty (empty when it is 1.0)
+
+
+@dataclass
+class LogitsRequest:
+    """What to do with one logits row: sample `draws` (several draws from one row: the n > 1
+    fork of a prompt), and/or return the `top_logprobs` best log-probabilities (beam search)."""
+    draws: list[Draw] = field(default_factory=list)
+    top_logprobs: int = 0
+
+
+@dataclass
+class BatchPlan:
+    """The rows of one step that share one attention mask (one forward each)."""
+    mask: MaskSpec
+    input_ids: np.ndarray                # (T,) int64
+    positions: np.ndarray                # (T,) int64
+    slot_mapping: np.ndarray             # (T,) int64
+    cu_seqlens_q: np.ndarray             # (B+1,) int32
+    context_lens: np.ndarray             # (B,) int32
+    block_tables: np.ndarray             # (B, W) int32
+    logits_rows: np.ndarray              # (N,) int64
+    logits: list[LogitsRequest]          # N entries, one per logits row
+    num_decodes: int                     # rows 0..num_decodes-1 have q_len 1
+    max_q_len: int
+    max_context_len: int
+    has_holes: bool                      # some table has a -1 inside its context
+    has_prefix: bool                     # some prefill chunk follows cached tokens
+
+    @property
+    def num_rows(self) -> int:
+        return int(self.context_lens.shape[0])
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.input_ids.shape[0])
+
+
+@dataclass
+class StepPlan:
+    """Everything the runner does in one step, in this order: re-rotate the keys of blocks
+    that a sliding pattern compacted (decided at the end of the last step), copy blocks
+    (copy-on-write), run each batch's forward, sample, and forget the released draw keys."""
+    batches: list[BatchPlan] = field(default_factory=list)
+    rerotations: list[tuple[int, list[int]]] = field(default_factory=list)   # (delta, block ids)
+    block_copies: list[tuple[int, int]] = field(default_factory=list)        # (src, dst)
+    released_keys: list[tuple[int, int]] = field(default_factory=list)
+
+    @property
+    def num_logits_rows(self) -> int:
+        return sum(len(b.logits) for b in self.batches)
+
+
+@dataclass
+class StepResult:
+    """What the runner hands back, per logits row in plan order (batches concatenated):
+    `tokens[i]` has one id per draw of row i; `top_logprobs[i]` is (ids, logprobs) sorted best
+    first, numpy int64 / float32, or None when the row asked for none."""
+    tokens: list[list[int]] = field(default_factory=list)
+    top_logprobs: list[tuple[np.ndarray, np.ndarray] | None] = field(default_factory=list)
