@@ -1,4 +1,4 @@
-"""Small helpers shared by the GPU benchmarks: timing, JSON output, table printing.
+"""Small helpers shared by the benchmarks: timing, JSON output and its file name, table printing.
 
 Timing is triton.testing.do_bench (CUDA events, median of repeats after warm-up). Nothing here
 knows about any kernel.
@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import platform
+import re
 from pathlib import Path
 
 import torch
@@ -39,14 +41,52 @@ def device_info() -> dict:
     return info
 
 
-def write_json(path: str | None, name: str, rows: list[dict], extra: dict | None = None) -> None:
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+_GPU_VENDOR_WORDS = {"nvidia", "tesla", "geforce", "quadro", "amd", "radeon", "instinct"}
+
+
+def device_slug(info: dict | None = None) -> str:
+    """The machine part of a result file's name: the GPU's model when there is a GPU ("h100" for
+    "NVIDIA H100 80GB HBM3", "a100" for "NVIDIA A100-SXM4-40GB", "rtx4090"), else "cpu<N>core"
+    with N the cores this process may use ("cpu2core")."""
+    info = device_info() if info is None else info
+    gpu = info.get("gpu")
+    if gpu:
+        words = [w for w in re.split(r"[\s_-]+", gpu.lower()) if w and w not in _GPU_VENDOR_WORDS]
+        model = []
+        for w in words:                       # up to the first word with a digit: the model
+            model.append(re.sub(r"[^a-z0-9]", "", w))
+            if any(c.isdigit() for c in w):
+                break
+        return "".join(model) or "gpu"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"cpu{cores or 1}core"
+
+
+def result_path(name: str, where: str | os.PathLike | None = None, ext: str = ".json",
+                slug: str | None = None) -> Path:
+    """Where a benchmark's result goes. A `where` that is not a folder is the file itself. Otherwise
+    the file is `<where, default benchmarks/results>/<name>-<device slug><ext>`: one file per
+    benchmark and machine, so a rerun replaces the previous result (older runs live in git)."""
+    if where and not (Path(where).is_dir() or str(where).endswith(("/", os.sep))):
+        return Path(where)
+    return Path(where or RESULTS_DIR) / f"{name}-{slug or device_slug()}{ext}"
+
+
+def write_json(path: str | None, name: str, rows: list[dict], extra: dict | None = None) -> Path | None:
+    """Write {"benchmark": name, "device": ..., "rows": rows, **extra}. `path` is a file, or a folder
+    for the stable name result_path() gives; None or "" writes nothing."""
     if not path:
-        return
-    doc = {"benchmark": name, "device": device_info(), "rows": rows}
+        return None
+    info = device_info()
+    out = result_path(name, path, slug=device_slug(info))
+    doc = {"benchmark": name, "device": info, "rows": rows}
     if extra:
         doc.update(extra)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(doc, indent=1))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=1))
+    return out
 
 
 def print_table(rows: list[dict], columns: list[str]) -> None:

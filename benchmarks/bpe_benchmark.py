@@ -9,7 +9,8 @@ On the pinned Debian documentation corpus (benchmarks/corpus.py), vocab 32,000, 
   4. worst case: ours on single pieces "a" * n and " \\n" * (n/2), n = 256 KB, 512 KB, 1 MB, with
      the growth per doubling.
 Prints a table with ratios against the baselines of the same run and writes JSON to
-benchmarks/results/. `--size-mb 2` runs a small validation; the full run takes minutes.
+benchmarks/results/bpe_benchmark-<device>.json. `--size-mb 2` runs a small validation (written to
+bpe_benchmark-2mb-<device>.json); the full run takes minutes.
 
 Usage: python benchmarks/bpe_benchmark.py [--size-mb MB] [--vocab-size N] [--threads T]
 """
@@ -77,7 +78,8 @@ def main(argv=None) -> int:
     parser.add_argument("--vocab-size", type=int, default=32_000)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--corpus", type=Path, default=None, help="default: benchmarks/corpus.py")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="folder for bpe_benchmark-<device>.json (default: benchmarks/results/)")
     args = parser.parse_args(argv)
     os.environ["RAYON_NUM_THREADS"] = str(args.threads)  # HF tokenizers' thread pool
     os.environ["TOKENIZERS_PARALLELISM"] = "true"
@@ -156,9 +158,11 @@ def main(argv=None) -> int:
     for label, data in result["worst_case_ours"].items():
         print(f"worst case {label:14} seconds {data['seconds']} growth/doubling "
               f"{data['growth_per_doubling']}")
-    args.out.mkdir(parents=True, exist_ok=True)
+    from benchmarks.bench_common import result_path
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
     tag = f"-{args.size_mb:g}mb" if args.size_mb else ""
-    path = args.out / f"bpe_benchmark-{result['date']}{tag}.json"
+    path = result_path(f"bpe_benchmark{tag}", args.out)
     path.write_text(json.dumps(result, indent=1) + "\n")
     say(f"wrote {path}")
     return 0

@@ -35,7 +35,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.bench_common import print_table, write_json  # noqa: E402
+from benchmarks.bench_common import RESULTS_DIR, print_table, write_json  # noqa: E402
 
 RANDOM_SHAPES = {"smollm2-random": "smollm2", "llama3-8b-random": "llama8b"}
 MODES = ("undisturbed", "chunked", "unchunked")
@@ -138,7 +138,8 @@ def parse_args(argv=None):
     ap.add_argument("--warmup", type=int, default=8, help="steps before the window")
     ap.add_argument("--steps", type=int, default=64, help="window length (raised to cover the prefill)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--json", default="benchmarks/results/chunked_prefill.json")
+    ap.add_argument("--json", default=str(RESULTS_DIR),
+                    help="a file, or a folder for chunked_prefill-<device>.json (default: benchmarks/results/)")
     a = ap.parse_args(argv)
     for name in ("decodes", "decode_prompt", "prompt_len", "warmup", "steps"):
         if getattr(a, name) < 1:

@@ -23,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.bench_common import print_table, write_json  # noqa: E402
+from benchmarks.bench_common import RESULTS_DIR, print_table, write_json  # noqa: E402
 from benchmarks.engine_models import load  # noqa: E402
 
 PROMPT = ("The history of the printing press begins in the fifteenth century, when Johannes "
@@ -82,7 +82,8 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=128)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--skip-hf", action="store_true", help="do not run transformers")
-    ap.add_argument("--json", default="benchmarks/results/cpu_decode.json")
+    ap.add_argument("--json", default=str(RESULTS_DIR),
+                    help="a file, or a folder for cpu_decode-<device>.json (default: benchmarks/results/)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     spec = None if a.model == "default" else a.model

@@ -29,7 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.bench_common import print_table, write_json  # noqa: E402
+from benchmarks.bench_common import RESULTS_DIR, print_table, write_json  # noqa: E402
 
 
 def stub_engine(a):
@@ -106,7 +106,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--label", default="", help="a name for this row (e.g. the commit)")
-    ap.add_argument("--json", default="benchmarks/results/engine_overhead.json")
+    ap.add_argument("--json", default=str(RESULTS_DIR),
+                    help="a file, or a folder for engine_overhead-<device>.json (default: benchmarks/results/)")
     a = ap.parse_args(argv)
     if min(a.requests, a.min_len, a.max_len, a.max_num_seqs, a.budget, a.vocab) < 1:
         ap.error("sizes must be >= 1")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.bench_common import print_table, write_json  # noqa: E402
+from benchmarks.bench_common import RESULTS_DIR, print_table, write_json  # noqa: E402
 from benchmarks.engine_models import load  # noqa: E402
 
 
@@ -67,7 +67,8 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=16)
     ap.add_argument("--block-size", type=int, nargs="+", default=[16])
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--json", default="benchmarks/results/kv_waste.json")
+    ap.add_argument("--json", default=str(RESULTS_DIR),
+                    help="a file, or a folder for kv_waste-<device>.json (default: benchmarks/results/)")
     a = ap.parse_args()
     loaded = load(None if a.model == "default" else a.model)
     rows = [run(loaded, a.requests, a.min_len, a.max_len, bs, a.new_tokens, a.seed) for bs in a.block_size]

@@ -17,7 +17,7 @@ and seconds.
 
 Usage: python benchmarks/patterns_perplexity.py [--tokens 2048] [--window 256] [--stride 8]
           [--sinks 4] [--chunk 16] [--model PATH] [--text FILE] [--patterns "dense,local:256"]
-Prints a table; writes benchmarks/results/patterns_perplexity.json (atomically). It does not
+Prints a table; writes benchmarks/results/patterns_perplexity-<device>.json (atomically). It does not
 measure kernel speed (that is the GPU attention benchmark's job).
 """
 from __future__ import annotations
@@ -42,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
+from benchmarks.bench_common import result_path  # noqa: E402
 from llm_playground.model.network.batch import AttentionBatch  # noqa: E402
 from llm_playground.model.network.kv_cache import KVCache  # noqa: E402
 from llm_playground.model.engine.attention_patterns import PatternError, parse_pattern  # noqa: E402
@@ -170,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--patterns", default="", help="';'-separated pattern strings (default: all)")
     ap.add_argument("--model", default=None, help="GGUF file or HF folder (default: the default model)")
     ap.add_argument("--text", default=None, help="UTF-8 text file instead of the pinned one")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "patterns_perplexity.json"))
+    ap.add_argument("--out", default=None,
+                    help="a file, or a folder for patterns_perplexity-<device>.json (default: benchmarks/results/)")
     args = ap.parse_args(argv)
     say = lambda m: print(m, file=sys.stderr)  # noqa: E731
     try:
@@ -221,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
               "text": source, "machine": {"platform": platform.platform(),
                                           "cpu_threads": torch.get_num_threads()},
               "date": datetime.date.today().isoformat()}
-    out = Path(args.out)
+    out = result_path("patterns_perplexity", args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".json.part")
     tmp.write_text(json.dumps(result, indent=2) + "\n")

@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.bench_common import print_table, write_json  # noqa: E402
+from benchmarks.bench_common import RESULTS_DIR, print_table, write_json  # noqa: E402
 from benchmarks.engine_models import load  # noqa: E402
 
 
@@ -84,7 +84,8 @@ def main() -> None:
     ap.add_argument("--new", type=int, default=32, help="new tokens per sample in part 2")
     ap.add_argument("--block-size", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--json", default="benchmarks/results/prefix_cache.json")
+    ap.add_argument("--json", default=str(RESULTS_DIR),
+                    help="a file, or a folder for prefix_cache-<device>.json (default: benchmarks/results/)")
     a = ap.parse_args()
     loaded = load(None if a.model == "default" else a.model, a.dtype)
     rng = random.Random(a.seed)

@@ -46,7 +46,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.bench_common import print_table, write_json  # noqa: E402
+from benchmarks.bench_common import RESULTS_DIR, print_table, write_json  # noqa: E402
 
 
 def make_models(name: str, dtype: torch.dtype, device: str):
@@ -206,7 +206,8 @@ def parse_args(argv=None):
     ap.add_argument("--skip-hf", action="store_true", help="measure ours only")
     ap.add_argument("--profile", action="store_true", help="cProfile our run (slows it; top 30)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--json", default="benchmarks/results/throughput.json")
+    ap.add_argument("--json", default=str(RESULTS_DIR),
+                    help="a file, or a folder for throughput-<device>.json (default: benchmarks/results/)")
     a = ap.parse_args(argv)
     if a.model not in ("smollm2", "llama8b", "tiny"):
         ap.error(f"--model must be smollm2, llama8b or tiny, got {a.model!r}")

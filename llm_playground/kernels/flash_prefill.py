@@ -57,7 +57,7 @@ LOG2E = 1.4426950408889634
 # benchmarks/prefill_attention.py on an H100 (2026-11-23, causal, N=4k, 16k tokens, block 16,
 # after the unmasked off-diagonal tiles and the FMA-folded scale): dim 64 (9/3 heads) 327 TFLOP/s,
 # dim 128 (32/8 heads) 402 TFLOP/s; 0.69-0.93x SDPA's default backend on S shapes, 0.57-0.75x on
-# L, 1.0-1.5x its flash backend. See benchmarks/results/h100-2026-11-23-prefill_attention.json.
+# L, 1.0-1.5x its flash backend. See benchmarks/results/prefill_attention-h100.json.
 PREFILL_CONFIGS = {
     64: (128, 128, 4, 3),
     128: (128, 64, 4, 4),

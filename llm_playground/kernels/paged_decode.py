@@ -36,7 +36,7 @@ LOG2E = 1.4426950408889634
 # H100 (2026-11-23; the config with the best worst case over batch 64 / 4k and batch 1 / 32k).
 # Measured (second run, CUDA-graph timing): 2.80 TB/s at batch 64 / 4k / block 16 (0.91x
 # contiguous SDPA), spread 3.0% over block sizes 16..256; batch 1 / 32k 2.23 TB/s with the
-# heuristic's 64 splits (0.84x SDPA), spread 4.6%. benchmarks/results/h100-2026-11-23-paged_decode.json
+# heuristic's 64 splits (0.84x SDPA), spread 4.6%. benchmarks/results/paged_decode-h100.json
 DECODE_CONFIGS = {
     64: (64, 8, 3),
     128: (64, 8, 3),
