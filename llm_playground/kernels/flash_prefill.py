@@ -107,6 +107,9 @@ def _prefill_kernel(
     HOLES: tl.constexpr, PACKED: tl.constexpr, TMA: tl.constexpr, PREFIX: tl.constexpr,
     POLY_EXP: tl.constexpr = False,
 ):
+    """One (query head, query tile, sequence) program: online softmax over the sequence's keys,
+    in the loops the module docstring describes, through the tile helpers of
+    flash_prefill_tiles.py; writes the normalised (BLOCK_M, HEAD_DIM) output tile."""
     h = tl.program_id(0)
     b = tl.program_id(2) + seq_offset
     q_start = tl.load(CuSeqQ + b)
@@ -131,6 +134,13 @@ def _prefill_kernel(
     table = Tables + b.to(tl.int64) * stride_tb
     q_lo = prefix + m_tile * BLOCK_M                  # first query position of the tile
     q_end = tl.minimum(q_lo + BLOCK_M, ctx)           # one past the last valid query position
+    # Argument groups of the tile helpers (flash_prefill_tiles.py): the paged cache of this KV
+    # head, the mask pattern, and compile-time tuples of the tile shape, paging and math.
+    cache = (k_base, v_base, table, stride_kb, stride_ks, stride_vb, stride_vs)
+    pattern = (window, stride, sinks)
+    SHAPE: tl.constexpr = (HEAD_DIM, BLOCK_D, BLOCK_N)
+    PAGING: tl.constexpr = (BS, IDX64)
+    TABLE_MATH: tl.constexpr = (DOT_F32, PRECISION, False)   # the table path: exp2 on the SFU
 
     m_i = tl.full((BLOCK_M,), float("-inf"), tl.float32)
     l_i = tl.zeros((BLOCK_M,), tl.float32)
@@ -142,24 +152,22 @@ def _prefill_kernel(
         if PREFIX:  # compiled out when the caller says no sequence has a cached prefix
             even_end = (prefix // BLOCK_N) * BLOCK_N
             for ks in range(0, even_end, BLOCK_N):
-                acc, m_i, l_i = _attend_tile(acc, m_i, l_i, q, q_pos, k_base, v_base, table, ks,
-                                             prefix, stride_kb, stride_ks, stride_vb, stride_vs,
-                                             qk_scale, window, stride, sinks, offs_d, BS,
-                                             HEAD_DIM, BLOCK_D, BLOCK_N, False, False, DOT_F32,
-                                             PRECISION, IDX64, HOLES)
+                acc, m_i, l_i = _attend_tile((acc, m_i, l_i), q, q_pos, offs_d, cache, ks, prefix,
+                                             qk_scale, pattern, SHAPE, PAGING,
+                                             (HOLES, False, False), TABLE_MATH)
             for ks in range(even_end, prefix, BLOCK_N):
-                acc, m_i, l_i = _attend_tile(acc, m_i, l_i, q, q_pos, k_base, v_base, table, ks,
-                                             prefix, stride_kb, stride_ks, stride_vb, stride_vs,
-                                             qk_scale, window, stride, sinks, offs_d, BS,
-                                             HEAD_DIM, BLOCK_D, BLOCK_N, False, False, DOT_F32,
-                                             PRECISION, IDX64, True)
+                acc, m_i, l_i = _attend_tile((acc, m_i, l_i), q, q_pos, offs_d, cache, ks, prefix,
+                                             qk_scale, pattern, SHAPE, PAGING,
+                                             (True, False, False), TABLE_MATH)
         if TMA:
-            kn_base = KN                              # unused: descriptors carry their base
+            kn_base = KN                              # descriptors carry their base
             vn_base = VN
         else:
             kn_base = KN + kvh * stride_knh
             vn_base = VN + kvh * stride_vnh
         kv_col = kvh * HEAD_DIM
+        packed_kv = (kn_base, vn_base, q_start, kv_col, stride_knt, stride_vnt)
+        MATH: tl.constexpr = (DOT_F32, PRECISION, POLY_EXP)
         m_lo = m_tile * BLOCK_M                       # first new-token index of the tile
         if CAUSAL:
             full_end = ((m_lo + 1) // BLOCK_N) * BLOCK_N
@@ -168,43 +176,34 @@ def _prefill_kernel(
             full_end = (q_len // BLOCK_N) * BLOCK_N
             diag_end = q_len
         for js in range(0, full_end, BLOCK_N):
-            acc, m_i, l_i = _attend_packed(acc, m_i, l_i, q, offs_m, KN, VN, kn_base, vn_base,
-                                           q_start, kv_col, js, q_len, stride_knt, stride_vnt,
-                                           qk_scale, offs_d, HEAD_DIM, BLOCK_D, BLOCK_N, 0, TMA,
-                                           DOT_F32, PRECISION, POLY_EXP)
+            acc, m_i, l_i = _attend_packed((acc, m_i, l_i), q, offs_m, offs_d, packed_kv, js,
+                                           q_len, qk_scale, SHAPE, 0, TMA, MATH)
         for js in range(full_end, diag_end, BLOCK_N):
-            acc, m_i, l_i = _attend_packed(acc, m_i, l_i, q, offs_m, KN, VN, kn_base, vn_base,
-                                           q_start, kv_col, js, q_len, stride_knt, stride_vnt,
-                                           qk_scale, offs_d, HEAD_DIM, BLOCK_D, BLOCK_N,
-                                           1 if CAUSAL else 2, TMA, DOT_F32, PRECISION,
-                                           POLY_EXP)
+            acc, m_i, l_i = _attend_packed((acc, m_i, l_i), q, offs_m, offs_d, packed_kv, js,
+                                           q_len, qk_scale, SHAPE, 1 if CAUSAL else 2, TMA, MATH)
     elif not CAUSAL:
         # Full (bidirectional) attention: only for benchmarks against non-causal SDPA.
         even_end = (ctx // BLOCK_N) * BLOCK_N
         for ks in range(0, even_end, BLOCK_N):
-            acc, m_i, l_i = _attend_tile(acc, m_i, l_i, q, q_pos, k_base, v_base, table, ks, ctx,
-                                         stride_kb, stride_ks, stride_vb, stride_vs, qk_scale,
-                                         window, stride, sinks, offs_d, BS, HEAD_DIM, BLOCK_D,
-                                         BLOCK_N, False, False, DOT_F32, PRECISION, IDX64, HOLES)
+            acc, m_i, l_i = _attend_tile((acc, m_i, l_i), q, q_pos, offs_d, cache, ks, ctx,
+                                         qk_scale, pattern, SHAPE, PAGING, (HOLES, False, False),
+                                         TABLE_MATH)
         for ks in range(even_end, ctx, BLOCK_N):
-            acc, m_i, l_i = _attend_tile(acc, m_i, l_i, q, q_pos, k_base, v_base, table, ks, ctx,
-                                         stride_kb, stride_ks, stride_vb, stride_vs, qk_scale,
-                                         window, stride, sinks, offs_d, BS, HEAD_DIM, BLOCK_D,
-                                         BLOCK_N, False, False, DOT_F32, PRECISION, IDX64, True)
+            acc, m_i, l_i = _attend_tile((acc, m_i, l_i), q, q_pos, offs_d, cache, ks, ctx,
+                                         qk_scale, pattern, SHAPE, PAGING, (True, False, False),
+                                         TABLE_MATH)
     elif not PATTERN:
         # Off-diagonal tiles: every key <= every query of the tile, no mask at all.
         full_end = ((q_lo + 1) // BLOCK_N) * BLOCK_N
         for ks in range(0, full_end, BLOCK_N):
-            acc, m_i, l_i = _attend_tile(acc, m_i, l_i, q, q_pos, k_base, v_base, table, ks, ctx,
-                                         stride_kb, stride_ks, stride_vb, stride_vs, qk_scale,
-                                         window, stride, sinks, offs_d, BS, HEAD_DIM, BLOCK_D,
-                                         BLOCK_N, False, False, DOT_F32, PRECISION, IDX64, HOLES)
+            acc, m_i, l_i = _attend_tile((acc, m_i, l_i), q, q_pos, offs_d, cache, ks, ctx,
+                                         qk_scale, pattern, SHAPE, PAGING, (HOLES, False, False),
+                                         TABLE_MATH)
         # Diagonal tiles: causal mask.
         for ks in range(full_end, q_end, BLOCK_N):
-            acc, m_i, l_i = _attend_tile(acc, m_i, l_i, q, q_pos, k_base, v_base, table, ks, ctx,
-                                         stride_kb, stride_ks, stride_vb, stride_vs, qk_scale,
-                                         window, stride, sinks, offs_d, BS, HEAD_DIM, BLOCK_D,
-                                         BLOCK_N, True, False, DOT_F32, PRECISION, IDX64, True)
+            acc, m_i, l_i = _attend_tile((acc, m_i, l_i), q, q_pos, offs_d, cache, ks, ctx,
+                                         qk_scale, pattern, SHAPE, PAGING, (True, True, False),
+                                         TABLE_MATH)
     else:
         # Sparse pattern: the sink tiles, then the band of tiles some query of the tile may see.
         sink_end = tl.minimum(tl.cdiv(sinks, BLOCK_N) * BLOCK_N, q_end)
@@ -212,15 +211,13 @@ def _prefill_kernel(
         if WINDOW_ONLY:
             band_lo = tl.maximum(sink_end, (tl.maximum(q_lo - window + 1, 0) // BLOCK_N) * BLOCK_N)
         for ks in range(0, sink_end, BLOCK_N):
-            acc, m_i, l_i = _attend_tile(acc, m_i, l_i, q, q_pos, k_base, v_base, table, ks, ctx,
-                                         stride_kb, stride_ks, stride_vb, stride_vs, qk_scale,
-                                         window, stride, sinks, offs_d, BS, HEAD_DIM, BLOCK_D,
-                                         BLOCK_N, True, True, DOT_F32, PRECISION, IDX64, True)
+            acc, m_i, l_i = _attend_tile((acc, m_i, l_i), q, q_pos, offs_d, cache, ks, ctx,
+                                         qk_scale, pattern, SHAPE, PAGING, (True, True, True),
+                                         TABLE_MATH)
         for ks in range(band_lo, q_end, BLOCK_N):
-            acc, m_i, l_i = _attend_tile(acc, m_i, l_i, q, q_pos, k_base, v_base, table, ks, ctx,
-                                         stride_kb, stride_ks, stride_vb, stride_vs, qk_scale,
-                                         window, stride, sinks, offs_d, BS, HEAD_DIM, BLOCK_D,
-                                         BLOCK_N, True, True, DOT_F32, PRECISION, IDX64, True)
+            acc, m_i, l_i = _attend_tile((acc, m_i, l_i), q, q_pos, offs_d, cache, ks, ctx,
+                                         qk_scale, pattern, SHAPE, PAGING, (True, True, True),
+                                         TABLE_MATH)
 
     out = acc / l_i[:, None]                          # epilogue: the one 1/l normalisation
     tl.store(Out + (q_start + offs_m).to(tl.int64)[:, None] * stride_ot + h * stride_oh

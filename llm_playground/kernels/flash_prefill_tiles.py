@@ -21,19 +21,37 @@ import triton.language as tl
 
 
 @triton.jit
-def _attend_tile(acc, m_i, l_i, q, q_pos, k_ptrs_base, v_ptrs_base, Table, ks, ctx,
-                 stride_kb, stride_ks, stride_vb, stride_vs, qk_scale,
-                 window, stride, sinks,
-                 offs_d, BS: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
-                 BLOCK_N: tl.constexpr, CAUSAL_MASK: tl.constexpr, PATTERN: tl.constexpr,
-                 DOT_F32: tl.constexpr, PRECISION: tl.constexpr, IDX64: tl.constexpr,
-                 KEY_MASK: tl.constexpr, POLY_EXP: tl.constexpr = False):
+def _attend_tile(state, q, q_pos, offs_d, cache, ks, ctx, qk_scale, pattern,
+                 SHAPE: tl.constexpr, PAGING: tl.constexpr, MASKS: tl.constexpr,
+                 MATH: tl.constexpr):
     """One key tile [ks, ks + BLOCK_N): scores, optional mask, online-softmax update.
+
+    state: (acc, m_i, l_i), the running online-softmax state; returned updated.
+    q (BM, BD), q_pos (BM,) logical query positions, offs_d = arange(0, BLOCK_D).
+    cache: (k_base, v_base, table, stride_kb, stride_ks, stride_vb, stride_vs): this KV head's
+    K/V cache bases, the sequence's block-table row, the block and slot strides of K and V.
+    ctx: keys of the sequence (masked past it with KEY_MASK); qk_scale: scale * log2(e).
+    pattern: (window, stride, sinks) of the MaskSpec, read only with PATTERN.
+    Constexpr tuples (every element stays a compile-time constant):
+    SHAPE (HEAD_DIM, BLOCK_D, BLOCK_N); PAGING (BS, IDX64): block size, 64-bit cache offsets;
+    MASKS (KEY_MASK, CAUSAL_MASK, PATTERN); MATH (DOT_F32, PRECISION, POLY_EXP), as
+    _softmax_update.
 
     KEY_MASK False: the caller guarantees every key of the tile is < ctx (the off-diagonal tiles
     of causal attention) and no table holds a hole (-1, a block freed by a sliding pattern), so
     loads and scores need no per-key mask. True: keys past ctx and holes are masked.
     """
+    HEAD_DIM: tl.constexpr = SHAPE[0]
+    BLOCK_D: tl.constexpr = SHAPE[1]
+    BLOCK_N: tl.constexpr = SHAPE[2]
+    BS: tl.constexpr = PAGING[0]
+    IDX64: tl.constexpr = PAGING[1]
+    KEY_MASK: tl.constexpr = MASKS[0]
+    CAUSAL_MASK: tl.constexpr = MASKS[1]
+    PATTERN: tl.constexpr = MASKS[2]
+    DOT_F32: tl.constexpr = MATH[0]
+    PRECISION: tl.constexpr = MATH[1]
+    k_ptrs_base, v_ptrs_base, Table, stride_kb, stride_ks, stride_vb, stride_vs = cache
     offs_n = ks + tl.arange(0, BLOCK_N)                                   # (BN,)
     if BS % BLOCK_N == 0:
         # The whole tile lies in one physical block: one table read, contiguous rows.
@@ -75,6 +93,7 @@ def _attend_tile(acc, m_i, l_i, q, q_pos, k_ptrs_base, v_ptrs_base, Table, ks, c
         if CAUSAL_MASK:
             allowed = allowed & (offs_n[None, :] <= q_pos[:, None])
             if PATTERN:
+                window, stride, sinks = pattern
                 dist = q_pos[:, None] - offs_n[None, :]
                 # (q - k) % stride == 0 as q % stride == k % stride (k <= q here, causal): BM + BN
                 # integer remainders per tile instead of BM x BN.
@@ -84,8 +103,7 @@ def _attend_tile(acc, m_i, l_i, q, q_pos, k_ptrs_base, v_ptrs_base, Table, ks, c
                 pat = pat | (offs_n[None, :] < sinks)
                 allowed = allowed & pat
         s = tl.where(allowed, s, float("-inf"))
-    return _softmax_update(acc, m_i, l_i, s, v, qk_scale, KEY_MASK, DOT_F32, PRECISION,
-                           POLY_EXP)
+    return _softmax_update(state, s, v, qk_scale, KEY_MASK, MATH)
 
 
 @triton.jit
@@ -115,9 +133,17 @@ def _exp2_tile(x, POLY_EXP: tl.constexpr):
 
 
 @triton.jit
-def _softmax_update(acc, m_i, l_i, s, v, qk_scale, MASKED: tl.constexpr, DOT_F32: tl.constexpr,
-                    PRECISION: tl.constexpr, POLY_EXP: tl.constexpr = False):
-    """Online-softmax step for raw scores s (BM, BN) (-inf where masked) and values v (BN, BD)."""
+def _softmax_update(state, s, v, qk_scale, MASKED: tl.constexpr, MATH: tl.constexpr):
+    """Online-softmax step for raw scores s (BM, BN) (-inf where masked) and values v (BN, BD).
+
+    state: (acc, m_i, l_i), returned updated. MASKED: a row may still be all -inf.
+    MATH: constexpr (DOT_F32, PRECISION, POLY_EXP): float32 tiles for the interpreter's dot,
+    tl.dot's input precision, half the exponentials by polynomial (_exp2_tile).
+    """
+    acc, m_i, l_i = state
+    DOT_F32: tl.constexpr = MATH[0]
+    PRECISION: tl.constexpr = MATH[1]
+    POLY_EXP: tl.constexpr = MATH[2]
     # qk_scale > 0, so max(s * scale) = max(s) * scale: one FMA per score below.
     m_new = tl.maximum(m_i, tl.max(s, 1) * qk_scale)                       # (BM,)
     if not MASKED:
@@ -136,27 +162,36 @@ def _softmax_update(acc, m_i, l_i, s, v, qk_scale, MASKED: tl.constexpr, DOT_F32
 
 
 @triton.jit
-def _attend_packed(acc, m_i, l_i, q, q_idx, KN, VN, kn_base, vn_base, row0, kv_col, js, q_len,
-                   stride_knt, stride_vnt, qk_scale, offs_d,
-                   HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
-                   MASK: tl.constexpr, TMA: tl.constexpr, DOT_F32: tl.constexpr,
-                   PRECISION: tl.constexpr, POLY_EXP: tl.constexpr = False):
+def _attend_packed(state, q, q_idx, offs_d, packed, js, q_len, qk_scale,
+                   SHAPE: tl.constexpr, MASK: tl.constexpr, TMA: tl.constexpr,
+                   MATH: tl.constexpr):
     """One tile [js, js + BLOCK_N) of the sequence's *new* keys, read from the packed K/V of this
     batch (rows row0 + j) instead of the cache: contiguous rows, no block table.
 
+    state: (acc, m_i, l_i), returned updated; q (BM, BD), q_idx (BM,) new-token indices of the
+    queries, offs_d = arange(0, BLOCK_D); q_len: new tokens of the sequence.
+    packed: (kn, vn, row0, kv_col, stride_knt, stride_vnt): with TMA, tensor descriptors over
+    (T, Hkv * D) (Hopper's bulk copies) and kv_col this KV head's first column; else this KV
+    head's base pointers and the token (row) strides; row0: the sequence's first row.
+    Constexpr: SHAPE (HEAD_DIM, BLOCK_D, BLOCK_N); MATH (DOT_F32, PRECISION, POLY_EXP).
     MASK 0: every key of the tile is <= every query of the tile (no mask, no bounds).
     MASK 1: causal mask j <= i and j < q_len (rows past the sequence belong to the next one).
     MASK 2: only j < q_len (the last tile of full attention, benchmarks only).
-    TMA: KN/VN are tensor descriptors over (T, Hkv * D) (Hopper's bulk copies); else pointers.
     """
+    HEAD_DIM: tl.constexpr = SHAPE[0]
+    BLOCK_D: tl.constexpr = SHAPE[1]
+    BLOCK_N: tl.constexpr = SHAPE[2]
+    DOT_F32: tl.constexpr = MATH[0]
+    PRECISION: tl.constexpr = MATH[1]
+    kn, vn, row0, kv_col, stride_knt, stride_vnt = packed
     offs_j = js + tl.arange(0, BLOCK_N)                                   # (BN,) new-key index
     if TMA:
-        k = KN.load([row0 + js, kv_col])                                   # (BN, D)
-        v = VN.load([row0 + js, kv_col])                                   # (BN, D)
+        k = kn.load([row0 + js, kv_col])                                   # (BN, D)
+        v = vn.load([row0 + js, kv_col])                                   # (BN, D)
     else:
         rows = (row0 + offs_j).to(tl.int64)
-        k_ptrs = kn_base + rows[:, None] * stride_knt + offs_d[None, :]
-        v_ptrs = vn_base + rows[:, None] * stride_vnt + offs_d[None, :]
+        k_ptrs = kn + rows[:, None] * stride_knt + offs_d[None, :]
+        v_ptrs = vn + rows[:, None] * stride_vnt + offs_d[None, :]
         if MASK != 0:
             ld_ok = (offs_j[:, None] < q_len) & (offs_d[None, :] < HEAD_DIM)
             k = tl.load(k_ptrs, mask=ld_ok, other=0.0)
@@ -175,5 +210,4 @@ def _attend_packed(acc, m_i, l_i, q, q_idx, KN, VN, kn_base, vn_base, row0, kv_c
         s = tl.where(allowed, s, float("-inf"))
     elif MASK == 2:
         s = tl.where(offs_j[None, :] < q_len, s, float("-inf"))
-    return _softmax_update(acc, m_i, l_i, s, v, qk_scale, MASK != 0, DOT_F32, PRECISION,
-                           POLY_EXP)
+    return _softmax_update(state, s, v, qk_scale, MASK != 0, MATH)

@@ -13,7 +13,7 @@ Layout (packed, no padding between sequences; prefills and decodes mixed in one 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 
 import torch
 
@@ -56,11 +56,14 @@ class AttentionBatch:
         return int(self.positions.shape[0])
 
     def to(self, device: torch.device | str) -> "AttentionBatch":
-        move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
-        return AttentionBatch(
-            positions=move(self.positions), slot_mapping=move(self.slot_mapping),
-            cu_seqlens_q=move(self.cu_seqlens_q), context_lens=move(self.context_lens),
-            block_tables=move(self.block_tables), max_q_len=self.max_q_len,
-            max_context_len=self.max_context_len, mask=self.mask, num_decodes=self.num_decodes,
-            logits_indices=move(self.logits_indices), has_holes=self.has_holes,
-        )
+        """A copy on `device`: every tensor field moved (non_blocking), every other field kept.
+
+        Built from dataclasses.fields, so a field added later is carried over without touching
+        this method (an explicit constructor call here once dropped `has_prefix`).
+        """
+        moved = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, torch.Tensor):   # None (logits_indices unset) stays None
+                moved[f.name] = value.to(device, non_blocking=True)
+        return replace(self, **moved)
