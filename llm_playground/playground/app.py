@@ -330,5 +330,6 @@ def run_app(args: Namespace) -> None:
     from llm_playground.playground.engine_factory import real_factory
     from llm_playground.playground.tokenizer_sources import start_process_helpers
     label = getattr(args, "model", None) or "the default model"
+    factory = real_factory(args)  # a bad flag value fails here, one line, before anything starts
     start_process_helpers()      # before Textual replaces sys.stderr (tokenizer training workers)
-    PlaygroundApp(real_factory(args), model_label=str(label)).run()
+    PlaygroundApp(factory, model_label=str(label)).run()

@@ -8,7 +8,8 @@
 - `playground chat --plain`: a line-based multi-turn chat in the terminal (`/reset`, `/exit`).
 Every failure a user can cause (no model, offline without a cache, a bad prompt or flag) is one
 line on stderr and exit status 1, never a traceback. This module only parses flags and prints;
-the engine (model/engine/engine.py) does the work.
+the engine flags and their mapping to EngineConfig are playground/engine_args.py's, shared with
+the app; the engine (model/engine/engine.py) does the work.
 """
 from __future__ import annotations
 
@@ -18,21 +19,7 @@ import os
 import sys
 import time
 
-
-def _common(p: argparse.ArgumentParser, top: bool = True) -> None:
-    """Model/engine flags, accepted before or after the subcommand (a subcommand's copy uses
-    SUPPRESS defaults so it does not overwrite a value given before it)."""
-    d = (lambda v: v) if top else (lambda v: argparse.SUPPRESS)  # noqa: E731
-    p.add_argument("--model", default=d(None), help="a .gguf file or a Hugging Face model directory "
-                   "(default: SmolLM2-135M-Instruct, fetched once into the user cache)")
-    p.add_argument("--dtype", default=d(None), help="float32 (exact) | bfloat16 | float16 | int8 "
-                   "(default: int8 weights on CPU, bfloat16 on CUDA)")
-    p.add_argument("--device", default=d("cpu"), help="cpu or cuda[:N] (default cpu)")
-    p.add_argument("--attention", default=d("dense"), metavar="PATTERN",
-                   help="dense | local:W | atrous:K | sparse:W,K | streaming:S,W")
-    p.add_argument("--block-size", type=int, default=d(None), help="KV block size in tokens (16)")
-    p.add_argument("--kv-blocks", type=int, default=d(None), help="number of KV blocks in the pool")
-    p.add_argument("--kv-budget", default=d(None), help="KV pool size, e.g. 512M or 2GiB")
+from llm_playground.playground.engine_args import add_engine_flags, engine_config_from_args
 
 
 def _sampling(p: argparse.ArgumentParser, max_tokens: int) -> None:
@@ -46,10 +33,10 @@ def _sampling(p: argparse.ArgumentParser, max_tokens: int) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="playground", description="Terminal LLM playground.")
-    _common(parser)
+    add_engine_flags(parser)
     sub = parser.add_subparsers(dest="command")
     gen = sub.add_parser("generate", help="one completion, streamed to stdout")
-    _common(gen, top=False)
+    add_engine_flags(gen, top=False)
     _sampling(gen, 128)
     gen.add_argument("--prompt", required=True, help="the prompt text")
     gen.add_argument("--chat", action="store_true",
@@ -60,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--length-penalty", type=float, default=1.0,
                      help="beam score = logprob / length**P (Hugging Face's rule; default 1.0)")
     chat = sub.add_parser("chat", help="multi-turn chat in the terminal")
-    _common(chat, top=False)
+    add_engine_flags(chat, top=False)
     _sampling(chat, 512)
     chat.add_argument("--plain", action="store_true", help="line-based (the full-screen chat is "
                       "the default `playground`)")
@@ -68,18 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _engine(args):
+    """Load the model and build the Engine the flags describe (engine_args owns the mapping)."""
     from llm_playground.model.engine.engine import Engine
-    from llm_playground.model.engine.config import EngineConfig
     from llm_playground.model.weights.loader import load_model
-    fields = {"attention": args.attention, "device": args.device, "dtype": args.dtype}
-    if args.block_size is not None:
-        fields["block_size"] = args.block_size
-    if args.kv_blocks is not None:
-        fields["num_blocks"] = args.kv_blocks
-    if args.kv_budget is not None:
-        from llm_playground.playground.engine_factory import parse_bytes
-        fields["kv_cache_bytes"] = parse_bytes(args.kv_budget)
-    config = EngineConfig(**fields)
+    config = engine_config_from_args(args)
     say = lambda msg, *a, **k: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     loaded = load_model(args.model, config.dtype, config.device, progress=say)
     return Engine(loaded, config)
