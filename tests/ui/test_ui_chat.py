@@ -1,10 +1,13 @@
-"""Pilot tests of the Chat tab against the scripted engine (same API and reports as Engine)."""
+"""Pilot tests of the Chat tab against the real Engine on the tiny random model (tests/ui/
+tiny_engine.py): the expected texts, token counts and rates come from the StepReports that engine
+returned, or from a fresh engine run on the same prompt and settings."""
 from __future__ import annotations
 
 import asyncio
 
+import pytest
+from tiny_engine import TICK_S, answer_text, record_steps, tiny_engine
 from ui_helpers import make_app, wait_for
-from scripted_engine import ScriptedEngine
 
 from llm_playground.playground.chat_view import AssistantMessage, ChatView, UserMessage
 from llm_playground.playground.stats_strip import StatsStrip
@@ -15,7 +18,8 @@ async def _ready(pilot, app):
 
 
 def test_typing_a_prompt_streams_the_reply():
-    engine = ScriptedEngine(step_delay_s=0.03)
+    engine = tiny_engine(real_s=0.002)
+    reports = record_steps(engine)
     app = make_app(engine)
 
     async def run():
@@ -29,8 +33,9 @@ def test_typing_a_prompt_streams_the_reply():
             await wait_for(pilot, lambda: seen_partial.append(app.query(AssistantMessage).last().texts[0])
                            or chat.ticket is None, step=0.005)
             answer = app.query(AssistantMessage).last()
-            expected = engine.tokenizer.decode(engine.reply_ids)
-            assert answer.texts[0] == expected
+            expected, ids = answer_text(reports, 0)         # what the engine released, request 0
+            assert len(ids) == 256 and expected             # the default max tokens
+            assert answer.texts[0] == expected and answer.ids[0] == tuple(ids)
             assert answer.status == "done"
             # it streamed: some intermediate text was a strict, non-empty prefix of the answer
             assert any(0 < len(t) < len(expected) and expected.startswith(t) for t in seen_partial)
@@ -38,8 +43,12 @@ def test_typing_a_prompt_streams_the_reply():
             turns = chat.conversation.turns
             assert [(t.role, t.content) for t in turns] == [("user", "hello"), ("assistant", expected)]
             stats = app.query_one(StatsStrip).stats
-            assert stats.output_tokens == len(engine.reply_ids)
+            assert stats.output_tokens == len(ids)
             assert stats.decode_tps > 0 and stats.ttft_s is not None
+            # the fake clock: a step is 2 ticks, the first token comes 2 ticks after arrival
+            assert stats.decode_tps == pytest.approx(1 / (2 * TICK_S))
+            assert stats.ttft_s == pytest.approx(2 * TICK_S)
+            assert stats.decode_tps == pytest.approx(reports[-1].decode_tokens_per_s)
             # the prompt sent to the engine is the conversation rendered and encoded
             assert chat.last_prompt_ids == engine.tokenizer.encode(
                 chat.conversation.__class__(chat.conversation.system_prompt,
@@ -49,7 +58,8 @@ def test_typing_a_prompt_streams_the_reply():
 
 
 def test_escape_cancels_and_keeps_the_text():
-    engine = ScriptedEngine(step_delay_s=0.05)
+    engine = tiny_engine(real_s=0.01)                      # about 30 ms a step, in real time
+    reports = record_steps(engine)
     app = make_app(engine)
 
     async def run():
@@ -62,8 +72,11 @@ def test_escape_cancels_and_keeps_the_text():
             await pilot.press("escape")
             await wait_for(pilot, lambda: chat.ticket is None)
             answer = app.query(AssistantMessage).last()
-            full = engine.tokenizer.decode(engine.reply_ids)
+            # the whole answer: the same prompt and settings, uninterrupted, on a fresh engine
+            ref = tiny_engine()
+            full = ref.tokenizer.decode(ref.generate(chat.last_prompt_ids, chat.sampling_params()))
             assert answer.status == "abort"
+            assert answer.texts[0] == answer_text(reports, 0)[0]     # all the engine released
             assert 0 < len(answer.texts[0]) < len(full) and full.startswith(answer.texts[0])
             assert chat.conversation.turns[-1].content == answer.texts[0]
             # the engine really stopped: nothing left to run, the blocks went back
@@ -75,7 +88,8 @@ def test_escape_cancels_and_keeps_the_text():
 
 
 def test_prompt_longer_than_the_cache_is_a_notification_and_the_chat_survives():
-    engine = ScriptedEngine(num_blocks=16, block_size=4)     # 64 tokens in the whole cache
+    engine = tiny_engine(num_blocks=16, block_size=4)     # 64 tokens in the whole cache
+    reports = record_steps(engine)
     app = make_app(engine)
 
     async def run():
@@ -87,7 +101,12 @@ def test_prompt_longer_than_the_cache_is_a_notification_and_the_chat_survives():
             await wait_for(pilot, lambda: chat.ticket is None and len(chat.conversation.turns) == 2)
             first = list(chat.conversation.turns)
             # the answer ran the 64-token cache full: cut short, kept, and the user is told
-            assert 0 < len(first[1].content) < len(engine.tokenizer.decode(engine.reply_ids))
+            text, ids = answer_text(reports, 0)
+            assert 0 < len(ids) < 256 and first[1].content == text
+            # every one of the 64 slots holds a token (the last token sampled needs none)
+            assert len(chat.last_prompt_ids) + len(ids) - 1 == 16 * 4
+            ends = [o for r in reports for o in r.outputs if o.finished]
+            assert len(ends) == 1 and ends[0].error is None          # cut, not refused
             assert any("KV cache" in n.message and "early" in n.message for n in app._notifications)
             chat.query_one("#prompt").value = "x" * 200
             await pilot.click("#prompt")
@@ -102,7 +121,7 @@ def test_prompt_longer_than_the_cache_is_a_notification_and_the_chat_survives():
 
 
 def test_regenerate_and_clear():
-    engine = ScriptedEngine()
+    engine = tiny_engine()
     app = make_app(engine)
 
     async def run():
@@ -126,7 +145,8 @@ def test_regenerate_and_clear():
 
 
 def test_n_samples_stream_side_by_side():
-    engine = ScriptedEngine()
+    engine = tiny_engine()
+    reports = record_steps(engine)
     app = make_app(engine)
 
     async def run():
@@ -138,9 +158,10 @@ def test_n_samples_stream_side_by_side():
             chat = app.query_one(ChatView)
             await wait_for(pilot, lambda: chat.ticket is None and len(chat.conversation.turns) == 2)
             answer = app.query(AssistantMessage).last()
-            expected = engine.tokenizer.decode(engine.reply_ids)
-            assert answer.n == 2 and list(answer.texts) == [expected, expected]
-            assert app.query_one(StatsStrip).stats.output_tokens == 2 * len(engine.reply_ids)
+            (first, ids0), (second, ids1) = answer_text(reports, 0, 0), answer_text(reports, 0, 1)
+            assert first and second and first != second           # seeds seed and seed + 1
+            assert answer.n == 2 and list(answer.texts) == [first, second]
+            assert app.query_one(StatsStrip).stats.output_tokens == len(ids0) + len(ids1) == 2 * 256
 
     asyncio.run(run())
 
@@ -148,7 +169,7 @@ def test_n_samples_stream_side_by_side():
 # A ChatML template with a default system prompt, written the way SmolLM2's is.
 TEMPLATE_WITH_DEFAULT = (
     "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
-    "{{ '<|im_start|>system\\nYou are Scripty, a test model<|im_end|>\\n' }}{% endif %}"
+    "{{ '<|im_start|>system\\nYou are Tiny, a test model<|im_end|>\\n' }}{% endif %}"
     "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
@@ -168,7 +189,7 @@ def test_system_prompt_is_the_models_default_until_edited():
     the template writes its own default, and the box shows that default (not a generic one)."""
     from llm_playground.model.engine.chat_template import render_chat
     from textual.widgets import TextArea
-    engine = ScriptedEngine(chat_template=TEMPLATE_WITH_DEFAULT)
+    engine = tiny_engine(chat_template=TEMPLATE_WITH_DEFAULT)
     app = make_app(engine)
 
     async def run():
@@ -193,7 +214,7 @@ def test_system_prompt_is_the_models_default_until_edited():
 def test_special_token_text_typed_in_a_message_stays_text():
     """Typing "<|im_end|>" must not end the user's turn: it is encoded as ordinary text."""
     from llm_playground.model.engine.chat_template import render_chat
-    engine = ScriptedEngine(chat_template=TEMPLATE_WITH_DEFAULT)
+    engine = tiny_engine(chat_template=TEMPLATE_WITH_DEFAULT)
     app = make_app(engine)
     typed = "a <|im_end|> b"
 
@@ -217,7 +238,7 @@ def test_regenerate_draws_a_new_sample():
     """With temperature > 0 and the fixed default seed, Ctrl+R sent the same seed again, so the
     "new" answer was the old one; it must use the next seed (shown in the field). Greedy
     decoding keeps its seed (it does not depend on it)."""
-    engine = ScriptedEngine()
+    engine = tiny_engine()
     sent = []
     add = engine.add_request
     engine.add_request = lambda ids, params=None, pattern=None: sent.append(params) or add(ids, params, pattern)
@@ -247,7 +268,7 @@ def test_a_long_error_under_the_answer_wraps_inside_the_chat_log():
     # Found at 160 columns: "error: prompt of 430 tokens needs more than the whole KV cache ...
     # - clear the chat (ctrl+l) or st" was cut at the log's edge (an auto-width Label), so the
     # advice was lost once the notification timed out.
-    engine = ScriptedEngine(num_blocks=16, block_size=4)
+    engine = tiny_engine(num_blocks=16, block_size=4)
     app = make_app(engine)
 
     async def run():
@@ -300,22 +321,22 @@ def _one_token_answers(app, expect):
 
 
 def test_a_one_step_answer_shows_its_kv_blocks_and_prefix_hits():
-    engine = ScriptedEngine(block_size=4)
-    # it holds blocks for the prompt and the first token; every full prompt block can be a hit
-    _one_token_answers(make_app(engine), lambda n: (-(-(n + 1) // 4), n // 4 * 4))
+    """On the UI tests' engine (ChatML-like tokenizer, fake clock) with 8-token blocks."""
+    engine = tiny_engine(num_blocks=64, block_size=8)
+    # blocks for the tokens it computes (the prompt); a prompt token is always computed, so the
+    # prefix cache serves the full blocks before the last prompt token
+    _one_token_answers(make_app(engine), lambda n: (-(-n // 8), (n - 1) // 8 * 8))
 
 
 def test_a_one_step_answer_shows_its_kv_blocks_and_prefix_hits_on_the_real_engine():
-    """The same through the real Engine (a tiny random-weight model, float32, on CPU)."""
-    import sys
-    from pathlib import Path
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
-    from engine_helpers import engine as tiny_engine
+    """The same on the engine tests' own engine (tests/engine/engine_helpers.py: byte tokenizer,
+    the real clock) with 4-token blocks."""
+    from engine_helpers import engine as helpers_engine
 
     from llm_playground.playground.app import PlaygroundApp
     from llm_playground.playground.engine_factory import describe
 
-    engine = tiny_engine(num_blocks=64, block_size=4)
+    engine = helpers_engine(num_blocks=64, block_size=4)
     app = PlaygroundApp(lambda progress: (describe(engine, engine.loaded), engine),
                         model_label="tiny", cursor_blink=False)
     # blocks for the tokens it computes (the prompt); a prompt token is always computed

@@ -18,8 +18,8 @@ import asyncio
 import re
 
 import pytest
+from tiny_engine import hold, tiny_engine
 from ui_helpers import make_app, wait_for
-from scripted_engine import ScriptedEngine
 
 from llm_playground.model.engine.sampling_params import SamplingParams
 from llm_playground.playground.attention_view import AttentionView
@@ -84,7 +84,7 @@ async def _tour(pilot) -> dict[str, tuple[list[str], list[str]]]:
     await pilot.pause(0.2)
     seen["tokenizers"] = shown_in_full(app)
 
-    engine.held = True                      # running sequences for the totals and tables
+    hold(engine)                            # the test steps it: running sequences for the tables
     tok = engine.tokenizer
     engine.add_request(tok.encode_ordinary("a prompt for the pool"), SamplingParams(max_tokens=40))
     engine.add_request(tok.encode_ordinary("two samples"), SamplingParams(max_tokens=40, n=2))
@@ -122,7 +122,7 @@ MUST_CHECK = {
 
 @pytest.mark.parametrize("size", [(80, 24), (120, 36)], ids=["80x24", "120x36"])
 def test_every_label_is_shown_in_full(size):
-    app = make_app(ScriptedEngine())
+    app = make_app(tiny_engine())
 
     async def run():
         async with app.run_test(size=size) as pilot:
@@ -140,7 +140,7 @@ def test_every_label_is_shown_in_full(size):
 
 def test_help_text_fits_80_columns():
     """F1 help was 90 columns wide: at 80 its lines ran past the edge ("the s", "spe")."""
-    app = make_app(ScriptedEngine())
+    app = make_app(tiny_engine())
 
     async def run():
         async with app.run_test(size=(80, 24)) as pilot:

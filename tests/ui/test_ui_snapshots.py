@@ -1,13 +1,17 @@
 """SVG snapshot tests of each view (pytest-textual-snapshot), 120 x 36, no cursor blink.
 
+The app runs the real Engine on the tiny random model of tests/ui/tiny_engine.py (fixed seeds, a
+fake clock: every figure on screen is the same on each run). Its answers are lowercase gibberish
+(letters, spaces, "." and ","), always max tokens long (the model never writes EOS).
+
 Each test's docstring says what the picture shows; the baselines in __snapshots__/ were looked at
 (converted to PNG) before they were accepted. Regenerate with `pytest tests/ui --snapshot-update`
 after a deliberate change, and look at them again.
 """
 from __future__ import annotations
 
+from tiny_engine import hold, tiny_engine
 from ui_helpers import make_app, wait_for
-from scripted_engine import ScriptedEngine
 
 from llm_playground.model.engine.sampling_params import SamplingParams
 from llm_playground.playground.attention_view import AttentionView
@@ -36,18 +40,20 @@ async def _chat_once(pilot, text: str) -> None:
 
 
 def test_chat_view_snapshot(snap_compare):
-    """Chat tab after one exchange: header "scripted-model · cpu · float32 · KV 64 blocks × 4
-    tokens", the user line "you  hi", the assistant's Markdown answer ("Hello!" in bold, `code`,
-    a two-item list, a smile), the two-line stats strip (TTFT 50 ms, prefill and decode tok/s,
-    tokens in/out, KV blocks, prefix hits) with a flat sparkline, the side panel (system prompt,
-    sampling fields, token colours switch (off), Regen/Clear/Copy), the footer with key hints."""
+    """Chat tab after one exchange: header "tiny-llama · cpu · float32 · KV 128 blocks × 4
+    tokens (128.0 KiB)", the user line "you  hi", the assistant's answer as Markdown (one
+    paragraph of the tiny model's 256 tokens of gibberish, about six lines), the two-line stats
+    strip "TTFT 10 ms · prefill 1,800 tok/s · decode 100.0 tok/s" / "in 18 · out 256 tok · KV 69
+    blocks · prefix hits 0/18" with a flat sparkline (every decode step 100 tok/s, drawn as a full
+    band), the side panel (system prompt "none (this model's template has no default)", sampling
+    fields, token colours switch (off), Regen/Clear/Copy), the footer with key hints."""
     assert snap_compare(make_app(), terminal_size=SIZE, run_before=lambda p: _chat_once(p, "hi"))
 
 
 def test_chat_token_colours_light_theme_snapshot(snap_compare):
-    """The same exchange in the light theme with token colours on: the answer is drawn as
-    coloured token spans (one background colour per token id, · for spaces, ↵ for newlines,
-    the 4-byte emoji as one span) instead of Markdown."""
+    """The same exchange in the light theme with token colours on (the switch green): the answer
+    is drawn as coloured token spans instead of Markdown, one background colour per token id, ·
+    for spaces, a merge ("the", "ell", "ing", "in") as one span."""
     async def before(pilot):
         await _chat_once(pilot, "hi")
         await pilot.press("ctrl+t", "f7")
@@ -59,9 +65,9 @@ def test_chat_token_colours_light_theme_snapshot(snap_compare):
 def test_tokenizer_view_snapshot(snap_compare):
     """Tokenizers tab: the sample text in the box, the toolbar (corpus files, vocab size, Train,
     the training progress bar at 0%, SentencePiece path, Add .model), the model tokenizer's panel
-    titled "scripted-model (model): 112 tokens, 117 bytes, 1.04 bytes/token" with coloured spans
-    (black text, · for spaces, ↵ for the newline), the third span picked (red) and the detail
-    below giving its id, bytes, hex and merges."""
+    titled "tiny-llama (model): 112 tokens, 117 bytes, 1.04 bytes/token" (the title wraps) with
+    coloured spans (black text, · for spaces, ↵ for the newline), the third span ("o") picked
+    (red) and the detail below giving its id 111, bytes b'o', hex 6f and merges."""
     async def before(pilot):
         await _ready(pilot)
         await pilot.press("f3")
@@ -75,15 +81,17 @@ def test_tokenizer_view_snapshot(snap_compare):
 
 
 def test_kv_view_snapshot(snap_compare):
-    """KV cache tab mid-run: 64 blocks of 4 tokens; three requests (one with n=2) hold green
-    (used) and orange (shared) cells, a finished earlier request left light-blue (cached) prefix
-    blocks, the rest grey (free); block 1 is selected and described under the grid. Right: totals
-    (used/shared/cached/free, KV bytes in use, waste, the contiguous reservation, prefix hits),
-    the per-block formula "2 × 2 layers × 2 KV heads × 8 dim × 4 B × 4 tokens = 1,024 B", the
-    Load field, and each running sequence's block table (the two samples share their first
-    blocks)."""
-    engine = ScriptedEngine(num_blocks=64, block_size=4)
-    engine.held = True
+    """KV cache tab mid-run (the test steps the engine 7 times itself): 64 blocks of 4 tokens;
+    three requests (one with n=2) hold green (used) and orange (shared) cells, a finished earlier
+    request left four light-blue (cached) prefix blocks, the rest grey (free); block 1 is
+    selected and described under the grid ("used, ref count 1, 4 tokens; owners: seq 1"). Right:
+    totals (used 25, shared 7, cached 4, free 28, KV bytes in use, waste, the contiguous
+    reservation, prefix hits 20/131), "running 4 waiting 0 preemptions 0", the per-block formula
+    "2 × 2 layers × 2 KV heads × 8 dim × 4 B × 4 tokens = 1,024 B", the Load field, and each
+    running sequence's block table (seq 1 reuses the earlier request's first blocks: cached 20;
+    the two samples, seq 2 and seq 4, share their first seven blocks)."""
+    engine = tiny_engine(num_blocks=64, block_size=4)
+    hold(engine)                             # the test steps it, to stop mid-run
 
     async def before(pilot):
         await _ready(pilot)
@@ -108,10 +116,11 @@ def test_kv_view_snapshot(snap_compare):
 def test_attention_view_snapshot(snap_compare):
     """Attention tab: left, the mask of "sparse:256,64" over 2,048 tokens pooled to fit (a bright
     band along the diagonal plus faint stripes every 64 keys), titled with its density in
-    percent (the title wraps onto a second line); right, the scripted engine's attention weights
-    for the chat prompt, layer 0 head 1 (a sink column on the left and a bright diagonal), as a
-    heat map under its two-line title."""
-    engine = ScriptedEngine()
+    percent (the title wraps onto a second line); right, the tiny random model's attention
+    weights for the 32-token chat prompt, layer 0 head 1, as a heat map under its two-line title:
+    causal (nothing above the diagonal), scattered bright cells, the first query's single key
+    brightest (top left)."""
+    engine = tiny_engine()
 
     async def before(pilot):
         await _ready(pilot)
@@ -137,8 +146,8 @@ def test_attention_view_snapshot(snap_compare):
 
 
 def test_help_screen_snapshot(snap_compare):
-    """F1 help over the app: a bordered panel explaining the four tabs and a table of every key
-    binding with its description and id."""
+    """F1 help over the app: a bordered panel explaining the four tabs, and at its bottom the
+    "Keys" heading of the table of every key binding (the table itself scrolls below)."""
     async def before(pilot):
         await _ready(pilot)
         await pilot.press("f1")

@@ -4,8 +4,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from tiny_engine import MODEL_NAME, tiny_engine
 from ui_helpers import make_app, wait_for
-from scripted_engine import ScriptedEngine
 
 from llm_playground.model.engine.reports import FREE, SHARED, USED
 from llm_playground.model.engine.attention_patterns import parse_pattern
@@ -22,7 +22,7 @@ async def _ready(pilot, app):
 
 
 def test_kv_grid_follows_allocation_and_freeing():
-    engine = ScriptedEngine(num_blocks=256, block_size=4, step_delay_s=0.05)
+    engine = tiny_engine(num_blocks=256, block_size=4, real_s=0.01)   # about 30 ms a step
     app = make_app(engine)
 
     async def run():
@@ -92,12 +92,12 @@ def test_tokenizer_view_counts_match_the_encoders():
             ref = bpe.load("cl100k_base")
             assert panels["cl100k_base"].ids == ref.encode_ordinary(text)
             model_tok = app.model_info.tokenizer
-            assert panels["scripted-model"].ids == model_tok.encode_ordinary(text)
+            assert panels[MODEL_NAME].ids == model_tok.encode_ordinary(text)
             for panel in panels.values():
                 assert "".join(s.text for s in panel.spans) == text    # no half characters lost
                 assert f"{len(panel.ids)}[/] tokens" in str(panel.query_one(".tok-title").content)
-            # the emoji is 4 byte-level tokens for the scripted tokenizer: one span
-            emoji = [s for s in panels["scripted-model"].spans if "🙂" in s.text]
+            # the emoji is 4 byte-level tokens for the tiny model's tokenizer: one span
+            emoji = [s for s in panels[MODEL_NAME].spans if "🙂" in s.text]
             assert emoji and len(emoji[0].ids) == 4
             panel = panels["cl100k_base"]
             panel.action_pick(1)
@@ -109,7 +109,9 @@ def test_tokenizer_view_counts_match_the_encoders():
 
 
 def test_pattern_switch_reaches_the_engine_and_weights_are_drawn():
-    engine = ScriptedEngine()
+    import torch
+
+    engine = tiny_engine()
     app = make_app(engine)
 
     async def run():
@@ -119,7 +121,7 @@ def test_pattern_switch_reaches_the_engine_and_weights_are_drawn():
             view = app.query_one(AttentionView)
             view.query_one("#attn-spec").value = "local:64"
             await pilot.press("f9")
-            await wait_for(pilot, lambda: ("set_pattern", "local:64") in engine.calls)
+            await wait_for(pilot, lambda: str(engine.pattern) == "local:64")
             await wait_for(pilot, lambda: view.pattern == "local:64")
             assert str(engine.pattern) == "local:64"
             # not one of the presets: the preset list says so instead of keeping "dense"
@@ -143,8 +145,10 @@ def test_pattern_switch_reaches_the_engine_and_weights_are_drawn():
             view.query_one("#attn-head").value = "1"
             await pilot.press("f10")
             await wait_for(pilot, lambda: view.weights is not None)
-            assert ("attention_weights", len(chat.last_prompt_ids), 0, 1) in engine.calls
             assert view.weights.shape == (len(chat.last_prompt_ids),) * 2
+            # the engine's weights of layer 0 head 1 over the last prompt (√ of weight / max)
+            want = torch.tensor(engine.attention_weights(chat.last_prompt_ids, 0, 1))
+            assert torch.allclose(view.weights, (want / want.max()).sqrt())
 
     asyncio.run(run())
 

@@ -1,17 +1,20 @@
-"""Helpers for the UI tests: an app wired to the scripted engine, and a wait loop."""
+"""Helpers for the UI tests: an app wired to the real engine on the tiny model, and a wait loop."""
 from __future__ import annotations
 
 import asyncio
 
-from scripted_engine import ScriptedEngine, scripted_factory
+from tiny_engine import MODEL_NAME, tiny_engine, tiny_factory
 
+from llm_playground.model.engine.engine import Engine
 from llm_playground.playground.app import PlaygroundApp
 
 
-def make_app(engine: ScriptedEngine | None = None, references=()) -> PlaygroundApp:
-    engine = engine or ScriptedEngine()
-    return PlaygroundApp(scripted_factory(engine), model_label="scripted-model",
-                         references=references, cursor_blink=False)
+def make_app(engine: Engine | None = None, references=()) -> PlaygroundApp:
+    """PlaygroundApp on `engine` (default: tiny_engine(), 128 blocks of 4 tokens), through the
+    app's EngineFactory seam; no cursor blink, so screens are stable."""
+    engine = engine or tiny_engine()
+    return PlaygroundApp(tiny_factory(engine), model_label=MODEL_NAME, references=references,
+                         cursor_blink=False)
 
 
 async def wait_for(pilot, condition, timeout: float = 10.0, step: float = 0.02) -> None:
