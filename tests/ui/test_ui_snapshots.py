@@ -42,7 +42,8 @@ async def _chat_once(pilot, text: str) -> None:
 def test_chat_view_snapshot(snap_compare):
     """Chat tab after one exchange: header "tiny-llama · cpu · float32 · KV 128 blocks × 4
     tokens (128.0 KiB)", the user line "you  hi", the assistant's answer as Markdown (one
-    paragraph of the tiny model's 256 tokens of gibberish, about six lines), the two-line stats
+    paragraph of the tiny model's 256 tokens of gibberish, about six lines) and under it the
+    status "stopped at max tokens" (a typed finish reason, not a guess), the two-line stats
     strip "TTFT 10 ms · prefill 1,800 tok/s · decode 100.0 tok/s" / "in 18 · out 256 tok · KV 69
     blocks · prefix hits 0/18" with a flat sparkline (every decode step 100 tok/s, drawn as a full
     band), the side panel (system prompt "none (this model's template has no default)", sampling
@@ -53,7 +54,7 @@ def test_chat_view_snapshot(snap_compare):
 def test_chat_token_colours_light_theme_snapshot(snap_compare):
     """The same exchange in the light theme with token colours on (the switch green): the answer
     is drawn as coloured token spans instead of Markdown, one background colour per token id, ·
-    for spaces, a merge ("the", "ell", "ing", "in") as one span."""
+    for spaces, a merge ("the", "ell", "ing", "in") as one span; under it "stopped at max tokens"."""
     async def before(pilot):
         await _chat_once(pilot, "hi")
         await pilot.press("ctrl+t", "f7")

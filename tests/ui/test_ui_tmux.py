@@ -25,7 +25,7 @@ REPLY_TIMEOUT_S = 240
 
 def _playground_command() -> str:
     exe = Path(sys.executable).with_name("playground")
-    return str(exe) if exe.exists() else f"{sys.executable} -m playground.cli"
+    return str(exe) if exe.exists() else f"{sys.executable} -m llm_playground.playground.cli"
 
 
 class Tmux:
