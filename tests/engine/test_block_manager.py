@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from llm_playground.model.engine.block_manager import BlockManager, NoFreeBlocksError
+from llm_playground.model.engine.prefix_index import PrefixIndex
 from llm_playground.model.engine.reports import CACHED, FREE, SHARED, USED
 
 BS = 4
@@ -24,8 +25,8 @@ def write(bm: BlockManager, pool: list, sid: int, ids: list[int], start: int, en
         pool[dst * BS:(dst + 1) * BS] = pool[src * BS:(src + 1) * BS]
     for pos, slot in zip(range(start, end), bm.slot_mapping(sid, start, end)):
         b = slot // BS
-        assert bm.ref_count[b] == 1, f"write into shared block {b}"
-        assert bm.block_hash[b] is None, f"write into cached (hashed, immutable) block {b}"
+        assert bm.ref_count(b) == 1, f"write into shared block {b}"
+        assert bm.block_hash(b) is None, f"write into cached (hashed, immutable) block {b}"
         pool[slot] = ids[pos]
     bm.commit(sid, ids, end)
 
@@ -43,7 +44,7 @@ def test_prefix_hit_shares_full_blocks_and_leaves_one_token():
     # A prompt sharing the first 5 tokens gets exactly one block.
     b = a[:5] + [99] * 7
     assert bm.admit(3, b) == 4
-    assert bm.ref_count[bm.table(3)[0]] == 2 and bm.state(bm.table(3)[0]) == SHARED
+    assert bm.ref_count(bm.table(3)[0]) == 2 and bm.state(bm.table(3)[0]) == SHARED
     bm.check_invariants()
 
 
@@ -51,12 +52,15 @@ def test_lookup_compares_token_ids_not_only_hashes(monkeypatch):
     bm = BlockManager(8, BS)
     pool = [None] * 8 * BS
     a = [1, 2, 3, 4, 5]
+    # Force every chain hash to collide (the block is registered under the colliding hash too):
+    # a different prompt finds the hash in the index but must still miss on the token ids.
+    monkeypatch.setattr(PrefixIndex, "chain_hash", staticmethod(lambda parent, toks: 7))
     bm.admit(1, a)
     write(bm, pool, 1, a, 0, 5)
-    # Force every chain hash to collide: a different prompt must still miss.
-    monkeypatch.setattr(BlockManager, "chain_hash", staticmethod(lambda parent, toks: 7))
+    assert bm.prefix_index.block_for(7) == bm.table(1)[0]
     bm2_tokens = [9, 9, 9, 9, 9]
     assert bm.lookup_prefix(bm2_tokens) == []
+    assert bm.lookup_prefix(a) == [bm.table(1)[0]]        # the same tokens still hit
 
 
 def test_lru_eviction_takes_oldest_cached_block_first():
@@ -73,6 +77,28 @@ def test_lru_eviction_takes_oldest_cached_block_first():
     bm.prepare_write(3, 0, 3 * BS)              # 3 blocks: 2 free + evict the oldest cached
     assert bm.lookup_prefix(list(range(0, BS)) + [0]) == []
     assert bm.lookup_prefix(list(range(100, 104)) + [0]) == second
+    bm.check_invariants()
+
+
+def test_eviction_drops_the_index_entry_and_is_counted():
+    """The pool's LRU and the prefix index stay in step: an evicted block leaves the index, its
+    hash and tokens are cleared, and the O(1) state counters equal a recount throughout."""
+    bm = BlockManager(2, BS)
+    pool = [None] * 2 * BS
+    ids = list(range(BS)) + [0]
+    bm.admit(1, ids)
+    write(bm, pool, 1, ids, 0, BS + 1)
+    cached = bm.table(1)[0]
+    h = bm.block_hash(cached)
+    assert h is not None and bm.prefix_index.block_for(h) == cached
+    bm.free(1)
+    assert bm.state_counts() == bm.counts() == {FREE: 1, CACHED: 1, USED: 0, SHARED: 0}
+    assert bm.evictions == 0
+    bm.admit(2, [7])
+    bm.prepare_write(2, 0, 2 * BS)               # the free block, then the cached one
+    assert bm.evictions == 1 and bm.table(2)[1] == cached
+    assert bm.block_hash(cached) is None and bm.prefix_index.block_for(h) is None
+    assert bm.state_counts() == bm.counts() == {FREE: 0, CACHED: 0, USED: 2, SHARED: 0}
     bm.check_invariants()
 
 
@@ -221,7 +247,7 @@ def test_table_rows_mirror_grows_past_its_initial_rows_and_width():
     tables after the mirror doubles its rows (more live sequences than it started with) and its
     width (a table longer than its first width), through forks, copy-on-write and frees."""
     bm = BlockManager(4096, BS)
-    rows0, width0 = bm.rows.arr.shape
+    rows0, width0 = bm.seq_tables.mirror_shape
     sids = list(range(rows0 + 5))
     for sid in sids:
         bm.admit(sid, list(range(sid, sid + 3)))
@@ -238,4 +264,4 @@ def test_table_rows_mirror_grows_past_its_initial_rows_and_width():
     got = bm.table_rows(live, width).tolist()
     want = [bm.table(s) + [-1] * (width - len(bm.table(s))) for s in live]
     assert got == want
-    assert bm.rows.arr.shape[0] > rows0 and bm.rows.arr.shape[1] > width0
+    assert bm.seq_tables.mirror_shape[0] > rows0 and bm.seq_tables.mirror_shape[1] > width0

@@ -56,9 +56,9 @@ class CheckedBuild:
             seen.add(seq.seq_id)
             assert seq.status is SeqStatus.RUNNING and bm.has(seq.seq_id), \
                 f"seq {seq.seq_id} scheduled while {seq.status.value} (preempted this step?)"
-            table = list(bm.tables[seq.seq_id])
+            table = list(bm.table(seq.seq_id))
             for i in range(it.start // bs, (it.end - 1) // bs + 1):
-                assert table[i] >= 0 and bm.ref_count[table[i]] == 1, \
+                assert table[i] >= 0 and bm.ref_count(table[i]) == 1, \
                     f"seq {seq.seq_id} writes block {table[i]} it does not own alone"
             offset = eviction.rope_offset(table, it.start, bs) if seq.pattern.evicts else 0
             ids += seq.all_ids[it.start:it.end]
@@ -123,7 +123,7 @@ def test_tight_pools_equal_a_full_recompute_loop(monkeypatch, expected, num_bloc
     assert len(got[(streaming_rid, 0)]) == MAX_NEW
     assert all(r.num_prefill_tokens + r.num_decode_tokens <= budget for r in reports)
     e.bm.check_invariants()
-    assert e.bm.num_owned == 0 and not e.bm.rows.row_of
+    assert e.bm.num_owned == 0 and e.bm.seq_tables.num_mirror_rows == 0
     assert check.decodes and check.one_token_prompt_items and check.holes
     assert e.bm.cow_copies > 0 and e.bm.prefix_hits > 0
     if num_blocks < 100:
@@ -156,7 +156,7 @@ def test_samples_and_beams_in_a_tight_pool_equal_them_alone(monkeypatch):
     assert [got[(brid, r)] for r in range(len(want_beams))] == want_beams
     assert reports[-1].cache.preemptions > 0 and e.bm.cow_copies > 0 and check.decodes
     e.bm.check_invariants()
-    assert e.bm.num_owned == 0 and not e.bm.rows.row_of
+    assert e.bm.num_owned == 0 and e.bm.seq_tables.num_mirror_rows == 0
 
 
 def test_report_records_stay_plain_dataclasses():

@@ -204,7 +204,7 @@ def brute_blocks(e):
     out = []
     for b in range(bm.num_blocks):
         ref = len(owners.get(b, ()))
-        hashed = bm.block_hash[b] is not None
+        hashed = bm.block_hash(b) is not None
         state = ("shared" if ref > 1 else "used") if ref else ("cached" if hashed else "free")
         out.append((b, state, ref, sorted(owners.get(b, ())), bs if hashed else filled.get(b, 0)))
     return out

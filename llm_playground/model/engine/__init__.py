@@ -2,7 +2,8 @@
 
 What it does: admit and validate requests (`request_rules`), schedule each step within a token
 budget with chunked prefill and preemption (`scheduler`), own the KV blocks with prefix caching
-and copy-on-write (`block_manager`, `table_rows`), keep each sequence's tokens and text state
+and copy-on-write (`block_manager`, driving `block_pool`, `sequence_tables` with its mirror
+`table_rows`, and `prefix_index`), keep each sequence's tokens and text state
 (`sequence`), hand the step to the model runner that builds the device batch, runs the network
 (eagerly or as CUDA graphs) and samples (`batch_builder`, `cuda_graphs`, `sampler`), apply stop
 rules, evict blocks sliding attention patterns no longer need (`attention_patterns`,

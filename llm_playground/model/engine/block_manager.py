@@ -1,38 +1,40 @@
-"""Ownership of the paged KV cache's physical blocks: free list, ref counts, tables, prefix cache.
+"""Ownership of the paged KV cache's physical blocks: the one entry point for block bookkeeping.
 
-The block manager decides which physical block holds which sequence's tokens. It keeps
-- a free list of blocks that hold nothing reusable,
-- reference counts and owners (sequence ids) per block,
-- one block table per sequence (logical block -> physical block; -1 = a hole freed by a sliding
-  attention pattern),
-- a prefix cache: every FULL block gets a hash chained over its parent's hash and its token ids
-  (the ids are stored too and compared on lookup, so a hash collision can never share wrong K/V).
-  The chain's root is salted with the attention pattern: K/V of layers past the first depend on
-  the mask, so blocks computed under `atrous:4` must never serve a dense request.
-  A freed block that carries a hash stays cached (state CACHED) and is reused by a later prompt
-  with the same prefix; when a fresh block is needed and the free list is empty, the least
-  recently freed cached block is evicted.
-- copy-on-write: before a sequence writes into a block it shares with others (after `fork`),
-  `prepare_write` gives it a private copy and returns (src, dst) pairs that the engine copies in
-  the KV pool (KVCache.copy_block).
+The block manager decides which physical block holds which sequence's tokens. It drives three
+parts, one concept each, and is the only code that changes them:
+- `pool` (model/engine/block_pool.py): per physical block its ref count, owners, prefix-cache
+  hash and tokens, plus the free list and the LRU of cached blocks;
+- `seq_tables` (model/engine/sequence_tables.py): per sequence its block table (-1 = a hole
+  freed by a sliding attention pattern), hash chain, root and hole count, with the numpy mirror;
+- `prefix_index` (model/engine/prefix_index.py): hash -> block of every cached FULL block, the
+  hash chain salted with the attention pattern, and the hit counters.
+A freed block that carries a hash stays cached (state CACHED) and is reused by a later prompt
+with the same prefix; when a fresh block is needed and the free list is empty, the least recently
+freed cached block is evicted. Copy-on-write: before a sequence writes into a block it shares
+with others (after `fork`), `prepare_write` gives it a private copy and returns (src, dst) pairs
+that the engine copies in the KV pool (KVCache.copy_block).
 
-It only does bookkeeping on ints: it never touches the KV tensors and does not schedule.
+The scheduler, the batch builder and the cache report read the state through this class's
+methods and properties. It only does bookkeeping on ints: it never touches the KV tensors and
+does not schedule.
 """
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+from llm_playground.model.engine.block_pool import BlockPool, NoFreeBlocksError
+from llm_playground.model.engine.prefix_index import PrefixIndex
+from llm_playground.model.engine.reports import BlockInfo
+from llm_playground.model.engine.sequence_tables import SequenceTables
 
-from llm_playground.model.engine.reports import CACHED, FREE, SHARED, USED, BlockInfo
-from llm_playground.model.engine.table_rows import TableRows
-
-_ROOT_HASH = hash(("kv-prefix-root",))
-
-
-class NoFreeBlocksError(RuntimeError):
-    """Raised when a block is needed and neither the free list nor the prefix cache can give one."""
+__all__ = ["BlockManager", "NoFreeBlocksError"]
 
 
 class BlockManager:
+    """Free list, ref counts, block tables, prefix cache and copy-on-write of a paged KV cache
+    of `num_blocks` blocks of `block_size` tokens. The per-step reads `has`, `table`,
+    `find_table`, `num_holes`, `table_snapshots`, `table_rows`, `has_uncommitted`, `ref_count`,
+    `block_hash` and `state` are the bound methods of the part that owns the fact (set in
+    __init__: one call instead of a forwarding method)."""
+
     def __init__(self, num_blocks: int, block_size: int, enable_prefix_caching: bool = True) -> None:
         if num_blocks < 1 or block_size < 1:
             raise ValueError(f"block manager needs num_blocks >= 1 and block_size >= 1 "
@@ -40,80 +42,76 @@ class BlockManager:
         self.num_blocks = num_blocks
         self.block_size = block_size
         self.enable_prefix_caching = enable_prefix_caching
-        self.ref_count = [0] * num_blocks
-        self.owners: list[set[int]] = [set() for _ in range(num_blocks)]
-        self.block_hash: list[int | None] = [None] * num_blocks
-        self.block_tokens: list[tuple[int, ...] | None] = [None] * num_blocks
-        self.hash_to_block: dict[int, int] = {}
-        self.free_list: deque[int] = deque(range(num_blocks))
-        self.evictable: OrderedDict[int, None] = OrderedDict()   # ref 0 + hashed; oldest first
-        self.tables: dict[int, list[int]] = {}
-        self.rows = TableRows()          # numpy mirror of `tables`, for packing a step's batch
-        self.hashes: dict[int, list[int]] = {}                   # seq -> hash chain of full blocks
-        self.cacheable: dict[int, bool] = {}
-        self.roots: dict[int, int] = {}                          # seq -> salted root hash
-        self.holes: dict[int, int] = {}                          # seq -> -1 entries in its table
-        self.num_shared = 0                                      # blocks with ref count > 1
-        self.prefix_hits = 0       # tokens served from the cache, cumulative
-        self.prefix_queries = 0    # prompt tokens looked up, cumulative
-        self.cow_copies = 0
-        self.evictions = 0
-        # Report cache: BlockInfo objects are immutable once published; only blocks touched since
-        # the last report are rebuilt, so a report costs O(changed blocks), not O(pool).
-        self._infos: list[BlockInfo | None] = [None] * num_blocks
-        self._dirty: set[int] = set(range(num_blocks))
+        self.pool = BlockPool(num_blocks)
+        self.seq_tables = SequenceTables(block_size)
+        self.prefix_index = PrefixIndex(self.pool, block_size, enable_prefix_caching)
+        self._cow_copies = 0
+        # Reads made per sequence per step, bound straight to the part that owns the fact (one
+        # call instead of a forwarding method; see each one's docstring):
+        tables, pool = self.seq_tables, self.pool
+        self.has = tables.has                  # (seq_id) -> bool: has a block table
+        self.table = tables.table              # (seq_id) -> its table, live list, read only
+        self.find_table = tables.find_table    # (seq_id) -> its table or None
+        self.num_holes = tables.num_holes      # (seq_id) -> -1 entries of its table
+        self.table_snapshots = tables.snapshots  # (seq_ids) -> [(table copy, holes)], ([], 0) if none
+        self.table_rows = tables.gather        # (seq_ids, width) -> (B, width) int32, -1 padded
+        self.has_uncommitted = tables.has_uncommitted   # (seq_id, num_computed) -> bool
+        self.ref_count = pool.ref_count        # (block) -> sequences holding it
+        self.block_hash = pool.hash_of         # (block) -> prefix-cache hash or None
+        self.state = pool.state                # (block) -> FREE / CACHED / USED / SHARED
 
-    # ---- sizes -------------------------------------------------------------------------------
+    # ---- sizes and reads ---------------------------------------------------------------------
     def blocks_for(self, num_tokens: int) -> int:
+        """Blocks that hold num_tokens tokens."""
         return -(-num_tokens // self.block_size)
 
     @property
     def num_available(self) -> int:
         """Blocks that can be handed out now: free ones plus evictable cached ones."""
-        return len(self.free_list) + len(self.evictable)
-
-    def table(self, seq_id: int) -> list[int]:
-        return self.tables[seq_id]
-
-    def has(self, seq_id: int) -> bool:
-        return seq_id in self.tables
-
-    def num_holes(self, seq_id: int) -> int:
-        """Entries of the sequence's table freed by a sliding pattern (-1), kept as a count so
-        the per-step checks need not scan the table."""
-        return self.holes.get(seq_id, 0)
+        return self.pool.num_available
 
     @property
     def num_owned(self) -> int:
         """Physical blocks referenced by at least one live sequence."""
-        return self.num_blocks - len(self.free_list) - len(self.evictable)
+        return self.pool.num_owned
+
+    @property
+    def num_shared(self) -> int:
+        """Physical blocks referenced by more than one sequence."""
+        return self.pool.num_shared
+
+    @property
+    def prefix_hits(self) -> int:
+        """Prompt tokens served from the prefix cache, cumulative."""
+        return self.prefix_index.prefix_hits
+
+    @property
+    def prefix_queries(self) -> int:
+        """Prompt tokens looked up in the prefix cache, cumulative."""
+        return self.prefix_index.prefix_queries
+
+    @property
+    def cow_copies(self) -> int:
+        """Blocks copied on write, cumulative."""
+        return self._cow_copies
+
+    @property
+    def evictions(self) -> int:
+        """Cached blocks evicted to serve an allocation, cumulative."""
+        return self.pool.evictions
+
+    def writes_in_place(self, seq_id: int, pos: int) -> bool:
+        """Whether position pos falls in a block the sequence already has and holds alone, so
+        writing it needs no allocation and no copy (the scheduler's decode fast path)."""
+        table = self.table(seq_id)
+        i = pos // self.block_size
+        return i < len(table) and table[i] >= 0 and self.ref_count(table[i]) == 1
 
     # ---- prefix cache ------------------------------------------------------------------------
-    @staticmethod
-    def chain_hash(parent: int, tokens) -> int:
-        return hash((parent, tuple(tokens)))
-
-    @staticmethod
-    def root_hash(salt: str = "") -> int:
-        return hash((_ROOT_HASH, salt))
-
     def lookup_prefix(self, token_ids: list[int], salt: str = "") -> list[int]:
         """Physical blocks caching the longest prefix of token_ids made of full blocks, leaving at
         least one token to compute (a prompt cached up to a block boundary still needs logits)."""
-        if not self.enable_prefix_caching:
-            return []
-        bs = self.block_size
-        found: list[int] = []
-        parent = self.root_hash(salt)
-        for i in range((len(token_ids) - 1) // bs):
-            toks = tuple(token_ids[i * bs:(i + 1) * bs])
-            h = self.chain_hash(parent, toks)
-            b = self.hash_to_block.get(h)
-            if b is None or self.block_tokens[b] != toks:
-                break
-            found.append(b)
-            parent = h
-        return found
+        return self.prefix_index.lookup(token_ids, salt)
 
     def blocks_needed_to_admit(self, token_ids: list[int], num_tokens: int, cacheable: bool,
                                salt: str = "") -> tuple[int, int]:
@@ -121,63 +119,45 @@ class BlockManager:
         Cached blocks that are evictable count as unavailable once we take them."""
         hit = self.lookup_prefix(token_ids, salt) if cacheable else []
         num_tokens = max(num_tokens, len(hit) * self.block_size)
-        taken_from_pool = sum(1 for b in hit if self.ref_count[b] == 0)
+        taken_from_pool = self.pool.num_unowned_in(hit)
         return self.blocks_for(num_tokens) - len(hit), self.num_available - taken_from_pool
 
     def admit(self, seq_id: int, token_ids: list[int], cacheable: bool = True, salt: str = "") -> int:
         """Create the sequence's table, sharing its cached prefix; returns tokens served by cache."""
-        if seq_id in self.tables:
+        if self.seq_tables.has(seq_id):
             raise ValueError(f"sequence {seq_id} already has a block table")
         cacheable = cacheable and self.enable_prefix_caching
         hit = self.lookup_prefix(token_ids, salt) if cacheable else []
-        self.roots[seq_id] = self.root_hash(salt)
-        self.tables[seq_id] = []
-        self.holes[seq_id] = 0
-        self.hashes[seq_id] = []
-        self.cacheable[seq_id] = cacheable
+        pool = self.pool
+        self.seq_tables.add(seq_id, list(hit), [pool.hash_of(b) for b in hit],
+                            self.prefix_index.root_hash(salt), cacheable)
         for b in hit:
-            self._incref(b, seq_id)
-            self.tables[seq_id].append(b)
-            self.hashes[seq_id].append(self.block_hash[b])
-        self.rows.add(seq_id, self.tables[seq_id])
+            pool.incref(b, seq_id)
         if cacheable:
-            self.prefix_queries += len(token_ids)
-            self.prefix_hits += len(hit) * self.block_size
+            self.prefix_index.record_query(len(token_ids), len(hit) * self.block_size)
         return len(hit) * self.block_size
-
-    def has_uncommitted(self, seq_id: int, num_computed: int) -> bool:
-        """Whether `commit` has a newly full block to hash (cheap: lets callers skip building
-        the token list)."""
-        return (bool(self.cacheable.get(seq_id)) and len(self.hashes[seq_id])
-                < min(num_computed // self.block_size, len(self.tables[seq_id])))
 
     def commit(self, seq_id: int, token_ids: list[int], num_computed: int) -> None:
         """Register the hashes of blocks that became full (their K/V is written) in the cache."""
-        if not self.cacheable.get(seq_id):
+        tables = self.seq_tables
+        if not tables.is_cacheable(seq_id):
             return
-        table, chain, bs = self.tables[seq_id], self.hashes[seq_id], self.block_size
-        for i in range(len(chain), min(num_computed // bs, len(table))):
+        table, bs, index = tables.table(seq_id), self.block_size, self.prefix_index
+        for i in range(tables.chain_len(seq_id), min(num_computed // bs, len(table))):
             b = table[i]
             toks = tuple(token_ids[i * bs:(i + 1) * bs])
-            h = self.chain_hash(chain[-1] if chain else self.roots[seq_id], toks)
-            chain.append(h)
-            if b >= 0 and h not in self.hash_to_block and self.block_hash[b] is None:
-                self._dirty.add(b)
-                self.block_hash[b] = h
-                self.block_tokens[b] = toks
-                self.hash_to_block[h] = b
+            h = index.chain_hash(tables.chain_tail(seq_id), toks)
+            tables.extend_chain(seq_id, h)
+            if b >= 0:
+                index.register(b, h, toks)
 
     # ---- growth, writes, forks ---------------------------------------------------------------
     def blocks_needed(self, seq_id: int, start: int, end: int) -> int:
         """New blocks (growth + copy-on-write) needed to write positions [start, end)."""
-        table, rc = self.tables[seq_id], self.ref_count
+        table = self.seq_tables.table(seq_id)
         n = -(-end // self.block_size)
         need = n - len(table) if n > len(table) else 0
-        for i in range(start // self.block_size, min(len(table), n)):   # copy-on-write
-            b = table[i]
-            if b >= 0 and rc[b] > 1:
-                need += 1
-        return need
+        return need + self.pool.num_shared_in(table, start // self.block_size, min(len(table), n))
 
     def prepare_write(self, seq_id: int, start: int, end: int) -> list[tuple[int, int]]:
         """Make positions [start, end) writable for seq_id: grow the table and copy shared blocks.
@@ -186,177 +166,96 @@ class BlockManager:
         if self.blocks_needed(seq_id, start, end) > self.num_available:
             raise NoFreeBlocksError(f"sequence {seq_id} needs {self.blocks_needed(seq_id, start, end)} "
                                     f"blocks, {self.num_available} available")
-        table = self.tables[seq_id]
+        pool, tables = self.pool, self.seq_tables
+        table = tables.table(seq_id)
         n = -(-end // self.block_size)
         copies = []
         for i in range(start // self.block_size, min(len(table), n)):
             b = table[i]
-            if b >= 0 and self.ref_count[b] > 1:
+            if b >= 0 and pool.ref_count(b) > 1:
                 nb = self._alloc()
-                self._incref(nb, seq_id)
-                self._decref(b, seq_id)
-                table[i] = nb
-                self.rows.set(seq_id, i, nb)
+                pool.incref(nb, seq_id)
+                pool.decref(b, seq_id)
+                tables.replace(seq_id, i, nb)
                 copies.append((b, nb))
-                self.cow_copies += 1
+                self._cow_copies += 1
         while len(table) < n:
             nb = self._alloc()
-            self._incref(nb, seq_id)
-            self.rows.set(seq_id, len(table), nb)
-            table.append(nb)
+            pool.incref(nb, seq_id)
+            tables.append(seq_id, nb)
         return copies
 
     def fork(self, parent_id: int, child_id: int) -> None:
         """The child shares every block of the parent (ref counts go up; no copy yet)."""
-        if child_id in self.tables:
-            raise ValueError(f"sequence {child_id} already has a block table")
-        self.tables[child_id] = list(self.tables[parent_id])
-        self.hashes[child_id] = list(self.hashes[parent_id])
-        self.cacheable[child_id] = self.cacheable[parent_id]
-        self.roots[child_id] = self.roots[parent_id]
-        self.holes[child_id] = self.holes.get(parent_id, 0)
-        self.rows.add(child_id, self.tables[child_id])
-        for b in self.tables[child_id]:
+        pool = self.pool
+        for b in self.seq_tables.fork(parent_id, child_id):
             if b >= 0:
-                self._incref(b, child_id)
+                pool.incref(b, child_id)
 
     def slot_mapping(self, seq_id: int, start: int, end: int) -> list[int]:
-        table, bs = self.tables[seq_id], self.block_size
+        """KV-pool slot of each position in [start, end) of the sequence."""
+        table, bs = self.seq_tables.table(seq_id), self.block_size
         return [table[p // bs] * bs + p % bs for p in range(start, end)]
 
     # ---- freeing -----------------------------------------------------------------------------
     def free(self, seq_id: int) -> None:
         """Drop the sequence's table. Tail blocks are released first so that, among equally old
         cached blocks, a prompt's head (the likeliest shared prefix) is evicted last."""
-        for b in reversed(self.tables.pop(seq_id)):
+        pool = self.pool
+        for b in reversed(self.seq_tables.drop(seq_id)):
             if b >= 0:
-                self._decref(b, seq_id)
-        self.rows.drop(seq_id)
-        self.hashes.pop(seq_id, None)
-        self.cacheable.pop(seq_id, None)
-        self.roots.pop(seq_id, None)
-        self.holes.pop(seq_id, None)
+                pool.decref(b, seq_id)
 
     def free_logical(self, seq_id: int, logical_blocks) -> int:
         """Free blocks no future query of this sequence reads (sliding pattern): leave holes (-1)."""
-        table, n = self.tables[seq_id], 0
+        tables, pool = self.seq_tables, self.pool
+        table, n = tables.table(seq_id), 0
         for i in logical_blocks:
             if 0 <= i < len(table) and table[i] >= 0:
-                self._decref(table[i], seq_id)
-                table[i] = -1
-                self.rows.set(seq_id, i, -1)
+                pool.decref(table[i], seq_id)
+                tables.punch_hole(seq_id, i)
                 n += 1
-        self.holes[seq_id] = self.holes.get(seq_id, 0) + n
         return n
 
-    # ---- internals ---------------------------------------------------------------------------
     def _alloc(self) -> int:
-        if self.free_list:
-            return self.free_list.popleft()
-        if self.evictable:
-            b, _ = self.evictable.popitem(last=False)
-            self._dirty.add(b)
-            del self.hash_to_block[self.block_hash[b]]
-            self.block_hash[b] = None
-            self.block_tokens[b] = None
-            self.evictions += 1
-            return b
-        raise NoFreeBlocksError("no free KV blocks")
-
-    def _incref(self, b: int, seq_id: int) -> None:
-        self._dirty.add(b)
-        if self.ref_count[b] == 0:
-            self.evictable.pop(b, None)
-        elif self.ref_count[b] == 1:
-            self.num_shared += 1
-        self.ref_count[b] += 1
-        self.owners[b].add(seq_id)
-
-    def _decref(self, b: int, seq_id: int) -> None:
-        self._dirty.add(b)
-        self.ref_count[b] -= 1
-        if self.ref_count[b] == 1:
-            self.num_shared -= 1
-        self.owners[b].discard(seq_id)
-        if self.ref_count[b] == 0:
-            if self.block_hash[b] is not None:
-                self.evictable[b] = None          # most recently used at the end
-            else:
-                self.free_list.append(b)
+        b, evicted = self.pool.alloc()
+        if evicted is not None:
+            self.prefix_index.forget(evicted)
+        return b
 
     # ---- reports -----------------------------------------------------------------------------
-    def state(self, b: int) -> str:
-        if self.ref_count[b] == 0:
-            return CACHED if self.block_hash[b] is not None else FREE
-        return SHARED if self.ref_count[b] > 1 else USED
-
     def touch(self, blocks) -> None:
         """Mark blocks whose filled-token count changed (written this step) for the next report."""
-        self._dirty.update(b for b in blocks if b >= 0)
+        self.pool.touch_all(blocks)
 
     def touch_written(self, seq_id: int, start: int, end: int) -> None:
         """`touch` the blocks of seq_id holding positions [start, end)."""
-        table, bs = self.tables[seq_id], self.block_size
+        table, bs = self.table(seq_id), self.block_size
         if end - start == 1:
             b = table[start // bs]
             if b >= 0:
-                self._dirty.add(b)
+                self.pool.touch_block(b)
         else:
-            self.touch(table[start // bs:(end - 1) // bs + 1])
-
-    def table_rows(self, seq_ids: list[int], width: int):
-        """(B, width) int32 numpy array: the block tables of seq_ids, padded with -1."""
-        return self.rows.gather(seq_ids, width)
+            self.pool.touch_all(table[start // bs:(end - 1) // bs + 1])
 
     def block_infos(self, partial: dict[int, int]) -> list[BlockInfo]:
         """One BlockInfo per physical block. partial: block -> tokens written, for the blocks of
         live sequences that are not full (a sequence's tail); other owned blocks are full."""
-        for b in self._dirty:
-            ref = self.ref_count[b]
-            if self.block_hash[b] is not None:
-                n = self.block_size
-            elif ref:
-                n = partial.get(b, self.block_size)
-            else:
-                n = 0
-            self._infos[b] = BlockInfo(block_id=b, state=self.state(b), ref_count=ref,
-                                       owners=sorted(self.owners[b]), num_tokens=n)
-        self._dirty.clear()
-        return list(self._infos)
+        return self.pool.block_infos(partial, self.block_size)
+
+    def unfilled_slots(self, partial: dict[int, int]) -> int:
+        """Slots not holding a token in the owned blocks of `partial` (block -> tokens written)."""
+        return self.pool.unfilled_slots(partial, self.block_size)
 
     def counts(self) -> dict[str, int]:
-        c = {FREE: 0, CACHED: 0, USED: 0, SHARED: 0}
-        for b in range(self.num_blocks):
-            c[self.state(b)] += 1
-        return c
+        """Blocks per state, recounted over the whole pool (O(pool))."""
+        return self.pool.counts()
+
+    def state_counts(self) -> dict[str, int]:
+        """Blocks per state from the running counters (O(1)); equals `counts()`."""
+        return self.pool.state_counts()
 
     def check_invariants(self) -> None:
         """Raise AssertionError when the bookkeeping is inconsistent (used by the tests)."""
-        member: dict[int, set[int]] = {}
-        for sid, table in self.tables.items():
-            for b in table:
-                if b >= 0:
-                    assert sid not in member.setdefault(b, set()), f"seq {sid} holds block {b} twice"
-                    member[b].add(sid)
-        for b in range(self.num_blocks):
-            assert self.ref_count[b] == len(member.get(b, ())), f"block {b}: ref count != table membership"
-            assert self.owners[b] == member.get(b, set()), f"block {b}: owners != table membership"
-        free, evict = set(self.free_list), set(self.evictable)
-        assert len(free) == len(self.free_list), "free list holds a block twice"
-        assert not free & evict, "a block is both free and cached"
-        for b in free | evict:
-            assert self.ref_count[b] == 0, f"block {b} is free but referenced"
-        for b in evict:
-            assert self.block_hash[b] is not None and self.hash_to_block[self.block_hash[b]] == b
-        idle = [b for b in range(self.num_blocks) if self.ref_count[b] == 0]
-        assert set(idle) == free | evict, "an unreferenced block is neither free nor cached"
-        c = self.counts()
-        assert c[FREE] + c[CACHED] + c[USED] + c[SHARED] == self.num_blocks
-        assert c[SHARED] == self.num_shared, "shared-block counter out of step"
-        assert c[USED] + c[SHARED] == self.num_owned
-        for sid, table in self.tables.items():
-            assert self.holes.get(sid, 0) == table.count(-1), f"seq {sid}: hole counter out of step"
-            row = self.rows.gather([sid], self.rows.width)[0]
-            assert row[:len(table)].tolist() == table and (row[len(table):] == -1).all(), \
-                f"seq {sid}: table row mirror out of step"
-        assert set(self.rows.row_of) == set(self.tables), "table rows of dropped sequences kept"
+        self.pool.check_invariants(self.seq_tables.membership(), self.prefix_index.entries())
+        self.seq_tables.check_invariants()

@@ -9,7 +9,7 @@ Definitions (what the inspector and the benchmarks show):
   length up front would hold: min(prompt + max_tokens, max_model_len) tokens per sequence (each
   parallel sample its own copy, no sharing), x bytes per token. This is the reservation the seeds
   describe for pre-paging systems (reserve for the longest possible output).
-This module only reads; it changes no state.
+This module only reads, through the block manager's methods; it changes no state.
 """
 from __future__ import annotations
 
@@ -23,9 +23,9 @@ def tail_fill(bm: BlockManager, seqs: list[Sequence]) -> dict[int, int]:
     filled and any allocated ahead). Every other owned block is full. A block shared by several
     sequences holds the same tokens for each (writes into shared blocks are copied first)."""
     partial: dict[int, int] = {}
-    bs, tables = bm.block_size, bm.tables
+    bs, find_table = bm.block_size, bm.find_table
     for s in seqs:
-        table = tables.get(s.seq_id)
+        table = find_table(s.seq_id)
         if table is None:
             continue
         for i in range(s.num_computed // bs, len(table)):
@@ -36,12 +36,11 @@ def tail_fill(bm: BlockManager, seqs: list[Sequence]) -> dict[int, int]:
 
 
 def sequence_reports(bm: BlockManager, seqs: list[Sequence]) -> list[SequenceReport]:
+    """One SequenceReport per sequence: its block table (a copy) and the KV tokens it holds."""
     out = []
-    tables, holes, bs = bm.tables, bm.holes, bm.block_size
-    for s in seqs:
-        table = tables.get(s.seq_id)
-        table = table[:] if table is not None else []
-        kv = max(0, s.num_computed - holes.get(s.seq_id, 0) * bs) if table else 0
+    bs = bm.block_size
+    for s, (table, holes) in zip(seqs, bm.table_snapshots([s.seq_id for s in seqs])):
+        kv = max(0, s.num_computed - holes * bs) if table else 0
         out.append(SequenceReport(s.seq_id, s.request_id, s.status.value, len(s.prompt_ids),
                                   len(s.output_ids), s.num_cached_tokens, table, kv))
     return out
@@ -67,9 +66,8 @@ def cache_report(bm: BlockManager, seqs: list[Sequence], bytes_per_block: int, m
         # From the block manager's counters: every owned block is full except the tails.
         blocks = []
         num_owned = bm.num_owned
-        counts = {FREE: len(bm.free_list), CACHED: len(bm.evictable),
-                  USED: num_owned - bm.num_shared, SHARED: bm.num_shared}
-        wasted_slots = sum(bs - n for b, n in partial.items() if bm.ref_count[b] > 0)
+        counts = bm.state_counts()
+        wasted_slots = bm.unfilled_slots(partial)
     finished = SeqStatus.FINISHED
     reserved_tokens = sum(min(len(s.prompt_ids) + s.params.max_tokens, max_model_len)
                           for s in seqs if s.status is not finished)

@@ -51,6 +51,7 @@ class ScheduledSeq:
 
 @dataclass
 class SchedulerOutput:
+    """One step's plan: what runs (decodes first), the copies to make before it, and who left."""
     scheduled: list[ScheduledSeq] = field(default_factory=list)   # q_len == 1 first
     copies: list[tuple[int, int]] = field(default_factory=list)   # copy-on-write (src, dst)
     preempted: list[Sequence] = field(default_factory=list)
@@ -58,10 +59,12 @@ class SchedulerOutput:
 
     @property
     def num_prefill_tokens(self) -> int:
+        """Tokens of prompt (or recompute) chunks in the step."""
         return sum(s.num_tokens for s in self.scheduled if not s.is_decode)
 
     @property
     def num_decode_tokens(self) -> int:
+        """Tokens of decodes (one per decoding sequence) in the step."""
         return sum(s.num_tokens for s in self.scheduled if s.is_decode)
 
 
@@ -70,6 +73,9 @@ def _evicts(seq: Sequence) -> bool:
 
 
 class Scheduler:
+    """The waiting queue and the running list; `schedule` plans one step (see the module
+    docstring). Blocks are read and changed only through the block manager's methods."""
+
     def __init__(self, block_manager: BlockManager, max_num_batched_tokens: int, max_num_seqs: int,
                  enable_chunked_prefill: bool = True, max_model_len: int | None = None) -> None:
         self.bm = block_manager
@@ -82,6 +88,7 @@ class Scheduler:
         self.num_preemptions = 0
 
     def add(self, seq: Sequence) -> None:
+        """Queue a new sequence at the back of the waiting queue."""
         seq.status = SeqStatus.WAITING
         self.waiting.append(seq)
 
@@ -101,15 +108,17 @@ class Scheduler:
             self.bm.free(seq.seq_id)
 
     def has_work(self) -> bool:
+        """Whether any sequence waits or runs."""
         return bool(self.waiting or self.running)
 
     # ---- one step ----------------------------------------------------------------------------
     def schedule(self) -> SchedulerOutput:
+        """Plan the next step: running sequences first, then admissions (module docstring)."""
         out = SchedulerOutput()
         budget = self.max_num_batched_tokens
         done: set[int] = set()
         gone: set[int] = set()                   # preempted earlier in this step
-        bs, tables, ref_count = self.bm.block_size, self.bm.tables, self.bm.ref_count
+        writes_in_place = self.bm.writes_in_place
 
         decodes = [s for s in self.running if not s.in_prefill]
         prefills = [s for s in self.running if s.in_prefill]
@@ -122,9 +131,7 @@ class Scheduler:
             if seq.num_tokens - start == 1 and not _evicts(seq):
                 # Fast path (most decodes): the token goes into a block the sequence already
                 # owns alone, so nothing is allocated, copied or preempted.
-                table = tables[seq.seq_id]
-                i = start // bs
-                if i < len(table) and ref_count[table[i]] == 1:
+                if writes_in_place(seq.seq_id, start):
                     out.scheduled.append(ScheduledSeq(seq, start, 1))
                     done.add(seq.seq_id)
                     budget -= 1

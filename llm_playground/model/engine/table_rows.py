@@ -1,7 +1,7 @@
 """A dense int32 mirror of the block tables, so that a step packs its tables in one copy.
 
-The block manager (model/engine/block_manager.py) owns the tables as Python lists and calls this mirror
-on every change (a sequence admitted or forked, a block appended, replaced by a copy-on-write
+SequenceTables (model/engine/sequence_tables.py) owns the tables as Python lists and calls this
+mirror on every change (a sequence admitted or forked, a block appended, replaced by a copy-on-write
 copy or freed to a hole, a sequence dropped). Each live sequence has one row of a numpy array;
 entries past the end of its table are -1. `gather` returns the rows of a step's sequences as a
 (B, width) array with one fancy-indexing copy, instead of flattening B Python lists of up to
@@ -15,6 +15,8 @@ import numpy as np
 
 
 class TableRows:
+    """One int32 row per live sequence mirroring its block table; -1 past its end."""
+
     def __init__(self, rows: int = 64, width: int = 64) -> None:
         self.arr = np.full((rows, width), -1, dtype=np.int32)     # (rows, width)
         self.row_of: dict[int, int] = {}
@@ -22,7 +24,20 @@ class TableRows:
 
     @property
     def width(self) -> int:
+        """Columns allocated (the longest table fits)."""
         return self.arr.shape[1]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(rows, width) allocated."""
+        return self.arr.shape
+
+    def __len__(self) -> int:
+        return len(self.row_of)
+
+    def seq_ids(self) -> set[int]:
+        """The sequences that have a row."""
+        return set(self.row_of)
 
     def add(self, seq_id: int, table: list[int]) -> None:
         """A new sequence whose table is `table` (possibly empty)."""
@@ -44,6 +59,7 @@ class TableRows:
         self.arr[self.row_of[seq_id], index] = block
 
     def drop(self, seq_id: int) -> None:
+        """The sequence is gone: its row is cleared to -1 and reused by a later `add`."""
         row = self.row_of.pop(seq_id)
         self.arr[row] = -1
         self.free_rows.append(row)
