@@ -10,12 +10,12 @@ Imports regex and numpy only (never torch); tiktoken is imported only by `bpe.re
 from __future__ import annotations
 
 from llm_playground.bpe import patterns
-from llm_playground.bpe.stream import StreamDecoder
+from llm_playground.bpe.incremental_decoder import IncrementalDecoder
 from llm_playground.bpe.tokenizer import Tokenizer
 
 REFERENCE_NAMES = ("cl100k_base", "o200k_base")
 
-__all__ = ["Tokenizer", "StreamDecoder", "load", "train", "patterns", "REFERENCE_NAMES"]
+__all__ = ["Tokenizer", "IncrementalDecoder", "load", "train", "patterns", "REFERENCE_NAMES"]
 
 
 def load(spec, pattern: str | None = None) -> Tokenizer:

@@ -246,9 +246,9 @@ class Tokenizer:
     def is_special(self, i: int) -> bool:
         return i in self._special_ids
 
-    def stream_decoder(self):
-        from llm_playground.bpe.stream import StreamDecoder
-        return StreamDecoder(self)
+    def incremental_decoder(self):
+        from llm_playground.bpe.incremental_decoder import IncrementalDecoder
+        return IncrementalDecoder(self)
 
     # ---------------------------------------------------------------- inspection
     def merge_tree(self, i: int):

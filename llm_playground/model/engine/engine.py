@@ -153,7 +153,7 @@ class Engine:
         seq = Sequence(self._next_seq, req.request_id, list(req.prompt_ids), req.params,
                        sample_index=index, arrival_time=req.arrival_time, serial=req.serial)
         self._next_seq += 1
-        decoder = self.tokenizer.stream_decoder() if self.tokenizer is not None else None
+        decoder = self.tokenizer.incremental_decoder() if self.tokenizer is not None else None
         seq.text = TextState(decoder, req.params.stop)
         req.seqs.append(seq)
         return seq

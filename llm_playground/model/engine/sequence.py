@@ -32,7 +32,7 @@ class TextState:
     of a stop string, and cut the output before the first stop string found."""
 
     def __init__(self, decoder, stops: tuple[str, ...]) -> None:
-        self.decoder = decoder        # bpe.StreamDecoder or None (no tokenizer: no text)
+        self.decoder = decoder        # bpe.IncrementalDecoder or None (no tokenizer: no text)
         self.stops = stops
         self.text = ""                # all text decoded so far (may run past a stop string)
         self.emitted = 0              # characters of self.text already released

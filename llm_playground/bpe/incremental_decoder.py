@@ -1,4 +1,4 @@
-"""`StreamDecoder`: turn token ids into text one id at a time, never emitting half a character.
+"""`IncrementalDecoder`: turn token ids into text one id at a time, never emitting half a character.
 
 A BPE token can end in the middle of a UTF-8 sequence (one emoji is often 2-4 tokens). The
 decoder keeps the trailing incomplete bytes until the next token completes them, using Python's
@@ -12,7 +12,7 @@ from __future__ import annotations
 import codecs
 
 
-class StreamDecoder:
+class IncrementalDecoder:
     """Incremental detokenizer for one sequence (create one per stream)."""
 
     def __init__(self, tokenizer):

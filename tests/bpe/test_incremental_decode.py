@@ -1,4 +1,4 @@
-"""StreamDecoder: text out as soon as it is complete UTF-8, never half a character, and the
+"""IncrementalDecoder: text out as soon as it is complete UTF-8, never half a character, and the
 streamed text of every prefix equals the full decode (oracle: Tokenizer.decode, itself checked
 against tiktoken in test_roundtrip_decode)."""
 from __future__ import annotations
@@ -13,17 +13,17 @@ pytestmark = pytest.mark.network
 
 def _check_every_prefix(tok, ids):
     final = tok.decode(ids)
-    stream = tok.stream_decoder()
+    decoder = tok.incremental_decoder()
     emitted = ""
     for k, i in enumerate(ids, 1):
-        emitted += stream.push(i)
+        emitted += decoder.push(i)
         # never a premature character: what was emitted stays a prefix of every later decode
         assert tok.decode(ids[:k]).startswith(emitted)
         assert final.startswith(emitted)
         # this prefix streamed and flushed equals its full decode
-        fresh = tok.stream_decoder()
+        fresh = tok.incremental_decoder()
         assert "".join(fresh.push(j) for j in ids[:k]) + fresh.flush() == tok.decode(ids[:k])
-    assert emitted + stream.flush() == final
+    assert emitted + decoder.flush() == final
 
 
 @settings(max_examples=200, deadline=None)
@@ -44,19 +44,19 @@ def test_never_half_a_character():
     tok, _ = load_reference("cl100k_base")
     text = "😀🇫🇷漢字 e\u0301 👨\u200d👩\u200d👧"
     ids = tok.encode_ordinary(text)
-    stream = tok.stream_decoder()
+    decoder = tok.incremental_decoder()
     out = []
     for i in ids:
-        piece = stream.push(i)
+        piece = decoder.push(i)
         assert "\ufffd" not in piece
         out.append(piece)
     assert any(p == "" for p in out), "an emoji split over tokens should hold text back"
-    assert "".join(out) + stream.flush() == text
-    assert stream.pending == b""
+    assert "".join(out) + decoder.flush() == text
+    assert decoder.pending == b""
 
 
 def test_special_tokens_stream_as_text():
     tok, _ = load_reference("cl100k_base")
     ids = tok.encode("hi<|endoftext|>", allowed_special="all")
-    stream = tok.stream_decoder()
-    assert "".join(stream.push(i) for i in ids) + stream.flush() == "hi<|endoftext|>"
+    decoder = tok.incremental_decoder()
+    assert "".join(decoder.push(i) for i in ids) + decoder.flush() == "hi<|endoftext|>"
