@@ -14,15 +14,12 @@ as they were before their blocks were freed). Nothing in this module touches a t
 Every request has one `SequenceGroup` (model/engine/sequence_group.py; `self.groups`): it says
 what each logits row is for and takes the row's result, changing its sequences only through a
 `GroupOps` facade. Plain requests get a `SamplingGroup` (n > 1: the prompt's row is forked into
-n samples sharing its blocks, sample i drawing with seed + i); beam search
-(`add_beam_request` / `beam_search`) a `BeamGroup` (model/engine/beam_search.py); callers may
-pass their own (`add_request(..., group=...)`). The step has no per-kind branches.
-Errors in one request (empty prompt, too long, bad ids) finish that request with
-FinishReason.ERROR and an ErrorKind; the engine keeps serving the others. Request ids: the
-caller may name a request (`add_request(..., request_id="chat-3")`); otherwise 0, 1, 2, ...
-Batch packing lives in model/engine/batch_builder.py, admission checks, stop rules and
-output plumbing in model/engine/request_rules.py.
-This module does not know about the UI; the UI reads the reports.
+n samples sharing its blocks, sample i drawing with seed + i), beam search a `BeamGroup`
+(model/engine/beam_search.py), callers may pass their own (`add_request(..., group=...)`); the
+step has no per-kind branches. Errors in one request (empty prompt, too long, bad ids) finish it
+with FinishReason.ERROR and an ErrorKind; the others go on. Request ids: the caller's
+(`add_request(..., request_id="chat-3")`) or 0, 1, 2, ... Batch packing: batch_builder.py;
+admission checks, stop rules, outputs: request_rules.py. This module does not know about the UI.
 """
 from __future__ import annotations
 
@@ -33,13 +30,12 @@ from llm_playground.model.engine import eviction
 from llm_playground.model.engine.batch_builder import plan_batch
 from llm_playground.model.engine.block_manager import BlockManager
 from llm_playground.model.engine.cache_report import cache_report, sequence_reports
-from llm_playground.model.engine.config import CPU_KV_BYTES_DEFAULT, EngineConfig
+from llm_playground.model.engine.config import EngineConfig, blocks_from_budget
 from llm_playground.model.engine.model_runner import ModelRunner
 from llm_playground.model.engine.outcomes import ErrorKind, FinishReason
 from llm_playground.model.engine.beam_search import BeamGroup, BeamHypothesis, BeamSearchParams
 from llm_playground.model.engine.sequence_group import GroupOps, SamplingGroup, SequenceGroup
 from llm_playground.model.engine.step_plan import StepPlan, StepResult
-from llm_playground.model.network.kv_cache import bytes_per_block
 from llm_playground.model.engine.reports import CacheReport, RequestOutput, SequenceReport, StepReport
 from llm_playground.model.engine.request_rules import check_prompt, collect_outputs, stop_reason, take_output
 from llm_playground.model.engine.sampling_params import SamplingParams
@@ -66,7 +62,7 @@ class Engine:
         self.tokenizer = loaded.tokenizer
         self.device_type = str(loaded.device).split(":")[0]      # "cpu" / "cuda"
         self.max_model_len = min(config.max_model_len or mc.max_position, mc.max_position)
-        num_blocks = config.num_blocks or self._blocks_from_budget()
+        num_blocks = config.num_blocks or blocks_from_budget(config, mc, loaded.dtype, loaded.device)
         self.bm = BlockManager(num_blocks, config.block_size, config.enable_prefix_caching)
         self.scheduler = Scheduler(self.bm, config.max_num_batched_tokens, config.max_num_seqs,
                                    config.enable_chunked_prefill, self.max_model_len)
@@ -92,6 +88,7 @@ class Engine:
 
     @classmethod
     def from_path(cls, path: str | None = None, progress=None, **fields) -> "Engine":
+        """Load the model at `path` (None: the default model) into an engine of EngineConfig `fields`."""
         from llm_playground.model.weights.loader import load_model
         config = EngineConfig(**fields)
         loaded = load_model(path, config.dtype, config.device, progress=progress)
@@ -101,24 +98,6 @@ class Engine:
     def kv_bytes_per_block(self) -> int:
         """Bytes one KV block takes over all layers, K and V (the runner's storage)."""
         return self.runner.bytes_per_block
-
-    def _blocks_from_budget(self) -> int:
-        mc, cfg = self.model_config, self.config
-        per_block = bytes_per_block(mc.num_layers, mc.num_kv_heads, mc.head_dim, self.loaded.dtype,
-                                    cfg.block_size)
-        budget = cfg.kv_cache_bytes
-        if budget is None and self.device_type == "cuda":
-            import torch    # the one question to the device the engine asks: how much is free
-            free, total = torch.cuda.mem_get_info(self.loaded.device)
-            # What this process may still take: util x total minus what is already used by anyone.
-            budget = int(cfg.gpu_memory_utilization * total - (total - free))
-            if budget < per_block:
-                raise RuntimeError(f"no GPU memory left for the KV cache (free {free / 2**30:.2f} GiB "
-                                   f"of {total / 2**30:.2f} GiB); lower the load or raise "
-                                   "gpu_memory_utilization")
-        elif budget is None:
-            budget = CPU_KV_BYTES_DEFAULT
-        return max(1, budget // per_block)
 
     # ---- requests ------------------------------------------------------------------------------
     def add_request(self, prompt_ids: list[int], params: SamplingParams | None = None,
@@ -322,22 +301,21 @@ class Engine:
                             self.scheduler.num_preemptions, with_blocks)
 
     def cache_report(self) -> CacheReport:
+        """The cache as it is now, without stepping."""
         return self._cache_report(self._live_seqs())
 
     def iter_outputs(self, prompt_ids: list[int], params: SamplingParams | None = None,
-               pattern: str | None = None,
-               on_report: Callable[[StepReport], None] | None = None) -> Iterator[RequestOutput]:
+                     pattern: str | None = None,
+                     on_report: Callable[[StepReport], None] | None = None) -> Iterator[RequestOutput]:
         """Run the engine until this request finishes, yielding its outputs as they come."""
-        rid = self.add_request(prompt_ids, params, pattern)
-        done = False
-        while not done:
+        yield from self._run(self.add_request(prompt_ids, params, pattern), on_report)
+
+    def _run(self, rid: int | str, on_report) -> Iterator[RequestOutput]:   # steps until rid is done
+        while rid in self.requests or any(o.request_id == rid for o in self._pending):
             report = self.step()
             if on_report is not None:
                 on_report(report)
-            for out in report.outputs:
-                if out.request_id == rid:
-                    yield out
-            done = rid not in self.requests and not any(o.request_id == rid for o in self._pending)
+            yield from (out for out in report.outputs if out.request_id == rid)
 
     def generate(self, prompt_ids: list[int], params: SamplingParams | None = None,
                  on_report: Callable[[StepReport], None] | None = None,
@@ -364,13 +342,9 @@ class Engine:
         """Run one beam search to the end: hypotheses best first. Raises RequestError on error."""
         group = BeamGroup(params)
         rid = self.add_request(prompt_ids, group.sampling_params, pattern, group=group)
-        while rid in self.requests or any(o.request_id == rid for o in self._pending):
-            report = self.step()
-            if on_report is not None:
-                on_report(report)
-            for out in report.outputs:
-                if out.request_id == rid and out.error:
-                    raise RequestError(out.error)
+        for out in self._run(rid, on_report):
+            if out.error:
+                raise RequestError(out.error)
         return group.results
 
     def attention_weights(self, prompt_ids: list[int], layer: int, head: int) -> list[list[float]]:
