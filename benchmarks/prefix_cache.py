@@ -41,7 +41,7 @@ def ttft_run(loaded, a, caching: bool, prompts) -> tuple[float, float]:
     ttfts = []
     for p in prompts:
         got = []
-        list(e.stream(p, SamplingParams(max_tokens=1, ignore_eos=True),
+        list(e.iter_outputs(p, SamplingParams(max_tokens=1, ignore_eos=True),
                       on_report=lambda r: got.extend(r.ttft_s.values())))
         ttfts.append(got[0])
     c = e.cache_report()

@@ -86,7 +86,7 @@ def _run_one(engine, ids: list[int], params, echo: bool) -> dict:
     out_ids, text, reason, ttft = [], [], None, None
     pre_tok = pre_s = dec_tok = dec_s = 0.0
     reports = []
-    for out in engine.stream(ids, params, on_report=reports.append):
+    for out in engine.iter_outputs(ids, params, on_report=reports.append):
         if out.error:
             raise RequestError(out.error)
         out_ids += out.new_token_ids

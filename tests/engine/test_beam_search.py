@@ -81,7 +81,7 @@ def check_no_leak(e: Engine):
     e.bm.check_invariants()
     c = e.cache_report()
     assert c.num_used == c.num_shared == 0 and c.num_free + c.num_cached == e.bm.num_blocks
-    assert not e.requests and not e.beam_groups and not e.has_unfinished()
+    assert not e.requests and not e.groups and not e.has_unfinished()
 
 
 @pytest.mark.parametrize("width", [1, 2, 4])

@@ -62,13 +62,13 @@ def test_errors_are_one_line_and_exit_1(tiny, monkeypatch, capsys, argv, needle)
 def test_chat_plain_keeps_the_conversation(tiny, monkeypatch, capsys):
     from llm_playground.model.engine.engine import Engine
     seen = []
-    real_stream = Engine.stream
+    real_iter = Engine.iter_outputs
 
     def spy(self, ids, *a, **k):
         seen.append(list(ids))
-        return real_stream(self, ids, *a, **k)
+        return real_iter(self, ids, *a, **k)
 
-    monkeypatch.setattr(Engine, "stream", spy)
+    monkeypatch.setattr(Engine, "iter_outputs", spy)
     monkeypatch.setattr(tiny, "chat_template",
                         "{% for m in messages %}<a>{{ m['role'] }}\n{{ m['content'] }}<b>{% endfor %}"
                         "{% if add_generation_prompt %}<a>assistant\n{% endif %}")
@@ -83,15 +83,15 @@ def test_chat_plain_with_piped_input_prints_only_the_replies(tiny, monkeypatch, 
     without "> " prompts mixed in (they are for a terminal)."""
     from llm_playground.model.engine.engine import Engine
     replies = []
-    real_stream = Engine.stream
+    real_iter = Engine.iter_outputs
 
     def spy(self, ids, *a, **k):
         replies.append("")
-        for out in real_stream(self, ids, *a, **k):
+        for out in real_iter(self, ids, *a, **k):
             replies[-1] += out.text_delta
             yield out
 
-    monkeypatch.setattr(Engine, "stream", spy)
+    monkeypatch.setattr(Engine, "iter_outputs", spy)
     monkeypatch.setattr(tiny, "chat_template",
                         "{% for m in messages %}<a>{{ m['role'] }}\n{{ m['content'] }}<b>{% endfor %}"
                         "{% if add_generation_prompt %}<a>assistant\n{% endif %}")

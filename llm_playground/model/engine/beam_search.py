@@ -4,7 +4,7 @@ A beam request is one engine request whose sequence 0 prefills the prompt. From 
 engine step runs ONE batched forward of all live beams (beside whatever else the engine serves);
 instead of sampling, the model runner returns each beam row's best `(max(2, 1 + #eos)) * k`
 log-probabilities (their union holds the best candidates over all rows), they come here
-(`take_beam_rows`), and `BeamGroup.advance` does one beam step, following transformers'
+(`BeamGroup.take_row`), and `BeamGroup.advance` (from `end_rows`) does one beam step, following transformers'
 `_beam_search` (v5) rule for rule:
 1. log-softmax of each live beam's logits, plus the beam's cumulative logprob (float32);
 2. the top `(max(2, 1 + #eos)) * k` candidates over all (beam, token) pairs (ties: lower
@@ -27,7 +27,9 @@ Beams must stay in step (all of one length). If some live beam has no logits thi
 (preempted and recomputing, or left out by the token budget), the beams that have them are
 parked (taken out of the scheduler's running list, blocks kept) until the others catch up. If a
 step can schedule nothing while requests wait, the parked beams are preempted to free their
-blocks (`release_parked`); when they still cannot all fit, the request ends with an error.
+blocks (`BeamGroup.on_stall`); when they still cannot all fit, the request ends with an error.
+`BeamGroup` is a `SequenceGroup` (model/engine/sequence_group.py): it reaches the engine only
+through its `GroupOps` facade (fork, drop, park, unpark, preempt, append, finish, facts).
 Not supported: sliding attention patterns (their blocks are freed, they must not be shared),
 sampling-based beam search, `early_stopping="never"`. This module changes no model code.
 """
@@ -40,11 +42,14 @@ import numpy as np
 from llm_playground.model.engine.outcomes import ErrorKind, FinishReason
 from llm_playground.model.engine.reports import RequestOutput
 from llm_playground.model.engine.sampling_params import SamplingParams
-from llm_playground.model.engine.sequence import Request, Sequence, SeqStatus
+from llm_playground.model.engine.sequence import Request, Sequence
+from llm_playground.model.engine.sequence_group import GroupOps, SequenceGroup, TopRow
+from llm_playground.model.engine.step_plan import LogitsRequest
 
 
 @dataclass
 class BeamSearchParams:
+    """How a beam search runs (HF's `generate(num_beams=k, do_sample=False, ...)` knobs)."""
     beam_width: int = 4               # k: live beams and finished hypotheses kept (1 = greedy)
     max_tokens: int = 64              # new tokens at most per hypothesis
     length_penalty: float = 1.0       # score = logprob / len**length_penalty (HF); >0 favours long
@@ -65,32 +70,56 @@ class BeamSearchParams:
 
 @dataclass
 class BeamHypothesis:
+    """One finished hypothesis of a beam search."""
     token_ids: list[int]              # generated ids (the EOS included when one ended it)
     cumulative_logprob: float         # sum of the log-probabilities of token_ids
     score: float                      # cumulative_logprob / len(token_ids) ** length_penalty
     finish_reason: FinishReason       # END_OF_SEQUENCE, MAX_TOKENS or CONTEXT_FULL
 
 
-class BeamGroup:
+
+
+class BeamGroup(SequenceGroup):
     """The beam state of one request; the engine feeds it logits rows (see the module doc)."""
 
-    def __init__(self, engine, request: Request, params: BeamSearchParams) -> None:
-        self.engine = engine
-        self.request = request
+    def __init__(self, params: BeamSearchParams) -> None:
         self.params = params
-        eos = () if params.ignore_eos else tuple(engine.model_config.eos_token_ids)
-        self.eos = frozenset(eos + params.stop_token_ids)
-        self.beams: list[Sequence] = [request.seqs[0]]    # live beams, best first
+        self.beams: list[Sequence] = []                   # live beams, best first
         self.scores: list[float] = [0.0]                  # cumulative logprob of each live beam
-        self.pending: dict[int, tuple] = {}               # seq id -> (ids, logprobs) this round
+        self.pending: dict[int, TopRow] = {}              # seq id -> (ids, logprobs) this round
         self.parked: list[Sequence] = []
         self.finished: list[BeamHypothesis] = []          # best first, at most k
         self.done = False
         self.num_forks = 0
-        self.released_at: int | None = None               # beam length at the last release_parked
+        self.released_at: int | None = None               # beam length at the last on_stall release
+
+    @property
+    def sampling_params(self) -> SamplingParams:
+        """The request's SamplingParams (the engine's own stop rules never fire on beams)."""
+        return SamplingParams(max_tokens=self.params.max_tokens, ignore_eos=True)
+
+    def bind(self, request: Request, ops: GroupOps) -> None:
+        """Take the request: its sequence 0 is the first beam."""
+        super().bind(request, ops)
+        eos = () if self.params.ignore_eos else ops.eos_token_ids
+        self.eos = frozenset(eos + self.params.stop_token_ids)
+        self.beams = [request.seqs[0]]
+
+    def check(self) -> tuple[ErrorKind, str] | None:
+        """Sliding patterns and beams wider than the vocabulary allows are refused."""
+        seq, V = self.request.seqs[0], self.ops.vocab_size
+        if seq.pattern.evicts:
+            return ErrorKind.UNSUPPORTED, (f"beam search with the sliding attention pattern "
+                                           f"{seq.pattern} is not supported")
+        if self.candidates_per_row > V:
+            return ErrorKind.UNSUPPORTED, (
+                f"beam width {self.params.beam_width} needs {self.candidates_per_row} candidates "
+                f"per step, more than the vocabulary of {V}")
+        return None
 
     @property
     def results(self) -> list[BeamHypothesis]:
+        """The finished hypotheses, best first."""
         return list(self.finished)
 
     @property
@@ -98,9 +127,19 @@ class BeamGroup:
         """How many top log-probabilities each beam row needs (the runner caps it at V)."""
         return max(2, 1 + len(self.eos)) * self.params.beam_width
 
-    def offer(self, seq: Sequence, row: tuple[np.ndarray, np.ndarray]) -> None:
-        """A beam's (token ids, logprobs) best first, this round."""
-        self.pending[seq.seq_id] = row
+    def logits_request(self, seq: Sequence) -> LogitsRequest:
+        """Beam rows ask for their best log-probabilities, never for draws."""
+        return LogitsRequest(top_logprobs=self.candidates_per_row)
+
+    def take_row(self, seq: Sequence, tokens: list[int],
+                 top: TopRow | None) -> list[tuple[Sequence, int]]:
+        """A beam's (token ids, logprobs) best first, this round; tokens come in `end_rows`."""
+        self.pending[seq.seq_id] = top
+        return []
+
+    def end_rows(self) -> None:
+        """One beam step once every live beam has its row (`advance`)."""
+        self.advance()
 
     def advance(self) -> None:
         """One beam step if every live beam has its logits; otherwise park those that do."""
@@ -111,8 +150,7 @@ class BeamGroup:
             return
         if any(s.seq_id not in self.pending for s in live):
             for s in live:
-                if s.seq_id in self.pending and s in self.engine.scheduler.running:
-                    self.engine.scheduler.running.remove(s)
+                if s.seq_id in self.pending and self.ops.park(s):
                     self.parked.append(s)
             return
         k, p = self.params.beam_width, self.params
@@ -127,7 +165,7 @@ class BeamGroup:
         gen_len = len(live[0].output_ids) + 1            # generated tokens after this step
         top_score = (top_lp / np.float32(gen_len ** p.length_penalty)).tolist()        # HF's f32 rounding
         top_lp_l = top_lp.tolist()
-        at_limit = gen_len >= p.max_tokens or live[0].num_tokens + 1 >= self.engine.max_model_len
+        at_limit = gen_len >= p.max_tokens or live[0].num_tokens + 1 >= self.ops.max_model_len
         running: list[tuple[float, Sequence, int]] = []
         for rank, (lp, j) in enumerate(zip(top_lp_l, order.tolist())):
             parent, tok = live[int(beam[j])], int(ids[j])
@@ -159,120 +197,59 @@ class BeamGroup:
         chosen = {parent.seq_id for _, parent, _ in running}
         for s in live:
             if s.seq_id not in chosen:
-                self._drop(s)
+                self.ops.drop(s)                 # frees its blocks by reference count
         used: set[int] = set()
         targets: list[Sequence] = []
         for _, parent, _ in running:             # forks first: they copy the parent's ids so far
             if parent.seq_id in used:
-                targets.append(self._fork(parent))
+                targets.append(self.ops.fork(parent, len(self.request.seqs)))
+                self.num_forks += 1
             else:
                 used.add(parent.seq_id)
                 targets.append(parent)
         for seq, (_, _, tok) in zip(targets, running):
-            seq.output_ids.append(tok)
+            self.ops.append_token(seq, tok)
         for s in self.parked:
             if not s.is_finished:
-                self.engine.scheduler.add_running(s)
+                self.ops.unpark(s)
         self.parked = []
         self.beams, self.scores = targets, [lp for lp, _, _ in running]
-        self.request.seqs = [s for s in self.request.seqs if not s.is_finished]
-
-    def _fork(self, parent: Sequence) -> Sequence:
-        child = self.engine.fork_sequence(parent, len(self.request.seqs))
-        self.num_forks += 1
-        return child
-
-    def _drop(self, seq: Sequence) -> None:
-        seq.status = SeqStatus.FINISHED
-        seq.finish_reason = None                 # not an outcome: the beam was not kept
-        self.engine.release(seq)                 # frees its blocks by reference count
+        self.ops.forget_finished()
 
     def _finish(self, live: list[Sequence]) -> None:
-        for s in live:
-            self._drop(s)
-        for s in self.parked:
+        for s in live + self.parked:
             if not s.is_finished:
-                self._drop(s)
+                self.ops.drop(s)
         self.parked, self.beams, self.scores, self.done = [], [], [], True
-        self.request.seqs = [s for s in self.request.seqs if not s.is_finished]
-        tok = self.engine.tokenizer
-        for rank, h in enumerate(self.finished):
-            self.engine.emit(RequestOutput(
-                request_id=self.request.request_id, new_token_ids=list(h.token_ids),
-                text_delta=tok.decode(h.token_ids) if tok is not None else "", finished=True,
-                finish_reason=h.finish_reason, sample_index=rank))
-        self.engine.beam_groups.pop(self.request.request_id, None)
+        rid = self.request.request_id
+        self.ops.finish_request([RequestOutput(
+            request_id=rid, new_token_ids=list(h.token_ids), text_delta=self.ops.decode(h.token_ids),
+            finished=True, finish_reason=h.finish_reason, sample_index=rank)
+            for rank, h in enumerate(self.finished)])
 
-
-def add_beam_request(engine, prompt_ids: list[int], params: BeamSearchParams,
-                     pattern: str | None = None) -> int:
-    """Queue a beam-search request on the engine; errors finish it like any request's."""
-    sp = SamplingParams(max_tokens=params.max_tokens, ignore_eos=True)
-    rid = engine.add_request(prompt_ids, sp, pattern)
-    req = engine.requests[rid]
-    seq = req.seqs[0]
-    if seq.is_finished:                          # bad prompt: the error output is pending
-        return rid
-    error = None
-    eos = () if params.ignore_eos else tuple(engine.model_config.eos_token_ids)
-    candidates = max(2, 1 + len(set(eos + params.stop_token_ids))) * params.beam_width
-    if seq.pattern.evicts:
-        error = f"beam search with the sliding attention pattern {seq.pattern} is not supported"
-    elif candidates > engine.model_config.vocab_size:
-        error = (f"beam width {params.beam_width} needs {candidates} candidates per step, more "
-                 f"than the vocabulary of {engine.model_config.vocab_size}")
-    if error is not None:
-        engine.finish_sequence(seq, FinishReason.ERROR, error=error, error_kind=ErrorKind.UNSUPPORTED)
-    else:
-        engine.beam_groups[rid] = BeamGroup(engine, req, params)
-    return rid
-
-
-def release_parked(engine) -> bool:
-    """Called when a step could schedule nothing although requests wait: parked beams hold blocks
-    that the waiting sequences (often their own preempted siblings) need, and nothing running
-    will ever free them. Preempt the parked beams (blocks freed, full ones stay in the prefix
-    cache; they recompute and offer their logits again). If a group was already released at the
-    same beam length, its beams cannot all be in the cache at once: finish it with an error.
-    Returns True when it freed something (the caller schedules again)."""
-    released = False
-    for rid, group in list(engine.beam_groups.items()):
-        if not group.parked:
-            continue
-        length = len(group.parked[0].output_ids)
-        if group.released_at == length:
-            live = [s for s in group.beams + group.parked if not s.is_finished]
-            blocks = engine.bm.blocks_for(group.parked[0].num_tokens + 1)
-            for s in live[1:]:
-                group._drop(s)
-            group.parked, group.beams, group.done = [], [], True
-            engine.beam_groups.pop(rid, None)
-            if live:
-                engine.finish_sequence(live[0], FinishReason.ERROR, error_kind=ErrorKind.KV_CACHE_TOO_SMALL, error=(
-                    f"beam search of width {group.params.beam_width} needs about "
-                    f"{len(live) * blocks} KV blocks to keep its beams in step; the cache has "
-                    f"{engine.bm.num_blocks} blocks"))
-            released = True
-            continue
-        group.released_at = length
-        for s in reversed(group.parked):
-            group.pending.pop(s.seq_id, None)
-            engine.scheduler.requeue(s)
-        group.parked = []
-        released = True
-    return released
-
-
-def take_beam_rows(engine, rows: list[tuple[Sequence, tuple[np.ndarray, np.ndarray]]]) -> None:
-    """Give beam sequences' (ids, logprobs) rows to their groups and advance the groups that
-    got rows."""
-    touched = {}
-    for seq, row in rows:
-        group = engine.beam_groups.get(seq.request_id)
-        if group is not None and not seq.is_finished:
-            group.offer(seq, row)
-            touched[seq.request_id] = group
-    for group in touched.values():
-        group.advance()
-    for rid in [r for r in engine.beam_groups if r not in engine.requests]:
-        del engine.beam_groups[rid]              # aborted or finished outside the group
+    def on_stall(self) -> bool:
+        """Parked beams hold blocks that the waiting sequences (often their own preempted
+        siblings) need, and nothing running will ever free them: preempt the parked beams
+        (blocks freed, full ones stay in the prefix cache; they recompute and offer their logits
+        again). If already released at the same beam length, its beams cannot all be in the
+        cache at once: finish the request with an error. True when it freed something."""
+        if not self.parked:
+            return False
+        length = len(self.parked[0].output_ids)
+        if self.released_at == length:
+            live = [s for s in self.beams if not s.is_finished]
+            blocks = self.ops.blocks_for(self.parked[0].num_tokens + 1)
+            for s in live[1:]:                   # the error is reported on the best beam
+                self.ops.drop(s)
+            self.parked, self.beams, self.done = [], [], True
+            self.ops.fail_request(ErrorKind.KV_CACHE_TOO_SMALL, (
+                f"beam search of width {self.params.beam_width} needs about "
+                f"{len(live) * blocks} KV blocks to keep its beams in step; the cache has "
+                f"{self.ops.num_blocks} blocks"))
+            return True
+        self.released_at = length
+        for s in reversed(self.parked):
+            self.pending.pop(s.seq_id, None)
+            self.ops.preempt(s)
+        self.parked = []
+        return True

@@ -1,6 +1,7 @@
 """`EngineConfig`: every knob of the engine in one dataclass, with a reason and a check for each.
 
-Only settings and their validation live here; model/engine/engine.py reads them.
+Only settings and their validation live here (and `blocks_from_budget`: how many KV blocks the
+configured budget buys); model/engine/engine.py reads them.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ CPU_KV_BYTES_DEFAULT = 512 * 2**20   # CPU: a fixed budget; RAM is shared with e
 
 @dataclass
 class EngineConfig:
+    """Every knob of the engine, each with its reason (comments) and check (`__post_init__`)."""
     # 16 tokens: small enough that the last partly filled block wastes little (< 4% at prompt
     # lengths in the hundreds), large enough that block tables and kernel tiles stay short.
     block_size: int = 16
@@ -65,3 +67,23 @@ class EngineConfig:
         if self.max_model_len is not None and self.max_model_len < 1:
             raise ValueError(f"max_model_len must be >= 1, got {self.max_model_len}")
         parse_pattern(self.attention)   # raises PatternError (a ValueError) with a one-line message
+
+
+def blocks_from_budget(cfg: EngineConfig, mc, dtype, device) -> int:
+    """KV blocks that `cfg`'s budget buys for model config `mc` (kv_cache_bytes; on CUDA by
+    default gpu_memory_utilization of the card minus what is used; on CPU a fixed budget)."""
+    from llm_playground.model.network.kv_cache import bytes_per_block
+    per_block = bytes_per_block(mc.num_layers, mc.num_kv_heads, mc.head_dim, dtype, cfg.block_size)
+    budget = cfg.kv_cache_bytes
+    if budget is None and str(device).split(":")[0] == "cuda":
+        import torch    # the one question to the device the engine asks: how much is free
+        free, total = torch.cuda.mem_get_info(device)
+        # What this process may still take: util x total minus what is already used by anyone.
+        budget = int(cfg.gpu_memory_utilization * total - (total - free))
+        if budget < per_block:
+            raise RuntimeError(f"no GPU memory left for the KV cache (free {free / 2**30:.2f} GiB "
+                               f"of {total / 2**30:.2f} GiB); lower the load or raise "
+                               "gpu_memory_utilization")
+    elif budget is None:
+        budget = CPU_KV_BYTES_DEFAULT
+    return max(1, budget // per_block)

@@ -11,34 +11,31 @@ the kept keys are re-rotated by the runner at the start of the next step) and re
 plain-data `StepReport` (whose `sequences` still list the sequences that finished in the step,
 as they were before their blocks were freed). Nothing in this module touches a tensor.
 
-Parallel sampling (n > 1): sample 0 prefills the prompt; when the prompt's logits arrive it is
-forked into n - 1 children sharing all its blocks, and each draws its first token from the same
-logits with its own generator (seed + sample index). Later writes into the shared last block copy
-it first (block manager). Errors in one request (empty prompt, too long, bad ids) finish that
-request with FinishReason.ERROR and an ErrorKind; the engine keeps serving the others.
-Request ids: the caller may name a request (`add_request(..., request_id="chat-3")`); otherwise
-the engine numbers them 0, 1, 2, ...
-Beam search (`add_beam_request` / `beam_search`): live beams are sequences batched in the same
-step; their logits go to model/engine/beam_search.py, which forks, keeps and drops them.
-Batch packing lives in model/engine/batch_builder.py, admission checks, stop rules and
-output plumbing in model/engine/request_rules.py.
-This module does not know about the UI; the UI reads the reports.
+Every request has one `SequenceGroup` (model/engine/sequence_group.py; `self.groups`): it says
+what each logits row is for and takes the row's result, changing its sequences only through a
+`GroupOps` facade. Plain requests get a `SamplingGroup` (n > 1: the prompt's row is forked into
+n samples sharing its blocks, sample i drawing with seed + i), beam search a `BeamGroup`
+(model/engine/beam_search.py), callers may pass their own (`add_request(..., group=...)`); the
+step has no per-kind branches. Errors in one request (empty prompt, too long, bad ids) finish it
+with FinishReason.ERROR and an ErrorKind; the others go on. Request ids: the caller's
+(`add_request(..., request_id="chat-3")`) or 0, 1, 2, ... Batch packing: batch_builder.py;
+admission checks, stop rules, outputs: request_rules.py. This module does not know about the UI.
 """
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
 
-from llm_playground.model.engine import beam_search as beams
 from llm_playground.model.engine import eviction
 from llm_playground.model.engine.batch_builder import plan_batch
 from llm_playground.model.engine.block_manager import BlockManager
 from llm_playground.model.engine.cache_report import cache_report, sequence_reports
-from llm_playground.model.engine.config import CPU_KV_BYTES_DEFAULT, EngineConfig
+from llm_playground.model.engine.config import EngineConfig, blocks_from_budget
 from llm_playground.model.engine.model_runner import ModelRunner
 from llm_playground.model.engine.outcomes import ErrorKind, FinishReason
-from llm_playground.model.engine.step_plan import Draw, LogitsRequest, StepPlan, StepResult
-from llm_playground.model.network.kv_cache import bytes_per_block
+from llm_playground.model.engine.beam_search import BeamGroup, BeamHypothesis, BeamSearchParams
+from llm_playground.model.engine.sequence_group import GroupOps, SamplingGroup, SequenceGroup
+from llm_playground.model.engine.step_plan import StepPlan, StepResult
 from llm_playground.model.engine.reports import CacheReport, RequestOutput, SequenceReport, StepReport
 from llm_playground.model.engine.request_rules import check_prompt, collect_outputs, stop_reason, take_output
 from llm_playground.model.engine.sampling_params import SamplingParams
@@ -65,7 +62,7 @@ class Engine:
         self.tokenizer = loaded.tokenizer
         self.device_type = str(loaded.device).split(":")[0]      # "cpu" / "cuda"
         self.max_model_len = min(config.max_model_len or mc.max_position, mc.max_position)
-        num_blocks = config.num_blocks or self._blocks_from_budget()
+        num_blocks = config.num_blocks or blocks_from_budget(config, mc, loaded.dtype, loaded.device)
         self.bm = BlockManager(num_blocks, config.block_size, config.enable_prefix_caching)
         self.scheduler = Scheduler(self.bm, config.max_num_batched_tokens, config.max_num_seqs,
                                    config.enable_chunked_prefill, self.max_model_len)
@@ -83,7 +80,7 @@ class Engine:
         self._next_request = 0
         self._next_seq = 0
         self._step = 0
-        self.beam_groups: dict[int | str, beams.BeamGroup] = {}   # request id -> beam state
+        self.groups: dict[int | str, SequenceGroup] = {}   # request id -> its sequence group
         # Work for the runner's next step: re-rotations decided by this step's evictions, and
         # the random streams of finished requests to forget.
         self._rerotations: list[tuple[int, list[int]]] = []
@@ -91,6 +88,7 @@ class Engine:
 
     @classmethod
     def from_path(cls, path: str | None = None, progress=None, **fields) -> "Engine":
+        """Load the model at `path` (None: the default model) into an engine of EngineConfig `fields`."""
         from llm_playground.model.weights.loader import load_model
         config = EngineConfig(**fields)
         loaded = load_model(path, config.dtype, config.device, progress=progress)
@@ -101,28 +99,12 @@ class Engine:
         """Bytes one KV block takes over all layers, K and V (the runner's storage)."""
         return self.runner.bytes_per_block
 
-    def _blocks_from_budget(self) -> int:
-        mc, cfg = self.model_config, self.config
-        per_block = bytes_per_block(mc.num_layers, mc.num_kv_heads, mc.head_dim, self.loaded.dtype,
-                                    cfg.block_size)
-        budget = cfg.kv_cache_bytes
-        if budget is None and self.device_type == "cuda":
-            import torch    # the one question to the device the engine asks: how much is free
-            free, total = torch.cuda.mem_get_info(self.loaded.device)
-            # What this process may still take: util x total minus what is already used by anyone.
-            budget = int(cfg.gpu_memory_utilization * total - (total - free))
-            if budget < per_block:
-                raise RuntimeError(f"no GPU memory left for the KV cache (free {free / 2**30:.2f} GiB "
-                                   f"of {total / 2**30:.2f} GiB); lower the load or raise "
-                                   "gpu_memory_utilization")
-        elif budget is None:
-            budget = CPU_KV_BYTES_DEFAULT
-        return max(1, budget // per_block)
-
     # ---- requests ------------------------------------------------------------------------------
     def add_request(self, prompt_ids: list[int], params: SamplingParams | None = None,
-                    pattern: str | None = None, request_id: int | str | None = None) -> int | str:
+                    pattern: str | None = None, request_id: int | str | None = None,
+                    group: SequenceGroup | None = None) -> int | str:
         """Queue a request; returns its id (the caller's `request_id`, or the next serial number).
+        `group` decides what its logits rows are for (default: a SamplingGroup, n samples).
         A bad request is not raised: it finishes with FinishReason.ERROR in the next report.
         A `request_id` that names a live request raises ValueError (nothing is queued)."""
         params = params or SamplingParams()
@@ -134,6 +116,9 @@ class Engine:
         req = Request(rid, serial, list(prompt_ids), params, arrival_time=self.clock())
         self.requests[rid] = req
         seq = self._new_seq(req, 0)
+        group = group if group is not None else SamplingGroup()
+        self.groups[rid] = group
+        group.bind(req, GroupOps(self, req))
         error = None
         try:
             seq.pattern = parse_pattern(pattern) if pattern is not None else self.pattern
@@ -141,10 +126,10 @@ class Engine:
             seq.pattern, error = self.pattern, (ErrorKind.INVALID_REQUEST, str(e))
         if error is None:
             error = check_prompt(req.prompt_ids, params, seq.pattern, self.model_config.vocab_size,
-                                 self.max_model_len, self.bm)
+                                 self.max_model_len, self.bm) or group.check()
         seq.cacheable = not seq.pattern.evicts
         if error is not None:
-            self.finish_sequence(seq, FinishReason.ERROR, error=error[1], error_kind=error[0])
+            self._finish_sequence(seq, FinishReason.ERROR, error=error[1], error_kind=error[0])
         else:
             self.scheduler.add(seq)
         return rid
@@ -158,27 +143,15 @@ class Engine:
         req.seqs.append(seq)
         return seq
 
-    def fork_sequence(self, parent: Sequence, index: int) -> Sequence:
-        """A new running sequence of `parent`'s request (sample `index`) sharing all its blocks
-        and its tokens so far (parallel samples, beam search); writes copy shared blocks first."""
-        child = self._new_seq(self.requests[parent.request_id], index)
-        child.output_ids = list(parent.output_ids)
-        child.pattern, child.cacheable = parent.pattern, parent.cacheable
-        child.num_computed = parent.num_computed
-        child.num_cached_tokens = parent.num_cached_tokens
-        self.bm.fork(parent.seq_id, child.seq_id)
-        self.scheduler.add_running(child)
-        return child
-
     def abort(self, request_id: int | str) -> None:
         """End a request now (FinishReason.ABORTED, its text so far kept); unknown ids are ignored."""
         req = self.requests.get(request_id)
         if req is None:
             return
-        self.beam_groups.pop(request_id, None)
+        self.groups.pop(request_id, None)     # its group gets no more calls
         for seq in req.seqs:
             if not seq.is_finished:
-                self.finish_sequence(seq, FinishReason.ABORTED)
+                self._finish_sequence(seq, FinishReason.ABORTED)
 
     def has_unfinished(self) -> bool:
         """True while some request has work left or an output not yet reported."""
@@ -194,14 +167,15 @@ class Engine:
         """Schedule, run one step on the runner, apply its tokens; returns the plain-data report."""
         t0 = self.clock()
         sched = self.scheduler.schedule()
-        if (not sched.scheduled and not self.scheduler.running and self.scheduler.waiting
-                and self.beam_groups and beams.release_parked(self)):
-            sched = self.scheduler.schedule()    # parked beams held the blocks the waiting need
+        if not sched.scheduled and not self.scheduler.running and self.scheduler.waiting:
+            freed = [g.on_stall() for g in list(self.groups.values())]   # each group is asked
+            if any(freed):
+                sched = self.scheduler.schedule()    # groups held blocks the waiting need
         for seq in sched.outgrown:
             if seq.output_ids:
-                self.finish_sequence(seq, FinishReason.KV_CACHE_FULL)
+                self._finish_sequence(seq, FinishReason.KV_CACHE_FULL)
             else:
-                self.finish_sequence(seq, FinishReason.ERROR, error_kind=ErrorKind.KV_CACHE_TOO_SMALL,
+                self._finish_sequence(seq, FinishReason.ERROR, error_kind=ErrorKind.KV_CACHE_TOO_SMALL,
                                      error=f"sequence of {seq.num_tokens} tokens needs more "
                                      f"than the whole KV cache ({self.bm.num_blocks} blocks)")
         plan, rows = self._plan(sched.scheduled, sched.copies)
@@ -222,6 +196,8 @@ class Engine:
         dt = self.clock() - t0
         outputs, self._pending = self._pending, []
         outputs += collect_outputs(self.requests)
+        for rid in [r for r in self.groups if r not in self.requests]:
+            del self.groups[rid]                 # the request ended and was reported
         self._step += 1
         live = self._live_seqs()
         finished, self._finished_reports = self._finished_reports, []
@@ -235,61 +211,42 @@ class Engine:
             cache=self._cache_report(live, self.config.report_blocks),
             num_running=len(self.scheduler.running), num_waiting=len(self.scheduler.waiting))
 
-    def _plan(self, scheduled: list[ScheduledSeq],
-              copies: list[tuple[int, int]]) -> tuple[StepPlan, list[tuple[Sequence, bool]]]:
+    def _plan(self, scheduled: list[ScheduledSeq], copies: list[tuple[int, int]]
+              ) -> tuple[StepPlan, list[tuple[Sequence, SequenceGroup]]]:
         """The runner's plan for the scheduled sequences, and per logits row (in plan order)
-        (the sequence, whether it forks into the request's n samples now)."""
-        groups: dict[object, list[ScheduledSeq]] = {}
+        the sequence and its group (which said what the row is for)."""
+        by_mask: dict[object, list[ScheduledSeq]] = {}
         for item in scheduled:
-            groups.setdefault(item.seq.pattern.spec, []).append(item)
+            by_mask.setdefault(item.seq.pattern.spec, []).append(item)
         plan = StepPlan(rerotations=self._rerotations, block_copies=list(copies),
                         released_keys=self._released_keys)
         self._rerotations, self._released_keys = [], []
-        rows: list[tuple[Sequence, bool]] = []
-        for spec, items in groups.items():
+        rows: list[tuple[Sequence, SequenceGroup]] = []
+        for spec, items in by_mask.items():
             logits = []
             for it in items:
                 if it.needs_logits:
-                    request, forks = self._logits_request(it.seq)
-                    logits.append(request)
-                    rows.append((it.seq, forks))
+                    group = self.groups[it.seq.request_id]
+                    logits.append(group.logits_request(it.seq))
+                    rows.append((it.seq, group))
             plan.batches.append(plan_batch(items, spec, self.bm, logits))
         return plan, rows
 
-    def _logits_request(self, seq: Sequence) -> tuple[LogitsRequest, bool]:
-        """What to draw from `seq`'s logits row: beam rows ask for log-probabilities; a prompt
-        of an n > 1 request that is not forked yet draws all n first tokens from its row."""
-        group = self.beam_groups.get(seq.request_id)
-        if group is not None:
-            return LogitsRequest(top_logprobs=group.candidates_per_row), False
-        req = self.requests[seq.request_id]
-        forks = req.params.n > 1 and not req.forked
-        indices = range(req.params.n) if forks else [seq.sample_index]
-        seen = tuple(seq.all_ids) if seq.params.repetition_penalty != 1.0 else ()
-        draws = [Draw((seq.serial, j), seq.params, seq.params.seed, j, seen) for j in indices]
-        return LogitsRequest(draws=draws), forks
-
-    def _apply(self, rows: list[tuple[Sequence, bool]], result: StepResult,
+    def _apply(self, rows: list[tuple[Sequence, SequenceGroup]], result: StepResult,
                now: float) -> dict[int | str, float]:
-        """Append the runner's tokens (forking n > 1 prompts), feed beam rows to their groups,
+        """Give each row's result to its group, then append the tokens the groups hand back and
         apply stop rules; returns time to first token per request that got its first token."""
-        beam_rows, kept, tokens = [], [], []
-        for (seq, forks), toks, top in zip(rows, result.tokens, result.top_logprobs):
+        appended: list[tuple[Sequence, int]] = []
+        touched: dict[int, SequenceGroup] = {}
+        for (seq, group), toks, top in zip(rows, result.tokens, result.top_logprobs):
             if seq.is_finished:          # aborted meanwhile
                 continue
-            if top is not None:
-                beam_rows.append((seq, top))
-                continue
-            if forks:
-                self.requests[seq.request_id].forked = True
-                kept += [seq] + [self.fork_sequence(seq, j) for j in range(1, len(toks))]
-            else:
-                kept.append(seq)
-            tokens += toks
-        if beam_rows:                    # beam requests take their rows (model/engine/beam_search.py)
-            beams.take_beam_rows(self, beam_rows)
+            appended += group.take_row(seq, toks, top)
+            touched.setdefault(id(group), group)
+        for group in touched.values():
+            group.end_rows()
         ttft: dict[int | str, float] = {}
-        for seq, tok in zip(kept, tokens):
+        for seq, tok in appended:
             seq.output_ids.append(tok)
             if seq.first_token_time is None:
                 seq.first_token_time = now
@@ -302,9 +259,9 @@ class Engine:
     def _check_stop(self, seq: Sequence, tok: int) -> None:
         stop = stop_reason(seq, tok, self.model_config.eos_token_ids, self.max_model_len)
         if stop is not None:
-            self.finish_sequence(seq, stop[0], flush=stop[1])
+            self._finish_sequence(seq, stop[0], flush=stop[1])
 
-    def finish_sequence(self, seq: Sequence, reason: FinishReason, error: str | None = None,
+    def _finish_sequence(self, seq: Sequence, reason: FinishReason, error: str | None = None,
                         flush: bool = True, error_kind: ErrorKind | None = None) -> None:
         """End `seq` (blocks freed by the scheduler); an abort or error is reported next step."""
         if flush and seq.text is not None:
@@ -314,23 +271,18 @@ class Engine:
         seq.error = error
         if seq.finish_reason is FinishReason.ERROR:
             seq.error_kind = ErrorKind(error_kind) if error_kind is not None else ErrorKind.INTERNAL
-        self.release(seq)
+        self._release(seq)
         seq.just_finished = True
         if seq.finish_reason in (FinishReason.ABORTED, FinishReason.ERROR):
-            self.emit(take_output(seq))
+            self._pending.append(take_output(seq))    # reported next step
 
-    def release(self, seq: Sequence) -> None:
+    def _release(self, seq: Sequence) -> None:
         """Free a finished sequence's blocks (scheduler.remove) and its random stream, keeping
         its last SequenceReport (block table, cached prompt tokens, KV tokens as they were) for
         the next StepReport: a request that ends within one step is still seen with its blocks."""
         self._finished_reports += sequence_reports(self.bm, [seq])
         self.scheduler.remove(seq)
         self._released_keys.append((seq.serial, seq.sample_index))
-
-    def emit(self, output: RequestOutput) -> None:
-        """Queue an output decided outside the sampler (abort, error, beam results) for the next
-        step's report."""
-        self._pending.append(output)
 
     def _evict(self, seq: Sequence) -> None:
         table = self.bm.table(seq.seq_id)
@@ -349,55 +301,51 @@ class Engine:
                             self.scheduler.num_preemptions, with_blocks)
 
     def cache_report(self) -> CacheReport:
+        """The cache as it is now, without stepping."""
         return self._cache_report(self._live_seqs())
 
-    def stream(self, prompt_ids: list[int], params: SamplingParams | None = None,
-               pattern: str | None = None,
-               on_report: Callable[[StepReport], None] | None = None) -> Iterator[RequestOutput]:
+    def iter_outputs(self, prompt_ids: list[int], params: SamplingParams | None = None,
+                     pattern: str | None = None,
+                     on_report: Callable[[StepReport], None] | None = None) -> Iterator[RequestOutput]:
         """Run the engine until this request finishes, yielding its outputs as they come."""
-        rid = self.add_request(prompt_ids, params, pattern)
-        done = False
-        while not done:
+        yield from self._run(self.add_request(prompt_ids, params, pattern), on_report)
+
+    def _run(self, rid: int | str, on_report) -> Iterator[RequestOutput]:   # steps until rid is done
+        while rid in self.requests or any(o.request_id == rid for o in self._pending):
             report = self.step()
             if on_report is not None:
                 on_report(report)
-            for out in report.outputs:
-                if out.request_id == rid:
-                    yield out
-            done = rid not in self.requests and not any(o.request_id == rid for o in self._pending)
+            yield from (out for out in report.outputs if out.request_id == rid)
 
     def generate(self, prompt_ids: list[int], params: SamplingParams | None = None,
                  on_report: Callable[[StepReport], None] | None = None,
                  pattern: str | None = None) -> list[int]:
-        """Token ids of sample 0 (ids of all samples: use `stream`). Raises RequestError on error."""
+        """Token ids of sample 0 (ids of all samples: use `iter_outputs`). Raises RequestError on error."""
         ids: list[int] = []
-        for out in self.stream(prompt_ids, params, pattern, on_report):
+        for out in self.iter_outputs(prompt_ids, params, pattern, on_report):
             if out.error:
                 raise RequestError(out.error)
             if out.sample_index == 0:
                 ids += out.new_token_ids
         return ids
 
-    def add_beam_request(self, prompt_ids: list[int], params: "beams.BeamSearchParams",
-                         pattern: str | None = None) -> int:
+    def add_beam_request(self, prompt_ids: list[int], params: BeamSearchParams,
+                         pattern: str | None = None, request_id: int | str | None = None) -> int | str:
         """Queue a beam search (see model/engine/beam_search.py); its outputs come when it ends, one
         RequestOutput per hypothesis, best first (sample_index = rank)."""
-        return beams.add_beam_request(self, prompt_ids, params, pattern)
+        group = BeamGroup(params)
+        return self.add_request(prompt_ids, group.sampling_params, pattern, request_id, group)
 
-    def beam_search(self, prompt_ids: list[int], params: "beams.BeamSearchParams",
+    def beam_search(self, prompt_ids: list[int], params: BeamSearchParams,
                     on_report: Callable[[StepReport], None] | None = None,
-                    pattern: str | None = None) -> "list[beams.BeamHypothesis]":
+                    pattern: str | None = None) -> list[BeamHypothesis]:
         """Run one beam search to the end: hypotheses best first. Raises RequestError on error."""
-        rid = self.add_beam_request(prompt_ids, params, pattern)
-        group = self.beam_groups.get(rid)
-        while rid in self.requests or any(o.request_id == rid for o in self._pending):
-            report = self.step()
-            if on_report is not None:
-                on_report(report)
-            for out in report.outputs:
-                if out.request_id == rid and out.error:
-                    raise RequestError(out.error)
-        return group.results if group is not None else []
+        group = BeamGroup(params)
+        rid = self.add_request(prompt_ids, group.sampling_params, pattern, group=group)
+        for out in self._run(rid, on_report):
+            if out.error:
+                raise RequestError(out.error)
+        return group.results
 
     def attention_weights(self, prompt_ids: list[int], layer: int, head: int) -> list[list[float]]:
         """One head's attention matrix over a prompt under the engine's pattern (reference path)."""

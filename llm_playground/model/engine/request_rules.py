@@ -8,7 +8,7 @@ order: EOS / stop ids (END_OF_SEQUENCE), a stop string found by the sequence's `
 for dense patterns (CONTEXT_FULL). It feeds the token to the text state on the way (the text delta grows).
 `take_output` turns what a sequence produced since the last report into one `RequestOutput` and
 clears it; `collect_outputs` does that for every sequence with news and forgets finished requests.
-This module does not free blocks or touch the scheduler: the engine's `finish_sequence` does.
+This module does not free blocks or touch the scheduler: the engine's `_finish_sequence` does.
 """
 from __future__ import annotations
 

@@ -8,7 +8,8 @@ hold-back). It does not allocate blocks (model/engine/block_manager.py) and does
 (model/engine/scheduler.py).
 
 A `Request` groups the n parallel samples of one `add_request` call: sample 0 prefills the
-prompt, then is forked into n - 1 children that share its blocks (copy-on-write).
+prompt, then is forked into n - 1 children that share its blocks (copy-on-write); what its
+sequences do with their logits is decided by its `SequenceGroup` (model/engine/sequence_group.py).
 """
 from __future__ import annotations
 
@@ -147,7 +148,6 @@ class Request:
     params: SamplingParams
     seqs: list[Sequence] = field(default_factory=list)
     arrival_time: float = field(default_factory=time.perf_counter)
-    forked: bool = False             # n > 1 children created after the prompt's prefill
 
     @property
     def is_finished(self) -> bool:
