@@ -13,6 +13,9 @@ CPU_KV_BYTES_DEFAULT = 512 * 2**20   # CPU: a fixed budget; RAM is shared with e
 
 @dataclass
 class EngineConfig:
+    """Engine settings: KV block size and pool budget, per-step token and sequence limits, prefix
+    caching, chunked prefill, the default attention pattern, context length, CUDA graphs,
+    dtype and device."""
     # 16 tokens: small enough that the last partly filled block wastes little (< 4% at prompt
     # lengths in the hundreds), large enough that block tables and kernel tiles stay short.
     block_size: int = 16
