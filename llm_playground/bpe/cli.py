@@ -35,6 +35,7 @@ def _err_console():
 
 
 def load_spec(spec: str):
+    """The tokenizer for `spec` (file or reference name); load failures become UserError."""
     from llm_playground import bpe
     from llm_playground.bpe.formats import FormatError
     from llm_playground.bpe.wheel_fetch import FetchError
@@ -60,6 +61,7 @@ def check_pattern(value: str) -> str:
 
 
 def cmd_train(args) -> int:
+    """`bpe train`: train on the files, save the tokenizer, print a summary."""
     from llm_playground import bpe
     from llm_playground.bpe import formats
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -85,6 +87,7 @@ def cmd_train(args) -> int:
         task = bar.add_task("merges", total=max(1, args.vocab_size - 256 - len(specials)))
 
         def progress(done, wanted):
+            """Move the merges bar to `done` of `wanted`."""
             bar.update(task, completed=done, total=max(1, wanted))
 
         try:
@@ -126,6 +129,7 @@ def _allowed(tok, names: list[str] | None):
 
 
 def cmd_encode(args) -> int:
+    """`bpe encode`: text from a file or stdin -> token ids (plain or JSON)."""
     tok = load_spec(args.tokenizer)
     allowed = _allowed(tok, args.allow_special)
     source = args.file if args.file not in (None, "-") else "stdin"
@@ -152,6 +156,7 @@ def cmd_encode(args) -> int:
 
 
 def cmd_decode(args) -> int:
+    """`bpe decode`: token ids from a file or stdin -> the bytes they stand for."""
     tok = load_spec(args.tokenizer)
     source = args.file if args.file not in (None, "-") else "stdin"
     ids = parse_ids(read_input_bytes(args.file), source)
@@ -164,6 +169,7 @@ def cmd_decode(args) -> int:
 
 
 def cmd_inspect(args) -> int:
+    """`bpe inspect`: vocabulary statistics, and one token's merge tree when asked."""
     from llm_playground.bpe import inspect as inspect_mod
     if args.longest < 0:
         raise UserError(f"--longest {args.longest} must be 0 or more")
@@ -188,6 +194,7 @@ def cmd_inspect(args) -> int:
 
 
 def cmd_compare(args) -> int:
+    """`bpe compare`: train ours and SentencePiece on the corpus, compare with the references."""
     from llm_playground.bpe import compare
     check_pattern(args.pattern)
     files = expand_inputs(args.files)
@@ -210,6 +217,7 @@ def cmd_compare(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `bpe` argument parser with its subcommands."""
     parser = argparse.ArgumentParser(prog="bpe", description=__doc__.split("\n\n")[0],
                                      epilog=__doc__.split("\n\n", 1)[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -267,6 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the `bpe` command line; returns the exit status (2 on a user error)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -42,6 +42,7 @@ def not_utf8_hint(head: bytes) -> str:
 
 
 def expand_inputs(args: list[str]) -> list[Path]:
+    """Files, folders and globs -> the list of files (UserError when one matches nothing)."""
     files: list[Path] = []
     for arg in args:
         path = Path(arg)
@@ -124,6 +125,7 @@ def read_input_bytes(arg: str | None) -> bytes:
 
 
 def decode_text(data: bytes, source: str) -> str:
+    """`data` as UTF-8 text; binary or invalid UTF-8 input raises UserError."""
     head = data[:BINARY_SNIFF_BYTES]
     if b"\x00" in head or head.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise UserError(f"{source} {not_utf8_hint(head)}")
@@ -135,6 +137,7 @@ def decode_text(data: bytes, source: str) -> str:
 
 
 def parse_ids(data: bytes, source: str) -> list[int]:
+    """Token ids from whitespace-separated integers, a JSON list, or a JSON object with "ids"."""
     text = data.decode("utf-8", errors="replace").strip()
     if text.startswith(("[", "{")):
         try:
@@ -170,6 +173,7 @@ def write_output(data: bytes, out: str | None) -> None:
 
 
 def file_size_text(n: int) -> str:
+    """A byte count as text in decimal units (B, KB, MB, GB)."""
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1000 or unit == "GB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"

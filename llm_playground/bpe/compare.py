@@ -47,6 +47,7 @@ def split_holdout(texts, train_path: Path) -> tuple[list[str], int]:
 
 def train_sentencepiece(train_path: Path, vocab_size: int, longest_line: int, threads: int,
                         model_dir: Path):
+    """Train a byte-fallback SentencePiece BPE on `train_path`: (processor, seconds)."""
     import sentencepiece as spm
     prefix = str(model_dir / "sp")
     start = time.perf_counter()
@@ -62,6 +63,7 @@ def train_sentencepiece(train_path: Path, vocab_size: int, longest_line: int, th
 
 
 def sentencepiece_vocab(sp) -> set[bytes]:
+    """A SentencePiece vocabulary as the set of byte strings it stands for."""
     out: set[bytes] = set()
     for i in range(sp.get_piece_size()):
         if sp.is_unknown(i) or sp.is_control(i):
@@ -132,6 +134,7 @@ def compare(files, vocab_size: int, pattern: str = "cl100k", threads: int | None
         ours_vocab = set(ours.vocab.values())
 
         def segment(name, tok):
+            """Encode the sample with `tok`, recording its pieces and token count under `name`."""
             ids = tok.encode_ordinary(sample[:SAMPLE_CHARS])
             samples[name] = whole_char_pieces(ids, lambda i: tok.decode_bytes([i]))
             sample_tokens[name] = len(ids)

@@ -61,6 +61,7 @@ class PretokenCounts(Counter):
 
 @dataclass(frozen=True)
 class Block:
+    """A byte range [start, end) of one corpus file, counted as one unit of work."""
     path: str
     start: int
     end: int
@@ -132,6 +133,7 @@ def _splitter(pattern: str, special_tokens: tuple[str, ...]):
                                             sorted(special_tokens, key=len, reverse=True))).split
 
     def split(text: str) -> tuple[list[str], str]:
+        """text -> (pre-tokenized pieces, the text without its special tokens)."""
         out = []
         parts = split_specials(text)
         for part in parts:

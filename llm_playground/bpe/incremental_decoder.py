@@ -24,6 +24,7 @@ class IncrementalDecoder:
         return self._decoder.decode(self._id_to_bytes(token_id), final=False)
 
     def push_many(self, ids) -> str:
+        """Add several tokens; return the text that is now complete."""
         return self._decoder.decode(b"".join(map(self._id_to_bytes, ids)), final=False)
 
     @property

@@ -65,6 +65,7 @@ def tree_as_data(tok, tree):
 
 
 def token_report(tok, token: str) -> dict:
+    """One token's id, text, byte length, special flag and merge tree, as a dict."""
     i = resolve_token(tok, token)
     return {"id": i, "token": escape_token(tok.id_to_bytes(i)), "bytes": len(tok.id_to_bytes(i)),
             "special": i in tok.special_tokens.values(),
@@ -72,6 +73,7 @@ def token_report(tok, token: str) -> dict:
 
 
 def render_stats(stats: dict):
+    """vocab_stats output as a rich renderable: a summary and a token-length histogram."""
     from rich.console import Group
     from rich.table import Table
     summary = Table.grid(padding=(0, 2))
@@ -97,9 +99,11 @@ def render_stats(stats: dict):
 
 
 def render_token(report: dict):
+    """A token_report as a rich Tree of its merges."""
     from rich.tree import Tree
 
     def add(node, data):
+        """Add the parts of `data` under `node`, recursively."""
         for part in data["parts"]:
             add(node.add(f"{part['id']}  {part['token']!r}"), part)
 

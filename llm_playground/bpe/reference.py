@@ -32,6 +32,7 @@ ENDOFPROMPT = "<|endofprompt|>"
 
 @dataclass(frozen=True)
 class ReferenceSpec:
+    """A reference tokenizer (cl100k_base, o200k_base): rank file hash, pattern, special tokens."""
     name: str
     sha256: str  # of the gunzipped rank file: the hash tiktoken expects
     pattern: str

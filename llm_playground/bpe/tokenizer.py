@@ -219,6 +219,7 @@ class Tokenizer:
 
     # ---------------------------------------------------------------- decoding
     def decode_bytes(self, ids: Iterable[int]) -> bytes:
+        """The bytes of `ids` joined; an unknown id raises ValueError."""
         try:
             return b"".join(map(self._id_bytes.__getitem__, ids))
         except KeyError as exc:
@@ -226,15 +227,18 @@ class Tokenizer:
                              f"(vocab size {self.vocab_size})") from None
 
     def decode(self, ids: Iterable[int], errors: str = "replace") -> str:
+        """The text of `ids` (invalid UTF-8 handled by `errors`)."""
         return self.decode_bytes(ids).decode("utf-8", errors)
 
     def id_to_bytes(self, i: int) -> bytes:
+        """The bytes of token `i`; an unknown id raises ValueError."""
         try:
             return self._id_bytes[i]
         except KeyError:
             raise ValueError(f"unknown token id {i!r} (vocab size {self.vocab_size})") from None
 
     def token_to_id(self, b: bytes) -> int | None:
+        """The id of the token with bytes `b` (normal or special), or None."""
         found = self._bytes_to_id.get(bytes(b))
         if found is None:
             try:
@@ -244,9 +248,11 @@ class Tokenizer:
         return found
 
     def is_special(self, i: int) -> bool:
+        """True when `i` is a special token's id."""
         return i in self._special_ids
 
     def incremental_decoder(self):
+        """A new IncrementalDecoder for one stream of this tokenizer's ids."""
         from llm_playground.bpe.incremental_decoder import IncrementalDecoder
         return IncrementalDecoder(self)
 

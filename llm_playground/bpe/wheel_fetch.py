@@ -31,6 +31,7 @@ def cache_dir() -> Path:
 
 
 def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
+    """The SHA-256 hex digest of the file at `path`, read in chunks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(chunk):

@@ -21,6 +21,7 @@ _FUSED_MAX_ROWS, _FUSED_MAX_K = 16, 2048   # kernels/fused_linear.py MAX_ROWS, M
 
 
 def set_backend(name: str) -> None:
+    """Choose the kernels backend: auto, reference or triton (other names raise ValueError)."""
     global _BACKEND
     if name not in _VALID:
         raise ValueError(f"unknown kernels backend {name!r}; choose one of {', '.join(_VALID)}")
@@ -28,10 +29,12 @@ def set_backend(name: str) -> None:
 
 
 def get_backend() -> str:
+    """The kernels backend now chosen."""
     return _BACKEND
 
 
 def set_fused_linear(flag: bool) -> None:
+    """Allow or forbid the fused norm/SwiGLU + linear kernels (see fused_linear_ok)."""
     global _FUSED_LINEAR
     _FUSED_LINEAR = bool(flag)
 
@@ -59,6 +62,7 @@ def _use_triton(t: torch.Tensor) -> bool:
 def paged_attention(q, k_cache, v_cache, cu_seqlens_q, context_lens, block_tables,
                     max_q_len, max_context_len, scale, mask=None, num_decodes=0, out=None,
                     holes=True, k_new=None, v_new=None, prefix=True):
+    """Paged attention over the KV cache (Triton or reference); see paged_attention_ref."""
     from llm_playground.kernels.mask import DENSE
     mask = DENSE if mask is None else mask
     if _use_triton(q):
@@ -74,6 +78,7 @@ def paged_attention(q, k_cache, v_cache, cu_seqlens_q, context_lens, block_table
 
 
 def write_kv(k, v, k_cache, v_cache, slot_mapping):
+    """Write k, v (T, Hkv, D) into the caches at slot_mapping (-1 = skip)."""
     if _use_triton(k):
         from llm_playground.kernels import kv_write
         return kv_write.write_kv(k, v, k_cache, v_cache, slot_mapping)
@@ -81,6 +86,7 @@ def write_kv(k, v, k_cache, v_cache, slot_mapping):
 
 
 def rope_write_kv(q, k, v, positions, cos, sin, k_cache, v_cache, slot_mapping, return_k=False):
+    """RoPE on q and k, then k and v into their slots; returns rotated q (and k if return_k)."""
     if _use_triton(q):
         from llm_playground.kernels import rope_triton as rope_kernel
         return rope_kernel.rope_write_kv(q, k, v, positions, cos, sin, k_cache, v_cache,
@@ -90,6 +96,7 @@ def rope_write_kv(q, k, v, positions, cos, sin, k_cache, v_cache, slot_mapping, 
 
 
 def rms_norm(x, weight, eps, residual=None):
+    """RMSNorm of x; with residual, of x + residual, returning (out, x + residual)."""
     if _use_triton(x):
         from llm_playground.kernels import rmsnorm
         return rmsnorm.rms_norm(x, weight, eps, residual)
@@ -97,6 +104,7 @@ def rms_norm(x, weight, eps, residual=None):
 
 
 def silu_and_mul(gate_up):
+    """SwiGLU: silu(gate) * up for gate_up (..., 2I) -> (..., I)."""
     if _use_triton(gate_up):
         from llm_playground.kernels import swiglu
         return swiglu.silu_and_mul(gate_up)
@@ -104,6 +112,7 @@ def silu_and_mul(gate_up):
 
 
 def rope(q, k, positions, cos, sin):
+    """Rotary embedding of q and k at `positions`: (q_out, k_out)."""
     if _use_triton(q):
         from llm_playground.kernels import rope_triton as rope_kernel
         return rope_kernel.rope(q, k, positions, cos, sin)
@@ -111,6 +120,7 @@ def rope(q, k, positions, cos, sin):
 
 
 def rms_norm_linear(x, norm_weight, eps, residual, weight):
+    """(rms_norm(x + residual) @ weight.T, the new residual), fused on the Triton path."""
     if _use_triton(x):
         from llm_playground.kernels import fused_linear
         return fused_linear.rms_norm_linear(x, norm_weight, eps, residual, weight)
@@ -118,6 +128,7 @@ def rms_norm_linear(x, norm_weight, eps, residual, weight):
 
 
 def silu_mul_linear(gate_up, weight):
+    """SwiGLU of gate_up followed by the linear `weight`, fused on the Triton path."""
     if _use_triton(gate_up):
         from llm_playground.kernels import fused_linear
         return fused_linear.silu_mul_linear(gate_up, weight)

@@ -294,6 +294,7 @@ def flash_prefill(
     prefix: bool = True,         # packed path: False = no sequence has cached tokens (faster)
     poly_exp: bool | None = None,  # packed bf16 path: half the exp2 by polynomial; None = table
 ) -> torch.Tensor:
+    """Prefill attention of sequences first_seq.. over their paged keys into `out` (T, Hq, D)."""
     T, Hq, D = q.shape
     NB, BS, Hkv, _ = k_cache.shape
     if out is None:

@@ -44,6 +44,7 @@ def write_kv(
     v_cache: torch.Tensor,       # (NB, BS, Hkv, D)
     slot_mapping: torch.Tensor,  # (T,) int64, -1 = skip
 ) -> None:
+    """Write each token's k and v into its cache slot (slot_mapping, -1 = skip), in place."""
     T, Hkv, D = k.shape
     if T == 0:
         return

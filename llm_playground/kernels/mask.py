@@ -26,6 +26,7 @@ import torch
 
 @dataclass(frozen=True)
 class MaskSpec:
+    """A mask beyond causal: a local window, an atrous stride, and sinks that stay visible."""
     window: int = 0  # 0 = no local window term
     stride: int = 0  # 0 = no atrous term
     sinks: int = 0   # leading tokens always visible (only meaningful with window or stride)
@@ -39,6 +40,7 @@ class MaskSpec:
 
     @property
     def is_dense(self) -> bool:
+        """True when there is no window and no stride: plain causal attention."""
         return self.window == 0 and self.stride == 0
 
     def allowed(self, q_pos: torch.Tensor, k_pos: torch.Tensor) -> torch.Tensor:

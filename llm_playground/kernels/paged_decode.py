@@ -224,6 +224,7 @@ def paged_decode(
     num_splits: int | None = None,
     config: tuple[int, int, int] | None = None,  # (BLOCK_N, num_warps, num_stages)
 ) -> torch.Tensor:
+    """Decode attention of sequences 0..num_seqs-1 (query_per_seq tokens each) into `out`."""
     _, Hq, D = q.shape
     _, BS, Hkv, _ = k_cache.shape
     if out is None:

@@ -149,6 +149,7 @@ def rope_ref(
     s = sin[positions].unsqueeze(1)
 
     def rot(x):
+        """x rotated by the gathered cos/sin (rotate-half), in float32, back in x's dtype."""
         x1, x2 = x.float().chunk(2, dim=-1)
         return torch.cat((x1 * c - x2 * s, x2 * c + x1 * s), dim=-1).to(x.dtype)
 

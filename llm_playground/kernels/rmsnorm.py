@@ -41,6 +41,7 @@ def rms_norm(
     eps: float,
     residual: torch.Tensor | None = None,   # (T, H)
 ):
+    """RMSNorm of x; with residual, of x + residual, returning (out, x + residual)."""
     H = x.shape[-1]
     x2 = x.reshape(-1, H)
     if x2.stride(-1) != 1:

@@ -59,6 +59,7 @@ def rope(
     cos: torch.Tensor,        # (max_pos, D/2) float32
     sin: torch.Tensor,        # (max_pos, D/2) float32
 ):
+    """Rotary embedding of q and k at `positions` (rotate-half): new (q_out, k_out) tensors."""
     T, Hq, D = q.shape
     Hkv = k.shape[1]
     if q.stride(-1) != 1 or k.stride(-1) != 1 or cos.stride(-1) != 1 or sin.stride() != cos.stride():

@@ -26,6 +26,7 @@ def _silu_mul_kernel(GU, Out, I, stride_g, stride_o, BLOCK: tl.constexpr):
 
 
 def silu_and_mul(gate_up: torch.Tensor) -> torch.Tensor:
+    """SwiGLU: gate_up (..., 2I) -> silu(gate) * up (..., I)."""
     two_i = gate_up.shape[-1]
     inter = two_i // 2
     gu = gate_up.reshape(-1, two_i)

@@ -36,6 +36,7 @@ def paged_attention(
     v_new: torch.Tensor | None = None,  # (T, Hkv, D) their values (dense masks: read from here)
     prefix: bool = True,         # False: no prefill chunk has cached tokens before it
 ) -> torch.Tensor:
+    """Mixed-batch paged attention: decodes by paged_decode, the rest by flash_prefill."""
     if q.dim() != 3 or k_cache.dim() != 4 or k_cache.shape != v_cache.shape:
         raise ValueError(f"paged_attention: expected q (T, Hq, D) and caches (NB, BS, Hkv, D), got "
                          f"{tuple(q.shape)}, {tuple(k_cache.shape)}, {tuple(v_cache.shape)}")

@@ -67,6 +67,7 @@ class PlaygroundFooter(Footer):
     tabs are on screen to click, and F1 lists every key) so that the others fit."""
 
     def compose(self) -> ComposeResult:
+        """The stock footer's keys, the tab keys marked `-tab-key`."""
         for widget in super().compose():
             if str(getattr(widget, "action", "")).startswith("show_tab"):      # a FooterKey
                 widget.add_class("-tab-key")
@@ -74,6 +75,7 @@ class PlaygroundFooter(Footer):
 
 
 class PlaygroundApp(App):
+    """The playground app: runs the engine worker and routes its messages to the four tabs."""
     CSS_PATH = "playground.tcss"
     TITLE = "LLM playground"
     BINDINGS = APP_BINDINGS
@@ -93,6 +95,7 @@ class PlaygroundApp(App):
 
     # ---- layout ------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
+        """Header, loading bar, the four tabs and the footer."""
         yield Header()
         with Horizontal(id="loading"):
             yield Label(f"Loading {self.model_label}…", id="loading-label")
@@ -109,6 +112,7 @@ class PlaygroundApp(App):
         yield PlaygroundFooter()
 
     def on_mount(self) -> None:
+        """Set the theme, start the engine worker and the reference loaders, focus the prompt."""
         self.theme = DARK
         if not self.cursor_blink:
             for widget in self.query("Input, TextArea"):
@@ -128,6 +132,7 @@ class PlaygroundApp(App):
 
     @property
     def chat(self) -> ChatView:
+        """The chat view."""
         return self.query_one(ChatView)
 
     # ---- worker messages ---------------------------------------------------------------------
@@ -139,6 +144,7 @@ class PlaygroundApp(App):
             return None
 
     def on_load_progress(self, msg: LoadProgress) -> None:
+        """Show the loading stage and progress."""
         self.query_one("#loading-label", Label).update(f"Loading {self.model_label}: {msg.stage}")
         self.query_one("#loading-bar", ProgressBar).update(total=1.0 if msg.fraction is not None else None,
                                                             progress=msg.fraction or 0.0)
@@ -170,9 +176,11 @@ class PlaygroundApp(App):
         return super().format_title(title, sub_title)
 
     def on_resize(self) -> None:
+        """Redraw the header's model line for the new width."""
         self._show_model_line()
 
     async def on_model_ready(self, msg: ModelReady) -> None:
+        """Hide the loading bar and hand the model's details to every view."""
         info = self.model_info = msg.info
         self._show_model_line()
         self.query_one("#loading").display = False
@@ -182,6 +190,7 @@ class PlaygroundApp(App):
         await self.query_one(TokenizerView).add_entry(from_bpe(info.tokenizer, info.name, "model"))
 
     def on_load_failed(self, msg: LoadFailed) -> None:
+        """Say the model did not load and how to restart; the Tokenizers tab stays usable."""
         self.sub_title = "no model loaded"
         self.query_one("#loading-label", Label).update(
             f"Could not load {self.model_label}. Restart with --model PATH (a .gguf file or a Hugging "
@@ -193,37 +202,46 @@ class PlaygroundApp(App):
                     title="Model not loaded", severity="error", timeout=30)
 
     async def on_chat_progress(self, msg: ChatProgress) -> None:
+        """Pass the progress to the chat view."""
         if chat := self._view(ChatView):
             await chat.on_progress(msg)
 
     async def on_chat_finished(self, msg: ChatFinished) -> None:
+        """Pass the finished answer to the chat view."""
         if chat := self._view(ChatView):
             await chat.on_finished(msg)
 
     def on_cache_updated(self, msg: CacheUpdated) -> None:
+        """Pass the cache snapshot to the KV view."""
         if kv := self._view(KVView):
             kv.update_cache(msg)
 
     def on_engine_notice(self, msg: EngineNotice) -> None:
+        """Show the engine's notice as a notification."""
         self.notify(msg.text, severity=msg.severity, timeout=8)
 
     def on_pattern_changed(self, msg: PatternChanged) -> None:
+        """Show the engine's new pattern in the Attention tab and say so."""
         self.query_one(AttentionView).set_engine_pattern(msg.spec)
         self.notify(f"Attention pattern {msg.spec}: the next requests run with it.")
 
     def on_attention_ready(self, msg: AttentionReady) -> None:
+        """Pass the attention weights to the Attention view."""
         if view := self._view(AttentionView):
             view.show_weights(msg)
 
     async def on_tokenizer_loaded(self, msg: TokenizerLoaded) -> None:
+        """Add the loaded reference tokenizer to the Tokenizers tab."""
         if view := self._view(TokenizerView):
             await view.add_entry(msg.entry)
 
     def on_tokenizer_unavailable(self, msg: TokenizerUnavailable) -> None:
+        """Warn that a reference tokenizer is not available."""
         self.notify(f"{msg.name} is not available: {msg.error}", severity="warning")
 
     # ---- actions -----------------------------------------------------------------------------
     def action_help(self) -> None:
+        """Show the help screen (every key binding)."""
         self.push_screen(HelpScreen(list(APP_BINDINGS)))
 
     def action_show_tab(self, tab: str) -> None:
@@ -233,25 +251,31 @@ class PlaygroundApp(App):
         self.set_focus(self.query_one(TAB_FOCUS[tab]))
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        """Move the focus into the newly shown tab unless it is already there."""
         pane = event.pane.id
         focused = self.focused
         if pane in TAB_FOCUS and (focused is None or pane not in {a.id for a in focused.ancestors}):
             self.set_focus(self.query_one(TAB_FOCUS[pane]))
 
     def action_toggle_theme(self) -> None:
+        """Switch between the dark and the light theme."""
         self.theme = LIGHT if self.theme == DARK else DARK
 
     def action_cancel_generation(self) -> None:
+        """Stop the answer being generated, keeping what it wrote."""
         if self.chat.cancel():
             self.notify("Stopping the answer; what it wrote is kept.")
 
     async def action_regenerate(self) -> None:
+        """Generate the last answer again."""
         await self.chat.regenerate()
 
     async def action_clear_chat(self) -> None:
+        """Clear the conversation."""
         await self.chat.clear()
 
     def action_copy_reply(self) -> None:
+        """Copy the last reply to the clipboard."""
         text = self.chat.last_reply()
         if not text:
             self.notify("No reply to copy yet.", severity="warning")
@@ -260,6 +284,7 @@ class PlaygroundApp(App):
         self.notify(f"Copied {len(text)} characters.")
 
     def action_toggle_token_colours(self) -> None:
+        """Turn the chat's token colouring on or off."""
         self.chat.set_token_colours(not self.chat.token_colours)
 
     def _model_loaded(self) -> bool:
@@ -269,6 +294,7 @@ class PlaygroundApp(App):
         return True
 
     def action_load_test(self) -> None:
+        """Start the KV tab's load test (its request count) and show the KV tab."""
         try:
             n = self.query_one(KVView).load_count()
         except ValueError as error:
@@ -279,6 +305,7 @@ class PlaygroundApp(App):
             self.action_show_tab("kv")
 
     def action_apply_pattern(self) -> None:
+        """Show the typed pattern's mask and have the engine use it for new requests."""
         view = self.query_one(AttentionView)
         spec = self.query_one("#attn-spec").value.strip()
         try:
@@ -290,6 +317,7 @@ class PlaygroundApp(App):
             self.engine_worker.set_pattern(view.shown_pattern)
 
     def action_attention_weights(self) -> None:
+        """Ask the engine for the chosen layer and head's weights over the last prompt."""
         view = self.query_one(AttentionView)
         try:
             layer, head = view.layer_head()
@@ -312,14 +340,17 @@ class PlaygroundApp(App):
         self.engine_worker.attention(ids, layer, head)
 
     def action_train_tokenizer(self) -> None:
+        """Show the Tokenizers tab and start training a tokenizer."""
         self.action_show_tab("tokenizers")
         self.query_one(TokenizerView).start_training()
 
     async def action_add_sentencepiece(self) -> None:
+        """Show the Tokenizers tab and add a SentencePiece model."""
         self.action_show_tab("tokenizers")
         await self.query_one(TokenizerView).add_sentencepiece()
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        """The stock palette commands, then one per key binding."""
         yield from super().get_system_commands(screen)
         for b in APP_BINDINGS:
             yield SystemCommand(b.description, f"{b.key} · {b.id}", partial(self.run_action, b.action))

@@ -33,6 +33,7 @@ def mask_for(spec: str, n: int) -> tuple[torch.Tensor, float, str]:
 
 
 class AttentionView(Horizontal):
+    """The Attention tab: a pattern's mask on the left, one layer/head's weights on the right."""
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self.pattern = "dense"          # what the engine runs (after PatternChanged)
@@ -41,6 +42,7 @@ class AttentionView(Horizontal):
         self.weights: torch.Tensor | None = None
 
     def compose(self) -> ComposeResult:
+        """Pattern toolbar and mask grid; layer/head toolbar and weights grid; a status line."""
         with Vertical(id="attn-mask-side"):
             with Horizontal(classes="toolbar"):
                 yield Select([(p, p) for p in PRESETS + [CUSTOM]], value="dense", allow_blank=False,
@@ -63,9 +65,11 @@ class AttentionView(Horizontal):
         yield Static("", id="attn-status")
 
     def on_mount(self) -> None:
+        """Show the dense mask."""
         self.show_mask("dense")
 
     def mask_tokens(self) -> int:
+        """The mask size from its box, 1..MAX_MASK_TOKENS; ValueError with a readable message."""
         try:
             n = int(self.query_one("#attn-n", Input).value)
         except ValueError:
@@ -86,18 +90,21 @@ class AttentionView(Horizontal):
             f"(√ scale){escape(running)}")
 
     def set_engine_pattern(self, spec: str) -> None:
+        """Record the engine's pattern, show it in the spec box, the preset list and the mask."""
         self.pattern = spec
         self.query_one("#attn-spec", Input).value = spec
         self.query_one("#attn-preset", Select).value = spec if spec in PRESETS else CUSTOM
         self.show_mask(spec)
 
     def layer_head(self) -> tuple[int, int]:
+        """(layer, head) from their boxes; ValueError when one is not a whole number."""
         try:
             return int(self.query_one("#attn-layer", Input).value), int(self.query_one("#attn-head", Input).value)
         except ValueError:
             raise ValueError("layer and head must be whole numbers") from None
 
     def show_weights(self, msg: AttentionReady) -> None:
+        """Draw the weights as a heat map, square-root scaled against their maximum."""
         w = torch.tensor(msg.weights, dtype=torch.float32)   # (T, T)
         top = float(w.max()) if w.numel() else 0.0
         # square-root scale: attention is peaked (sinks, the diagonal); this keeps the rest visible
@@ -108,15 +115,18 @@ class AttentionView(Horizontal):
             f"(√ of weight / max; rows = queries)")
 
     def on_select_changed(self, event: Select.Changed) -> None:
+        """A preset picked from the list goes into the spec box."""
         if event.select.id == "attn-preset" and event.value not in (Select.BLANK, CUSTOM):
             self.query_one("#attn-spec", Input).value = str(event.value)
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
+        """Enter in the spec or size box applies the pattern."""
         if event.input.id in ("attn-spec", "attn-n"):
             event.stop()
             self.app.action_apply_pattern()
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
+        """Apply and Weights buttons."""
         event.stop()
         if event.button.id == "attn-apply":
             self.app.action_apply_pattern()

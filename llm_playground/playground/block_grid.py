@@ -50,6 +50,7 @@ class BlockGrid(ScrollView, can_focus=True):
 
     @dataclass
     class Highlighted(Message):
+        """The cursor moved to `block_id` (None: no block)."""
         grid: "BlockGrid"
         block_id: int | None
 
@@ -64,13 +65,16 @@ class BlockGrid(ScrollView, can_focus=True):
     # ---- data --------------------------------------------------------------------------------
     @property
     def num_blocks(self) -> int:
+        """Blocks in the grid."""
         return len(self._states)
 
     @property
     def cursor(self) -> int | None:
+        """The block under the cursor, or None."""
         return self._cursor
 
     def state_of(self, block_id: int) -> str:
+        """The state of block `block_id` as last given."""
         return self._states[block_id]
 
     def update_blocks(self, blocks: list[BlockInfo]) -> int:
@@ -96,14 +100,17 @@ class BlockGrid(ScrollView, can_focus=True):
         self.refresh()
 
     def on_resize(self, event: events.Resize) -> None:
+        """Lay the cells out again for the new width."""
         self._relayout()
 
     def notify_style_update(self) -> None:
+        """Drop the cached rows: the component styles may have changed."""
         super().notify_style_update()
         self._row_cache.clear()
 
     # ---- drawing -----------------------------------------------------------------------------
     def render_line(self, y: int) -> Strip:
+        """Screen line `y`: its row's cached Strip (rendered on a miss), cropped to the view."""
         row = y + self.scroll_offset.y
         cached = self._row_cache.get(row)
         if cached is None:
@@ -129,6 +136,7 @@ class BlockGrid(ScrollView, can_focus=True):
 
     # ---- cursor, mouse -----------------------------------------------------------------------
     def block_at(self, x: int, y: int) -> int | None:
+        """The block at widget position (x, y), or None when no block is there."""
         col = (x + self.scroll_offset.x) // CELL_WIDTH
         if col >= self._columns:
             return None
@@ -136,6 +144,7 @@ class BlockGrid(ScrollView, can_focus=True):
         return block if 0 <= block < len(self._states) else None
 
     def select(self, block_id: int | None, scroll: bool = False) -> None:
+        """Move the cursor to `block_id` (repaints both rows, may scroll); posts Highlighted."""
         old = self._cursor
         self._cursor = block_id
         for b in (old, block_id):
@@ -147,17 +156,20 @@ class BlockGrid(ScrollView, can_focus=True):
         self.post_message(self.Highlighted(self, block_id))
 
     def on_mouse_move(self, event: events.MouseMove) -> None:
+        """Hovering a block selects it."""
         block = self.block_at(event.x, event.y)
         if block is not None and block != self._cursor:
             self.select(block)
 
     def on_click(self, event: events.Click) -> None:
+        """Clicking a block focuses the grid and selects it."""
         block = self.block_at(event.x, event.y)
         if block is not None:
             self.focus()
             self.select(block)
 
     def action_move(self, dx: int, dy: int) -> None:
+        """Move the cursor dx blocks across and dy rows down, clamped to the pool."""
         if not self._states:
             return
         cur = self._cursor if self._cursor is not None else 0

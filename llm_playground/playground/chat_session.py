@@ -14,16 +14,19 @@ from typing import Any
 
 @dataclass
 class Turn:
+    """One message of the conversation: its role and text."""
     role: str        # "user" / "assistant"
     content: str
 
 
 @dataclass
 class Conversation:
+    """The chat's system prompt (None: the template's default) and its turns."""
     system_prompt: str | None = None     # None: the template's default system prompt
     turns: list[Turn] = field(default_factory=list)
 
     def messages(self) -> list[dict[str, str]]:
+        """The conversation as chat-template messages, a system message first when one is set."""
         system = self.system_prompt
         msgs = [{"role": "system", "content": system}] if system is not None and system.strip() else []
         return msgs + [{"role": t.role, "content": t.content} for t in self.turns]
@@ -37,12 +40,14 @@ class Conversation:
         return "\n".join(lines) + "\nassistant:"
 
     def prompt_ids(self, tokenizer: Any, chat_template: str | None) -> list[int]:
+        """The prompt ids for the next assistant turn (template specials as special tokens)."""
         if chat_template:
             from llm_playground.model.engine.chat_template import encode_chat
             return encode_chat(tokenizer, chat_template, self.messages())
         return tokenizer.encode_ordinary(self.prompt_text(None))
 
     def last_user_index(self) -> int | None:
+        """The index of the last user turn, or None when there is none."""
         for i in range(len(self.turns) - 1, -1, -1):
             if self.turns[i].role == "user":
                 return i

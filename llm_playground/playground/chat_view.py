@@ -39,6 +39,7 @@ SAMPLING_FIELDS = (  # (id, label, default, type)
 
 
 class UserMessage(Static):
+    """One user turn in the chat log."""
     def __init__(self, text: str) -> None:
         super().__init__(f"[b]you[/b]  {escape(text)}", classes="user-message")
 
@@ -55,6 +56,7 @@ class AssistantMessage(Vertical):
         self.status = "streaming"
 
     def compose(self) -> ComposeResult:
+        """A role label, a Markdown answer and a token-span view per sample, then a status line."""
         for i in range(self.n):
             label = "assistant" if self.n == 1 else f"assistant · sample {i + 1}/{self.n}"
             yield Label(f"[b]{label}[/b]", classes="role")
@@ -64,6 +66,7 @@ class AssistantMessage(Vertical):
 
     async def stream(self, texts: tuple[str, ...], ids: tuple[tuple[int, ...], ...], tokenizer,
                      colours: bool) -> None:
+        """Append each sample's new text to its Markdown stream and keep its ids."""
         for i, text in enumerate(texts[: self.n]):
             md = self.query_one(f"#md-{i}", Markdown)
             delta = text[len(self.texts[i]):]
@@ -76,6 +79,7 @@ class AssistantMessage(Vertical):
         self._show_tokens(tokenizer, colours)
 
     async def finish(self, msg: ChatFinished, tokenizer, colours: bool) -> None:
+        """Stop the streams, show the final texts in full, and say what ended the answer."""
         for i in range(self.n):
             if self._streams[i] is not None:
                 await self._streams[i].stop()
@@ -121,6 +125,7 @@ class ChatView(Horizontal):
         self.load_error: str | None = None              # why no model is loaded, once loading failed
 
     def compose(self) -> ComposeResult:
+        """The chat log, stats strip and prompt; the side panel with system prompt and settings."""
         with Vertical(id="chat-main"):
             yield VerticalScroll(id="chat-log")
             yield StatsStrip(id="chat-stats")
@@ -177,6 +182,7 @@ class ChatView(Horizontal):
 
     # ---- actions (the app's bindings call these) ---------------------------------------------
     async def send(self, text: str) -> None:
+        """Add a user turn and start its answer (a notice instead while busy or with no model)."""
         text = text.strip()
         if not text:
             return
@@ -198,6 +204,7 @@ class ChatView(Horizontal):
             self.conversation.turns.pop()      # not sent: the next turn must not carry it
 
     async def regenerate(self) -> None:
+        """Drop the last answer and generate it again (seed moved on by one when sampling)."""
         if self.ticket is not None or self.conversation.last_user_index() is None:
             return
         self._next_seed()
@@ -208,17 +215,20 @@ class ChatView(Horizontal):
         await self._start()
 
     async def clear(self) -> None:
+        """Stop any answer and empty the conversation and the log."""
         self.cancel()
         self.conversation.turns.clear()
         await self.query_one("#chat-log").remove_children()
 
     def cancel(self) -> bool:
+        """Ask the worker to stop the answer in flight; False when there is none."""
         if self.ticket is None:
             return False
         self.app.engine_worker.cancel(self.ticket)
         return True
 
     def last_reply(self) -> str:
+        """The first sample's text of the last answer, or ""."""
         answers = self.query(AssistantMessage)
         return answers.last().texts[0] if answers else ""
 
@@ -234,6 +244,7 @@ class ChatView(Horizontal):
             self.query_one("#param-seed", Input).value = str(params.seed + 1)
 
     def set_token_colours(self, on: bool) -> None:
+        """Show every answer as coloured token spans (on) or as Markdown (off)."""
         self.token_colours = on
         self.query_one("#token-colours", Switch).value = on
         tok = self.app.model_info.tokenizer if self.app.model_info else None
@@ -263,6 +274,7 @@ class ChatView(Horizontal):
 
     # ---- worker messages (routed by the app) -------------------------------------------------
     async def on_progress(self, msg: ChatProgress) -> None:
+        """Stream the in-flight answer's new text and update the stats strip."""
         if msg.ticket != self.ticket or self._answer is None:
             return
         await self._answer.stream(msg.texts, msg.token_ids, self.app.model_info.tokenizer, self.token_colours)
@@ -270,6 +282,7 @@ class ChatView(Horizontal):
         self.query_one("#chat-log", VerticalScroll).scroll_end(animate=False)
 
     async def on_finished(self, msg: ChatFinished) -> None:
+        """Finish the answer, record it in the conversation, notify of errors and early stops."""
         if msg.ticket != self.ticket or self._answer is None:
             return
         answer, self._answer = self._answer, None
@@ -297,11 +310,13 @@ class ChatView(Horizontal):
 
     # ---- widget events -----------------------------------------------------------------------
     async def on_input_submitted(self, event: Input.Submitted) -> None:
+        """Enter in the prompt sends the message."""
         if event.input.id == "prompt":
             event.stop()
             await self.send(event.value)
 
     async def on_button_pressed(self, event: Button.Pressed) -> None:
+        """Regen, Clear and Copy buttons."""
         event.stop()
         if event.button.id == "regenerate":
             await self.regenerate()
@@ -311,5 +326,6 @@ class ChatView(Horizontal):
             self.app.action_copy_reply()
 
     def on_switch_changed(self, event: Switch.Changed) -> None:
+        """The token-colours switch turns colouring on or off."""
         if event.switch.id == "token-colours" and event.value != self.token_colours:
             self.set_token_colours(event.value)

@@ -32,6 +32,7 @@ def _sampling(p: argparse.ArgumentParser, max_tokens: int) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `playground` argument parser: engine flags, and the generate and chat subcommands."""
     parser = argparse.ArgumentParser(prog="playground", description="Terminal LLM playground.")
     add_engine_flags(parser)
     sub = parser.add_subparsers(dest="command")
@@ -108,6 +109,7 @@ def _run_one(engine, ids: list[int], params, echo: bool) -> dict:
 
 
 def cmd_generate(args) -> int:
+    """`playground generate`: one completion (or beam search) for --prompt, as text or JSON."""
     params = _params(args)
     if not args.prompt:
         raise ValueError("empty prompt: pass some text with --prompt")
@@ -151,6 +153,7 @@ def _run_beams(engine, ids: list[int], args) -> int:
 
 
 def cmd_chat(args) -> int:
+    """`playground chat --plain`: a line-by-line chat on stdin/stdout."""
     if not args.plain:
         raise ValueError("only `playground chat --plain` is a line tool; run `playground` for the full app")
     params = _params(args)
@@ -179,6 +182,7 @@ def cmd_chat(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the app (no subcommand) or a subcommand; errors become one line and exit status 1."""
     args = build_parser().parse_args(argv)
     try:
         if args.command is None:

@@ -17,6 +17,7 @@ from llm_playground.playground.messages import ModelInfo
 
 
 def describe(engine: Any, loaded: Any) -> ModelInfo:
+    """The ModelInfo for a built engine and its loaded model."""
     mc = loaded.config
     cache = engine.cache_report()
     elem = loaded.dtype.itemsize if hasattr(loaded.dtype, "itemsize") else 2
@@ -39,6 +40,7 @@ def real_factory(args: Namespace) -> Callable[[Callable[..., None]], tuple[Model
     config = engine_config_from_args(args)
 
     def factory(progress: Callable[..., None]) -> tuple[ModelInfo, Any]:
+        """Load the model and build the engine (on the worker thread): (info, engine)."""
         from llm_playground.model.engine.engine import Engine
         from llm_playground.model.weights.loader import load_model
 

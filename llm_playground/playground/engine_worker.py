@@ -65,6 +65,7 @@ class _Generation:
 
     @property
     def done(self) -> bool:
+        """True when every sample has a finish reason."""
         return all(r is not None for r in self.reasons)
 
 
@@ -85,18 +86,23 @@ class EngineWorker:
 
     # ---- called from the UI thread -------------------------------------------------------
     def chat(self, ticket: int, prompt_ids: list[int], params: SamplingParams) -> None:
+        """Queue a chat generation of `prompt_ids` under `ticket`."""
         self._commands.put(("chat", ticket, list(prompt_ids), params))
 
     def cancel(self, ticket: int) -> None:
+        """Queue the abort of generation `ticket`."""
         self._commands.put(("cancel", ticket))
 
     def set_pattern(self, spec: str) -> None:
+        """Queue a switch of the engine's attention pattern to `spec`."""
         self._commands.put(("pattern", spec))
 
     def attention(self, prompt_ids: list[int], layer: int, head: int) -> None:
+        """Queue a request for layer/head attention weights over `prompt_ids`."""
         self._commands.put(("attention", list(prompt_ids), layer, head))
 
     def load_test(self, n: int, prompt_len: int = 48, max_tokens: int = 64, seed: int = 0) -> None:
+        """Queue a load test of `n` synthetic requests."""
         self._commands.put(("load", n, prompt_len, max_tokens, seed))
 
     # ---- the worker thread ---------------------------------------------------------------
@@ -135,6 +141,7 @@ class EngineWorker:
         box: dict[str, Any] = {}
 
         def target() -> None:
+            """Run the factory, keeping its result or its error in `box`."""
             try:
                 box["value"] = self._factory(self._load_progress)
             except Exception as error:  # a bad path or file must not kill the app

@@ -32,6 +32,7 @@ Ctrl+P opens the command palette with every action below.
 
 
 class HelpScreen(ModalScreen[None]):
+    """The F1 help screen: what each tab shows and a table of the key bindings."""
     BINDINGS = [Binding("escape,f1", "dismiss", "Close help", id="help.close")]
     DEFAULT_CSS = """
     HelpScreen { align: center middle; }
@@ -44,6 +45,7 @@ class HelpScreen(ModalScreen[None]):
         self.shown_bindings = bindings
 
     def compose(self) -> ComposeResult:
+        """The tabs' help and the key table, as scrollable Markdown."""
         rows = ["| key | action | id |", "| --- | --- | --- |"]
         for b in self.shown_bindings:
             rows.append(f"| `{b.key}` | {b.description} | `{b.id}` |")

@@ -21,6 +21,7 @@ MAX_TABLE_ENTRIES = 48   # block-table entries shown per sequence before "…"
 
 
 def human_bytes(n: float) -> str:
+    """A byte count as text in binary units (B, KiB, MiB, GiB)."""
     for unit in ("B", "KiB", "MiB", "GiB"):
         if abs(n) < 1024 or unit == "GiB":
             return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
@@ -29,6 +30,7 @@ def human_bytes(n: float) -> str:
 
 
 def block_formula(info: ModelInfo) -> str:
+    """How one block's bytes add up for this model, as one line of text."""
     return (f"per block: 2 × {info.num_layers} layers × {info.num_kv_heads} KV heads × "
             f"{info.head_dim} dim × {info.dtype_bytes} B × {info.block_size} tokens = "
             f"{info.bytes_per_block:,} B")
@@ -59,12 +61,14 @@ def totals_text(cache: CacheReport, running: int, waiting: int, width: int = 0) 
 
 
 def block_text(block: BlockInfo) -> str:
+    """One block's id, state, reference count, tokens and owners, as markup."""
     owners = ", ".join(f"seq {o}" for o in block.owners) or "none"
     return (f"block [b]{block.block_id}[/]: {block.state}, ref count {block.ref_count}, "
             f"{block.num_tokens} tokens; owners: {owners}")
 
 
 def table_text(seq: SequenceReport) -> str:
+    """One sequence's lengths and block table (holes as ·, long tables cut), as markup."""
     table = seq.block_table[:MAX_TABLE_ENTRIES]
     cells = " ".join("·" if b < 0 else str(b) for b in table)
     more = f" … (+{len(seq.block_table) - MAX_TABLE_ENTRIES})" if len(seq.block_table) > MAX_TABLE_ENTRIES else ""
@@ -74,6 +78,7 @@ def table_text(seq: SequenceReport) -> str:
 
 
 class KVView(Horizontal):
+    """The KV cache tab: the block grid and block detail, the totals, the load test, the tables."""
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self.cache: CacheReport | None = None
@@ -81,6 +86,7 @@ class KVView(Horizontal):
         self._counts = (0, 0)                     # running, waiting of the last update
 
     def compose(self) -> ComposeResult:
+        """Grid and block detail at left; totals, formula, load test and block tables at right."""
         with Vertical(id="kv-left"):
             yield Label("Physical KV blocks (hover or arrows for details)", classes="section")
             yield BlockGrid(id="kv-grid")
@@ -96,9 +102,11 @@ class KVView(Horizontal):
             yield Static("no running sequence", id="kv-tables")
 
     def set_model(self, info: ModelInfo) -> None:
+        """Show the model's bytes-per-block formula."""
         self.query_one("#kv-formula", Static).update(escape(block_formula(info)))
 
     def update_cache(self, msg: CacheUpdated) -> None:
+        """Show a new cache snapshot: grid, totals, live block tables, the cursor's block."""
         self.cache, self.sequences = msg.cache, msg.sequences
         self._counts = (msg.num_running, msg.num_waiting)
         self.query_one(BlockGrid).update_blocks(msg.cache.blocks)
@@ -116,6 +124,7 @@ class KVView(Horizontal):
             totals.update(totals_text(self.cache, *self._counts, totals.content_region.width))
 
     def on_resize(self) -> None:
+        """Redraw the totals for the new width."""
         self._show_totals()          # the legend's line breaks follow the width
 
     def _show_block(self, block_id: int | None) -> None:
@@ -124,9 +133,11 @@ class KVView(Horizontal):
         self.query_one("#kv-block-info", Static).update(block_text(self.cache.blocks[block_id]))
 
     def on_block_grid_highlighted(self, event: BlockGrid.Highlighted) -> None:
+        """Show the highlighted block's details."""
         self._show_block(event.block_id)
 
     def load_count(self) -> int:
+        """The load test's request count, 1..256; ValueError with a readable message otherwise."""
         try:
             n = int(self.query_one("#kv-load-n", Input).value)
         except ValueError:
@@ -136,6 +147,7 @@ class KVView(Horizontal):
         return n
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
+        """The Load button starts the load test."""
         if event.button.id == "kv-load":
             event.stop()
             self.app.action_load_test()

@@ -28,6 +28,7 @@ UPPER_HALF = "▀"
 
 
 def ramp_colour(value: float) -> str:
+    """The ramp colour for `value` in [0, 1] (clamped; NaN counts as 0)."""
     value = 0.0 if value != value else max(0.0, min(1.0, value))  # NaN -> 0
     return RAMP[round(value * (len(RAMP) - 1))]
 
@@ -54,9 +55,11 @@ class HeatGrid(Widget):
 
     @property
     def pooled(self) -> torch.Tensor | None:
+        """The matrix as drawn now (pooled to a square that fits, in [0, 1]), or None."""
         return self._pooled
 
     def on_resize(self, event: events.Resize) -> None:
+        """Pool the matrix again for the new size."""
         self._rebuild()
 
     def _rebuild(self) -> None:
@@ -88,6 +91,7 @@ class HeatGrid(Widget):
         return strips
 
     def render_line(self, y: int) -> Strip:
+        """Cached strip `y`, or a blank line below the map."""
         if y < len(self._strips):
             return self._strips[y]
         return Strip.blank(self.size.width, self.rich_style)

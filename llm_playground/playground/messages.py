@@ -41,20 +41,24 @@ class ModelInfo:
 
 @dataclass
 class LoadProgress(Message):
+    """Model loading: the current stage and how far it is (coalesces)."""
     stage: str                       # "fetching", "reading weights", ...
     fraction: float | None           # 0..1, None = unknown
 
     def can_replace(self, message: Message) -> bool:
+        """True for any older LoadProgress: the newer one supersedes it."""
         return isinstance(message, LoadProgress)
 
 
 @dataclass
 class ModelReady(Message):
+    """The model is loaded and the engine runs; what the views need to know about it."""
     info: ModelInfo
 
 
 @dataclass
 class LoadFailed(Message):
+    """The model could not be loaded; the error in one line."""
     error: str                       # one line, says what to do
 
 
@@ -75,17 +79,20 @@ class ChatStats:
 
 @dataclass
 class ChatProgress(Message):
+    """A chat generation so far: text and ids per sample, and live stats (coalesces per ticket)."""
     ticket: int                      # the UI's id for this generation (not the engine's request id)
     texts: tuple[str, ...]           # text so far, one per sample
     token_ids: tuple[tuple[int, ...], ...]
     stats: ChatStats
 
     def can_replace(self, message: Message) -> bool:
+        """True for an older ChatProgress of the same ticket."""
         return isinstance(message, ChatProgress) and message.ticket == self.ticket
 
 
 @dataclass
 class ChatFinished(Message):
+    """A chat generation ended: final texts, ids, stats, finish reasons, and any error."""
     ticket: int
     texts: tuple[str, ...]
     token_ids: tuple[tuple[int, ...], ...]
@@ -96,6 +103,7 @@ class ChatFinished(Message):
 
 @dataclass
 class CacheUpdated(Message):
+    """A snapshot of the KV cache, the live sequences and the queue lengths (coalesces)."""
     cache: CacheReport
     sequences: list[SequenceReport] = field(default_factory=list)
     num_running: int = 0
@@ -103,6 +111,7 @@ class CacheUpdated(Message):
     synthetic_running: int = 0       # requests from the "load" action still running
 
     def can_replace(self, message: Message) -> bool:
+        """True for any older CacheUpdated."""
         return isinstance(message, CacheUpdated)
 
 
@@ -115,11 +124,13 @@ class EngineNotice(Message):
 
 @dataclass
 class PatternChanged(Message):
+    """The engine now runs new requests with this attention pattern."""
     spec: str
 
 
 @dataclass
 class AttentionReady(Message):
+    """One layer and head's attention weights over the last prompt's tokens."""
     layer: int
     head: int
     weights: list[list[float]]       # (T, T) rows = queries, cols = keys
@@ -128,15 +139,18 @@ class AttentionReady(Message):
 
 @dataclass
 class TrainProgress(Message):
+    """Tokenizer training progress: a fraction (None = unknown) and a line of text (coalesces)."""
     fraction: float | None
     text: str
 
     def can_replace(self, message: Message) -> bool:
+        """True for any older TrainProgress."""
         return isinstance(message, TrainProgress)
 
 
 @dataclass
 class TrainFinished(Message):
+    """Tokenizer training ended: the new tokenizer, its name and the time it took."""
     tokenizer: Any
     name: str
     seconds: float
@@ -144,15 +158,18 @@ class TrainFinished(Message):
 
 @dataclass
 class TrainFailed(Message):
+    """Tokenizer training failed; the error in one line."""
     error: str
 
 
 @dataclass
 class TokenizerLoaded(Message):
+    """A reference tokenizer finished loading; its entry for the Tokenizers tab."""
     entry: Any                       # playground.tokenizer_sources.TokenizerEntry
 
 
 @dataclass
 class TokenizerUnavailable(Message):
+    """A reference tokenizer could not be loaded, and why."""
     name: str
     error: str

@@ -22,6 +22,7 @@ VISIBLE_WS = {" ": "·", "\t": "→", "\n": "↵\n", "\r": "␍"}
 
 @dataclass(frozen=True)
 class Span:
+    """Whole characters of text and the token ids that produced them."""
     text: str                 # the decoded characters (complete UTF-8 only, U+FFFD for invalid bytes)
     ids: tuple[int, ...]      # the token ids that produced them (several when a character is split)
     nbytes: int
@@ -57,6 +58,7 @@ def id_colour(token_id: int) -> str:
 
 
 def visible(text: str) -> str:
+    """`text` with spaces, tabs, newlines and carriage returns drawn as visible marks."""
     return "".join(VISIBLE_WS.get(ch, ch) for ch in text)
 
 

@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 @dataclass
 class TokenizerEntry:
+    """One tokenizer as the Tokenizers tab uses it: name, kind, encode, id -> bytes, merge tree."""
     name: str
     kind: str                                   # "model" / "reference" / "trained" / "sentencepiece"
     encode: Callable[[str], list[int]]
@@ -31,11 +32,13 @@ def from_bpe(tok: Any, name: str, kind: str) -> TokenizerEntry:
 
 
 def load_reference(name: str) -> TokenizerEntry:
+    """The reference tokenizer `name` (cl100k_base, o200k_base) as an entry."""
     from llm_playground import bpe
     return from_bpe(bpe.load(name), name, "reference")
 
 
 def from_sentencepiece(path: str) -> TokenizerEntry:
+    """The SentencePiece .model file at `path` as an entry; ValueError when it cannot be read."""
     path = os.path.expanduser(path.strip())
     if not os.path.isfile(path):
         raise ValueError(f"no file at {path!r}: give the path of a SentencePiece .model file")
@@ -46,6 +49,7 @@ def from_sentencepiece(path: str) -> TokenizerEntry:
         raise ValueError(f"{path!r} is not a SentencePiece model ({str(error).splitlines()[0]})") from None
 
     def id_to_bytes(i: int) -> bytes:
+        """The bytes of piece `i` (a byte piece its byte; control and unknown pieces b"")."""
         piece = sp.id_to_piece(i)
         if sp.is_byte(i):                        # "<0x0A>"
             return bytes([int(piece[3:5], 16)])
@@ -93,6 +97,7 @@ def start_process_helpers() -> bool:
 
 
 def train(files: list[str], vocab_size: int, progress: Callable[..., None] | None = None) -> Any:
+    """Train a BPE tokenizer of `vocab_size` on `files` (ValueError below 257)."""
     from llm_playground import bpe
     if vocab_size < 257:
         raise ValueError("vocab size must be at least 257 (256 bytes + one merge)")

@@ -44,6 +44,7 @@ class TokenizerPanel(Vertical):
 
     @dataclass
     class Picked(Message):
+        """A span was clicked in `panel`: its index."""
         panel: "TokenizerPanel"
         index: int
 
@@ -55,10 +56,12 @@ class TokenizerPanel(Vertical):
         self.selected: int | None = None
 
     def compose(self) -> ComposeResult:
+        """A title line and the token spans."""
         yield Label("", classes="tok-title")
         yield Static("", classes="tok-spans")
 
     def segment(self, text: str) -> None:
+        """Encode `text`; show its spans, token count, byte count and bytes per token."""
         self.ids = list(self.entry.encode(text))
         self.spans = group_spans(self.ids, self.entry.id_to_bytes)
         self.selected = None
@@ -73,18 +76,21 @@ class TokenizerPanel(Vertical):
         self.query_one(".tok-spans", Static).update(render_spans(self.spans, self.selected, "pick"))
 
     def action_pick(self, index: int) -> None:
+        """Select span `index` and post Picked."""
         self.selected = index
         self._draw()
         self.post_message(self.Picked(self, index))
 
 
 class TokenizerView(Vertical):
+    """The Tokenizers tab: a text box, a toolbar, one panel per tokenizer, the picked token."""
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self.entries: list[TokenizerEntry] = []
         self._pending = None
 
     def compose(self) -> ComposeResult:
+        """The text box, the training and SentencePiece toolbar, the panels and the detail line."""
         yield TextArea(SAMPLE_TEXT, id="tok-text", soft_wrap=True)
         with Horizontal(classes="toolbar"):
             files = Input(placeholder="corpus files or globs", id="tok-train-files")
@@ -100,6 +106,7 @@ class TokenizerView(Vertical):
         yield Static("Click a token to see its id, bytes and merges.", id="tok-detail")
 
     def text(self) -> str:
+        """The text in the box."""
         return self.query_one("#tok-text", TextArea).text
 
     async def add_entry(self, entry: TokenizerEntry) -> TokenizerPanel:
@@ -121,15 +128,18 @@ class TokenizerView(Vertical):
                 f"[b]{escape(panel.entry.name)}[/]: cannot encode this text ({escape(str(error))})")
 
     def resegment(self) -> None:
+        """Segment the current text again in every panel."""
         for panel in self.query(TokenizerPanel):
             self._segment(panel)
 
     def on_text_area_changed(self, event: TextArea.Changed) -> None:
+        """Resegment 0.15 s after the last keystroke."""
         if self._pending is not None:
             self._pending.stop()
         self._pending = self.set_timer(0.15, self.resegment)   # debounce typing
 
     def on_tokenizer_panel_picked(self, event: TokenizerPanel.Picked) -> None:
+        """Show the picked span's ids, bytes and merge trees."""
         span = event.panel.spans[event.index]
         entry = event.panel.entry
         lines = [f"[b]{escape(entry.name)}[/] span {event.index}: {escape(repr(span.text))}"]
@@ -148,6 +158,7 @@ class TokenizerView(Vertical):
 
     # ---- SentencePiece and training ----------------------------------------------------------
     async def add_sentencepiece(self) -> None:
+        """Add the SentencePiece model at the path in the box (a notice when it cannot be read)."""
         path = self.query_one("#tok-spm-path", Input).value
         try:
             entry = from_sentencepiece(path)
@@ -157,6 +168,7 @@ class TokenizerView(Vertical):
         await self.add_entry(entry)
 
     def start_training(self) -> None:
+        """Train a BPE on the listed corpus files with the given vocab size, in a thread worker."""
         try:
             files = expand_corpus(self.query_one("#tok-train-files", Input).value)
             vocab = int(self.query_one("#tok-train-vocab", Input).value or 0)
@@ -172,6 +184,7 @@ class TokenizerView(Vertical):
         start = time.perf_counter()
 
         def progress(*args, **kwargs) -> None:
+            """Post a trainer progress call as TrainProgress (a fraction when it gives one)."""
             nums = [a for a in args if isinstance(a, (int, float)) and not isinstance(a, bool)]
             done, total = kwargs.get("done", nums[0] if nums else None), kwargs.get("total", nums[1] if len(nums) > 1 else None)
             frac = (done / total) if (done is not None and total) else (done if isinstance(done, float) else None)
@@ -185,19 +198,23 @@ class TokenizerView(Vertical):
         self.post_message(TrainFinished(tok, f"trained-{vocab}", time.perf_counter() - start))
 
     def on_train_progress(self, msg: TrainProgress) -> None:
+        """Move the training progress bar."""
         if msg.fraction is not None:
             self.query_one("#tok-train-progress", ProgressBar).update(progress=msg.fraction)
 
     async def on_train_finished(self, msg: TrainFinished) -> None:
+        """Add the trained tokenizer to the comparison and say so."""
         from llm_playground.playground.tokenizer_sources import from_bpe
         self.query_one("#tok-train-progress", ProgressBar).update(progress=1.0)
         await self.add_entry(from_bpe(msg.tokenizer, msg.name, "trained"))
         self.app.notify(f"Trained {msg.name} in {msg.seconds:.1f} s; it is in the comparison.")
 
     def on_train_failed(self, msg: TrainFailed) -> None:
+        """Say why training failed."""
         self.app.notify(msg.error, title="Training failed", severity="error")
 
     async def on_button_pressed(self, event: Button.Pressed) -> None:
+        """Train and Add .model buttons."""
         event.stop()
         if event.button.id == "tok-train":
             self.start_training()

@@ -80,6 +80,7 @@ def load(spec: str | os.PathLike, pattern: str | None = None):
 
 
 def format_for_path(path: str | os.PathLike) -> str:
+    """The format a file name implies: "tiktoken", "hf" (tokenizer.json) or "native"."""
     name = Path(path).name.lower()
     if name.endswith(".tiktoken"):
         return "tiktoken"

@@ -116,6 +116,7 @@ def to_document(tok) -> dict:
 
 
 def save_hf_json(tok, path: str | os.PathLike) -> None:
+    """Save `tok` as a Hugging Face tokenizer.json at `path` (atomically)."""
     text = json.dumps(to_document(tok), ensure_ascii=False, indent=1)
     write_atomic(path, text.encode("utf-8"))
 

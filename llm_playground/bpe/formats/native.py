@@ -116,6 +116,7 @@ def dumps(tok) -> str:
 
 
 def save_native(tok, path: str | os.PathLike) -> None:
+    """Save `tok` in the native JSON format at `path` (atomically)."""
     write_atomic(path, dumps(tok).encode("utf-8"))
 
 

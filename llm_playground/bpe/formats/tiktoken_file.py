@@ -66,6 +66,7 @@ def dumps_ranks(tok) -> bytes:
 
 
 def save_tiktoken(tok, path: str | os.PathLike) -> None:
+    """Save `tok`'s ranks as a .tiktoken file at `path` (atomically)."""
     write_atomic(path, dumps_ranks(tok))
 
 

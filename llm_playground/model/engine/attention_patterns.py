@@ -105,6 +105,7 @@ def format_pattern(spec: MaskSpec) -> str:
 
 @dataclass(frozen=True)
 class AttentionPattern:
+    """A parsed attention pattern: its canonical name and the MaskSpec the kernels read."""
     name: str       # canonical string, parse_pattern(name) gives this pattern back
     spec: MaskSpec  # what the kernels and the reference path read
 
@@ -117,6 +118,7 @@ class AttentionPattern:
 
     @property
     def kind(self) -> str:
+        """The pattern's family, its name up to any ':' (dense, local, streaming, ...)."""
         return self.name.partition(":")[0]
 
     @property
@@ -131,9 +133,11 @@ class AttentionPattern:
         return self.spec.dense_matrix(n, device=device)
 
     def block_map(self, q_start, q_len, kv_len, q_tile: int, k_tile: int, device="cpu") -> "TileMap":
+        """This pattern's tile map; see the module-level block_map."""
         return block_map(self.spec, q_start, q_len, kv_len, q_tile, k_tile, device=device)
 
     def freeable_blocks(self, num_tokens: int, block_size: int) -> range:
+        """Logical blocks no later query can see; see the module-level freeable_blocks."""
         return freeable_blocks(self.spec, num_tokens, block_size)
 
     def density(self, n: int) -> float:

@@ -33,6 +33,7 @@ DEFAULT_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
 
 class DecodeGraphRunner:
+    """Captured decode-step CUDA graphs, one per (batch-size bucket, mask), over static buffers."""
     def __init__(self, model, kv: KVCache, max_num_seqs: int, max_blocks_per_seq: int,
                  buckets: tuple[int, ...] = DEFAULT_BUCKETS) -> None:
         if kv.device.type != "cuda":
@@ -55,9 +56,11 @@ class DecodeGraphRunner:
 
     # ------------------------------------------------------------------------------------------
     def bucket_for(self, num_seqs: int) -> int | None:
+        """The smallest bucket that holds `num_seqs` sequences, or None when none does."""
         return next((b for b in self.buckets if b >= num_seqs), None)
 
     def can_run(self, batch: AttentionBatch) -> bool:
+        """True when `batch` is all one-token decodes within a bucket and the captured lengths."""
         return (batch.num_decodes == batch.num_seqs and batch.max_q_len == 1
                 and self.bucket_for(batch.num_seqs) is not None
                 and batch.block_tables.shape[1] <= self.max_blocks
@@ -90,6 +93,7 @@ class DecodeGraphRunner:
         self.graphs[(bs, mask)] = (graph, logits)
 
     def capture_all(self, mask: MaskSpec) -> None:
+        """Capture every bucket not yet captured for `mask`, largest first."""
         for bs in reversed(self.buckets):   # largest first: later graphs reuse its pool memory
             if (bs, mask) not in self.graphs:
                 self.capture(bs, mask)

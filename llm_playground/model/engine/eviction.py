@@ -45,12 +45,15 @@ def rope_offset(block_table: Sequence[int], num_tokens: int, block_size: int) ->
 
 @dataclass
 class EvictionPlan:
+    """What a sliding pattern evicts: logical holes, the physical blocks to free, and the blocks
+    whose keys need re-rotating (by how many positions)."""
     freed_logical: list[int] = field(default_factory=list)   # logical indices that become holes
     freed: list[int] = field(default_factory=list)           # their physical block ids (to free)
     rerotate: list[tuple[int, list[int]]] = field(default_factory=list)  # (delta, physical ids)
 
     @property
     def empty(self) -> bool:
+        """True when nothing is evicted."""
         return not self.freed_logical
 
 

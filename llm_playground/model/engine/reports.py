@@ -18,6 +18,7 @@ SHARED = "shared"    # owned by several sequences (ref count > 1)
 
 @dataclass(slots=True)
 class BlockInfo:
+    """One physical KV block in a CacheReport: its state, reference count, owners and fill."""
     block_id: int
     state: str                       # FREE / CACHED / USED / SHARED
     ref_count: int
@@ -43,6 +44,8 @@ class SequenceReport:
 
 @dataclass
 class CacheReport:
+    """A snapshot of the KV block pool: counts per state, every block, bytes in use and wasted, and
+    the cumulative prefix-cache and preemption counters."""
     num_blocks: int
     block_size: int
     bytes_per_block: int             # 2 * layers * kv_heads * head_dim * dtype bytes * block_size
@@ -74,6 +77,8 @@ class RequestOutput:
 
 @dataclass
 class StepReport:
+    """What one engine step did: its outputs, token counts, timings and throughputs, the live
+    sequences, the cache after the step, and the queue lengths."""
     step: int
     outputs: list[RequestOutput]
     num_prefill_tokens: int

@@ -9,6 +9,8 @@ SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1     # what torch.Generator.manual_seed 
 
 @dataclass
 class SamplingParams:
+    """How one request samples and stops: temperature, top-k/top-p, repetition penalty, token
+    limit, seed, stop strings and ids, and the number of parallel samples."""
     temperature: float = 0.0          # 0 = greedy (argmax), the exact mode the oracle tests use
     top_k: int = 0                    # 0 = off
     top_p: float = 1.0                # 1.0 = off

@@ -22,6 +22,8 @@ from llm_playground.model.engine.sampling_params import SamplingParams
 
 
 class SeqStatus(str, enum.Enum):
+    """Where a sequence is in its life: waiting for admission, running, preempted, finished."""
+
     WAITING = "waiting"
     RUNNING = "running"
     PREEMPTED = "preempted"   # blocks freed; waits to recompute prompt + outputs so far
@@ -85,6 +87,9 @@ class TextState:
 
 @dataclass(eq=False)   # identity: two sequences are never 'equal'
 class Sequence:
+    """One generated continuation: its prompt and output ids, how many have K/V in the cache,
+    its status, timings, outcome and the output not yet reported."""
+
     seq_id: int
     request_id: int | str            # the caller's id, or the engine's serial number
     prompt_ids: list[int]
@@ -114,6 +119,7 @@ class Sequence:
 
     @property
     def all_ids(self) -> list[int]:
+        """Prompt then output ids (a new list; use token_slice for a part)."""
         return self.prompt_ids + self.output_ids
 
     def token_slice(self, start: int, end: int) -> list[int]:
@@ -127,10 +133,12 @@ class Sequence:
 
     @property
     def num_tokens(self) -> int:
+        """Prompt plus output length."""
         return len(self.prompt_ids) + len(self.output_ids)
 
     @property
     def is_finished(self) -> bool:
+        """The sequence has an outcome (stop, length, abort or error)."""
         return self.status is SeqStatus.FINISHED
 
     @property
@@ -139,9 +147,10 @@ class Sequence:
         return self.num_tokens - self.num_computed > 1
 
 
-
 @dataclass(eq=False)
 class Request:
+    """What a caller submitted: one prompt, its sampling parameters and the sequences it runs."""
+
     request_id: int | str            # the caller's id, or the engine's serial number
     serial: int
     prompt_ids: list[int]
@@ -151,4 +160,5 @@ class Request:
 
     @property
     def is_finished(self) -> bool:
+        """Every sequence of the request has finished."""
         return all(s.is_finished for s in self.seqs)

@@ -70,10 +70,12 @@ class BatchPlan:
 
     @property
     def num_rows(self) -> int:
+        """Sequences (rows) in this batch."""
         return int(self.context_lens.shape[0])
 
     @property
     def num_tokens(self) -> int:
+        """New tokens in this batch, all rows together."""
         return int(self.input_ids.shape[0])
 
 
@@ -89,6 +91,7 @@ class StepPlan:
 
     @property
     def num_logits_rows(self) -> int:
+        """Logits rows over all batches of the step."""
         return sum(len(b.logits) for b in self.batches)
 
 

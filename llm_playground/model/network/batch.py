@@ -22,6 +22,8 @@ from llm_playground.kernels.mask import DENSE, MaskSpec
 
 @dataclass
 class AttentionBatch:
+    """One forward's packed batch as the attention kernels read it: positions, slots, query
+    offsets, context lengths, block tables, the mask, and host ints for the grids."""
     # (T,) int64 RoPE position of each new token. Equals the logical position, except where a
     # sliding pattern (StreamingLLM, local) freed blocks: then it is the position inside the
     # compacted cache (logical position - tokens evicted before it), see model/engine/attention_patterns.py.
@@ -49,10 +51,12 @@ class AttentionBatch:
 
     @property
     def num_seqs(self) -> int:
+        """Sequences in the batch, as a host int."""
         return int(self.context_lens.shape[0])
 
     @property
     def num_tokens(self) -> int:
+        """New tokens in the batch, all sequences together, as a host int."""
         return int(self.positions.shape[0])
 
     def to(self, device: torch.device | str) -> "AttentionBatch":

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 @dataclass
 class ModelConfig:
+    """A Llama model's shape and constants: sizes, heads, RoPE, norm epsilon, special token ids."""
     vocab_size: int
     hidden_size: int
     intermediate_size: int

@@ -18,6 +18,7 @@ def bytes_per_block(num_layers: int, num_kv_heads: int, head_dim: int, dtype: to
 
 
 class KVCache:
+    """Paged K/V pools, each (layers, blocks, block size, KV heads, head dim); per-layer views."""
     def __init__(self, num_layers: int, num_blocks: int, block_size: int, num_kv_heads: int,
                  head_dim: int, dtype: torch.dtype, device: torch.device | str) -> None:
         if num_blocks < 1 or block_size < 1:
@@ -38,11 +39,13 @@ class KVCache:
 
     @property
     def bytes_per_block(self) -> int:
+        """Bytes one block takes in K and V over all layers."""
         return bytes_per_block(self.num_layers, self.num_kv_heads, self.head_dim, self.dtype,
                                self.block_size)
 
     @property
     def total_bytes(self) -> int:
+        """Bytes of the whole pool, K and V."""
         return self.bytes_per_block * self.num_blocks
 
     def copy_block(self, src: int, dst: int) -> None:
@@ -53,5 +56,6 @@ class KVCache:
     @staticmethod
     def num_blocks_for_budget(budget_bytes: int, num_layers: int, num_kv_heads: int, head_dim: int,
                               dtype: torch.dtype, block_size: int) -> int:
+        """Blocks that fit in `budget_bytes` (at least 1)."""
         per = bytes_per_block(num_layers, num_kv_heads, head_dim, dtype, block_size)
         return max(1, budget_bytes // per)

@@ -22,6 +22,8 @@ from llm_playground.model.network.linear import Linear
 
 
 class LlamaDecoderLayer(nn.Module):
+    """One Llama decoder layer: RMSNorm, fused QKV projection, paged attention, output projection,
+    RMSNorm and the SwiGLU MLP (fused gate|up)."""
     def __init__(self, cfg: ModelConfig, dtype: torch.dtype, device: torch.device | str) -> None:
         super().__init__()
         H, D = cfg.hidden_size, cfg.head_dim

@@ -14,6 +14,7 @@ from torch import nn
 
 
 class Linear(nn.Module):
+    """A bias-free linear layer over a fixed weight, optionally int8 with per-row scales."""
     def __init__(self, weight: torch.Tensor) -> None:
         super().__init__()
         self.weight = nn.Parameter(weight, requires_grad=False)   # (out, in), or int8 (out, in)
@@ -21,9 +22,11 @@ class Linear(nn.Module):
 
     @property
     def out_features(self) -> int:
+        """Output width (weight rows)."""
         return int(self.weight.shape[0])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:          # (T, in) -> (T, out)
+        """x (T, in) -> (T, out); the int8 matmul when quantized."""
         if self.scales is None:
             return F.linear(x, self.weight)
         return torch.ops.aten._weight_int8pack_mm(x, self.weight, self.scales)

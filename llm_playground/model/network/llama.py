@@ -26,6 +26,7 @@ from llm_playground.model.network.weight_contract import ModelLoadError, expecte
 
 
 class LlamaForCausalLM(nn.Module):
+    """The Llama causal LM: embeddings, decoder layers, final norm, LM head and RoPE tables."""
     def __init__(self, config: ModelConfig, dtype: torch.dtype = torch.float32,
                  device: torch.device | str = "cpu") -> None:
         super().__init__()
@@ -54,6 +55,7 @@ class LlamaForCausalLM(nn.Module):
         want = expected_shapes(cfg)
 
         def fetch(name: str) -> torch.Tensor:
+            """Tensor `name` from `get`, shape checked, in the model's device and dtype."""
             t = get(name)
             if tuple(t.shape) != want[name]:
                 raise ModelLoadError(f"tensor {name} has shape {tuple(t.shape)}, expected {want[name]}")

@@ -100,6 +100,7 @@ def _field(reader, key: str, default=None, required: bool = False):
 
 
 def read_gguf_config(reader, path: Path) -> ModelConfig:
+    """The ModelConfig from a GGUF file's metadata (Llama only; unsupported features raise)."""
     arch = _field(reader, "general.architecture", required=True)
     if arch != "llama":
         raise ModelLoadError(f"{path}: architecture {arch!r} is not supported (only 'llama')")
@@ -141,6 +142,7 @@ def read_gguf_config(reader, path: Path) -> ModelConfig:
 
 
 def hf_name(gguf_name: str) -> str | None:
+    """The Hugging Face tensor name for a GGUF tensor name, or None when it has none."""
     if gguf_name in _GLOBAL_NAMES:
         return _GLOBAL_NAMES[gguf_name]
     parts = gguf_name.split(".")   # blk.{i}.{kind}.weight
@@ -173,6 +175,7 @@ def open_gguf_weights(reader, cfg: ModelConfig, path: Path
     check_weights(cfg, shapes, str(path))
 
     def get(name: str) -> torch.Tensor:
+        """Tensor `name` dequantized to float32, q/k rows unpermuted, as a writable copy."""
         t = tensors[name]
         try:
             w = quants.dequantize(t.data, t.tensor_type)

@@ -48,6 +48,7 @@ def _rope(raw: dict) -> tuple[float, dict | None]:
 
 
 def read_hf_config(directory: Path) -> ModelConfig:
+    """The ModelConfig from a Hugging Face directory's config.json (Llama only)."""
     raw = _read_json(directory / "config.json")
     archs = raw.get("architectures") or []
     model_type = raw.get("model_type")
@@ -119,6 +120,7 @@ def open_hf_weights(directory: Path, cfg: ModelConfig
     check_weights(cfg, shapes, str(directory))
 
     def get(key: str) -> torch.Tensor:
+        """Tensor `key` read from the safetensors shard that holds it."""
         return handles[where[key]].get_tensor(key)
 
     return shapes, get

@@ -27,6 +27,8 @@ CUDA_DEFAULT = "bfloat16"
 
 @dataclass
 class LoadedModel:
+    """A loaded model and what goes with it: its config, tokenizer, chat template, name, path,
+    activation dtype, device and weight format."""
     model: LlamaForCausalLM
     config: ModelConfig
     tokenizer: object                # bpe.Tokenizer
@@ -55,6 +57,7 @@ def resolve_dtype(dtype: str | None, device: torch.device) -> tuple[str, torch.d
 
 def build_model(cfg: ModelConfig, get: Callable[[str], torch.Tensor], weight_format: str,
                 act_dtype: torch.dtype, device: torch.device) -> LlamaForCausalLM:
+    """A LlamaForCausalLM filled from `get`, int8-quantized when asked, in eval mode."""
     model = LlamaForCausalLM(cfg, act_dtype, device)
     model.load_weights(get)
     if weight_format == "int8":
@@ -64,6 +67,7 @@ def build_model(cfg: ModelConfig, get: Callable[[str], torch.Tensor], weight_for
 
 def load_model(path: str | Path | None, dtype: str | None = None, device: str = "cpu",
                progress: Callable[[str], None] | None = None) -> LoadedModel:
+    """Load a Hugging Face folder or a GGUF file (None: the default model) with its tokenizer."""
     say = progress or (lambda msg: None)
     if path is None:
         from llm_playground.model.weights.default_model import NAME, ensure_default_model
