@@ -25,10 +25,13 @@ from llm_playground.playground.engine_args import add_engine_flags, engine_confi
 def _sampling(p: argparse.ArgumentParser, max_tokens: int) -> None:
     p.add_argument("--max-tokens", type=int, default=max_tokens, help=f"new tokens at most ({max_tokens})")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--top-k", type=int, default=0)
-    p.add_argument("--repetition-penalty", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--top-p", type=float, default=1.0,
+                   help="sample from the smallest set of tokens whose probability reaches P (1.0 = off)")
+    p.add_argument("--top-k", type=int, default=0, help="sample from the K likeliest tokens (0 = off)")
+    p.add_argument("--repetition-penalty", type=float, default=1.0,
+                   help="divide positive logits of tokens already seen by this (and multiply "
+                        "negative ones; 1.0 = off)")
+    p.add_argument("--seed", type=int, default=None, help="seed for sampling (default: unseeded)")
 
 
 def build_parser() -> argparse.ArgumentParser:
