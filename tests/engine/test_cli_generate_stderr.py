@@ -38,7 +38,8 @@ def gguf_path(tmp_path_factory):
 def expected(path, prompt: str, max_tokens: int):
     loaded = loader.load_model(path, "float32")
     ids = loaded.tokenizer.encode_ordinary(prompt)
-    out = Engine(loaded, EngineConfig(num_blocks=64)).generate(ids, SamplingParams(max_tokens=max_tokens))
+    engine = Engine(loaded, EngineConfig(num_blocks=64))
+    out = engine.generate(ids, SamplingParams(max_tokens=max_tokens))
     eos = set(loaded.config.eos_token_ids)
     return ids, out, loaded.tokenizer.decode([t for t in out if t not in eos])
 

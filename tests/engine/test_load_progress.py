@@ -47,7 +47,8 @@ def test_gguf_header_parsed_once_for_config_weights_and_tokenizer(tiny, parse_co
     from llm_playground.bpe.formats.gguf import read_gguf_tokenizer
     alone, meta = read_gguf_tokenizer(tiny_path)
     text = "abcab cab <s>x</s>"
-    assert loaded.tokenizer.encode(text, allowed_special="all") == alone.encode(text, allowed_special="all")
+    assert (loaded.tokenizer.encode(text, allowed_special="all")
+            == alone.encode(text, allowed_special="all"))
     assert loaded.chat_template == meta["chat_template"]
     reader = gguf_file.open_gguf(tiny_path)
     cfg = gguf_file.read_gguf_config(reader, tiny_path)
