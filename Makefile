@@ -1,11 +1,15 @@
 # Two commands do all set-up on a fresh machine:
 #   make run    start the playground on the default model
 #   make test   run the whole test suite (GPU tests skip without a GPU)
+#   make bench-cpu   the CPU benchmarks at small sizes, JSON into benchmarks/results/small/
+#                    (STAGES="decode kv" picks some: benchmarks/cpu_run.sh lists them)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
+STAGES ?=
+BENCH_OUT ?= benchmarks/results/small
 
-.PHONY: run test setup setup-test
+.PHONY: run test setup setup-test bench-cpu
 setup:
 	@scripts/bootstrap.sh app
 
@@ -17,3 +21,6 @@ run: setup
 
 test: setup-test
 	$(PY) -m pytest $(ARGS)
+
+bench-cpu: setup-test
+	OUT=$(BENCH_OUT) PY=$(PY) bash benchmarks/cpu_run.sh $(STAGES)

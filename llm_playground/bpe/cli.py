@@ -1,4 +1,4 @@
-"""`bpe`: train, encode, decode, inspect and compare byte-level BPE tokenizers from a shell.
+r"""`bpe`: train, encode, decode, inspect and compare byte-level BPE tokenizers from a shell.
 
 stdout carries data only (ids, bytes, JSON, tables you asked for); progress, warnings and
 messages go to stderr. A user error prints one line `bpe: error: ...` and exits 2; nothing is
@@ -16,6 +16,17 @@ smollm (also r50k, cl100k_base, o200k_base), or a regex; a plain word that is no
 refused as a typo, so write a regex made only of letters, digits, _ . - as regex:WORD. The regex
 must match all of the corpus: encoding drops text the pattern does not match, so training refuses
 a pattern that leaves any unmatched (the error gives how much, and the first such text).
+
+FILES (train, compare): files, folders (every file below, hidden names left out) and globs. A
+quoted glob right after a folder selects files inside that folder: `bpe train corpus/ "*.md"`
+reads corpus/**/*.md (a glob without / matches names at any depth; with / it is relative to the
+folder). Any other glob is resolved in the working directory. A file named twice is read once.
+
+TOKEN BOUNDARIES (compare, encode --show): on a terminal each token gets a background colour that
+differs from its neighbours'. Output to a pipe or a file (or with NO_COLOR set) has no colours,
+so a separator marks the boundaries instead: `|` unless --separator SEP says otherwise. Inside a
+token, a backslash is written \\, a newline \n, a tab \t, a carriage return \r and the
+separator \SEP, so the marks are unambiguous.
 """
 from __future__ import annotations
 
@@ -60,6 +71,28 @@ def check_pattern(value: str) -> str:
         raise UserError(f"--pattern: {str(e).splitlines()[0]}") from None
 
 
+def check_separator(value: str | None) -> str | None:
+    """--separator: None, or a mark without letters, digits or backslashes (they would read as
+    part of a token or of an escape)."""
+    if value is None:
+        return None
+    if not value or "\\" in value or any(ch.isalnum() for ch in value):
+        raise UserError(f"--separator {value!r}: give one or more marks that are not letters, "
+                        "digits or a backslash (e.g. '|' or ' | ')")
+    return value
+
+
+def boundary_separator(console, requested: str | None) -> str | None:
+    """The separator to draw between tokens: the one asked for, else `|` where the console will
+    show no colour (a pipe, a file, NO_COLOR), else None (colours alone mark the boundaries)."""
+    from llm_playground.bpe.token_colours import DEFAULT_SEPARATOR
+    if requested is not None:
+        return requested
+    if console.color_system is None or console.no_color:
+        return DEFAULT_SEPARATOR
+    return None
+
+
 def cmd_train(args) -> int:
     """`bpe train`: train on the files, save the tokenizer, print a summary."""
     from llm_playground import bpe
@@ -80,7 +113,7 @@ def cmd_train(args) -> int:
                         f"(e.g. -o {out / 'my.bpe.json'})")
     console = _err_console()
     console.print(f"training on {len(files)} file(s), {file_size_text(total)}, "
-                  f"vocab {args.vocab_size}, pattern {args.pattern}")
+                  f"vocab {args.vocab_size}, pattern {args.pattern}", soft_wrap=True)
     start = time.perf_counter()
     with Progress(TextColumn("[bold]merges"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), console=console, transient=True) as bar:
@@ -95,7 +128,8 @@ def cmd_train(args) -> int:
                             special_tokens=specials, min_frequency=args.min_frequency,
                             progress=progress, num_workers=args.workers,
                             invalid_utf8=args.invalid_utf8,
-                            warn=lambda msg: console.print(f"[yellow]warning:[/] {msg}"),
+                            warn=lambda msg: console.print(f"[yellow]warning:[/] {msg}",
+                                                           soft_wrap=True),
                             name=args.name or out.name.split(".")[0])
         except ValueError as e:
             message = str(e).splitlines()[0].replace(  # name the flag, not the Python argument
@@ -112,7 +146,8 @@ def cmd_train(args) -> int:
     merges = len(tok.merges) if tok.merges is not None else tok.vocab_size - 256
     console.print(f"[green]saved[/] {out} ({fmt}): vocab {tok.vocab_size:,} ({merges:,} merges, "
                   f"{len(tok.special_tokens)} special), {seconds:.1f} s, "
-                  f"{bpt:.2f} bytes/token on the first {file_size_text(len(sample))} of the corpus")
+                  f"{bpt:.2f} bytes/token on the first {file_size_text(len(sample))} of the corpus",
+                  soft_wrap=True)     # one line: the terminal wraps it, never mid-value
     return 0
 
 
@@ -130,6 +165,9 @@ def _allowed(tok, names: list[str] | None):
 
 def cmd_encode(args) -> int:
     """`bpe encode`: text from a file or stdin -> token ids (plain or JSON)."""
+    check_separator(args.separator)
+    if args.separator is not None and not args.show:
+        raise UserError("--separator goes with --show (ids are already separated by spaces)")
     tok = load_spec(args.tokenizer)
     allowed = _allowed(tok, args.allow_special)
     source = args.file if args.file not in (None, "-") else "stdin"
@@ -143,6 +181,17 @@ def cmd_encode(args) -> int:
             raise UserError(f"{source}: {str(e).splitlines()[0]} (pass --allow-special TOK|all to "
                             "encode it as a special token, or --ordinary to encode it as text)") \
                 from None
+    if args.show:
+        from rich.console import Console
+        from llm_playground.bpe.compare import whole_char_pieces
+        from llm_playground.bpe.token_colours import boundary_text
+        if args.output not in (None, "-"):
+            raise UserError("--show draws to the terminal; drop -o (or redirect stdout)")
+        console = Console()
+        pieces = whole_char_pieces(ids, lambda i: tok.decode_bytes([i]))
+        console.print(boundary_text(pieces, boundary_separator(console, args.separator)),
+                      soft_wrap=True)
+        return 0
     if args.json:
         from llm_playground.bpe.formats.native import escape_token
         names = {i: t for t, i in tok.special_tokens.items()}
@@ -187,9 +236,10 @@ def cmd_inspect(args) -> int:
         return 0
     from rich.console import Console
     console = Console()
-    console.print(inspect_mod.render_stats(stats))
-    if report is not None:
+    if report is not None:         # what was asked for first, the vocabulary's statistics after
         console.print(inspect_mod.render_token(report))
+        console.print()
+    console.print(inspect_mod.render_stats(stats))
     return 0
 
 
@@ -197,6 +247,7 @@ def cmd_compare(args) -> int:
     """`bpe compare`: train ours and SentencePiece on the corpus, compare with the references."""
     from llm_playground.bpe import compare
     check_pattern(args.pattern)
+    separator = check_separator(args.separator)
     files = expand_inputs(args.files)
     check_corpus(files)
     if args.vocab_size < 300:
@@ -212,8 +263,22 @@ def cmd_compare(args) -> int:
         sys.stdout.write(json.dumps(result, ensure_ascii=False, indent=1) + "\n")
     else:
         from rich.console import Console
-        Console().print(compare.render(result))
+        console = Console()
+        console.print(compare.render(result, boundary_separator(console, separator)),
+                      soft_wrap=not console.is_terminal)    # a file gets each sample on one line
     return 0
+
+
+SEPARATOR_HELP = ("mark between tokens (default: colours alone on a terminal, '|' in a pipe, a "
+                  "file or with NO_COLOR); see TOKEN BOUNDARIES below")
+
+
+def _corpus_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("files", nargs="+", metavar="FILE|FOLDER|GLOB",
+                   help='text files, folders and globs; a quoted glob after a folder selects '
+                        'files inside it ("corpus/ \'*.md\'"); see FILES below')
+    p.add_argument("--vocab-size", type=int, required=True, metavar="N",
+                   help="tokens in the vocabulary: 256 byte tokens + merges + special tokens")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -221,31 +286,42 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bpe", description=__doc__.split("\n\n")[0],
                                      epilog=__doc__.split("\n\n", 1)[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("train", help="train a tokenizer on text files, folders or globs")
-    p.add_argument("files", nargs="+")
-    p.add_argument("--vocab-size", type=int, required=True)
+    p = sub.add_parser("train", help="train a tokenizer on text files, folders or globs",
+                       epilog=parser.epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _corpus_args(p)
     p.add_argument("--pattern", default="cl100k", metavar="PATTERN",
                    help="pre-tokenization split: gpt2 | cl100k (default) | cl100k_2023 | o200k | "
                         "smollm | a regex that matches all of the corpus (regex:WORD for a regex "
                         "that is a plain word); see PATTERN below")
-    p.add_argument("--special", action="append", metavar="TOK", help="add a special token")
-    p.add_argument("--min-frequency", type=int, default=2)
-    p.add_argument("--workers", type=int, default=None, help="processes for counting")
+    p.add_argument("--special", action="append", metavar="TOK",
+                   help="add a special token (repeat for more); it takes the last ids")
+    p.add_argument("--min-frequency", type=int, default=2, metavar="N",
+                   help="stop merging when the most frequent pair occurs fewer than N times "
+                        "(default 2)")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="processes for counting (default: one per core, at most 8, for corpora of "
+                        "8 MB or more; one below)")
     p.add_argument("--invalid-utf8", choices=("error", "replace"), default="error",
                    help="invalid UTF-8 in the corpus: stop (default) or read it as U+FFFD")
     p.add_argument("--format", choices=("native", "tiktoken", "hf"), default=None,
                    help="output format (default: from the name; *.tiktoken, *tokenizer.json, "
                         "else our .bpe.json)")
-    p.add_argument("--name", default=None)
-    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--name", default=None,
+                   help="the tokenizer's name, saved in the file (default: the output file's "
+                        "name up to its first dot)")
+    p.add_argument("-o", "--output", required=True, metavar="FILE",
+                   help="where to save the tokenizer (written atomically)")
     p.set_defaults(func=cmd_train)
 
     for name, func, helptext in (("encode", cmd_encode, "text -> ids"),
                                  ("decode", cmd_decode, "ids -> bytes, exactly")):
-        p = sub.add_parser(name, help=helptext)
-        p.add_argument("-t", "--tokenizer", required=True, metavar="SPEC")
+        p = sub.add_parser(name, help=helptext, epilog=parser.epilog,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.add_argument("-t", "--tokenizer", required=True, metavar="SPEC",
+                       help="a saved tokenizer (.bpe.json, .tiktoken, tokenizer.json, .gguf) or "
+                            "cl100k_base / o200k_base")
         p.add_argument("file", nargs="?", default="-", help="input file (default: stdin)")
         p.add_argument("-o", "--output", default=None, help="write here instead of stdout")
         if name == "encode":
@@ -254,22 +330,33 @@ def build_parser() -> argparse.ArgumentParser:
                            help="let this special token's text (or 'all') become the token")
             p.add_argument("--ordinary", action="store_true",
                            help="encode special-token text as plain text")
+            p.add_argument("--show", action="store_true",
+                           help="print the text split into its tokens instead of ids (colours "
+                                "on a terminal, separators elsewhere)")
+            p.add_argument("--separator", default=None, metavar="SEP",
+                           help="with --show: " + SEPARATOR_HELP)
         p.set_defaults(func=func)
 
     p = sub.add_parser("inspect", help="vocabulary statistics and how a token was merged")
-    p.add_argument("-t", "--tokenizer", required=True, metavar="SPEC")
-    p.add_argument("--token", default=None, metavar="ID|TEXT")
-    p.add_argument("--longest", type=int, default=10)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("-t", "--tokenizer", required=True, metavar="SPEC",
+                   help="as for encode: a saved tokenizer or cl100k_base / o200k_base")
+    p.add_argument("--token", default=None, metavar="ID|TEXT",
+                   help="show how this token (an id, or its text in the escaped spelling of our "
+                        "files) was merged, before the statistics")
+    p.add_argument("--longest", type=int, default=10, metavar="N",
+                   help="list the N longest tokens (default 10; 0 for none)")
+    p.add_argument("--json", action="store_true", help="statistics and the token as JSON")
     p.set_defaults(func=cmd_inspect)
 
-    p = sub.add_parser("compare", help="ours vs SentencePiece vs tiktoken on the same text")
-    p.add_argument("files", nargs="+")
-    p.add_argument("--vocab-size", type=int, required=True)
+    p = sub.add_parser("compare", help="ours vs SentencePiece vs tiktoken on the same text",
+                       epilog=parser.epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _corpus_args(p)
     p.add_argument("--pattern", default="cl100k", metavar="PATTERN",
                    help="as for train (default cl100k)")
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="threads for training ours and SentencePiece (default: cores, at most 8)")
+    p.add_argument("--json", action="store_true", help="the numbers and segmentations as JSON")
+    p.add_argument("--separator", default=None, metavar="SEP", help=SEPARATOR_HELP)
     p.set_defaults(func=cmd_compare)
     return parser
 

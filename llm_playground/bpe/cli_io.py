@@ -1,7 +1,9 @@
 """Input and output checks for the `bpe` command line: corpus files, text input, id input.
 
 Policy (documented in `bpe --help`):
-- A corpus argument is a file, a folder (every file below it, sorted) or a glob. A missing path,
+- A corpus argument is a file, a folder (every file below it, sorted, hidden names left out) or
+  a glob; a glob right after a folder selects files inside that folder (`corpus/ "*.md"`), and
+  a file named twice is read once (bpe/corpus_files.py). A missing path,
   a folder with no files, a file containing NUL bytes in its first 64 KiB ("binary"), or an empty
   corpus (zero bytes in all) is an error.
 - Invalid UTF-8 in a corpus is an error naming the file, unless `--invalid-utf8 replace`, which
@@ -14,7 +16,6 @@ This module does not tokenize.
 """
 from __future__ import annotations
 
-import glob
 import json
 import sys
 from pathlib import Path
@@ -42,25 +43,13 @@ def not_utf8_hint(head: bytes) -> str:
 
 
 def expand_inputs(args: list[str]) -> list[Path]:
-    """Files, folders and globs -> the list of files (UserError when one matches nothing)."""
-    files: list[Path] = []
-    for arg in args:
-        path = Path(arg)
-        if path.is_file():
-            files.append(path)
-        elif path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file())
-            if not found:
-                raise UserError(f"folder {arg} holds no files")
-            files.extend(found)
-        elif any(c in arg for c in "*?["):
-            found = sorted(Path(p) for p in glob.glob(arg, recursive=True) if Path(p).is_file())
-            if not found:
-                raise UserError(f"no file matches {arg}")
-            files.extend(found)
-        else:
-            raise UserError(f"no such file or folder: {arg}")
-    return files
+    """Files, folders and globs -> each file once (bpe/corpus_files.py has the rule: a glob right
+    after a folder selects files inside it); UserError when an argument names nothing."""
+    from llm_playground.bpe.corpus_files import CorpusError, expand_inputs as expand
+    try:
+        return expand(args)
+    except CorpusError as e:
+        raise UserError(str(e)) from None
 
 
 def check_corpus(files: list[Path]) -> int:

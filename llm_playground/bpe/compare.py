@@ -176,14 +176,13 @@ def compare(files, vocab_size: int, pattern: str = "cl100k", threads: int | None
             "sample_tokens": sample_tokens}
 
 
-COLOURS = ("on #3b4252", "on #5e4b3c", "on #2e5339", "on #4c3b5e", "on #5e3b3b", "on #3b525e")
-
-
-def render(result: dict):
-    """Rich renderables: the table and a coloured segmentation per tokenizer."""
+def render(result: dict, separator: str | None = None):
+    """Rich renderables: the table and each tokenizer's segmentation of the sample line, one
+    background colour per token, neighbours always different (bpe/token_colours.py); with a
+    `separator` (for output that shows no colour) also that mark between tokens."""
     from rich.console import Group
     from rich.table import Table
-    from rich.text import Text
+    from llm_playground.bpe.token_colours import boundary_text
     table = Table(title=f"vocab {result['vocab_size']}, pattern {result['pattern']}, "
                         f"{result['threads']} threads, held-out "
                         f"{result['corpus']['heldout_bytes']:,} bytes")
@@ -200,9 +199,5 @@ def render(result: dict):
     parts = [table]
     for name, pieces in result["segmentations"].items():
         count = result.get("sample_tokens", {}).get(name, len(pieces))
-        text = Text(f"{name} ({count} tokens): ", style="bold")
-        for k, piece in enumerate(pieces):
-            text.append(piece.replace("\n", "\\n").replace("\t", "\\t"),
-                        style=COLOURS[k % len(COLOURS)])
-        parts.append(text)
+        parts.append(boundary_text(pieces, separator, prefix=f"{name} ({count} tokens): "))
     return Group(*parts)

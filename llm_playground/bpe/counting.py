@@ -1,7 +1,8 @@
 """Count the pre-tokens of a training corpus without holding the corpus in memory.
 
 Inputs: paths, directories (every regular file below, sorted, hidden names skipped), glob
-patterns, or an iterable of str documents (a str / PathLike, or a list or tuple of them, is
+patterns (a glob after a folder applies inside it; each file counted once: bpe/corpus_files.py),
+or an iterable of str documents (a str / PathLike, or a list or tuple of them, is
 read as paths; any other iterable, e.g. a generator or `iter(texts)`, as documents). Files are read in blocks of about `block_bytes` that
 end at a newline, so memory holds one block per process plus the counts of distinct pieces.
 A block is split on special-token text (never learned as merges), then with the pattern regex,
@@ -17,7 +18,6 @@ spans through `warn`. This module does not merge anything (see `bpe.train`).
 """
 from __future__ import annotations
 
-import glob
 import multiprocessing
 import os
 import threading
@@ -29,16 +29,13 @@ from typing import Callable, Iterable
 import regex
 
 from llm_playground.bpe import patterns
+from llm_playground.bpe.corpus_files import CorpusError, expand_inputs
 
 BLOCK_BYTES = 1 << 20  # read unit: big enough for regex throughput, small for memory
 MAX_LINE_BYTES = 64 << 20  # a block without newline is cut (at a UTF-8 boundary) past this
 PARALLEL_MIN_BYTES = 8 << 20  # below this, extra processes cost more than they save
 DOC_BATCH_CHARS = 1 << 20  # iterable input: documents counted per batch
 GAP_CHARS = 24  # unmatched text kept as an example for the error message
-
-
-class CorpusError(ValueError):
-    """The corpus cannot be used (missing path, invalid UTF-8, nothing to read)."""
 
 
 class PretokenCounts(Counter):
@@ -65,29 +62,6 @@ class Block:
     path: str
     start: int
     end: int
-
-
-def expand_inputs(inputs) -> list[Path]:
-    """Paths, directories and globs -> a sorted list of files (CorpusError if one is missing)."""
-    if isinstance(inputs, (str, os.PathLike)):
-        inputs = [inputs]
-    files: list[Path] = []
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            files.extend(sorted(f for f in p.rglob("*") if f.is_file()
-                                and not any(part.startswith(".") for part in f.relative_to(p).parts)))
-        elif p.is_file():
-            files.append(p)
-        elif glob.has_magic(str(item)):
-            matched = sorted(Path(m) for m in glob.glob(str(item), recursive=True))
-            matched = [m for m in matched if m.is_file()]
-            if not matched:
-                raise CorpusError(f"no file matches {item}")
-            files.extend(matched)
-        else:
-            raise CorpusError(f"no such file or directory: {item}")
-    return files
 
 
 def _next_cut(f, pos: int, size: int) -> int:

@@ -6,6 +6,9 @@
   streaming text to stdout; `--json` prints one JSON object instead (prompt ids, generated ids,
   text, finish reason, timings).
 - `playground chat --plain`: a line-based multi-turn chat in the terminal (`/reset`, `/exit`).
+stdout carries only the answer (or the JSON); stderr says what happens from the first moment:
+each loading stage as it starts, the weights' percentage on a terminal, and at the end the
+timings as llama.cpp prints them (load time, prompt eval and decode ms and tokens per second).
 Every failure a user can cause (no model, offline without a cache, a bad prompt or flag) is one
 line on stderr and exit status 1, never a traceback. This module only parses flags and prints;
 the engine flags and their mapping to EngineConfig are playground/engine_args.py's, shared with
@@ -25,10 +28,13 @@ from llm_playground.playground.engine_args import add_engine_flags, engine_confi
 def _sampling(p: argparse.ArgumentParser, max_tokens: int) -> None:
     p.add_argument("--max-tokens", type=int, default=max_tokens, help=f"new tokens at most ({max_tokens})")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--top-k", type=int, default=0)
-    p.add_argument("--repetition-penalty", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--top-p", type=float, default=1.0,
+                   help="sample from the smallest set of tokens whose probability reaches P (1.0 = off)")
+    p.add_argument("--top-k", type=int, default=0, help="sample from the K likeliest tokens (0 = off)")
+    p.add_argument("--repetition-penalty", type=float, default=1.0,
+                   help="divide positive logits of tokens already seen by this (and multiply "
+                        "negative ones; 1.0 = off)")
+    p.add_argument("--seed", type=int, default=None, help="seed for sampling (default: unseeded)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,14 +61,57 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+class _WeightsPercent:
+    """The weights' load fraction as a percentage that rewrites one stderr line on a terminal
+    (a pipe or a log gets the stage lines only, not a hundred updates)."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
+        self.shown = -1
+
+    def __call__(self, fraction: float) -> None:
+        """Show `fraction` (0..1) as a percentage when it moved a whole percent."""
+        pct = int(fraction * 100)
+        if self.tty and pct != self.shown:
+            self.shown = pct
+            print(f"\rweights {pct:3d}%", end="\n" if pct >= 100 else "", file=sys.stderr, flush=True)
+
+
 def _engine(args):
-    """Load the model and build the Engine the flags describe (engine_args owns the mapping)."""
+    """Load the model and build the Engine the flags describe (engine_args owns the mapping);
+    returns (engine, seconds it took, from the command's start)."""
+    t0 = time.perf_counter()
+    config = engine_config_from_args(args)
+    _say(f"loading {args.model or 'the default model'} ...")      # before the slow imports
     from llm_playground.model.engine.engine import Engine
     from llm_playground.model.weights.loader import load_model
-    config = engine_config_from_args(args)
-    say = lambda msg, *a, **k: print(msg, file=sys.stderr, flush=True)  # noqa: E731
-    loaded = load_model(args.model, config.dtype, config.device, progress=say)
-    return Engine(loaded, config)
+    loaded = load_model(args.model, config.dtype, config.device, progress=_say,
+                        fraction=_WeightsPercent())
+    _say("allocating the KV cache")
+    engine = Engine(loaded, config)
+    return engine, time.perf_counter() - t0
+
+
+def print_timings(load_s: float, result: dict | None, total_s: float) -> None:
+    """llama.cpp's closing lines (llama_perf_context_print), on stderr: load, prompt eval, eval
+    (decode: one run per token after the first) and total, in ms and tokens per second."""
+    def rate(ms: float, n: int, unit: str) -> str:
+        if not n or ms <= 0:
+            return f"{ms:10.2f} ms / {n:5d} {unit}"
+        return (f"{ms:10.2f} ms / {n:5d} {unit} ({ms / n:8.2f} ms per token, "
+                f"{1000 * n / ms:8.2f} tokens per second)")
+    _say(f"       load time = {load_s * 1000:10.2f} ms")
+    tokens = 0
+    if result is not None:
+        t = result["timings"]
+        _say(f"prompt eval time = {rate(t['prefill_s'] * 1000, t['prefill_tokens'], 'tokens')}")
+        _say(f"       eval time = {rate(t['decode_s'] * 1000, t['decode_tokens'], 'runs  ')}")
+        tokens = len(result["prompt_ids"]) + len(result["generated_ids"])
+    _say(f"      total time = {total_s * 1000:10.2f} ms / {tokens:5d} tokens")
 
 
 def _params(args):
@@ -104,28 +153,35 @@ def _run_one(engine, ids: list[int], params, echo: bool) -> dict:
     return {"prompt_ids": ids, "generated_ids": out_ids, "text": "".join(text),
             "finish_reason": reason,
             "timings": {"total_s": time.perf_counter() - t0, "ttft_s": ttft,
-                        "prefill_tokens": int(pre_tok), "prefill_tokens_per_s": pre_tok / pre_s if pre_s else None,
-                        "decode_tokens": int(dec_tok), "decode_tokens_per_s": dec_tok / dec_s if dec_s else None}}
+                        "prefill_tokens": int(pre_tok), "prefill_s": pre_s,
+                        "prefill_tokens_per_s": pre_tok / pre_s if pre_s else None,
+                        "decode_tokens": int(dec_tok), "decode_s": dec_s,
+                        "decode_tokens_per_s": dec_tok / dec_s if dec_s else None}}
 
 
 def cmd_generate(args) -> int:
     """`playground generate`: one completion (or beam search) for --prompt, as text or JSON."""
+    t0 = time.perf_counter()
     params = _params(args)
     if not args.prompt:
         raise ValueError("empty prompt: pass some text with --prompt")
-    engine = _engine(args)
+    engine, load_s = _engine(args)
     if args.chat:
         ids = _chat_ids(engine, [{"role": "user", "content": args.prompt}])
     else:
         ids = engine.tokenizer.encode_ordinary(args.prompt)
     if args.beams:
-        return _run_beams(engine, ids, args)
+        code = _run_beams(engine, ids, args)
+        print_timings(load_s, None, time.perf_counter() - t0)
+        return code
     result = _run_one(engine, ids, params, echo=not args.json)
+    result["timings"]["load_s"] = load_s
     if args.json:
         result["model"] = engine.loaded.name
-        print(json.dumps(result, ensure_ascii=False))
+        print(json.dumps(result, ensure_ascii=False), flush=True)
     else:
         print(flush=True)
+    print_timings(load_s, result, time.perf_counter() - t0)
     return 0
 
 
@@ -157,7 +213,8 @@ def cmd_chat(args) -> int:
     if not args.plain:
         raise ValueError("only `playground chat --plain` is a line tool; run `playground` for the full app")
     params = _params(args)
-    engine = _engine(args)
+    engine, load_s = _engine(args)
+    _say(f"load time = {load_s * 1000:.2f} ms")
     messages: list[dict] = []
     print("chat: type a message; /reset starts over, /exit (or Ctrl-D) quits.", file=sys.stderr)
     prompt = "> " if sys.stdin.isatty() else ""     # piped input: stdout holds only the replies

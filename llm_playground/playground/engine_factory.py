@@ -3,7 +3,8 @@
 `real_factory(args)` maps the flags to an EngineConfig at once (playground/engine_args.py, the
 same function the `generate` / `chat` subcommands use; a bad value raises ValueError there, before
 the app starts) and returns the factory the EngineWorker calls: it loads the model
-(model.loader.load_model, which fetches the default model when no path is given), builds
+(model.loader.load_model, which fetches the default model when no path is given; its weights'
+fraction becomes the loading bar's percentage), builds
 `Engine(loaded, config)` and describes the result as a `ModelInfo` for the header and the views.
 Loading errors propagate as exceptions; the worker turns them into a one-line notification.
 """
@@ -45,7 +46,8 @@ def real_factory(args: Namespace) -> Callable[[Callable[..., None]], tuple[Model
         from llm_playground.model.weights.loader import load_model
 
         progress("loading the model")
-        loaded = load_model(getattr(args, "model", None), config.dtype, config.device, progress=progress)
+        loaded = load_model(getattr(args, "model", None), config.dtype, config.device, progress=progress,
+                            fraction=lambda f: progress("loading the weights", done=f, total=1.0))
         progress("allocating the KV cache")
         engine = Engine(loaded, config)
         return describe(engine, loaded), engine

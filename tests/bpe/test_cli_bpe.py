@@ -286,3 +286,34 @@ def test_help_documents_the_pattern_rule(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "gpt2 | cl100k (default) | cl100k_2023 | o200k | smollm" in text
     assert "regex:WORD" in text and "matches all of the corpus" in text
+
+
+def test_inspect_token_prints_the_merge_tree_first(saved, capsysbinary):
+    """Found as a newcomer (issue 22): the merge tree came after ~70 lines of statistics."""
+    _, out = saved
+    from llm_playground.bpe.inspect import token_report
+    tok = bpe.load(str(out))
+    report = token_report(tok, "300")
+    code, text, _ = run(capsysbinary, ["inspect", "-t", str(out), "--token", "300"])
+    lines = text.decode().splitlines()
+    assert code == 0 and lines[0].startswith(f"{report['id']}  {report['token']!r}")
+
+    def labels(node):
+        return [f"{node['id']}  {node['token']!r}"] + [x for p in node["parts"] for x in labels(p)]
+    tree = labels(report["merge_tree"])
+    stats_at = next(k for k, line in enumerate(lines) if line.startswith("vocab size"))
+    # every node of the tree is drawn above the statistics
+    assert all(any(label in line for line in lines[:stats_at]) for label in tree[1:])
+
+
+def test_train_summary_is_one_line_whatever_its_length(tmp_path, capsysbinary):
+    """Found as a newcomer (issue 22): the summary was hard-wrapped at 80 columns mid-value."""
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(CORPUS[:30_000], encoding="utf-8")
+    deep = tmp_path / ("a-long-folder-name-" * 4)
+    deep.mkdir()
+    out = deep / "tokenizer-with-a-long-name.bpe.json"
+    code, _, err = run(capsysbinary, ["train", str(corpus), "--vocab-size", "300", "-o", str(out)])
+    assert code == 0
+    saved_line = next(line for line in err.splitlines() if line.startswith("saved "))
+    assert str(out) in saved_line and saved_line.endswith("of the corpus") and len(saved_line) > 150

@@ -1,6 +1,7 @@
 """Read (only) the tokenizer stored in a GGUF model file's metadata.
 
-Uses the `gguf` package's `GGUFReader` (memory-mapped; tensors are not read). Supported:
+Uses the `gguf` package's `GGUFReader` (memory-mapped; tensors are not read). A caller that has
+parsed the file already (the model loader) passes its reader, so the header is parsed once. Supported:
 `tokenizer.ggml.model == "gpt2"` (byte-level BPE with a merge list). Read keys:
 `tokenizer.ggml.tokens` (spelled in the GPT-2 byte-level alphabet), `.merges`, `.token_type`,
 `.pre`, `.bos_token_id`, `.eos_token_id`, `.padding_token_id`, `.unknown_token_id`,
@@ -60,20 +61,22 @@ def _field(reader, key: str, default=None):
     return field.contents()
 
 
-def read_gguf_tokenizer(path: str | os.PathLike, pattern: str | None = None):
-    """(Tokenizer, meta) from the GGUF file at `path`.
+def read_gguf_tokenizer(path: str | os.PathLike, pattern: str | None = None, reader=None):
+    """(Tokenizer, meta) from the GGUF file at `path`, or from `reader` (a GGUFReader over that
+    file, parsed already) when given; `path` then only names the file in messages.
 
     meta: name, model, pre, bos_id, eos_id, padding_id, unknown_id, add_bos_token,
     token_types (list[int]), chat_template (str | None).
     """
-    try:
-        from gguf import GGUFReader
-    except ImportError:  # pragma: no cover - gguf is a runtime dependency
-        raise FormatError("reading .gguf files needs the `gguf` package") from None
-    try:
-        reader = GGUFReader(str(path), "r")
-    except (ValueError, OSError) as e:
-        raise FormatError(f"{path}: not a readable GGUF file ({e})") from None
+    if reader is None:
+        try:
+            from gguf import GGUFReader
+        except ImportError:  # pragma: no cover - gguf is a runtime dependency
+            raise FormatError("reading .gguf files needs the `gguf` package") from None
+        try:
+            reader = GGUFReader(str(path), "r")
+        except (ValueError, OSError) as e:
+            raise FormatError(f"{path}: not a readable GGUF file ({e})") from None
     model = _field(reader, "tokenizer.ggml.model")
     if model != "gpt2":
         raise FormatError(f"{path}: tokenizer model {model!r}; only byte-level BPE ('gpt2') "

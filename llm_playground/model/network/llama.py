@@ -76,14 +76,20 @@ class LlamaForCausalLM(nn.Module):
                                                        fetch(p + "mlp.up_proj.weight")]))
             layer.down_proj.weight.copy_(fetch(p + "mlp.down_proj.weight"))
 
-    def quantize_int8(self) -> None:
-        """Weight-only int8 for every projection and the output head (lossy; CPU speed mode)."""
+    def quantize_int8(self, progress: Callable[[int, int], None] | None = None) -> None:
+        """Weight-only int8 for every projection and the output head (lossy; CPU speed mode).
+        `progress(done, total)` after each matrix: weight elements quantized so far, of all."""
         if self.config.tie_word_embeddings:   # keep the embedding table, quantize a copy for the head
             self.lm_head = Linear(self.embed_tokens.detach().clone())
-        for layer in self.layers:
-            for proj in (layer.qkv_proj, layer.o_proj, layer.gate_up_proj, layer.down_proj):
-                proj.quantize_int8(self.dtype)
-        self.lm_head.quantize_int8(self.dtype)
+        projs = [p for layer in self.layers
+                 for p in (layer.qkv_proj, layer.o_proj, layer.gate_up_proj, layer.down_proj)]
+        projs.append(self.lm_head)
+        total, done = sum(p.weight.numel() for p in projs), 0
+        for proj in projs:
+            done += proj.weight.numel()
+            proj.quantize_int8(self.dtype)
+            if progress is not None:
+                progress(done, total)
 
     # ---- forward -------------------------------------------------------------------------
     @torch.inference_mode()

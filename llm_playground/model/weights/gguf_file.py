@@ -191,14 +191,15 @@ def open_gguf_weights(reader, cfg: ModelConfig, path: Path
     return shapes, get
 
 
-def read_gguf_tokenizer(path: Path):
-    """(bpe.Tokenizer, chat_template or None) through bpe.formats.gguf."""
+def read_gguf_tokenizer(path: Path, reader=None):
+    """(bpe.Tokenizer, chat_template or None) through bpe.formats.gguf; `reader` (open_gguf's,
+    already parsed) spares a second parse of the header."""
     try:
         from llm_playground.bpe.formats.gguf import read_gguf_tokenizer as read
     except ImportError as e:
         raise ModelLoadError(f"the GGUF tokenizer reader (bpe.formats.gguf) is unavailable: {e}") from None
     try:
-        tokenizer, meta = read(str(path))
+        tokenizer, meta = read(str(path), reader=reader)
     except (ValueError, KeyError) as e:
         raise ModelLoadError(f"{path}: tokenizer not readable ({e})") from None
     return tokenizer, meta.get("chat_template")

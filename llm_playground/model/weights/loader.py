@@ -2,11 +2,16 @@
 
 Picks the reader by what the path is (a directory -> model/weights/hf_folder.py, a file starting with
 the GGUF magic -> model/weights/gguf_file.py; None -> the default model), resolves the dtype policy,
-builds `LlamaForCausalLM` and fills it. Every failure is a `ModelLoadError` with a one-line
-message. It does not size the KV cache or start an engine.
+builds `LlamaForCausalLM` and fills it. A GGUF file is parsed once: the same reader gives the
+config, the weights and the tokenizer. Two callbacks report progress: `progress(message)` names
+each stage as it starts, and `fraction(f)` says how much of the weights' work is done
+(0 < f <= 1, never decreasing, ending at 1.0: elements dequantized and copied, then, for int8,
+elements quantized). Every failure is a `ModelLoadError` with a one-line message. It does not
+size the KV cache or start an engine.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +21,7 @@ import torch
 from llm_playground.model.weights import gguf_file, hf_folder
 from llm_playground.model.network.config import ModelConfig
 from llm_playground.model.network.llama import LlamaForCausalLM
-from llm_playground.model.network.weight_contract import ModelLoadError
+from llm_playground.model.network.weight_contract import ModelLoadError, expected_shapes
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # "int8": weight-only int8 projections with bfloat16 activations and KV cache (CPU speed mode).
@@ -56,18 +61,42 @@ def resolve_dtype(dtype: str | None, device: torch.device) -> tuple[str, torch.d
 
 
 def build_model(cfg: ModelConfig, get: Callable[[str], torch.Tensor], weight_format: str,
-                act_dtype: torch.dtype, device: torch.device) -> LlamaForCausalLM:
-    """A LlamaForCausalLM filled from `get`, int8-quantized when asked, in eval mode."""
+                act_dtype: torch.dtype, device: torch.device,
+                fraction: Callable[[float], None] | None = None) -> LlamaForCausalLM:
+    """A LlamaForCausalLM filled from `get`, int8-quantized when asked, in eval mode.
+    `fraction(f)` after each tensor read and each matrix quantized (see the module docstring)."""
     model = LlamaForCausalLM(cfg, act_dtype, device)
-    model.load_weights(get)
+    if fraction is None:
+        model.load_weights(get)
+    else:
+        shapes = expected_shapes(cfg)
+        read_total = sum(math.prod(s) for s in shapes.values())
+        # int8 work, to weigh the two phases: every matrix but the embedding table, plus the head
+        quant_total = 0 if weight_format != "int8" else (
+            sum(math.prod(s) for n, s in shapes.items() if len(s) == 2)
+            - (0 if cfg.tie_word_embeddings else math.prod(shapes["model.embed_tokens.weight"])))
+        read = 0
+
+        def counted(name: str) -> torch.Tensor:
+            """`get`, then report the elements read so far."""
+            nonlocal read
+            t = get(name)
+            read += t.numel()
+            fraction(min(1.0, read / (read_total + quant_total)))
+            return t
+
+        model.load_weights(counted)
     if weight_format == "int8":
-        model.quantize_int8()
+        model.quantize_int8(None if fraction is None else lambda done, total: fraction(
+            min(1.0, (read_total + quant_total * done / total) / (read_total + quant_total))))
     return model.eval()
 
 
 def load_model(path: str | Path | None, dtype: str | None = None, device: str = "cpu",
-               progress: Callable[[str], None] | None = None) -> LoadedModel:
-    """Load a Hugging Face folder or a GGUF file (None: the default model) with its tokenizer."""
+               progress: Callable[[str], None] | None = None,
+               fraction: Callable[[float], None] | None = None) -> LoadedModel:
+    """Load a Hugging Face folder or a GGUF file (None: the default model) with its tokenizer;
+    `progress(message)` at each stage, `fraction(f)` as the weights load (module docstring)."""
     say = progress or (lambda msg: None)
     if path is None:
         from llm_playground.model.weights.default_model import NAME, ensure_default_model
@@ -80,6 +109,8 @@ def load_model(path: str | Path | None, dtype: str | None = None, device: str = 
     except RuntimeError as e:
         raise ModelLoadError(f"unknown device {device!r} ({e})") from None
     weight_format, act_dtype = resolve_dtype(dtype, dev)
+    if path.exists():
+        say(f"reading {path}")
     if path.is_dir():
         cfg = hf_folder.read_hf_config(path)
         _, get = hf_folder.open_hf_weights(path, cfg)
@@ -89,7 +120,7 @@ def load_model(path: str | Path | None, dtype: str | None = None, device: str = 
         reader = gguf_file.open_gguf(path)
         cfg = gguf_file.read_gguf_config(reader, path)
         _, get = gguf_file.open_gguf_weights(reader, cfg, path)
-        tokenizer, template = gguf_file.read_gguf_tokenizer(path)
+        tokenizer, template = gguf_file.read_gguf_tokenizer(path, reader)    # parsed once
         general = reader.fields.get("general.name")
         name = default_name or (general.contents() if general is not None else path.stem)
     else:
@@ -97,6 +128,6 @@ def load_model(path: str | Path | None, dtype: str | None = None, device: str = 
                              f"Hugging Face model directory)")
     say(f"loading {name} ({cfg.num_layers} layers, hidden {cfg.hidden_size}) as {weight_format} "
         f"on {dev}")
-    model = build_model(cfg, get, weight_format, act_dtype, dev)
+    model = build_model(cfg, get, weight_format, act_dtype, dev, fraction)
     return LoadedModel(model=model, config=cfg, tokenizer=tokenizer, chat_template=template,
                        name=name, path=path, dtype=act_dtype, device=dev, weight_format=weight_format)
