@@ -37,7 +37,8 @@ from llm_playground.model.engine.beam_search import BeamGroup, BeamHypothesis, B
 from llm_playground.model.engine.sequence_group import GroupOps, SamplingGroup, SequenceGroup
 from llm_playground.model.engine.step_plan import StepPlan, StepResult
 from llm_playground.model.engine.reports import CacheReport, RequestOutput, SequenceReport, StepReport
-from llm_playground.model.engine.request_rules import check_prompt, collect_outputs, stop_reason, take_output
+from llm_playground.model.engine.request_rules import (check_prompt, collect_outputs, prompt_list,
+                                                      stop_reason, take_output)
 from llm_playground.model.engine.sampling_params import SamplingParams
 from llm_playground.model.engine.scheduler import ScheduledSeq, Scheduler
 from llm_playground.model.engine.sequence import Request, Sequence, SeqStatus, TextState
@@ -108,22 +109,27 @@ class Engine:
         A bad request is not raised: it finishes with FinishReason.ERROR in the next report.
         A `request_id` that names a live request raises ValueError (nothing is queued)."""
         params = params or SamplingParams()
+        if not isinstance(params, SamplingParams):
+            raise TypeError(f"params must be a SamplingParams, got {type(params).__name__}")
+        if request_id is not None and (isinstance(request_id, bool)
+                                       or not isinstance(request_id, (int, str))):
+            raise ValueError(f"request_id must be an int or a str, got {request_id!r:.40}")
         serial = self._next_request
         rid = serial if request_id is None else request_id
         if rid in self.requests or any(o.request_id == rid for o in self._pending):
             raise ValueError(f"request id {rid!r} is already in use by a live request")
         self._next_request += 1
-        req = Request(rid, serial, list(prompt_ids), params, arrival_time=self.clock())
+        prompt, error = prompt_list(prompt_ids)
+        req = Request(rid, serial, prompt, params, arrival_time=self.clock())
         self.requests[rid] = req
         seq = self._new_seq(req, 0)
         group = group if group is not None else SamplingGroup()
         self.groups[rid] = group
         group.bind(req, GroupOps(self, req))
-        error = None
         try:
             seq.pattern = parse_pattern(pattern) if pattern is not None else self.pattern
         except ValueError as e:
-            seq.pattern, error = self.pattern, (ErrorKind.INVALID_REQUEST, str(e))
+            seq.pattern, error = self.pattern, error or (ErrorKind.INVALID_REQUEST, str(e))
         if error is None:
             error = check_prompt(req.prompt_ids, params, seq.pattern, self.model_config.vocab_size,
                                  self.max_model_len, self.bm) or group.check()
