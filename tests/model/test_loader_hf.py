@@ -10,28 +10,9 @@ import torch
 from llm_playground.model.weights.loader import load_model
 from llm_playground.model.network.weight_contract import ModelLoadError
 from paged_helpers import Pager
-from tiny_models import random_hf_model
+from tiny_models import TEMPLATE, random_hf_model, write_tokenizer
 
 import transformers  # noqa: F401  (test oracle: installed by make test)
-import tokenizers
-
-TEMPLATE = "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}"
-
-
-def write_tokenizer(directory, vocab_size: int):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<s>", "</s>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  show_progress=False)
-    text = ["the quick brown fox jumps over the lazy dog", "hello world, hello paged attention"] * 20
-    tok.train_from_iterator(text, trainer)
-    tok.save(str(directory / "tokenizer.json"))
-    (directory / "tokenizer_config.json").write_text(json.dumps({"chat_template": TEMPLATE}))
-    return tok
-
 
 def test_sharded_directory_loads_like_transformers(tmp_path):
     hf = random_hf_model(9, vocab_size=300, tie_word_embeddings=False)
