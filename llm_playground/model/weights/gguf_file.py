@@ -9,7 +9,6 @@ This module does not build the model and does not run the quantized arithmetic i
 """
 from __future__ import annotations
 
-import math
 import struct
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from llm_playground.bpe.formats.gguf_reader import TruncatedGGUF, checked_reader_class
 from llm_playground.model.network.config import ModelConfig
 from llm_playground.model.weights import metadata_checks as checks
 from llm_playground.model.network.weight_contract import ModelLoadError, check_weights
@@ -34,47 +34,6 @@ _GLOBAL_NAMES = {"token_embd.weight": "model.embed_tokens.weight",
                  "output_norm.weight": "model.norm.weight", "output.weight": "lm_head.weight"}
 
 
-class _TruncatedGGUF(ValueError):
-    """A read that runs past the end of the file (raised by _CheckedReader)."""
-
-
-def _checked_reader_class():
-    """GGUFReader that turns reads past the end of the file into _TruncatedGGUF with sizes.
-
-    The stock reader slices its memory map without a bounds check, so a short file fails later in
-    numpy ("When changing to a larger dtype..."). Tensors are checked up front, naming the first
-    that runs past the end and the size a complete file needs; header reads are checked one by one.
-    """
-    from gguf import GGUFReader
-    from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
-
-    class _CheckedReader(GGUFReader):
-        def _get(self, offset, dtype, count=1, override_order=None):
-            end = int(offset) + np.dtype(dtype).itemsize * int(count)
-            if end > len(self.data):
-                raise _TruncatedGGUF(f"truncated or corrupt GGUF file: its header runs past the end of the file (needs at least "
-                                     f"{end} bytes, the file has {len(self.data)} bytes)")
-            return super()._get(offset, dtype, count, override_order)
-
-        def _build_tensors(self, start_offs, fields):
-            size, first, need = len(self.data), None, 0
-            for field in fields:
-                name_data, dims, raw_dtype, rel = (field.parts[i] for i in (1, 3, 4, 5))
-                block, type_size = GGML_QUANT_SIZES[GGMLQuantizationType(int(raw_dtype[0]))]
-                start = int(start_offs + rel[0])
-                end = start + math.prod(int(d) for d in dims) * type_size // block
-                need = max(need, end)
-                if end > size and first is None:
-                    first = (bytes(name_data).decode("utf-8", "replace"), start, end)
-            if first is not None:
-                name, start, end = first
-                raise _TruncatedGGUF(f"truncated GGUF file: it has {size} bytes but its tensors need "
-                                     f"{need}; tensor {name} (bytes {start}..{end}) runs past the end")
-            return super()._build_tensors(start_offs, fields)
-
-    return _CheckedReader
-
-
 def open_gguf(path: Path):
     """GGUFReader over `path`, or ModelLoadError naming what is wrong with the file."""
     with open(path, "rb") as f:
@@ -82,10 +41,10 @@ def open_gguf(path: Path):
     if magic != b"GGUF":
         raise ModelLoadError(f"{path}: not a GGUF file (magic {magic!r}, expected b'GGUF')")
     try:
-        reader = _checked_reader_class()(str(path), "r")
+        reader = checked_reader_class()(str(path), "r")
         reader._path = str(path)         # for messages
         return reader
-    except _TruncatedGGUF as e:
+    except TruncatedGGUF as e:
         raise ModelLoadError(f"{path}: {e}") from None
     except (ValueError, IndexError, KeyError, OSError, struct.error) as e:
         raise ModelLoadError(f"{path}: corrupt or truncated GGUF file ({type(e).__name__}: {e})") from None
