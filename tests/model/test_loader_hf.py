@@ -19,7 +19,7 @@ def test_sharded_directory_loads_like_transformers(tmp_path):
     hf.save_pretrained(tmp_path, max_shard_size="100KB")
     assert (tmp_path / "model.safetensors.index.json").exists()
     ref_tok = write_tokenizer(tmp_path, 300)
-    loaded = load_model(tmp_path, dtype="float32")
+    loaded = load_model(tmp_path, dtype="float32", device="cpu")
     assert loaded.chat_template == TEMPLATE and loaded.dtype == torch.float32
     text = "hello the lazy fox"
     ids = loaded.tokenizer.encode(text)
@@ -35,14 +35,14 @@ def test_sharded_directory_loads_like_transformers(tmp_path):
 
 def test_not_a_model_directory(tmp_path):
     with pytest.raises(ModelLoadError, match="no config.json"):
-        load_model(tmp_path, dtype="float32")
+        load_model(tmp_path, dtype="float32", device="cpu")
 
 
 def test_pickle_checkpoint_is_refused(tmp_path):
     random_hf_model(1).config.save_pretrained(tmp_path)
     (tmp_path / "pytorch_model.bin").write_bytes(b"\x80\x04 not unpickled")
     with pytest.raises(ModelLoadError, match="never unpickled"):
-        load_model(tmp_path, dtype="float32")
+        load_model(tmp_path, dtype="float32", device="cpu")
 
 
 def test_unsupported_architecture(tmp_path):
@@ -51,7 +51,7 @@ def test_unsupported_architecture(tmp_path):
     raw.update(architectures=["GPT2LMHeadModel"], model_type="gpt2")
     (tmp_path / "config.json").write_text(json.dumps(raw))
     with pytest.raises(ModelLoadError, match="architecture .*GPT2LMHeadModel.* is not supported"):
-        load_model(tmp_path, dtype="float32")
+        load_model(tmp_path, dtype="float32", device="cpu")
 
 
 def test_shapes_disagree_with_config(tmp_path):
@@ -60,7 +60,7 @@ def test_shapes_disagree_with_config(tmp_path):
     raw["intermediate_size"] += 16
     (tmp_path / "config.json").write_text(json.dumps(raw))
     with pytest.raises(ModelLoadError, match="gate_proj.weight has shape"):
-        load_model(tmp_path, dtype="float32")
+        load_model(tmp_path, dtype="float32", device="cpu")
 
 
 def test_missing_shard_and_corrupt_safetensors(tmp_path):
@@ -68,10 +68,10 @@ def test_missing_shard_and_corrupt_safetensors(tmp_path):
     shards = sorted(tmp_path.glob("model-*.safetensors"))
     shards[-1].unlink()
     with pytest.raises(ModelLoadError, match="shard listed in the index is missing"):
-        load_model(tmp_path, dtype="float32")
+        load_model(tmp_path, dtype="float32", device="cpu")
     shards[-1].write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}")
     with pytest.raises(ModelLoadError, match="not a readable safetensors file"):
-        load_model(tmp_path, dtype="float32")
+        load_model(tmp_path, dtype="float32", device="cpu")
 
 
 @pytest.mark.parametrize("fmt,tol", [("bfloat16", 0.05), ("float16", 0.01), ("int8", 0.08)])
@@ -79,7 +79,7 @@ def test_reduced_precision_formats_stay_near_float32(tmp_path, fmt, tol):
     hf = random_hf_model(3, vocab_size=300)
     hf.save_pretrained(tmp_path)
     write_tokenizer(tmp_path, 300)
-    exact, fast = load_model(tmp_path, dtype="float32"), load_model(tmp_path, dtype=fmt)
+    exact, fast = load_model(tmp_path, dtype="float32", device="cpu"), load_model(tmp_path, dtype=fmt, device="cpu")
     assert fast.weight_format == fmt and fast.dtype == (torch.float16 if fmt == "float16" else torch.bfloat16)
     ids = list(range(10, 60, 3))
     out = []

@@ -49,7 +49,9 @@ class EngineConfig:
     report_blocks: bool = True
     # Used by Engine.from_path only: weight format / activation dtype and device for load_model.
     dtype: str | None = None
-    device: str = "cpu"
+    # None: CUDA where torch sees a GPU (what the engine is fast on), else the CPU; resolved by
+    # weights/loader.resolve_device, which also refuses "cuda" on a machine without one.
+    device: str | None = None
 
     def __post_init__(self) -> None:
         if self.block_size < 1:
