@@ -185,15 +185,18 @@ class Engine:
                                      error=f"sequence of {seq.num_tokens} tokens needs more "
                                      f"than the whole KV cache ({self.bm.num_blocks} blocks)")
         plan, rows = self._plan(sched.scheduled, sched.copies)
-        self.runner.submit(plan)
-        bm = self.bm
-        for item in sched.scheduled:            # runs while the device works (no sync yet)
-            seq = item.seq
-            seq.num_computed = item.end
-            bm.touch_written(seq.seq_id, item.start, item.end)
-            if bm.has_uncommitted(seq.seq_id, item.end):
-                bm.commit(seq.seq_id, seq.all_ids, item.end)
-        result = self.runner.collect()
+        try:
+            self.runner.submit(plan)
+            bm = self.bm
+            for item in sched.scheduled:            # runs while the device works (no sync yet)
+                seq = item.seq
+                seq.num_computed = item.end
+                bm.touch_written(seq.seq_id, item.start, item.end)
+                if bm.has_uncommitted(seq.seq_id, item.end):
+                    bm.commit(seq.seq_id, seq.all_ids, item.end)
+            result = self.runner.collect()
+        except Exception as error:    # a fault on the device: this step's requests fail, not the engine
+            result = self._fail_step(sched.scheduled, plan, error)
         now = self.clock()
         ttft = self._apply(rows, result, now)
         for item in sched.scheduled:
@@ -237,6 +240,28 @@ class Engine:
                     rows.append((it.seq, group))
             plan.batches.append(plan_batch(items, spec, self.bm, logits))
         return plan, rows
+
+    def _fail_step(self, scheduled: list[ScheduledSeq], plan: StepPlan, error: Exception) -> StepResult:
+        """The runner raised in the middle of a step (an exception in the forward pass or in
+        sampling, the device out of memory): every request with a sequence in the step finishes
+        with FinishReason.ERROR (ErrorKind.OUT_OF_MEMORY or INTERNAL, its text so far kept), the
+        K/V the step wrote is never cached, their blocks are freed, and the engine goes on with
+        the other requests. Returns the empty result the step's rows then get."""
+        kind = ErrorKind.of_exception(error)
+        detail = (str(error).strip().splitlines() or [""])[0][:200]
+        message = f"the step failed on the device ({type(error).__name__}: {detail})"
+        if kind is ErrorKind.OUT_OF_MEMORY:
+            message += "; retry with fewer requests at once, or restart with a smaller --kv-budget"
+        self._released_keys += plan.released_keys       # the runner may not have forgotten them
+        for item in scheduled:
+            self.bm.discard_written(item.seq.seq_id, item.start)
+        for rid in dict.fromkeys(item.seq.request_id for item in scheduled):
+            self.groups.pop(rid, None)                  # its group gets no more calls
+            req = self.requests.get(rid)
+            for seq in (req.seqs if req is not None else ()):
+                if not seq.is_finished:
+                    self._finish_sequence(seq, FinishReason.ERROR, error=message, error_kind=kind)
+        return StepResult()
 
     def _apply(self, rows: list[tuple[Sequence, SequenceGroup]], result: StepResult,
                now: float) -> dict[int | str, float]:
