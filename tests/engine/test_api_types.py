@@ -86,3 +86,19 @@ def test_bad_request_ids_are_refused(rid):
     with pytest.raises(ValueError, match="request_id must be an int or a str"):
         e.add_request([1, 2], GREEDY, request_id=rid)
     assert not e.has_unfinished()
+
+
+@pytest.mark.parametrize("field,value", [("block_size", 1.5), ("block_size", True), ("num_blocks", "64"),
+                                         ("max_model_len", 2.0), ("max_num_seqs", None),
+                                         ("gpu_memory_utilization", "0.5"), ("cuda_graphs", 1),
+                                         ("enable_prefix_caching", "yes"), ("attention", 3), ("device", 0)])
+def test_engine_config_refuses_wrong_types(field, value):
+    from llm_playground.model.engine.config import EngineConfig
+    with pytest.raises(ValueError, match=field):
+        EngineConfig(**{field: value})
+
+
+def test_engine_config_takes_numpy_integers():
+    from llm_playground.model.engine.config import EngineConfig
+    cfg = EngineConfig(block_size=np.int64(8), num_blocks=np.int32(32))
+    assert cfg == EngineConfig(block_size=8, num_blocks=32) and type(cfg.block_size) is int
