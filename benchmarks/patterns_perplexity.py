@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     from llm_playground.model.network.weight_contract import ModelLoadError
     torch.set_grad_enabled(False)
     try:
-        loaded = load_model(args.model, dtype="float32", progress=say)
+        loaded = load_model(args.model, dtype="float32", progress=say)   # device: CUDA if any
     except ModelLoadError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
