@@ -195,10 +195,11 @@ def main(argv: list[str] | None = None) -> int:
     from llm_playground.model.network.weight_contract import ModelLoadError
     torch.set_grad_enabled(False)
     try:
-        loaded = load_model(args.model, dtype="float32", progress=say)
+        loaded = load_model(args.model, dtype="float32", progress=say)   # device: CUDA if any
     except ModelLoadError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    loaded.model.ensure_positions(cfg.tokens + 1)    # it runs the network directly, not the runner
     ids = loaded.tokenizer.encode_ordinary(text)[:cfg.tokens + 1]
     if len(ids) < cfg.tokens + 1:
         print(f"error: the text has only {len(ids)} tokens, fewer than --tokens + 1", file=sys.stderr)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -361,20 +362,59 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that it unwinds like Ctrl-C: the counting pool is
+    terminated and joined, the progress bar is closed, no output file is left half-written."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
+_FORK_HOOK = {"installed": False, "active": False}
+
+
+def _child_signals() -> None:
+    """In a process forked while `main` runs (a pool worker, also one the pool forks to replace
+    a worker that died): SIGTERM kills at once and Ctrl-C is the parent's business, from the
+    first instruction on, before the pool's initializer could say so."""
+    if _FORK_HOOK["active"]:
+        import signal
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the `bpe` command line; returns the exit status (2 on a user error)."""
+    """Run the `bpe` command line; returns the exit status (2 on a user error, 130 on Ctrl-C,
+    143 on SIGTERM)."""
+    import signal
+    import threading
     parser = build_parser()
     args = parser.parse_args(argv)
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+        if not _FORK_HOOK["installed"] and hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=_child_signals)
+            _FORK_HOOK["installed"] = True
+        _FORK_HOOK["active"] = True
     try:
         return args.func(args)
     except UserError as e:
         print(f"bpe: error: {e}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("bpe: terminated", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("bpe: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 0
+    finally:
+        _FORK_HOOK["active"] = False
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -133,6 +133,8 @@ def parse_ids(data: bytes, source: str) -> list[int]:
             doc = json.loads(text)
         except json.JSONDecodeError as e:
             raise UserError(f"{source}: not valid JSON ({e.msg} at char {e.pos})") from None
+        except RecursionError:
+            raise UserError(f"{source}: JSON nested too deeply (ids are a flat list)") from None
         ids = doc.get("ids") if isinstance(doc, dict) else doc
         if not isinstance(ids, list) or not all(type(i) is int for i in ids):  # no bools
             raise UserError(f"{source}: JSON must be a list of ids or an object with \"ids\"")

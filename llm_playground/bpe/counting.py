@@ -155,6 +155,15 @@ def _count_block_star(args):
     return count_block(*args)
 
 
+def _worker_init() -> None:
+    """Pool workers leave interrupts to the parent: Ctrl-C (sent to the whole process group) is
+    ignored here, and SIGTERM keeps its default (the parent's pool.terminate() ends workers with
+    it), so an interrupted run prints no worker tracebacks and leaks no semaphores."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def _pool_context():
     # fork is fast, but unsafe once other threads run (the UI calls train from a worker thread).
     if "fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1:
@@ -197,7 +206,7 @@ def _count_files(files, pattern, special_tokens, num_workers, invalid_utf8, warn
             counts.add(c, chars, gap)
             bad_by_file[block.path] += bad
     else:
-        with _pool_context().Pool(num_workers) as pool:
+        with _pool_context().Pool(num_workers, initializer=_worker_init) as pool:
             for block, (c, bad, chars, gap) in zip(blocks, pool.imap(_count_block_star, tasks)):
                 counts.add(c, chars, gap)
                 bad_by_file[block.path] += bad

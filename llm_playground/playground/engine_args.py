@@ -63,7 +63,8 @@ def add_engine_flags(parser: argparse.ArgumentParser, top: bool = True) -> None:
                         "directory (default: SmolLM2-135M-Instruct, fetched once into the user cache)")
     parser.add_argument("--dtype", default=d(None), help="float32 (exact) | bfloat16 | float16 | int8 "
                         "(default: int8 weights on CPU, bfloat16 on CUDA)")
-    parser.add_argument("--device", default=d(None), help="cpu or cuda[:N] (default cpu)")
+    parser.add_argument("--device", default=d(None), help="cpu or cuda[:N] (default: CUDA where "
+                        "available, else cpu; the header says which)")
     parser.add_argument("--attention", default=d(None), metavar="PATTERN",
                         help="dense | local:W | atrous:K | sparse:W,K | streaming:S,W (default dense)")
     parser.add_argument("--block-size", type=int, default=d(None), help="KV block size in tokens (16)")

@@ -25,7 +25,8 @@ def describe(engine: Any, loaded: Any) -> ModelInfo:
     dtype = str(loaded.dtype).replace("torch.", "")
     fmt = getattr(loaded, "weight_format", "") or dtype
     return ModelInfo(
-        name=loaded.name, path=str(loaded.path), device=str(loaded.device),
+        name=loaded.name, path=str(loaded.path),
+        device=str(loaded.device) + (f" ({choice})" if (choice := getattr(loaded, "device_choice", "")) else ""),
         dtype=dtype if fmt == dtype else f"{fmt} weights, {dtype} KV", dtype_bytes=elem,
         num_layers=mc.num_layers, num_heads=mc.num_heads, num_kv_heads=mc.num_kv_heads,
         head_dim=mc.head_dim, max_position=mc.max_position, num_blocks=cache.num_blocks,

@@ -36,7 +36,7 @@ def gguf_path(tmp_path_factory):
 
 
 def expected(path, prompt: str, max_tokens: int):
-    loaded = loader.load_model(path, "float32")
+    loaded = loader.load_model(path, "float32", device="cpu")
     ids = loaded.tokenizer.encode_ordinary(prompt)
     engine = Engine(loaded, EngineConfig(num_blocks=64))
     out = engine.generate(ids, SamplingParams(max_tokens=max_tokens))
@@ -63,7 +63,7 @@ def test_generate_prints_stages_first_and_timings_last(gguf_path, capsys, monkey
 
     monkeypatch.setattr(loader, "load_model", spy)
     argv = ["generate", "--model", str(gguf_path), "--prompt", "abc cab", "--max-tokens", "6",
-            "--dtype", "float32", "--kv-blocks", "64"]
+            "--dtype", "float32", "--device", "cpu", "--kv-blocks", "64"]
     assert cli.main(argv) == 0
     cap = capsys.readouterr()
     ids, out, text = expected(gguf_path, "abc cab", 6)
@@ -85,7 +85,7 @@ def test_generate_prints_stages_first_and_timings_last(gguf_path, capsys, monkey
 
 def test_generate_json_keeps_stdout_one_document(gguf_path, capsys):
     argv = ["generate", "--model", str(gguf_path), "--prompt", "abc", "--max-tokens", "4",
-            "--dtype", "float32", "--kv-blocks", "64", "--json"]
+            "--dtype", "float32", "--device", "cpu", "--kv-blocks", "64", "--json"]
     assert cli.main(argv) == 0
     cap = capsys.readouterr()
     doc = json.loads(cap.out)

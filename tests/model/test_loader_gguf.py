@@ -52,7 +52,7 @@ def test_wrong_magic(tmp_path):
     path = tmp_path / "model.gguf"
     path.write_bytes(b"GGML" + bytes(100))
     with pytest.raises(ModelLoadError, match="not a GGUF file"):
-        load_model(path, dtype="float32")
+        load_model(path, dtype="float32", device="cpu")
 
 
 @pytest.mark.parametrize("keep", [0.5, 0.02, 0.99, 0.0001])
@@ -64,7 +64,7 @@ def test_truncated_file(tmp_path, tiny_hf, keep):
     cut = max(8, int(len(data) * keep))
     path.write_bytes(data[:cut])
     with pytest.raises(ModelLoadError, match="truncated") as info:
-        load_model(path, dtype="float32")
+        load_model(path, dtype="float32", device="cpu")
     msg = str(info.value)
     assert "\n" not in msg and "larger dtype" not in msg
     assert f"{cut} bytes" in msg                         # the actual size is stated
@@ -80,14 +80,14 @@ def test_shapes_disagree_with_config(tmp_path, tiny_hf):
     path = tmp_path / "model.gguf"
     write_gguf(tiny_hf, path, overrides={"feed_forward_length": 96})
     with pytest.raises(ModelLoadError, match=r"ffn_gate|gate_proj.*shape"):
-        load_model(path, dtype="float32")
+        load_model(path, dtype="float32", device="cpu")
 
 
 def test_unsupported_architecture(tmp_path, tiny_hf):
     path = tmp_path / "model.gguf"
     write_gguf(tiny_hf, path, arch="falcon")
     with pytest.raises(ModelLoadError, match="architecture 'falcon' is not supported"):
-        load_model(path, dtype="float32")
+        load_model(path, dtype="float32", device="cpu")
 
 
 def test_unsupported_quant_type(tmp_path):
@@ -96,11 +96,11 @@ def test_unsupported_quant_type(tmp_path):
     qtype = gguf.GGMLQuantizationType.IQ4_NL
     write_gguf(hf, path, raw_tensor=("blk.1.ffn_up.weight", qtype))
     with pytest.raises(ModelLoadError, match="blk.1.ffn_up.weight has quantization type IQ4_NL"):
-        load_model(path, dtype="float32")
+        load_model(path, dtype="float32", device="cpu")
 
 
 def test_missing_path_and_unknown_dtype(tmp_path):
     with pytest.raises(ModelLoadError, match="no such file or directory"):
-        load_model(tmp_path / "nope.gguf", dtype="float32")
+        load_model(tmp_path / "nope.gguf", dtype="float32", device="cpu")
     with pytest.raises(ModelLoadError, match="unknown dtype 'float8'"):
-        load_model(tmp_path, dtype="float8")
+        load_model(tmp_path, dtype="float8", device="cpu")

@@ -24,7 +24,7 @@ NEW_TOKENS = 64
 @pytest.fixture(scope="module")
 def models():
     path = ensure_default_model()
-    ours = load_model(path, dtype="float32")
+    ours = load_model(path, dtype="float32", device="cpu")
     tok = transformers.AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
     hf = transformers.AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,
                                                            dtype=torch.float32).eval()
@@ -73,7 +73,7 @@ def test_prompt_ids_and_greedy_tokens_match_transformers(models, which):
 def test_fast_cpu_modes_stay_close_to_float32(models, fmt):
     """The lossy CPU modes (int8 is the CPU default) against the exact float32 path, per position."""
     ours, _, _ = models
-    fast = load_model(ours.path, dtype=fmt)
+    fast = load_model(ours.path, dtype=fmt, device="cpu")
     ids = ours.tokenizer.encode(" ".join(prompts(ours)[k] for k in ("english", "code")), allowed_special="all")
     logits = {}
     for name, loaded in (("exact", ours), ("fast", fast)):

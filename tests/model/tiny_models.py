@@ -6,6 +6,8 @@ attention is not uniform); `write_gguf` writes its weights the way llama.cpp's c
 """
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import torch
 
@@ -42,12 +44,13 @@ def llama_cpp_permute(w: np.ndarray, n_head: int) -> np.ndarray:
 
 
 def write_gguf(hf, path, arch: str = "llama", dtype=None, overrides: dict | None = None,
-               raw_tensor: tuple[str, object] | None = None) -> None:
-    """Write hf's weights as a llama.cpp-style GGUF (no tokenizer metadata).
+               raw_tensor: tuple[str, object] | None = None, tokenizer: bool = False) -> None:
+    """Write hf's weights as a llama.cpp-style GGUF (tokenizer metadata only when asked).
 
     dtype: None = float32, or np.float16; overrides: metadata values replacing the true ones
     (e.g. {"feed_forward_length": 96}); raw_tensor: (gguf name, GGMLQuantizationType) to store
-    that one tensor in a given raw type (zeros of the right byte shape).
+    that one tensor in a given raw type (zeros of the right byte shape); tokenizer: add a
+    byte-level BPE of 256 bytes, 2 merges and <|im_start|> / <|im_end|> (vocab_size must be 260).
     """
     import gguf
     cfg = hf.config
@@ -58,16 +61,29 @@ def write_gguf(hf, path, arch: str = "llama", dtype=None, overrides: dict | None
             "vocab_size": cfg.vocab_size}
     meta.update(overrides or {})
     w = gguf.GGUFWriter(str(path), arch)
-    w.add_block_count(meta["block_count"])
-    w.add_context_length(meta["context_length"])
-    w.add_embedding_length(meta["embedding_length"])
-    w.add_feed_forward_length(meta["feed_forward_length"])
-    w.add_head_count(meta["head_count"])
-    w.add_head_count_kv(meta["head_count_kv"])
-    w.add_rope_freq_base(meta["rope_freq_base"])
-    w.add_layer_norm_rms_eps(meta["rms_eps"])
-    w.add_vocab_size(meta["vocab_size"])
+    keys = {"block_count": "block_count", "context_length": "context_length",
+            "embedding_length": "embedding_length", "feed_forward_length": "feed_forward_length",
+            "head_count": "attention.head_count", "head_count_kv": "attention.head_count_kv",
+            "rope_freq_base": "rope.freq_base", "rms_eps": "attention.layer_norm_rms_epsilon",
+            "vocab_size": "vocab_size"}
+    floats = ("rope_freq_base", "rms_eps")
+    for name, key in keys.items():   # a str override is written as a string (a wrongly typed key)
+        value = meta[name]
+        if isinstance(value, str):
+            w.add_string(f"{arch}.{key}", value)
+        elif name in floats:
+            w.add_float32(f"{arch}.{key}", value)
+        else:
+            w.add_uint32(f"{arch}.{key}", value)
     w.add_uint32("tokenizer.ggml.eos_token_id", 2)
+    if tokenizer:
+        from llm_playground.bpe.formats.common import bytes_to_byte_level
+        assert cfg.vocab_size == 260, "the test tokenizer has 260 tokens"
+        w.add_tokenizer_model("gpt2")
+        w.add_token_list([bytes_to_byte_level(bytes([i])) for i in range(256)]
+                         + ["th", "the", "<|im_start|>", "<|im_end|>"])
+        w.add_token_merges(["t h", "th e"])
+        w.add_token_types([1] * 258 + [3, 3])
     for name, t in hf.state_dict().items():
         a = t.detach().float().numpy()
         if name == "lm_head.weight" and cfg.tie_word_embeddings:
@@ -93,3 +109,22 @@ def write_gguf(hf, path, arch: str = "llama", dtype=None, overrides: dict | None
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
+
+
+TEMPLATE = "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}"
+
+
+def write_tokenizer(directory, vocab_size: int):
+    """A byte-level BPE tokenizer.json trained by Hugging Face tokenizers, and a chat template."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<s>", "</s>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+    text = ["the quick brown fox jumps over the lazy dog", "hello world, hello paged attention"] * 20
+    tok.train_from_iterator(text, trainer)
+    tok.save(str(directory / "tokenizer.json"))
+    (directory / "tokenizer_config.json").write_text(json.dumps({"chat_template": TEMPLATE}))
+    return tok

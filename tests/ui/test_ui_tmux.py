@@ -57,7 +57,7 @@ def test_playground_chats_in_a_real_terminal():
     cwd = Path(__file__).resolve().parents[2]
     env = {k: v for k, v in os.environ.items() if not k.startswith("TMUX")}
     env["TERM"] = "xterm-256color"
-    cmd = f"{_playground_command()}; sleep 30"
+    cmd = f"{_playground_command()} --device cpu; sleep 30"     # pinned: the default picks CUDA
     subprocess.run(["tmux", "-L", tmux.socket, "new-session", "-d", "-s", tmux.session, "-x", "140",
                     "-y", "45", cmd], check=True, cwd=cwd, env=env)
     try:

@@ -14,11 +14,10 @@ train or encode; it only moves tokenizers in and out of files.
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
-from llm_playground.bpe.formats.common import FormatError
+from llm_playground.bpe.formats.common import FormatError, read_json
 
 REFERENCE_NAMES = ("cl100k_base", "o200k_base")
 FORMATS = ("native", "tiktoken", "hf")
@@ -39,11 +38,7 @@ def detect_format(path: str | os.PathLike) -> str:
     if stripped.startswith(b"{"):
         if b'"llm-playground-bpe"' in head:
             return "native"
-        try:
-            with open(p, encoding="utf-8") as f:
-                doc = json.load(f)
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise FormatError(f"{p}: not valid JSON ({e})") from None
+        doc = read_json(p)
         if isinstance(doc, dict) and doc.get("format") == "llm-playground-bpe":
             return "native"
         if isinstance(doc, dict) and "model" in doc:

@@ -20,6 +20,19 @@ class FormatError(ValueError):
     """A tokenizer file could not be read or written (bad content, unsupported variant)."""
 
 
+def read_json(path: str | os.PathLike):
+    """The JSON document in the file at `path`; FormatError (one line) when it is not UTF-8 JSON
+    or is nested too deeply for the parser (a crafted "[[[[..." raises RecursionError)."""
+    import json
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise FormatError(f"{path}: not valid JSON ({e})") from None
+    except RecursionError:
+        raise FormatError(f"{path}: JSON nested too deeply to be a tokenizer file") from None
+
+
 def write_atomic(path: str | os.PathLike, data: bytes) -> None:
     """Write `data` to `path` through a temporary file in the same folder and a rename."""
     target = Path(path)

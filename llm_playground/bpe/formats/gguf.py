@@ -20,6 +20,7 @@ plain GPT-2 regex for `smollm`; the two differ only where a whitespace run is fo
 from __future__ import annotations
 
 import os
+import struct
 
 from llm_playground.bpe import patterns
 from llm_playground.bpe.formats.common import FormatError, byte_level_to_bytes, make_tokenizer
@@ -54,11 +55,14 @@ def pattern_for_pre(pre: str | None) -> str:
     return table[key]
 
 
-def _field(reader, key: str, default=None):
+def _field(reader, key: str, default=None, path=""):
     field = reader.fields.get(key)
     if field is None:
         return default
-    return field.contents()
+    try:
+        return field.contents()
+    except (ValueError, IndexError, UnicodeDecodeError, TypeError) as e:
+        raise FormatError(f"{path}: GGUF metadata {key} is unreadable ({type(e).__name__})") from None
 
 
 def read_gguf_tokenizer(path: str | os.PathLike, pattern: str | None = None, reader=None):
@@ -70,23 +74,35 @@ def read_gguf_tokenizer(path: str | os.PathLike, pattern: str | None = None, rea
     """
     if reader is None:
         try:
-            from gguf import GGUFReader
+            from llm_playground.bpe.formats.gguf_reader import TruncatedGGUF, checked_reader_class
         except ImportError:  # pragma: no cover - gguf is a runtime dependency
             raise FormatError("reading .gguf files needs the `gguf` package") from None
         try:
-            reader = GGUFReader(str(path), "r")
-        except (ValueError, OSError) as e:
-            raise FormatError(f"{path}: not a readable GGUF file ({e})") from None
-    model = _field(reader, "tokenizer.ggml.model")
+            reader = checked_reader_class()(str(path), "r")
+        except TruncatedGGUF as e:
+            raise FormatError(f"{path}: {e}") from None
+        except OSError as e:
+            raise FormatError(f"{path}: not a readable GGUF file ({e.strerror or e})") from None
+        except (ValueError, IndexError, KeyError, TypeError, OverflowError, struct.error) as e:
+            # The stock reader slices its memory map without bounds checks: a file cut short
+            # fails in numpy or with an IndexError, neither of which says what is wrong.
+            size = os.path.getsize(path)
+            raise FormatError(f"{path}: truncated or corrupt GGUF file ({size} bytes): its header "
+                              f"or metadata ends early or is malformed ({type(e).__name__})") from None
+    get = lambda key, default=None: _field(reader, key, default, path)  # noqa: E731
+    model = get("tokenizer.ggml.model")
     if model != "gpt2":
         raise FormatError(f"{path}: tokenizer model {model!r}; only byte-level BPE ('gpt2') "
                           "is supported")
-    tokens = _field(reader, "tokenizer.ggml.tokens")
-    merges_text = _field(reader, "tokenizer.ggml.merges")
+    tokens = get("tokenizer.ggml.tokens")
+    merges_text = get("tokenizer.ggml.merges")
     if not tokens or merges_text is None:
         raise FormatError(f"{path}: no tokenizer.ggml.tokens / merges in the metadata")
-    token_types = list(_field(reader, "tokenizer.ggml.token_type", [TOKEN_TYPE_NORMAL] * len(tokens)))
-    pre = _field(reader, "tokenizer.ggml.pre")
+    token_types = list(get("tokenizer.ggml.token_type", [TOKEN_TYPE_NORMAL] * len(tokens)))
+    if len(token_types) != len(tokens):
+        raise FormatError(f"{path}: tokenizer.ggml.token_type has {len(token_types)} entries for "
+                          f"{len(tokens)} tokens")
+    pre = get("tokenizer.ggml.pre")
     vocab: dict[int, bytes] = {}
     specials: dict[str, int] = {}
     for i, (text, kind) in enumerate(zip(tokens, token_types)):
@@ -108,16 +124,16 @@ def read_gguf_tokenizer(path: str | os.PathLike, pattern: str | None = None, rea
             raise FormatError(f"{path}: malformed merge {line!r}")
         merges.append((left, right))
     meta = {
-        "name": _field(reader, "general.name") or os.path.basename(str(path)),
+        "name": get("general.name") or os.path.basename(str(path)),
         "model": model,
         "pre": pre,
-        "bos_id": _field(reader, "tokenizer.ggml.bos_token_id"),
-        "eos_id": _field(reader, "tokenizer.ggml.eos_token_id"),
-        "padding_id": _field(reader, "tokenizer.ggml.padding_token_id"),
-        "unknown_id": _field(reader, "tokenizer.ggml.unknown_token_id"),
-        "add_bos_token": _field(reader, "tokenizer.ggml.add_bos_token"),
+        "bos_id": get("tokenizer.ggml.bos_token_id"),
+        "eos_id": get("tokenizer.ggml.eos_token_id"),
+        "padding_id": get("tokenizer.ggml.padding_token_id"),
+        "unknown_id": get("tokenizer.ggml.unknown_token_id"),
+        "add_bos_token": get("tokenizer.ggml.add_bos_token"),
         "token_types": token_types,
-        "chat_template": _field(reader, "tokenizer.chat_template"),
+        "chat_template": get("tokenizer.chat_template"),
     }
     for key in ("bos_id", "eos_id", "padding_id", "unknown_id"):
         if meta[key] is not None:

@@ -22,7 +22,7 @@ import os
 import re
 
 from llm_playground.bpe import patterns
-from llm_playground.bpe.formats.common import (FormatError, byte_level_to_bytes, bytes_to_byte_level,
+from llm_playground.bpe.formats.common import (FormatError, read_json, byte_level_to_bytes, bytes_to_byte_level,
                                 make_tokenizer, tokenizer_parts, write_atomic)
 
 
@@ -210,10 +210,6 @@ def from_document(doc: dict, source: str = "<data>"):
 
 def load_hf_json(path: str | os.PathLike):
     """Read a byte-level BPE tokenizer.json and return a `bpe.Tokenizer`."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            doc = json.load(f)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise FormatError(f"{path}: not valid JSON ({e})") from None
+    doc = read_json(path)
     pattern, vocab, merges, specials, _ = from_document(doc, str(path))
     return make_tokenizer(pattern, vocab, merges, specials, os.path.basename(str(path)))

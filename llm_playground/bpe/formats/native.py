@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import os
 
-from llm_playground.bpe.formats.common import FormatError, make_tokenizer, tokenizer_parts, write_atomic
+from llm_playground.bpe.formats.common import read_json, FormatError, make_tokenizer, tokenizer_parts, write_atomic
 
 FORMAT_NAME = "llm-playground-bpe"
 FORMAT_VERSION = 1
@@ -158,10 +158,6 @@ def parse(doc: dict, source: str = "<data>"):
 
 def load_native(path: str | os.PathLike):
     """Read one of our files and return a `bpe.Tokenizer`."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            doc = json.load(f)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise FormatError(f"{path}: not valid JSON ({e})") from None
+    doc = read_json(path)
     pattern, vocab, merges, specials, name = parse(doc, str(path))
     return make_tokenizer(pattern, vocab, merges, specials, name or os.path.basename(str(path)))

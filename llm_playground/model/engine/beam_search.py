@@ -35,13 +35,14 @@ sampling-based beam search, `early_stopping="never"`. This module changes no mod
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from llm_playground.model.engine.outcomes import ErrorKind, FinishReason
 from llm_playground.model.engine.reports import RequestOutput
-from llm_playground.model.engine.sampling_params import SamplingParams
+from llm_playground.model.engine.sampling_params import SamplingParams, as_integer, as_number
 from llm_playground.model.engine.sequence import Request, Sequence
 from llm_playground.model.engine.sequence_group import GroupOps, SequenceGroup, TopRow
 from llm_playground.model.engine.step_plan import LogitsRequest
@@ -58,14 +59,20 @@ class BeamSearchParams:
     stop_token_ids: tuple[int, ...] = ()  # extra ids that end a hypothesis besides the model's EOS
 
     def __post_init__(self) -> None:
+        self.beam_width, self.max_tokens = (as_integer("beam_width", self.beam_width),
+                                            as_integer("max_tokens", self.max_tokens))
+        self.length_penalty = as_number("length_penalty", self.length_penalty)
+        if not math.isfinite(self.length_penalty):
+            raise ValueError(f"length_penalty must be finite, got {self.length_penalty}")
+        if not isinstance(self.ignore_eos, bool):
+            raise ValueError(f"ignore_eos must be True or False, got {self.ignore_eos!r}")
         if self.beam_width < 1:
             raise ValueError(f"beam_width must be >= 1, got {self.beam_width}")
         if self.max_tokens < 1:
             raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
         if not isinstance(self.early_stopping, bool):
             raise ValueError(f"early_stopping must be True or False, got {self.early_stopping!r}")
-        self.length_penalty = float(self.length_penalty)
-        self.stop_token_ids = tuple(int(t) for t in self.stop_token_ids)
+        self.stop_token_ids = tuple(as_integer("stop_token_ids entry", t) for t in self.stop_token_ids)
 
 
 @dataclass

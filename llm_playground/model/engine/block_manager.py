@@ -197,6 +197,21 @@ class BlockManager:
         table, bs = self.seq_tables.table(seq_id), self.block_size
         return [table[p // bs] * bs + p % bs for p in range(start, end)]
 
+    def discard_written(self, seq_id: int, start: int) -> None:
+        """The K/V of positions `start` on of seq_id cannot be trusted (the step that wrote them
+        failed): drop the prefix-cache entries of the blocks holding them, so that freeing the
+        sequence returns those blocks to the free list, never to the cache. Blocks wholly before
+        `start` were written by earlier steps and stay cached."""
+        table = self.seq_tables.find_table(seq_id)
+        if table is None:
+            return
+        index = self.prefix_index
+        for b in table[start // self.block_size:]:
+            if b >= 0 and self.pool.ref_count(b) == 1 and self.pool.hash_of(b) is not None:
+                h = self.pool.clear_hash(b)
+                if index.block_for(h) == b:
+                    index.forget(h)
+
     # ---- freeing -----------------------------------------------------------------------------
     def free(self, seq_id: int) -> None:
         """Drop the sequence's table. Tail blocks are released first so that, among equally old

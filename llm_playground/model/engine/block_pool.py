@@ -166,6 +166,12 @@ class BlockPool:
         self._hash[b] = h
         self._tokens[b] = tokens
 
+    def clear_hash(self, b: int) -> int | None:
+        """Block b no longer caches anything (its K/V cannot be trusted); returns the old hash."""
+        self._dirty.add(b)
+        h, self._hash[b], self._tokens[b] = self._hash[b], None, None
+        return h
+
     def touch(self, b: int) -> None:
         """Block b's filled-token count changed: rebuild its BlockInfo at the next report."""
         if b >= 0:

@@ -49,9 +49,27 @@ class EngineConfig:
     report_blocks: bool = True
     # Used by Engine.from_path only: weight format / activation dtype and device for load_model.
     dtype: str | None = None
-    device: str = "cpu"
+    # None: CUDA where torch sees a GPU (what the engine is fast on), else the CPU; resolved by
+    # weights/loader.resolve_device, which also refuses "cuda" on a machine without one.
+    device: str | None = None
 
     def __post_init__(self) -> None:
+        from llm_playground.model.engine.sampling_params import as_integer, as_number
+        for name in ("block_size", "max_num_batched_tokens", "max_num_seqs"):
+            setattr(self, name, as_integer(name, getattr(self, name)))
+        for name in ("num_blocks", "kv_cache_bytes", "max_model_len"):
+            if getattr(self, name) is not None:
+                setattr(self, name, as_integer(name, getattr(self, name)))
+        self.gpu_memory_utilization = as_number("gpu_memory_utilization", self.gpu_memory_utilization)
+        for name in ("enable_prefix_caching", "enable_chunked_prefill", "cuda_graphs", "report_blocks"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        for name in ("attention", "dtype", "device"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise ValueError(f"{name} must be a str, got {value!r}")
+        if self.attention is None:
+            raise ValueError("attention must be a pattern name such as 'dense'")
         if self.block_size < 1:
             raise ValueError(f"block_size must be >= 1, got {self.block_size}")
         if self.num_blocks is not None and self.num_blocks < 1:

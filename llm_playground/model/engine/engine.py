@@ -37,7 +37,8 @@ from llm_playground.model.engine.beam_search import BeamGroup, BeamHypothesis, B
 from llm_playground.model.engine.sequence_group import GroupOps, SamplingGroup, SequenceGroup
 from llm_playground.model.engine.step_plan import StepPlan, StepResult
 from llm_playground.model.engine.reports import CacheReport, RequestOutput, SequenceReport, StepReport
-from llm_playground.model.engine.request_rules import check_prompt, collect_outputs, stop_reason, take_output
+from llm_playground.model.engine.request_rules import (check_prompt, collect_outputs, prompt_list,
+                                                      stop_reason, take_output)
 from llm_playground.model.engine.sampling_params import SamplingParams
 from llm_playground.model.engine.scheduler import ScheduledSeq, Scheduler
 from llm_playground.model.engine.sequence import Request, Sequence, SeqStatus, TextState
@@ -108,22 +109,27 @@ class Engine:
         A bad request is not raised: it finishes with FinishReason.ERROR in the next report.
         A `request_id` that names a live request raises ValueError (nothing is queued)."""
         params = params or SamplingParams()
+        if not isinstance(params, SamplingParams):
+            raise TypeError(f"params must be a SamplingParams, got {type(params).__name__}")
+        if request_id is not None and (isinstance(request_id, bool)
+                                       or not isinstance(request_id, (int, str))):
+            raise ValueError(f"request_id must be an int or a str, got {request_id!r:.40}")
         serial = self._next_request
         rid = serial if request_id is None else request_id
         if rid in self.requests or any(o.request_id == rid for o in self._pending):
             raise ValueError(f"request id {rid!r} is already in use by a live request")
         self._next_request += 1
-        req = Request(rid, serial, list(prompt_ids), params, arrival_time=self.clock())
+        prompt, error = prompt_list(prompt_ids)
+        req = Request(rid, serial, prompt, params, arrival_time=self.clock())
         self.requests[rid] = req
         seq = self._new_seq(req, 0)
         group = group if group is not None else SamplingGroup()
         self.groups[rid] = group
         group.bind(req, GroupOps(self, req))
-        error = None
         try:
             seq.pattern = parse_pattern(pattern) if pattern is not None else self.pattern
         except ValueError as e:
-            seq.pattern, error = self.pattern, (ErrorKind.INVALID_REQUEST, str(e))
+            seq.pattern, error = self.pattern, error or (ErrorKind.INVALID_REQUEST, str(e))
         if error is None:
             error = check_prompt(req.prompt_ids, params, seq.pattern, self.model_config.vocab_size,
                                  self.max_model_len, self.bm) or group.check()
@@ -179,15 +185,18 @@ class Engine:
                                      error=f"sequence of {seq.num_tokens} tokens needs more "
                                      f"than the whole KV cache ({self.bm.num_blocks} blocks)")
         plan, rows = self._plan(sched.scheduled, sched.copies)
-        self.runner.submit(plan)
-        bm = self.bm
-        for item in sched.scheduled:            # runs while the device works (no sync yet)
-            seq = item.seq
-            seq.num_computed = item.end
-            bm.touch_written(seq.seq_id, item.start, item.end)
-            if bm.has_uncommitted(seq.seq_id, item.end):
-                bm.commit(seq.seq_id, seq.all_ids, item.end)
-        result = self.runner.collect()
+        try:
+            self.runner.submit(plan)
+            bm = self.bm
+            for item in sched.scheduled:            # runs while the device works (no sync yet)
+                seq = item.seq
+                seq.num_computed = item.end
+                bm.touch_written(seq.seq_id, item.start, item.end)
+                if bm.has_uncommitted(seq.seq_id, item.end):
+                    bm.commit(seq.seq_id, seq.all_ids, item.end)
+            result = self.runner.collect()
+        except Exception as error:    # a fault on the device: this step's requests fail, not the engine
+            result = self._fail_step(sched.scheduled, plan, error)
         now = self.clock()
         ttft = self._apply(rows, result, now)
         for item in sched.scheduled:
@@ -231,6 +240,28 @@ class Engine:
                     rows.append((it.seq, group))
             plan.batches.append(plan_batch(items, spec, self.bm, logits))
         return plan, rows
+
+    def _fail_step(self, scheduled: list[ScheduledSeq], plan: StepPlan, error: Exception) -> StepResult:
+        """The runner raised in the middle of a step (an exception in the forward pass or in
+        sampling, the device out of memory): every request with a sequence in the step finishes
+        with FinishReason.ERROR (ErrorKind.OUT_OF_MEMORY or INTERNAL, its text so far kept), the
+        K/V the step wrote is never cached, their blocks are freed, and the engine goes on with
+        the other requests. Returns the empty result the step's rows then get."""
+        kind = ErrorKind.of_exception(error)
+        detail = (str(error).strip().splitlines() or [""])[0][:200]
+        message = f"the step failed on the device ({type(error).__name__}: {detail})"
+        if kind is ErrorKind.OUT_OF_MEMORY:
+            message += "; retry with fewer requests at once, or restart with a smaller --kv-budget"
+        self._released_keys += plan.released_keys       # the runner may not have forgotten them
+        for item in scheduled:
+            self.bm.discard_written(item.seq.seq_id, item.start)
+        for rid in dict.fromkeys(item.seq.request_id for item in scheduled):
+            self.groups.pop(rid, None)                  # its group gets no more calls
+            req = self.requests.get(rid)
+            for seq in (req.seqs if req is not None else ()):
+                if not seq.is_finished:
+                    self._finish_sequence(seq, FinishReason.ERROR, error=message, error_kind=kind)
+        return StepResult()
 
     def _apply(self, rows: list[tuple[Sequence, SequenceGroup]], result: StepResult,
                now: float) -> dict[int | str, float]:

@@ -39,6 +39,11 @@ class ModelRunner:
         self.device = torch.device(device)
         self.kv = KVCache(mc.num_layers, num_blocks, block_size, mc.num_kv_heads, mc.head_dim,
                           dtype, self.device)
+        # No sequence keeps more tokens in the cache than the pool holds, nor RoPE positions past
+        # its table: size the RoPE tables and the graphs' block tables by that, not by the
+        # context a model file claims (2^31 - 1 in a crafted one).
+        max_blocks_per_seq = max(1, min(max_blocks_per_seq, num_blocks))
+        model.ensure_positions(max_blocks_per_seq * block_size)
         self.graph_runner = None
         if cuda_graphs and self.device.type == "cuda":
             from llm_playground.model.engine.cuda_graphs import DecodeGraphRunner

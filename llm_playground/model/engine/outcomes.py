@@ -9,7 +9,8 @@ its name. Every place that ends a sequence picks exactly one reason:
     CONTEXT_FULL     the model's context (max_model_len) was reached
     KV_CACHE_FULL    the sequence outgrew the whole KV cache (it keeps what it generated)
     ABORTED          the caller aborted it (Esc in the UI, a client that went away)
-    ERROR            it could not run; `ErrorKind` says which way, the message says why
+    ERROR            it could not run, or its step failed on the device (an exception in the
+                     forward pass, out of memory); `ErrorKind` says which way, the message why
 
 This module only names outcomes; request_rules.py and the engine decide them.
 """
@@ -55,10 +56,23 @@ class ErrorKind(str, Enum):
     CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"   # the prompt does not fit the context
     KV_CACHE_TOO_SMALL = "kv_cache_too_small"      # the prompt (or the sequence) needs more than the cache
     UNSUPPORTED = "unsupported"                    # a combination the engine refuses (says which)
-    INTERNAL = "internal"                          # a bug: the message has the exception
+    OUT_OF_MEMORY = "out_of_memory"                # the device ran out of memory in the step; retry smaller
+    INTERNAL = "internal"                          # a bug or a device fault: the message has the exception
 
     def __str__(self) -> str:
         return self.value
+
+    @classmethod
+    def of_exception(cls, error: BaseException) -> "ErrorKind":
+        """OUT_OF_MEMORY for an allocation failure (MemoryError, torch.cuda.OutOfMemoryError,
+        torch's CPU "can't allocate memory"), INTERNAL for anything else. Reads names and
+        messages only: this module imports no torch."""
+        text = str(error).lower()
+        if (isinstance(error, MemoryError)
+                or any(c.__name__ == "OutOfMemoryError" for c in type(error).__mro__)
+                or "out of memory" in text or "can't allocate memory" in text):
+            return cls.OUT_OF_MEMORY
+        return cls.INTERNAL
 
 
 _OPENAI = {FinishReason.STOP_STRING: "stop", FinishReason.END_OF_SEQUENCE: "stop",

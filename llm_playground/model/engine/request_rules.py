@@ -12,12 +12,29 @@ This module does not free blocks or touch the scheduler: the engine's `_finish_s
 """
 from __future__ import annotations
 
+import numbers
+
 from llm_playground.model.engine.block_manager import BlockManager
 from llm_playground.model.engine.outcomes import ErrorKind, FinishReason
 from llm_playground.model.engine.reports import RequestOutput
 from llm_playground.model.engine.sampling_params import SamplingParams
 from llm_playground.model.engine.sequence import Request, Sequence, SeqStatus
 from llm_playground.model.engine.attention_patterns import AttentionPattern
+
+
+def prompt_list(prompt_ids) -> tuple[list, tuple[ErrorKind, str] | None]:
+    """The prompt as a list, numpy and other integer types turned into int (bools are not ids);
+    with (kind, reason) when it is no sequence of token ids at all (a str, a number, None)."""
+    if isinstance(prompt_ids, (str, bytes)):
+        return [], (ErrorKind.INVALID_REQUEST, f"the prompt must be a list of token ids, got "
+                    f"{type(prompt_ids).__name__} (encode the text with the tokenizer first)")
+    try:
+        ids = list(prompt_ids)
+    except TypeError:
+        return [], (ErrorKind.INVALID_REQUEST, f"the prompt must be a list of token ids, got "
+                    f"{type(prompt_ids).__name__}")
+    return [int(t) if isinstance(t, numbers.Integral) and not isinstance(t, bool) else t
+            for t in ids], None
 
 
 def check_prompt(ids: list[int], params: SamplingParams, pattern: AttentionPattern, vocab_size: int,
@@ -27,7 +44,11 @@ def check_prompt(ids: list[int], params: SamplingParams, pattern: AttentionPatte
     V = vocab_size
     if not ids:
         return invalid, "empty prompt: at least one token is needed"
-    bad = [t for t in ids if not isinstance(t, int) or not 0 <= t < V]
+    wrong_type = [t for t in ids if type(t) is not int]
+    if wrong_type:
+        return invalid, (f"prompt token id {wrong_type[0]!r:.40} is not an integer "
+                         f"({type(wrong_type[0]).__name__})")
+    bad = [t for t in ids if not 0 <= t < V]
     if bad:
         return invalid, f"prompt token id {bad[0]!r} is outside the vocabulary (0..{V - 1})"
     if pattern.evicts:

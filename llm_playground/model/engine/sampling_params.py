@@ -1,7 +1,13 @@
-"""Per-request sampling settings. Validation only; the sampler lives in model/engine/sampler.py."""
+"""Per-request sampling settings. Validation only; the sampler lives in model/engine/sampler.py.
+
+Types are checked, not coerced silently: integer fields take Python or numpy integers (never a
+bool or a float such as 1.5), number fields take real numbers (not bools or strings); a single
+stop string is accepted as a one-element tuple. A bad value raises ValueError naming the field.
+"""
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
 
 SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1     # what torch.Generator.manual_seed accepts
@@ -23,6 +29,20 @@ class SamplingParams:
     n: int = 1                        # parallel samples sharing the prompt's KV blocks
 
     def __post_init__(self) -> None:
+        for name in ("temperature", "top_p", "repetition_penalty"):
+            setattr(self, name, as_number(name, getattr(self, name)))
+        for name in ("top_k", "max_tokens", "n"):
+            setattr(self, name, as_integer(name, getattr(self, name)))
+        if self.seed is not None:
+            self.seed = as_integer("seed", self.seed)
+        if not isinstance(self.ignore_eos, bool):
+            raise ValueError(f"ignore_eos must be a bool, got {self.ignore_eos!r}")
+        if isinstance(self.stop, str):
+            self.stop = (self.stop,)
+        if isinstance(self.stop_token_ids, (str, bytes)) or not _iterable(self.stop_token_ids):
+            raise ValueError(f"stop_token_ids must be a sequence of ints, got {self.stop_token_ids!r:.60}")
+        if not _iterable(self.stop):
+            raise ValueError(f"stop must be a str or a sequence of str, got {self.stop!r:.60}")
         if not (self.temperature >= 0 and math.isfinite(self.temperature)):   # NaN fails too
             raise ValueError(f"temperature must be a finite number >= 0, got {self.temperature}")
         if self.top_k < 0:
@@ -48,4 +68,26 @@ class SamplingParams:
                 s.encode("utf-8")
             except UnicodeEncodeError as e:
                 raise ValueError(f"stop string {s!r} is not valid UTF-8 text: {e}") from None
-        self.stop_token_ids = tuple(int(t) for t in self.stop_token_ids)
+        self.stop_token_ids = tuple(as_integer("stop_token_ids entry", t) for t in self.stop_token_ids)
+
+
+def as_integer(name: str, value) -> int:
+    """`value` as an int when it is a Python or numpy integer (not a bool), else ValueError."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
+    return int(value)
+
+
+def as_number(name: str, value) -> float:
+    """`value` as a float when it is a real number (not a bool, not a string), else ValueError."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
+    return float(value)
+
+
+def _iterable(value) -> bool:
+    try:
+        iter(value)
+    except TypeError:
+        return False
+    return True

@@ -5,6 +5,8 @@ model/weights/hf_folder.py.
 """
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
 
 
@@ -34,6 +36,10 @@ class ModelConfig:
             raise ValueError(f"unsupported architecture {self.architecture!r}: only 'llama' is implemented")
         for name in ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads",
                      "num_kv_heads", "head_dim", "max_position"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise ValueError(f"model config: {name} must be an integer, got {value!r}")
+            setattr(self, name, int(value))
             if getattr(self, name) <= 0:
                 raise ValueError(f"model config: {name} must be positive, got {getattr(self, name)}")
         if self.num_heads % self.num_kv_heads:
@@ -41,6 +47,8 @@ class ModelConfig:
                              f"num_kv_heads ({self.num_kv_heads})")
         if self.head_dim % 2:
             raise ValueError(f"model config: head_dim must be even for RoPE, got {self.head_dim}")
-        if self.rope_theta <= 0:
-            raise ValueError(f"model config: rope_theta must be positive, got {self.rope_theta}")
+        if not (math.isfinite(self.rope_theta) and self.rope_theta > 0):   # NaN fails too
+            raise ValueError(f"model config: rope_theta must be a finite positive number, got {self.rope_theta}")
+        if not (math.isfinite(self.rms_norm_eps) and self.rms_norm_eps >= 0):
+            raise ValueError(f"model config: rms_norm_eps must be a finite number >= 0, got {self.rms_norm_eps}")
         self.eos_token_ids = tuple(self.eos_token_ids)

@@ -24,6 +24,8 @@ from llm_playground.model.network.linear import Linear
 from llm_playground.model.network.rope import rope_tables
 from llm_playground.model.network.weight_contract import ModelLoadError, expected_shapes
 
+ROPE_EAGER_POSITIONS = 8192   # RoPE rows built with the model (the default model's context: 2 MB)
+
 
 class LlamaForCausalLM(nn.Module):
     """The Llama causal LM: embeddings, decoder layers, final norm, LM head and RoPE tables."""
@@ -42,10 +44,23 @@ class LlamaForCausalLM(nn.Module):
         head = self.embed_tokens if config.tie_word_embeddings else torch.empty(V, H, dtype=dtype,
                                                                                   device=device)
         self.lm_head = Linear(head)                                            # (V, H)
-        cos, sin = rope_tables(config.head_dim, config.rope_theta, config.max_position,
-                               config.rope_scaling, device)
-        self.register_buffer("rope_cos", cos, persistent=False)               # (max_pos, D/2) f32
+        # RoPE rows for the first positions only: a file's claimed context (2^31 - 1 tokens
+        # in a crafted one) must not size an allocation. ensure_positions grows the tables to
+        # what is used (the engine's runner asks for its longest possible sequence at start-up).
+        cos, sin = rope_tables(config.head_dim, config.rope_theta,
+                               min(config.max_position, ROPE_EAGER_POSITIONS), config.rope_scaling,
+                               device)
+        self.register_buffer("rope_cos", cos, persistent=False)               # (P, D/2) f32
         self.register_buffer("rope_sin", sin, persistent=False)
+
+    def ensure_positions(self, n: int) -> None:
+        """Make the RoPE tables cover positions 0..n-1 (at most the model's context). Grows only;
+        call it before capturing CUDA graphs, which keep the tables' addresses."""
+        n = min(int(n), self.config.max_position)
+        if n > self.rope_cos.shape[0]:
+            cfg = self.config
+            self.rope_cos, self.rope_sin = rope_tables(cfg.head_dim, cfg.rope_theta, n,
+                                                       cfg.rope_scaling, self.device)
 
     # ---- weights -------------------------------------------------------------------------
     @torch.no_grad()
@@ -57,6 +72,9 @@ class LlamaForCausalLM(nn.Module):
         def fetch(name: str) -> torch.Tensor:
             """Tensor `name` from `get`, shape checked, in the model's device and dtype."""
             t = get(name)
+            if not (t.is_floating_point() and t.dtype.itemsize >= 2):
+                raise ModelLoadError(f"tensor {name} has dtype {str(t.dtype).replace('torch.', '')}; "
+                                     f"weights must be floating point (16 bits or more)")
             if tuple(t.shape) != want[name]:
                 raise ModelLoadError(f"tensor {name} has shape {tuple(t.shape)}, expected {want[name]}")
             return t.to(device=self.device, dtype=self.dtype)
@@ -126,6 +144,9 @@ class LlamaForCausalLM(nn.Module):
         T = int(ids.shape[0])
         if T == 0:
             raise ValueError("attention_probs needs at least one token")
+        if T > cfg.max_position:
+            raise ValueError(f"attention_probs: {T} tokens exceed the model's context of {cfg.max_position}")
+        self.ensure_positions(T)
         n_blocks = -(-T // block_size)
         kv = KVCache(max(layer, 1), n_blocks, block_size, cfg.num_kv_heads, cfg.head_dim,
                      self.dtype, self.device)

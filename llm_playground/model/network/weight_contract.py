@@ -41,12 +41,35 @@ def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def check_weights(cfg: ModelConfig, shapes: Mapping[str, tuple[int, ...]], source: str) -> None:
+def layers_present(names) -> int:
+    """How many decoder layers the tensor names hold: n when model.layers.0 .. n-1 all appear."""
+    found = set()
+    for name in names:
+        if name.startswith("model.layers."):
+            index = name.split(".", 3)[2]
+            if index.isdigit():
+                found.add(int(index))
+    n = 0
+    while n in found:
+        n += 1
+    return n
+
+
+def check_weights(cfg: ModelConfig, shapes: Mapping[str, tuple[int, ...]], source: str,
+                  layers_field: str = "num_layers") -> None:
     """Raise ModelLoadError if a needed tensor is missing or its shape disagrees with the config.
 
     `shapes` maps the names found in the file to their shapes; extra names are ignored (rotary
-    caches, biases of other architectures are refused by the config, not here).
+    caches, biases of other architectures are refused by the config, not here). The layer count
+    is compared with the layers present first (`layers_field`: the file's name for it), so a
+    crafted count costs nothing: no per-layer work is done for layers the file does not hold.
     """
+    present = layers_present(shapes)
+    if cfg.num_layers > present:
+        raise ModelLoadError(f"{source}: {layers_field} = {cfg.num_layers} but the weights hold "
+                             f"{present} layers (model.layers.0..{present - 1})" if present else
+                             f"{source}: {layers_field} = {cfg.num_layers} but the weights hold "
+                             f"no layer (no model.layers.0.* tensor)")
     for name, want in expected_shapes(cfg).items():
         if name not in shapes:
             raise ModelLoadError(f"{source}: tensor {name} is missing")

@@ -16,7 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from llm_playground.bpe.formats.gguf_reader import TruncatedGGUF, checked_reader_class
 from llm_playground.model.network.config import ModelConfig
+from llm_playground.model.weights import metadata_checks as checks
 from llm_playground.model.network.weight_contract import ModelLoadError, check_weights
 
 SUPPORTED_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1",
@@ -32,47 +34,6 @@ _GLOBAL_NAMES = {"token_embd.weight": "model.embed_tokens.weight",
                  "output_norm.weight": "model.norm.weight", "output.weight": "lm_head.weight"}
 
 
-class _TruncatedGGUF(ValueError):
-    """A read that runs past the end of the file (raised by _CheckedReader)."""
-
-
-def _checked_reader_class():
-    """GGUFReader that turns reads past the end of the file into _TruncatedGGUF with sizes.
-
-    The stock reader slices its memory map without a bounds check, so a short file fails later in
-    numpy ("When changing to a larger dtype..."). Tensors are checked up front, naming the first
-    that runs past the end and the size a complete file needs; header reads are checked one by one.
-    """
-    from gguf import GGUFReader
-    from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
-
-    class _CheckedReader(GGUFReader):
-        def _get(self, offset, dtype, count=1, override_order=None):
-            end = int(offset) + np.dtype(dtype).itemsize * int(count)
-            if end > len(self.data):
-                raise _TruncatedGGUF(f"truncated or corrupt GGUF file: its header runs past the end of the file (needs at least "
-                                     f"{end} bytes, the file has {len(self.data)} bytes)")
-            return super()._get(offset, dtype, count, override_order)
-
-        def _build_tensors(self, start_offs, fields):
-            size, first, need = len(self.data), None, 0
-            for field in fields:
-                name_data, dims, raw_dtype, rel = (field.parts[i] for i in (1, 3, 4, 5))
-                block, type_size = GGML_QUANT_SIZES[GGMLQuantizationType(int(raw_dtype[0]))]
-                start = int(start_offs + rel[0])
-                end = start + int(np.prod(dims)) * type_size // block
-                need = max(need, end)
-                if end > size and first is None:
-                    first = (bytes(name_data).decode("utf-8", "replace"), start, end)
-            if first is not None:
-                name, start, end = first
-                raise _TruncatedGGUF(f"truncated GGUF file: it has {size} bytes but its tensors need "
-                                     f"{need}; tensor {name} (bytes {start}..{end}) runs past the end")
-            return super()._build_tensors(start_offs, fields)
-
-    return _CheckedReader
-
-
 def open_gguf(path: Path):
     """GGUFReader over `path`, or ModelLoadError naming what is wrong with the file."""
     with open(path, "rb") as f:
@@ -80,61 +41,85 @@ def open_gguf(path: Path):
     if magic != b"GGUF":
         raise ModelLoadError(f"{path}: not a GGUF file (magic {magic!r}, expected b'GGUF')")
     try:
-        return _checked_reader_class()(str(path), "r")
-    except _TruncatedGGUF as e:
+        reader = checked_reader_class()(str(path), "r")
+        reader._path = str(path)         # for messages
+        return reader
+    except TruncatedGGUF as e:
         raise ModelLoadError(f"{path}: {e}") from None
     except (ValueError, IndexError, KeyError, OSError, struct.error) as e:
         raise ModelLoadError(f"{path}: corrupt or truncated GGUF file ({type(e).__name__}: {e})") from None
 
 
 def _field(reader, key: str, default=None, required: bool = False):
+    """The value of metadata `key` (default when absent); ModelLoadError naming the file."""
+    where = getattr(reader, "_path", "GGUF file")
     f = reader.fields.get(key)
     if f is None:
         if required:
-            raise ModelLoadError(f"GGUF metadata lacks {key}")
+            raise ModelLoadError(f"{where}: GGUF metadata lacks {key}")
         return default
     try:
         return f.contents()
-    except (ValueError, IndexError, UnicodeDecodeError) as e:
-        raise ModelLoadError(f"GGUF metadata {key} is unreadable ({e})") from None
+    except (ValueError, IndexError, UnicodeDecodeError, TypeError) as e:
+        raise ModelLoadError(f"{where}: GGUF metadata {key} is unreadable ({e})") from None
 
 
 def read_gguf_config(reader, path: Path) -> ModelConfig:
-    """The ModelConfig from a GGUF file's metadata (Llama only; unsupported features raise)."""
+    """The ModelConfig from a GGUF file's metadata (Llama only; unsupported features raise).
+    Every number is read typed and bounded (model/weights/metadata_checks.py): one line naming
+    the file and the key for a wrong type, an out-of-range or an absurd value."""
     arch = _field(reader, "general.architecture", required=True)
     if arch != "llama":
-        raise ModelLoadError(f"{path}: architecture {arch!r} is not supported (only 'llama')")
+        raise ModelLoadError(f"{path}: architecture {arch!r:.60} is not supported (only 'llama')")
     a = f"{arch}."
+    src = str(path)
     scaling_type = _field(reader, a + "rope.scaling.type", "none")
     if scaling_type not in ("none", None):
-        raise ModelLoadError(f"{path}: rope scaling type {scaling_type!r} is not supported")
+        raise ModelLoadError(f"{path}: rope scaling type {scaling_type!r:.60} is not supported")
     if any(t.name == "rope_freqs.weight" for t in reader.tensors):
         raise ModelLoadError(f"{path}: per-frequency rope factors (rope_freqs.weight, Llama 3.1 "
                              f"GGUF) are not supported; load the Hugging Face directory instead")
-    heads = int(_field(reader, a + "attention.head_count", required=True))
-    hidden = int(_field(reader, a + "embedding_length", required=True))
+
+    def get(key: str, default=None, required: bool = False):
+        return _field(reader, a + key, default, required)
+
+    heads = checks.integer(get("attention.head_count", required=True), a + "attention.head_count", src)
+    hidden = checks.integer(get("embedding_length", required=True), a + "embedding_length", src)
+    kv_heads = checks.integer(get("attention.head_count_kv", heads), a + "attention.head_count_kv",
+                              src, high=heads)
+    if heads % kv_heads:
+        raise ModelLoadError(f"{path}: {a}attention.head_count ({heads}) is not a multiple of "
+                             f"{a}attention.head_count_kv ({kv_heads})")
+    head_dim = get("attention.key_length", 0) or hidden // heads
+    head_dim = checks.integer(head_dim, a + "attention.key_length", src)
     names = {t.name for t in reader.tensors}
     tokens = reader.fields.get("tokenizer.ggml.tokens")
-    vocab = _field(reader, a + "vocab_size") or (len(tokens.data) if tokens is not None else None)
+    vocab = get("vocab_size") or (len(tokens.data) if tokens is not None else None)
     if vocab is None:
         raise ModelLoadError(f"{path}: vocabulary size unknown (no {a}vocab_size nor tokenizer tokens)")
-    eos = _field(reader, "tokenizer.ggml.eos_token_id")
-    eot = _field(reader, "tokenizer.ggml.eot_token_id")
-    eos_ids = tuple(dict.fromkeys(int(i) for i in (eos, eot) if i is not None))
+    vocab = checks.integer(vocab, a + "vocab_size", src)
+    eos_ids = tuple(dict.fromkeys(
+        checks.token_id(_field(reader, key), key, src, vocab)
+        for key in ("tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id")
+        if _field(reader, key) is not None))
     try:
         return ModelConfig(
-            vocab_size=int(vocab),
+            vocab_size=vocab,
             hidden_size=hidden,
-            intermediate_size=int(_field(reader, a + "feed_forward_length", required=True)),
-            num_layers=int(_field(reader, a + "block_count", required=True)),
+            intermediate_size=checks.integer(get("feed_forward_length", required=True),
+                                             a + "feed_forward_length", src),
+            num_layers=checks.integer(get("block_count", required=True), a + "block_count", src),
             num_heads=heads,
-            num_kv_heads=int(_field(reader, a + "attention.head_count_kv", heads)),
-            head_dim=int(_field(reader, a + "attention.key_length", 0) or hidden // heads),
-            max_position=int(_field(reader, a + "context_length", 2048)),
-            rope_theta=float(_field(reader, a + "rope.freq_base", 10000.0)),
-            rms_norm_eps=float(_field(reader, a + "attention.layer_norm_rms_epsilon", 1e-5)),
+            num_kv_heads=kv_heads,
+            head_dim=head_dim,
+            max_position=checks.integer(get("context_length", 2048), a + "context_length", src,
+                                        high=checks.MAX_POSITIONS),
+            rope_theta=checks.number(get("rope.freq_base", 10000.0), a + "rope.freq_base", src),
+            rms_norm_eps=checks.number(get("attention.layer_norm_rms_epsilon", 1e-5),
+                                       a + "attention.layer_norm_rms_epsilon", src, positive=False),
             tie_word_embeddings="output.weight" not in names,
-            bos_token_id=_field(reader, "tokenizer.ggml.bos_token_id"),
+            bos_token_id=checks.token_id(_field(reader, "tokenizer.ggml.bos_token_id"),
+                                         "tokenizer.ggml.bos_token_id", src, vocab),
             eos_token_ids=eos_ids,
         )
     except ValueError as e:
@@ -172,7 +157,7 @@ def open_gguf_weights(reader, cfg: ModelConfig, path: Path
                                  f"which is not supported (supported: {', '.join(SUPPORTED_TYPES)})")
         tensors[name] = t
         shapes[name] = tuple(int(s) for s in reversed(t.shape.tolist()))   # GGUF lists ne0 first
-    check_weights(cfg, shapes, str(path))
+    check_weights(cfg, shapes, str(path), layers_field="llama.block_count")
 
     def get(name: str) -> torch.Tensor:
         """Tensor `name` dequantized to float32, q/k rows unpermuted, as a writable copy."""

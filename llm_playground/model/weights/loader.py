@@ -43,6 +43,37 @@ class LoadedModel:
     dtype: torch.dtype               # activations and KV cache
     device: torch.device
     weight_format: str = ""          # float32 | bfloat16 | float16 | int8
+    device_choice: str = ""          # how the device was chosen: "" named by the caller, else "auto, ..."
+
+
+def resolve_device(device: str | None) -> tuple[torch.device, str]:
+    """(device, how it was chosen) for --device: None or "auto" = the first CUDA device when
+    torch sees one, else the CPU; "cpu"; "cuda" / "cuda:N" (checked: a machine without CUDA, or
+    with fewer devices, gets a one-line ModelLoadError saying what to pass instead)."""
+    if device is None or device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", torch.cuda.current_device()), "auto"
+        return torch.device("cpu"), "auto, no CUDA device"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as e:
+        raise ModelLoadError(f"unknown device {device!r} ({str(e).splitlines()[0]}); pass cpu or "
+                             f"cuda[:N], or leave --device out to use CUDA when there is one") from None
+    if dev.type == "cpu":
+        return dev, ""
+    if dev.type != "cuda":
+        raise ModelLoadError(f"device {device!r} is not supported (cpu or cuda[:N])")
+    if not torch.cuda.is_available():
+        why = ("this torch was built without CUDA" if torch.version.cuda is None
+               else "torch sees no CUDA GPU")
+        raise ModelLoadError(f"device {device!r}: there is no CUDA device on this machine ({why}); "
+                             f"pass --device cpu, or leave --device out to pick one automatically")
+    count = torch.cuda.device_count()
+    index = torch.cuda.current_device() if dev.index is None else dev.index
+    if index >= count:
+        raise ModelLoadError(f"device {device!r}: this machine has {count} CUDA device"
+                             f"{'s' if count != 1 else ''} (cuda:0..cuda:{count - 1})")
+    return torch.device("cuda", index), ""
 
 
 def resolve_dtype(dtype: str | None, device: torch.device) -> tuple[str, torch.dtype]:
@@ -92,22 +123,20 @@ def build_model(cfg: ModelConfig, get: Callable[[str], torch.Tensor], weight_for
     return model.eval()
 
 
-def load_model(path: str | Path | None, dtype: str | None = None, device: str = "cpu",
+def load_model(path: str | Path | None, dtype: str | None = None, device: str | None = None,
                progress: Callable[[str], None] | None = None,
                fraction: Callable[[float], None] | None = None) -> LoadedModel:
     """Load a Hugging Face folder or a GGUF file (None: the default model) with its tokenizer;
-    `progress(message)` at each stage, `fraction(f)` as the weights load (module docstring)."""
+    `progress(message)` at each stage, `fraction(f)` as the weights load (module docstring).
+    device None: CUDA when torch sees a GPU, else the CPU (resolve_device)."""
     say = progress or (lambda msg: None)
+    dev, device_choice = resolve_device(device)     # before any fetch: a bad --device fails fast
     if path is None:
         from llm_playground.model.weights.default_model import NAME, ensure_default_model
         path, default_name = ensure_default_model(progress), NAME
     else:
         default_name = None
     path = Path(path).expanduser()
-    try:
-        dev = torch.device(device)
-    except RuntimeError as e:
-        raise ModelLoadError(f"unknown device {device!r} ({e})") from None
     weight_format, act_dtype = resolve_dtype(dtype, dev)
     if path.exists():
         say(f"reading {path}")
@@ -127,7 +156,8 @@ def load_model(path: str | Path | None, dtype: str | None = None, device: str = 
         raise ModelLoadError(f"{path}: no such file or directory (expected a .gguf file or a "
                              f"Hugging Face model directory)")
     say(f"loading {name} ({cfg.num_layers} layers, hidden {cfg.hidden_size}) as {weight_format} "
-        f"on {dev}")
+        f"on {dev}" + (f" ({device_choice})" if device_choice else ""))
     model = build_model(cfg, get, weight_format, act_dtype, dev, fraction)
     return LoadedModel(model=model, config=cfg, tokenizer=tokenizer, chat_template=template,
-                       name=name, path=path, dtype=act_dtype, device=dev, weight_format=weight_format)
+                       name=name, path=path, dtype=act_dtype, device=dev, weight_format=weight_format,
+                       device_choice=device_choice)
