@@ -170,17 +170,23 @@ class _Recorder:
 def _choices(names: tuple[str, ...], stages: list[list[tuple[str, torch.Tensor]]],
              tokens: list[int], ks: list[int]) -> list[TokenChoice]:
     """TokenChoices of R rows that went through the same S stages (one device pass, one copy)."""
-    logits = torch.stack([torch.stack([t for _, t in row]) for row in stages])    # (R, S, V)
-    R, S, V = logits.shape
-    logp = logits.log_softmax(dim=-1)                                             # (R, S, V)
-    finite = torch.isfinite(logp)
-    entropy = -torch.where(finite, logp.exp() * logp, torch.zeros_like(logp)).sum(-1)   # (R, S)
-    kept = torch.isfinite(logits).sum(-1)                                         # (R, S)
+    x = torch.stack([torch.stack([t for _, t in row]) for row in stages])         # (R, S, V)
+    R, S, V = x.shape
+    # One exp pass gives each stage's normaliser and entropy: with y = x - max, s = sum(e^y),
+    # log p = y - log s and H = log s - sum(e^y * y) / s (removed ids: e^y = 0, y clamped so
+    # that 0 * y is 0, not NaN). Candidates' log-probs are gathered, never the whole (S, V).
+    m = x.amax(dim=-1, keepdim=True)                                              # (R, S, 1)
+    y = x - m
+    e = y.exp()
+    total = e.sum(dim=-1)                                                         # (R, S)
+    entropy = total.log() - (e * y.clamp(min=-1e30)).sum(dim=-1) / total        # (R, S)
+    lse = m + total.log().unsqueeze(-1)                                           # (R, S, 1)
+    kept = (x != float("-inf")).sum(dim=-1)                                       # (R, S)
     kmax = max(ks)
-    drawn = torch.tensor(tokens, device=logits.device, dtype=torch.long).unsqueeze(1)  # (R, 1)
-    top = logp.topk(kmax, dim=-1).indices.reshape(R, S * kmax)                    # (R, S*kmax)
+    drawn = torch.tensor(tokens, device=x.device, dtype=torch.long).unsqueeze(1)  # (R, 1)
+    top = x.topk(kmax, dim=-1).indices.reshape(R, S * kmax)                       # (R, S*kmax)
     cand = torch.cat([top, drawn], dim=1)                                         # (R, Cmax)
-    lp = logp.gather(2, cand.unsqueeze(1).expand(R, S, cand.shape[1]))           # (R, S, Cmax)
+    lp = x.gather(2, cand.unsqueeze(1).expand(R, S, cand.shape[1])) - lse        # (R, S, Cmax)
     cand, lp = cand.cpu().numpy(), lp.cpu().numpy()
     entropy, kept = entropy.cpu().numpy(), kept.cpu().numpy()
     out = []
