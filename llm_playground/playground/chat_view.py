@@ -262,7 +262,10 @@ class ChatView(Horizontal):
         info = self.app.model_info
         self.conversation.system_prompt = self.system_prompt()
         try:
-            params = replace(self.sampling_params(), logprobs=CANDIDATES_PER_STAGE)   # the panel's data
+            params = self.sampling_params()
+            record = self.colour_mode is ColourMode.PROBABILITY    # the considered panel's data
+            if record:
+                params = replace(params, logprobs=CANDIDATES_PER_STAGE)
             ids = self.conversation.prompt_ids(info.tokenizer, info.chat_template)
         except Exception as error:
             self.app.notify(f"{error}", title="Not sent", severity="error")
@@ -272,6 +275,7 @@ class ChatView(Horizontal):
         self.last_prompt_ids = ids
         self._max_tokens = params.max_tokens
         self._answer = AssistantMessage(params.n)
+        self.query_one(ConsideredPanel).begin_answer(self.ticket, record)
         log = self.query_one("#chat-log", VerticalScroll)
         await log.mount(self._answer)
         log.scroll_end(animate=False)

@@ -10,7 +10,9 @@ saying that mode has no data yet, and nothing else.
 
 Data comes from `ChoicesUpdated` messages (playground/messages.py) that the engine worker posts
 with the `TokenChoice`s the engine's sampler reported in the same steps that drew the tokens;
-the host routes them here with `update_choices`. `[` / `]` switch between the samples of an
+the host routes them here with `update_choices` (and says with `begin_answer` when an answer
+starts, and whether it asked for them: the Chat asks only in `probability` mode, so nothing is
+computed for the panel while it is not in use). `[` / `]` switch between the samples of an
 n > 1 answer. The panel never asks the engine for anything.
 """
 from __future__ import annotations
@@ -29,7 +31,11 @@ from llm_playground.playground.probability_strip import ProbabilityStrip, legend
 
 # Candidates per stage the Chat asks the engine for (SamplingParams.logprobs).
 CANDIDATES_PER_STAGE = 8
-WAITING = "What the model considered: send a message; each token's candidates are recorded as it is drawn."
+WAITING = ("What the model considered: send a message in this mode; each token's candidates "
+           "are recorded as it is drawn.")
+NOT_RECORDED = ("What the model considered: the last answer was generated in another colour mode, "
+                "so its candidates were not recorded (that costs a little decode speed); send or "
+                "regenerate (ctrl+r) in this mode.")
 
 
 class ConsideredPanel(Vertical):
@@ -96,14 +102,19 @@ class ConsideredPanel(Vertical):
         if self.has_class("-shown"):     # hidden: kept, drawn when shown (no work per step)
             self._show_sample()
 
-    def clear(self) -> None:
+    def begin_answer(self, ticket: int, recorded: bool) -> None:
+        """A new answer started; `recorded` says whether it asks the engine for its choices."""
+        self.clear(WAITING if recorded else NOT_RECORDED)
+        self.ticket = ticket
+
+    def clear(self, head: str = WAITING) -> None:
         """Forget the reply shown (the chat was cleared)."""
         self.ticket, self.choices, self.sample = None, (), 0
         strip = self.query_one(ProbabilityStrip)
         strip.cursor = None
         strip.set_choices([], bytes, lambda i: False)
         self.query_one(CandidatesTable).clear()
-        self.query_one("#considered-head", Label).update(WAITING)
+        self.query_one("#considered-head", Label).update(head)
 
     # ---- inside ------------------------------------------------------------------------------
     def _show_sample(self) -> None:

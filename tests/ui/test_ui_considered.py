@@ -189,7 +189,7 @@ def test_speculation_is_shown_as_unavailable():
     asyncio.run(run())
 
 
-def test_f7_cycles_the_colour_modes_and_probability_shows_the_last_reply():
+def test_f7_cycles_the_colour_modes_and_probability_mode_records_the_reply():
     engine = tiny_engine()
     reports = record_steps(engine)
     app = make_app(engine)
@@ -201,7 +201,8 @@ def test_f7_cycles_the_colour_modes_and_probability_shows_the_last_reply():
             await pilot.press(*"hi", "enter")
             chat = app.query_one(ChatView)
             await wait_for(pilot, lambda: chat.ticket is None and len(chat.conversation.turns) == 2)
-            answer = app.query(AssistantMessage).last()
+            # sent with colours off: the engine was not asked for choices (no extra work)
+            assert all(o.choices is None for r in reports for o in r.outputs)
             panel = app.query_one(ConsideredPanel)
             modes = []
             for _ in range(4):
@@ -212,8 +213,16 @@ def test_f7_cycles_the_colour_modes_and_probability_shows_the_last_reply():
                              (ColourMode.PROBABILITY, False, True), (ColourMode.OFF, False, False)]
             await pilot.press("f7", "f7", "f7")                      # probability again
             strip = app.query_one(ProbabilityStrip)
+            head = app.query_one("#considered-head")
+            assert strip.choices == [] and "not recorded" in str(head.content)
+            await pilot.click("#prompt")
+            await pilot.press("ctrl+r")                               # regenerate in this mode
+            await wait_for(pilot, lambda: chat.ticket is None and len(app.query(AssistantMessage)) == 1
+                           and app.query(AssistantMessage).last().status == "done")
+            await pilot.pause(0.05)
+            answer = app.query(AssistantMessage).last()
             assert [c.token_id for c in strip.choices] == list(answer.ids[0])
-            assert strip.choices == engine_choices(reports)
+            assert strip.choices == engine_choices(reports, request_id=1)
             await pilot.click(ProbabilityStrip, offset=(0, 0))
             assert app.query_one(CandidatesTable).choice is strip.choices[0]
             await pilot.click("#prompt")
