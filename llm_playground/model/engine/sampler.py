@@ -170,8 +170,9 @@ class _Recorder:
 def _choices(names: tuple[str, ...], stages: list[list[tuple[str, torch.Tensor]]],
              tokens: list[int], ks: list[int]) -> list[TokenChoice]:
     """TokenChoices of R rows that went through the same S stages (one device pass, one copy)."""
-    x = torch.stack([torch.stack([t for _, t in row]) for row in stages])         # (R, S, V)
-    R, S, V = x.shape
+    R, S = len(stages), len(names)
+    x = torch.stack([t for row in stages for _, t in row]).view(R, S, -1)        # (R, S, V), one copy
+    V = x.shape[-1]
     # softmax gives each stage's probabilities in one fast pass (a plain exp of -inf or of very
     # negative logits takes a slow path on CPU, ten times slower). With y = x - max, the top id
     # has p = 1 / sum(e^y), so log-normaliser = max - log(p_top) and entropy H = -log(p_top) -
