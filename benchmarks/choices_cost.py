@@ -26,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.bench_common import print_table  # noqa: E402
+from benchmarks.bench_common import RESULTS_DIR, print_table, write_json  # noqa: E402
 
 PROMPT = ("The history of the printing press begins in the fifteenth century, when Johannes "
           "Gutenberg combined movable metal type, oil-based ink and a wooden press.")
@@ -40,7 +40,7 @@ def sampler_ms(V: int, N: int, k: int, device: str, reps: int = 30) -> tuple[flo
     from llm_playground.model.engine.sampler import make_generator, sample, sample_with_choices
     from llm_playground.model.engine.sampling_params import SamplingParams
     logits = torch.randn(N, V, device=device) * 3
-    seen = [list(range(0, 400, 7))] * N
+    seen = [list(range(0, min(400, V), 7))] * N
     base = dict(temperature=0.7, top_k=40, top_p=0.9, min_p=0.02, repetition_penalty=1.1, seed=0)
     off = [SamplingParams(**base)] * N
     on = [SamplingParams(**base, logprobs=k)] * N
@@ -74,25 +74,28 @@ def engine_tok_s(loaded, prompt_ids: list[int], new: int, logprobs: int | None) 
     return tok / secs
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=None, help="a .gguf / HF folder, 'tiny', or none: the default model")
     ap.add_argument("--new-tokens", type=int, default=64, help="tokens generated per run")
     ap.add_argument("--rounds", type=int, default=3, help="off/on pairs, interleaved")
     ap.add_argument("--k", type=int, default=8, help="candidates per stage (the Chat tab asks 8)")
+    ap.add_argument("--vocab", type=int, default=49152, help="logits row length of the sampler rows")
+    ap.add_argument("--reps", type=int, default=30, help="repeats of each sampler call")
     ap.add_argument("--threads", type=int, default=2, help="torch threads on CPU")
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                     help="wall time, or this process's CPU time (see the module doc)")
-    args = ap.parse_args()
+    ap.add_argument("--json", default=str(RESULTS_DIR), help="result file or folder ('' = none)")
+    args = ap.parse_args(argv)
     global CLOCK
     CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
     torch.set_num_threads(args.threads)
     rows = []
     for N in (1, 64):
-        off, on = sampler_ms(49152, N, args.k, args.device)
-        rows.append({"what": f"sampler, batch {N}", "off": f"{off:.2f} ms", "on": f"{on:.2f} ms",
-                     "on/off": f"{on / off:.2f}"})
+        off, on = sampler_ms(args.vocab, N, args.k, args.device, args.reps)
+        rows.append({"what": f"sampler, batch {N}, V {args.vocab}", "unit": "ms", "off": off, "on": on,
+                     "on/off": on / off})
     if args.model == "tiny":
         sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "engine"))
         from engine_helpers import tiny_loaded
@@ -107,12 +110,17 @@ def main() -> None:
         rates["off"].append(engine_tok_s(loaded, prompt_ids, args.new_tokens, None))
         rates["on"].append(engine_tok_s(loaded, prompt_ids, args.new_tokens, args.k))
     off, on = statistics.median(rates["off"]), statistics.median(rates["on"])
-    rows.append({"what": f"engine decode ({loaded.name}, batch 1)", "off": f"{off:.1f} tok/s",
-                 "on": f"{on:.1f} tok/s", "on/off": f"{on / off:.3f}"})
+    rows.append({"what": f"engine decode ({loaded.name}, batch 1)", "unit": "tok/s", "off": off,
+                 "on": on, "on/off": on / off})
     print(f"off = logprobs None, on = logprobs {args.k}; {args.clock} clock, {args.threads} thread(s)")
-    print_table(rows, ["what", "off", "on", "on/off"])
+    print_table(rows, ["what", "unit", "off", "on", "on/off"])
     print("runs (tok/s):", {k: [round(x, 1) for x in v] for k, v in rates.items()})
+    out = write_json(args.json, "choices_cost", rows,
+                     {"clock": args.clock, "threads": args.threads, "k": args.k, "runs_tok_s": rates})
+    if out:
+        print(f"wrote {out}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
