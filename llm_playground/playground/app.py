@@ -29,7 +29,7 @@ from llm_playground.playground.engine_worker import EngineFactory, EngineWorker,
 from llm_playground.playground.help_screen import HelpScreen
 from llm_playground.playground.kv_view import KVView, human_bytes
 from llm_playground.playground.messages import (AttentionReady, CacheUpdated, ChatFinished, ChatProgress,
-                                 EngineNotice, LoadFailed, LoadProgress, ModelInfo, ModelReady,
+                                 ChoicesUpdated, EngineNotice, LoadFailed, LoadProgress, ModelInfo, ModelReady,
                                  PatternChanged, TokenizerLoaded, TokenizerUnavailable)
 from llm_playground.playground.tokenizer_sources import from_bpe, load_reference
 from llm_playground.playground.tokenizer_view import REFERENCES, TokenizerView
@@ -211,6 +211,11 @@ class PlaygroundApp(App):
         if chat := self._view(ChatView):
             await chat.on_finished(msg)
 
+    def on_choices_updated(self, msg: ChoicesUpdated) -> None:
+        """Pass what the sampler considered to the chat view (its considered panel)."""
+        if chat := self._view(ChatView):
+            chat.on_choices(msg)
+
     def on_cache_updated(self, msg: CacheUpdated) -> None:
         """Pass the cache snapshot to the KV view."""
         if kv := self._view(KVView):
@@ -284,8 +289,8 @@ class PlaygroundApp(App):
         self.notify(f"Copied {len(text)} characters.")
 
     def action_toggle_token_colours(self) -> None:
-        """Turn the chat's token colouring on or off."""
-        self.chat.set_token_colours(not self.chat.token_colours)
+        """Cycle the chat's token colours: off, boundaries, speculation, probability."""
+        self.chat.cycle_colour_mode()
 
     def _model_loaded(self) -> bool:
         if self.model_info is None:

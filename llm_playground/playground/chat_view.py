@@ -11,6 +11,7 @@ It does not call the engine: everything goes through `app.engine_worker` (a queu
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from rich.markup import escape
@@ -21,7 +22,9 @@ from textual.widgets import Button, Input, Label, Markdown, Static, Switch, Text
 from llm_playground.model.engine.outcomes import FinishReason
 from llm_playground.model.engine.sampling_params import SamplingParams
 from llm_playground.playground.chat_session import Conversation, Turn
-from llm_playground.playground.messages import ChatFinished, ChatProgress
+from llm_playground.playground.colour_modes import ColourMode
+from llm_playground.playground.considered_panel import CANDIDATES_PER_STAGE, ConsideredPanel
+from llm_playground.playground.messages import ChatFinished, ChatProgress, ChoicesUpdated
 from llm_playground.playground.stats_strip import StatsStrip
 from llm_playground.playground.token_spans import group_spans, render_spans
 
@@ -121,6 +124,7 @@ class ChatView(Horizontal):
         self.last_prompt_ids: list[int] = []
         self._max_tokens = 0
         self.token_colours = False
+        self.colour_mode = ColourMode.OFF               # F7: off / boundaries / speculation / probability
         self.model_system_prompt: str | None = None   # the template's default, shown until edited
         self.load_error: str | None = None              # why no model is loaded, once loading failed
 
@@ -128,6 +132,7 @@ class ChatView(Horizontal):
         """The chat log, stats strip and prompt; the side panel with system prompt and settings."""
         with Vertical(id="chat-main"):
             yield VerticalScroll(id="chat-log")
+            yield ConsideredPanel(id="chat-considered")
             yield StatsStrip(id="chat-stats")
             yield Input(placeholder="Type a message (Enter sends, Esc stops)", id="prompt")
         with VerticalScroll(id="chat-side"):
@@ -218,6 +223,7 @@ class ChatView(Horizontal):
         """Stop any answer and empty the conversation and the log."""
         self.cancel()
         self.conversation.turns.clear()
+        self.query_one(ConsideredPanel).clear()
         await self.query_one("#chat-log").remove_children()
 
     def cancel(self) -> bool:
@@ -257,6 +263,9 @@ class ChatView(Horizontal):
         self.conversation.system_prompt = self.system_prompt()
         try:
             params = self.sampling_params()
+            record = self.colour_mode is ColourMode.PROBABILITY    # the considered panel's data
+            if record:
+                params = replace(params, logprobs=CANDIDATES_PER_STAGE)
             ids = self.conversation.prompt_ids(info.tokenizer, info.chat_template)
         except Exception as error:
             self.app.notify(f"{error}", title="Not sent", severity="error")
@@ -266,6 +275,7 @@ class ChatView(Horizontal):
         self.last_prompt_ids = ids
         self._max_tokens = params.max_tokens
         self._answer = AssistantMessage(params.n)
+        self.query_one(ConsideredPanel).begin_answer(self.ticket, record)
         log = self.query_one("#chat-log", VerticalScroll)
         await log.mount(self._answer)
         log.scroll_end(animate=False)
@@ -328,4 +338,23 @@ class ChatView(Horizontal):
     def on_switch_changed(self, event: Switch.Changed) -> None:
         """The token-colours switch turns colouring on or off."""
         if event.switch.id == "token-colours" and event.value != self.token_colours:
-            self.set_token_colours(event.value)
+            self.set_colour_mode(ColourMode.BOUNDARIES if event.value else ColourMode.OFF)
+
+    # ---- token colour modes (F7) and what the model considered (playground/considered_panel.py)
+    def cycle_colour_mode(self) -> ColourMode:
+        """F7: off -> boundaries -> speculation -> probability -> off; returns the new mode."""
+        self.set_colour_mode(self.colour_mode.next())
+        return self.colour_mode
+
+    def set_colour_mode(self, mode: ColourMode) -> None:
+        """Boundaries colour the answers' token spans in the log; probability and speculation
+        show the considered panel (speculation only says it has no data yet)."""
+        self.colour_mode = mode
+        self.set_token_colours(mode is ColourMode.BOUNDARIES)
+        self.query_one(ConsideredPanel).show_mode(mode)
+
+    def on_choices(self, msg: ChoicesUpdated) -> None:
+        """The worker's ChoicesUpdated (routed by the app) for the latest answer started."""
+        if msg.ticket == self._next_ticket:
+            self.query_one(ConsideredPanel).update_choices(msg.ticket, msg.choices,
+                                                           self.app.model_info.tokenizer)

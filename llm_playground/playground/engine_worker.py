@@ -23,8 +23,8 @@ from textual.worker import get_current_worker
 from llm_playground.model.engine.outcomes import FinishReason
 from llm_playground.model.engine.sampling_params import SamplingParams
 from llm_playground.playground.messages import (AttentionReady, CacheUpdated, ChatFinished, ChatProgress,
-                                 ChatStats, EngineNotice, LoadFailed, LoadProgress, ModelInfo,
-                                 ModelReady, PatternChanged)
+                                 ChatStats, ChoicesUpdated, EngineNotice, LoadFailed, LoadProgress,
+                                 ModelInfo, ModelReady, PatternChanged)
 
 ProgressFn = Callable[..., None]
 # A factory loads the model and builds the engine on the worker thread: (progress) -> (info, engine).
@@ -52,6 +52,7 @@ class _Generation:
     prompt_len: int
     texts: list[str] = field(default_factory=list)
     ids: list[list[int]] = field(default_factory=list)
+    choices: list[list] = field(default_factory=list)     # TokenChoices per sample (params.logprobs set)
     reasons: list[FinishReason | None] = field(default_factory=list)
     error: str | None = None
     stats: ChatStats = field(default_factory=ChatStats)
@@ -60,6 +61,7 @@ class _Generation:
     def __post_init__(self) -> None:
         self.texts = [""] * self.n
         self.ids = [[] for _ in range(self.n)]
+        self.choices = [[] for _ in range(self.n)]
         self.reasons = [None] * self.n
         self.stats.prompt_tokens = self.prompt_len
 
@@ -268,6 +270,8 @@ class EngineWorker:
             i = out.sample_index if 0 <= out.sample_index < gen.n else 0
             gen.texts[i] += out.text_delta
             gen.ids[i].extend(out.new_token_ids)
+            if out.choices:
+                gen.choices[i].extend(out.choices)
             if out.finished:
                 gen.reasons[i] = out.finish_reason
                 if out.error:
@@ -283,6 +287,7 @@ class EngineWorker:
             elif ticket in touched or gen.stats.ttft_s is None:
                 self._post(ChatProgress(ticket, tuple(gen.texts), tuple(map(tuple, gen.ids)),
                                         _copy_stats(gen)))
+                self._post_choices(gen)
         self._post_cache(report)
 
     def _update_stats(self, gen: _Generation, report: Any) -> None:
@@ -303,9 +308,15 @@ class EngineWorker:
         st.prefix_hits_total = report.cache.prefix_hits
         st.prefix_queries_total = report.cache.prefix_queries
 
+    def _post_choices(self, gen: _Generation) -> None:
+        """What the sampler considered so far, when the request asked (params.logprobs)."""
+        if any(gen.choices):
+            self._post(ChoicesUpdated(gen.ticket, tuple(map(tuple, gen.choices))))
+
     def _finish(self, gen: _Generation) -> None:
         self._gens.pop(gen.ticket, None)
         self._by_request.pop(gen.request_id, None)
+        self._post_choices(gen)
         self._post(ChatFinished(gen.ticket, tuple(gen.texts), tuple(map(tuple, gen.ids)),
                                 _copy_stats(gen), tuple(gen.reasons), gen.error))
 

@@ -102,6 +102,18 @@ class ChatFinished(Message):
 
 
 @dataclass
+class ChoicesUpdated(Message):
+    """What the sampler considered for each token of a chat generation so far, per sample
+    (engine TokenChoices, plain numpy data); cumulative, so it coalesces per ticket."""
+    ticket: int
+    choices: tuple[tuple[Any, ...], ...]     # per sample: one TokenChoice per generated token
+
+    def can_replace(self, message: Message) -> bool:
+        """True for an older ChoicesUpdated of the same ticket."""
+        return isinstance(message, ChoicesUpdated) and message.ticket == self.ticket
+
+
+@dataclass
 class CacheUpdated(Message):
     """A snapshot of the KV cache, the live sequences and the queue lengths (coalesces)."""
     cache: CacheReport

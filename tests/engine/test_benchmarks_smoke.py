@@ -1,4 +1,4 @@
-"""Smoke tests for benchmarks/chunked_prefill.py and benchmarks/throughput.py: each script's main()
+"""Smoke tests for benchmarks/chunked_prefill.py, throughput.py and choices_cost.py: each script's main()
 runs at the tiniest scale on CPU and the JSON it writes has the documented fields with values
 consistent with the workload (token counts, step counts, percentile order). Not a timing test:
 no figure is compared with a target here."""
@@ -9,7 +9,7 @@ import math
 
 import pytest
 
-from benchmarks import chunked_prefill, throughput
+from benchmarks import choices_cost, chunked_prefill, throughput
 
 
 def test_chunked_prefill_json(tmp_path):
@@ -100,3 +100,16 @@ def test_throughput_rejects_unknown_model(capsys):
     with pytest.raises(SystemExit):
         throughput.main(["--model", "gpt9", "--device", "cpu"])
     assert "--model must be smollm2, llama8b or tiny" in capsys.readouterr().err
+
+
+def test_choices_cost_json(tmp_path):
+    out = tmp_path / "cc.json"
+    rc = choices_cost.main(["--model", "tiny", "--new-tokens", "4", "--rounds", "1", "--vocab", "300",
+                            "--reps", "2", "--threads", "1", "--json", str(out)])
+    assert rc == 0
+    doc = json.loads(out.read_text())
+    assert doc["benchmark"] == "choices_cost" and doc["k"] == 8
+    assert [r["unit"] for r in doc["rows"]] == ["ms", "ms", "tok/s"]
+    for r in doc["rows"]:
+        assert r["off"] > 0 and r["on"] > 0 and r["on/off"] == pytest.approx(r["on"] / r["off"])
+    assert len(doc["runs_tok_s"]["off"]) == len(doc["runs_tok_s"]["on"]) == 1

@@ -4,13 +4,15 @@ from __future__ import annotations
 import pytest
 import torch
 from transformers.generation.logits_process import (
+    MinPLogitsWarper,
     RepetitionPenaltyLogitsProcessor,
     TemperatureLogitsWarper,
     TopKLogitsWarper,
     TopPLogitsWarper,
 )
 
-from llm_playground.model.engine.sampler import apply_repetition_penalty, apply_top_k_top_p, make_generator, sample
+from llm_playground.model.engine.sampler import (apply_min_p, apply_repetition_penalty, apply_top_k_top_p,
+                                                 make_generator, sample)
 from llm_playground.model.engine.sampling_params import SamplingParams
 
 
@@ -39,6 +41,17 @@ def test_top_k_top_p_keep_the_same_tokens_as_hf(top_k, top_p, temp):
         hf = TopPLogitsWarper(top_p)(None, hf)
     assert torch.equal(torch.isinf(ours), torch.isinf(hf))
     torch.testing.assert_close(ours[~torch.isinf(ours)], hf[~torch.isinf(hf)])
+
+
+def test_min_p_keeps_the_same_tokens_as_hf():
+    logits = torch.randn(4, 200, generator=torch.Generator().manual_seed(6)) * 3
+    logits[3, 7] = float("-inf")                        # a row an earlier filter already cut
+    min_p = [0.0, 0.05, 0.3, 1.0]                       # off, small, large, only the top id
+    ours = apply_min_p(logits.clone(), torch.tensor(min_p))
+    for i, m in enumerate(min_p):
+        hf = MinPLogitsWarper(m)(None, logits[i:i + 1].clone()) if m > 0 else logits[i:i + 1]
+        assert torch.equal(ours[i], hf[0])
+    assert int(torch.isfinite(ours[3]).sum()) == 1
 
 
 def test_greedy_is_argmax_and_rows_are_independent():

@@ -269,10 +269,13 @@ class Engine:
         apply stop rules; returns time to first token per request that got its first token."""
         appended: list[tuple[Sequence, int]] = []
         touched: dict[int, SequenceGroup] = {}
-        for (seq, group), toks, top in zip(rows, result.tokens, result.top_logprobs):
+        for r, ((seq, group), toks, top) in enumerate(zip(rows, result.tokens, result.top_logprobs)):
             if seq.is_finished:          # aborted meanwhile
                 continue
-            appended += group.take_row(seq, toks, top)
+            pairs = group.take_row(seq, toks, top)
+            if result.choices and result.choices[r] is not None:
+                _keep_choices(pairs, toks, result.choices[r])
+            appended += pairs
             touched.setdefault(id(group), group)
         for group in touched.values():
             group.end_rows()
@@ -384,3 +387,13 @@ class Engine:
             raise ValueError("attention_weights needs at least one token")
         return self.runner.attention_weights(prompt_ids, layer, head, self.pattern.spec,
                                              self.bm.block_size)
+
+
+def _keep_choices(pairs: list[tuple[Sequence, int]], tokens: list[int], choices: list) -> None:
+    """Give each appended token its TokenChoice (what the sampler considered), when the group
+    appends the row's draws as drawn, in order (SamplingGroup: the row's sequence, then the
+    n > 1 fork's children); a group that chooses tokens itself gets none."""
+    if len(pairs) == len(tokens) and [t for _, t in pairs] == tokens:
+        for (seq, _), choice in zip(pairs, choices):
+            if choice is not None:
+                seq.new_choices.append(choice)

@@ -13,7 +13,9 @@ Order inside `execute`: re-rotate compacted keys (sliding patterns), copy-on-wri
 one forward per batch plan (a pure-decode batch replays a CUDA graph when one is captured),
 logits of the rows that need them, then every draw in one batched `sample` call (a row may
 feed several draws: the n > 1 fork of a prompt) and the top log-probabilities rows asked for.
-The only device-to-host sync is the final copy of the sampled ids (and of the logprobs).
+The only device-to-host sync is the final copy of the sampled ids (and of the logprobs). Draws
+whose params set `logprobs` go through `sample_with_choices` instead (same ids, plus what each
+filter stage considered: StepResult.choices); a step where none asks never builds that report.
 """
 from __future__ import annotations
 
@@ -117,14 +119,20 @@ class ModelRunner:
                 gens.append(self._generator(d))
                 seen.append(list(d.seen_ids))
         tokens: list[int] = []
+        choices = None
         if rows:
             draw_logits = logits
             if rows != list(range(logits.shape[0])):
                 draw_logits = logits[torch.tensor(rows, device=logits.device)]          # (D, V)
-            tokens = sampling.sample(draw_logits, params, gens, seen)
+            if any(p.logprobs is not None for p in params):   # some draw asks what was considered
+                tokens, choices = sampling.sample_with_choices(draw_logits, params, gens, seen)
+            else:
+                tokens = sampling.sample(draw_logits, params, gens, seen)
         result = StepResult(tokens=[[] for _ in requests], top_logprobs=[None] * len(requests))
         for i, tok in zip(rows, tokens):
             result.tokens[i].append(tok)
+        if choices is not None:
+            result.choices = _choices_per_row(len(requests), rows, choices)
         want = [(i, r.top_logprobs) for i, r in enumerate(requests) if r.top_logprobs > 0]
         if want:
             idx = torch.tensor([i for i, _ in want], device=logits.device)
@@ -156,3 +164,14 @@ class ModelRunner:
         probs = self.model.attention_probs(prompt_ids, layer, head, mask=mask,
                                            block_size=block_size)
         return probs.float().cpu().tolist()
+
+
+def _choices_per_row(num_rows: int, rows: list[int], choices: list) -> list:
+    """Per logits row, its draws' TokenChoices (parallel to StepResult.tokens[i]), or None for
+    a row none of whose draws asked."""
+    per_row: list = [None] * num_rows
+    for i, choice in zip(rows, choices):
+        if per_row[i] is None:
+            per_row[i] = []
+        per_row[i].append(choice)
+    return [None if r is None or all(c is None for c in r) else r for r in per_row]

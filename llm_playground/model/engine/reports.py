@@ -64,7 +64,8 @@ class CacheReport:
 
 @dataclass(slots=True)
 class RequestOutput:
-    """What one sample of a request produced since the last report (ids, text, and how it ended)."""
+    """What one sample of a request produced since the last report (ids, text, how it ended, and
+    when asked, what the sampler considered for each token)."""
     request_id: int | str             # the caller's id (add_request(request_id=...)) or the engine's
     new_token_ids: list[int]
     text_delta: str                  # complete UTF-8 text released this step (streaming decoder)
@@ -73,6 +74,9 @@ class RequestOutput:
     error: str | None = None                    # one line, with finish_reason ERROR
     error_kind: ErrorKind | None = None
     sample_index: int = 0            # which of the n parallel samples
+    # params.logprobs set: one TokenChoice (model/engine/token_choice.py) per new token id, in
+    # order (what the sampler considered); None when not asked
+    choices: list | None = None
 
 
 @dataclass

@@ -91,8 +91,10 @@ def take_output(seq: Sequence) -> RequestOutput:
                         text_delta=seq.delta, finished=seq.is_finished,
                         finish_reason=seq.finish_reason, error=seq.error,
                         error_kind=seq.error_kind,
-                        sample_index=seq.sample_index)
+                        sample_index=seq.sample_index,
+                        choices=seq.new_choices if seq.params.logprobs is not None else None)
     seq.new_tokens, seq.delta, seq.just_finished = [], "", False
+    seq.new_choices = []
     return out
 
 

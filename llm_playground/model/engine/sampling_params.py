@@ -15,18 +15,23 @@ SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1     # what torch.Generator.manual_seed 
 
 @dataclass
 class SamplingParams:
-    """How one request samples and stops: temperature, top-k/top-p, repetition penalty, token
-    limit, seed, stop strings and ids, and the number of parallel samples."""
+    """How one request samples and stops: temperature, top-k/top-p/min-p, repetition penalty,
+    token limit, seed, stop strings and ids, the number of parallel samples, and whether each
+    token reports what the sampler considered (`logprobs`)."""
     temperature: float = 0.0          # 0 = greedy (argmax), the exact mode the oracle tests use
     top_k: int = 0                    # 0 = off
     top_p: float = 1.0                # 1.0 = off
     repetition_penalty: float = 1.0   # 1.0 = off; >1 divides positive logits of seen tokens (HF rule)
+    min_p: float = 0.0                # 0.0 = off; drops ids below min_p x the top id's probability (HF rule)
     max_tokens: int = 256             # new tokens at most
     seed: int | None = None           # per-request generator seed; None = nondeterministic
     stop: tuple[str, ...] = ()        # stop strings (checked on the detokenized text, not included in output)
     stop_token_ids: tuple[int, ...] = ()  # extra stop ids besides the model's EOS
     ignore_eos: bool = False          # benchmarks generate a fixed length
     n: int = 1                        # parallel samples sharing the prompt's KV blocks
+    # None = off (no extra work); k >= 0: each generated token reports the k best candidates of
+    # every filter stage and the drawn id (RequestOutput.choices: model/engine/token_choice.py)
+    logprobs: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("temperature", "top_p", "repetition_penalty"):
@@ -52,6 +57,11 @@ class SamplingParams:
         if not (self.repetition_penalty > 0 and math.isfinite(self.repetition_penalty)):
             raise ValueError(f"repetition_penalty must be a finite number > 0, "
                              f"got {self.repetition_penalty}")
+        if not 0.0 <= self.min_p <= 1.0:                                   # NaN fails too
+            raise ValueError(f"min_p must be in [0, 1], got {self.min_p}")
+        if self.logprobs is not None and (isinstance(self.logprobs, bool) or not isinstance(self.logprobs, int)
+                                           or self.logprobs < 0):
+            raise ValueError(f"logprobs must be None or an int >= 0, got {self.logprobs!r}")
         if self.max_tokens < 1:
             raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
         if self.n < 1:

@@ -114,6 +114,7 @@ class Sequence:
     cacheable: bool = True
     # Output not yet reported: ids and text since the last RequestOutput, and a finish flag.
     new_tokens: list[int] = field(default_factory=list)
+    new_choices: list = field(default_factory=list)   # TokenChoice per new token (params.logprobs set)
     delta: str = ""
     just_finished: bool = False
 

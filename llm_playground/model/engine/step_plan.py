@@ -4,7 +4,8 @@ The engine (requests, scheduler, blocks, stop rules) turns a scheduled step into
 and hands it to a `ModelRunner` (model/engine/model_runner.py), which owns every tensor: the
 network, the KV storage, the device batch, CUDA graphs, generators and the sampler. The runner
 returns a `StepResult`. Neither side reaches into the other: a plan holds numpy arrays, ints and
-`SamplingParams` only; a result holds Python ints and numpy arrays only. Nothing here knows
+`SamplingParams` only; a result holds Python ints and numpy arrays only (a `TokenChoice`, when a
+request asked what the sampler considered, is numpy arrays and ints too). Nothing here knows
 which request a row belongs to, beyond the opaque `draw key` that names a random stream.
 
 Why plain data: it can be pickled to a runner in another process (a server, a tensor-parallel
@@ -28,6 +29,7 @@ import numpy as np
 
 from llm_playground.kernels.mask import MaskSpec
 from llm_playground.model.engine.sampling_params import SamplingParams
+from llm_playground.model.engine.token_choice import TokenChoice
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,9 @@ class StepPlan:
 class StepResult:
     """What the runner hands back, per logits row in plan order (batches concatenated):
     `tokens[i]` has one id per draw of row i; `top_logprobs[i]` is (ids, logprobs) sorted best
-    first, numpy int64 / float32, or None when the row asked for none."""
+    first, numpy int64 / float32, or None when the row asked for none. `choices` is empty unless
+    some draw's params set `logprobs`; then `choices[i]` is, parallel to `tokens[i]`, a
+    TokenChoice per draw (None for a draw that did not ask), or None for a row with none."""
     tokens: list[list[int]] = field(default_factory=list)
     top_logprobs: list[tuple[np.ndarray, np.ndarray] | None] = field(default_factory=list)
+    choices: list[list[TokenChoice | None] | None] = field(default_factory=list)
