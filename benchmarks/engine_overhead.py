@@ -51,9 +51,9 @@ def stub_engine(a):
                                     report_blocks=False))
     logits = torch.randn(a.max_num_seqs + 8, a.vocab, device=a.device)                # (N, V)
 
-    def forward(plan):
+    def forward(plan, prev_ids=None):
         """The runner's per-batch forward, stubbed: the batch still goes to the device."""
-        to_device(plan, e.runner.device)
+        to_device(plan, e.runner.device, prev_ids)
         n = len(plan.logits)
         return logits[:n].clone() if n else None
 

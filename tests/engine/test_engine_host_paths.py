@@ -39,7 +39,7 @@ class CheckedBuild:
         self.e = e
         self.real = engine_module.plan_batch
         self.batches = self.one_token_prompt_items = self.holes = 0
-        self.decodes = self.one_token_tail_chunks = 0
+        self.decodes = self.one_token_tail_chunks = self.deferred = 0
         monkeypatch.setattr(engine_module, "plan_batch", self)
 
     def __call__(self, items, spec, bm, logits):
@@ -49,6 +49,7 @@ class CheckedBuild:
         self.batches += 1
         seen = set()
         ids, pos, slots, cu, ctx, rows, tables = [], [], [], [0], [], [], []
+        deferred, deferred_draws = [], []
         bs = bm.block_size
         for it in items:
             seq = it.seq
@@ -61,12 +62,19 @@ class CheckedBuild:
                 assert table[i] >= 0 and bm.ref_count(table[i]) == 1, \
                     f"seq {seq.seq_id} writes block {table[i]} it does not own alone"
             offset = eviction.rope_offset(table, it.start, bs) if seq.pattern.evicts else 0
-            ids += seq.all_ids[it.start:it.end]
+            known = seq.all_ids[it.start:it.end]
+            if it.end > seq.num_tokens:          # overlap: its id is still on the device
+                assert it.end - it.start == 1 and seq.num_pending == 1 and not known
+                deferred.append(len(ids))
+                deferred_draws.append(seq.pending_draw)
+                self.deferred += 1
+                known = [0]
+            ids += known
             pos += [p - offset for p in range(it.start, it.end)]
             slots += [table[p // bs] * bs + p % bs for p in range(it.start, it.end)]
             cu.append(cu[-1] + it.end - it.start)
             ctx.append(it.end)
-            if it.end == seq.num_tokens:
+            if it.end == seq.num_tokens_ahead:
                 rows.append(cu[-1] - 1)
             tables.append(table)
             self.holes += -1 in table
@@ -85,6 +93,8 @@ class CheckedBuild:
         assert batch.context_lens.tolist() == ctx
         assert batch.block_tables.tolist() == [t + [-1] * (width - len(t)) for t in tables]
         assert batch.logits_rows.tolist() == rows
+        assert batch.deferred_tokens.tolist() == deferred
+        assert batch.deferred_draws.tolist() == deferred_draws
         assert len(batch.logits) == len(rows)
         return batch
 
@@ -108,9 +118,12 @@ def expected():
     return want
 
 
+@pytest.mark.parametrize("overlap", [False, True], ids=["plain", "overlap"])
 @pytest.mark.parametrize("num_blocks,budget", [(400, 4096), (14, 5), (10, 3)])
-def test_tight_pools_equal_a_full_recompute_loop(monkeypatch, expected, num_blocks, budget):
-    e = engine(num_blocks=num_blocks, block_size=BS, max_num_batched_tokens=budget, max_num_seqs=8)
+def test_tight_pools_equal_a_full_recompute_loop(monkeypatch, expected, num_blocks, budget,
+                                                 overlap):
+    e = engine(num_blocks=num_blocks, block_size=BS, max_num_batched_tokens=budget, max_num_seqs=8,
+               overlap=overlap)
     check = CheckedBuild(monkeypatch, e)
     for pat in PATTERNS[:3]:                           # the shared prefix, cached per pattern
         assert e.generate(SHARED + [1], GREEDY, pattern=pat) == expected[(tuple(SHARED + [1]), pat)]
@@ -125,13 +138,15 @@ def test_tight_pools_equal_a_full_recompute_loop(monkeypatch, expected, num_bloc
     e.bm.check_invariants()
     assert e.bm.num_owned == 0 and e.bm.seq_tables.num_mirror_rows == 0
     assert check.decodes and check.one_token_prompt_items and check.holes
+    assert (check.deferred > 0) == overlap             # decodes of ids still on the device
     assert e.bm.cow_copies > 0 and e.bm.prefix_hits > 0
     if num_blocks < 100:
         assert reports[-1].cache.preemptions > 0
         assert check.one_token_tail_chunks > 0          # a chunk that leaves exactly one token
 
 
-def test_samples_and_beams_in_a_tight_pool_equal_them_alone(monkeypatch):
+@pytest.mark.parametrize("overlap", [False, True], ids=["plain", "overlap"])
+def test_samples_and_beams_in_a_tight_pool_equal_them_alone(monkeypatch, overlap):
     sampled = SamplingParams(temperature=1.0, top_k=20, max_tokens=MAX_NEW, ignore_eos=True,
                              seed=11, n=3)
     beam = BeamSearchParams(beam_width=3, max_tokens=6, ignore_eos=True)
@@ -144,7 +159,8 @@ def test_samples_and_beams_in_a_tight_pool_equal_them_alone(monkeypatch):
     want_beams = [h.token_ids for h in engine(num_blocks=400, block_size=BS).beam_search(
         PROMPTS[3], beam)]
     # together, in a pool that preempts
-    e = engine(num_blocks=10, block_size=BS, max_num_batched_tokens=4, max_num_seqs=8)
+    e = engine(num_blocks=10, block_size=BS, max_num_batched_tokens=4, max_num_seqs=8,
+               overlap=overlap)
     check = CheckedBuild(monkeypatch, e)
     rids = [e.add_request(p, dataclasses.replace(sampled, seed=11 + j * 10))
             for j, p in enumerate(PROMPTS[:3])]
@@ -155,6 +171,7 @@ def test_samples_and_beams_in_a_tight_pool_equal_them_alone(monkeypatch):
             assert got[(rid, i)] == alone[(j, i)], (j, i)
     assert [got[(brid, r)] for r in range(len(want_beams))] == want_beams
     assert reports[-1].cache.preemptions > 0 and e.bm.cow_copies > 0 and check.decodes
+    assert (check.deferred > 0) == overlap
     e.bm.check_invariants()
     assert e.bm.num_owned == 0 and e.bm.seq_tables.num_mirror_rows == 0
 

@@ -62,6 +62,8 @@ class Engine:
         self.tokenizer = loaded.tokenizer
         self.device_type = str(loaded.device).split(":")[0]      # "cpu" / "cuda"
         self.max_model_len = min(config.max_model_len or mc.max_position, mc.max_position)
+        # Overlap scheduling (EngineConfig.overlap): None = where the device runs asynchronously.
+        self.overlap = config.overlap if config.overlap is not None else self.device_type == "cuda"
         num_blocks = config.num_blocks or blocks_from_budget(config, mc, loaded.dtype, loaded.device)
         self.bm = BlockManager(num_blocks, config.block_size, config.enable_prefix_caching)
         self.scheduler = Scheduler(self.bm, config.max_num_batched_tokens, config.max_num_seqs,
@@ -85,6 +87,12 @@ class Engine:
         # the random streams of finished requests to forget.
         self._rerotations: list[tuple[int, list[int]]] = []
         self._released_keys: list[tuple[int, int]] = []
+        # Overlap scheduling: the rows of the step submitted last call whose result is not
+        # applied yet (None when none is in flight); see `step`.
+        self._in_flight: list[list] | None = None
+        # Logits rows whose result was dropped because their sequence had finished meanwhile
+        # (aborted, or stopped on the token before: the cost of overlap), cumulative.
+        self.discarded_rows = 0
 
     @classmethod
     def from_path(cls, path: str | None = None, progress=None, **fields) -> "Engine":
@@ -154,8 +162,9 @@ class Engine:
                 self._finish_sequence(seq, FinishReason.ABORTED)
 
     def has_unfinished(self) -> bool:
-        """True while some request has work left or an output not yet reported."""
-        return self.scheduler.has_work() or bool(self._pending)
+        """True while some request has work left, an output not yet reported, or a step is in
+        flight (overlap scheduling: its result is applied by the next `step`)."""
+        return self.scheduler.has_work() or bool(self._pending) or self._in_flight is not None
 
     def set_pattern(self, spec: str) -> None:
         """The attention pattern of requests added from now on (`dense`, `local:W`, ...)."""
@@ -164,32 +173,47 @@ class Engine:
 
     # ---- one step --------------------------------------------------------------------------------
     def step(self) -> StepReport:
-        """Schedule, run one step on the runner, apply its tokens; returns the plain-data report."""
+        """Schedule, run one step on the runner, apply its tokens; returns the plain-data report.
+
+        With overlap (EngineConfig.overlap) the step submitted here stays in flight when
+        there is more to plan without its result: the next call plans step N+1 (a decode whose
+        token is still on the device names it in the plan), submits it, and only then applies
+        step N's ids (stop rules, streaming, frees); a sequence that stopped on step N's token
+        has its step-N+1 row discarded. So outputs come one call late and are exact. Rows whose
+        group must see the ids before going on (`SequenceGroup.can_run_ahead`: a group that
+        picks tokens itself, the n > 1 fork, repetition penalties) and rows whose token is the last by length wait instead:
+        when nothing else can run, the step is collected in the same call, as without overlap.
+        The report's token counts and step time are this call's (the step it scheduled); its
+        outputs and time-to-first-token are those of the steps it applied."""
         t0 = self.clock()
         sched = self.scheduler.schedule()
         if not sched.scheduled and not self.scheduler.running and self.scheduler.waiting:
             freed = [g.on_stall() for g in list(self.groups.values())]   # each group is asked
             if any(freed):
                 sched = self.scheduler.schedule()    # groups held blocks the waiting need
+        # A sequence whose last token is still on its way (overlap) ends once that token landed.
+        outgrown_late = [s for s in sched.outgrown if s.num_pending]
         for seq in sched.outgrown:
-            if seq.output_ids:
-                self._finish_sequence(seq, FinishReason.KV_CACHE_FULL)
-            else:
-                self._finish_sequence(seq, FinishReason.ERROR, error_kind=ErrorKind.KV_CACHE_TOO_SMALL,
-                                     error=f"sequence of {seq.num_tokens} tokens needs more "
-                                     f"than the whole KV cache ({self.bm.num_blocks} blocks)")
+            if not seq.num_pending:
+                self._end_outgrown(seq)
         plan, rows = self._plan(sched.scheduled, sched.copies)
-        self.runner.submit(plan)
-        bm = self.bm
-        for item in sched.scheduled:            # runs while the device works (no sync yet)
-            seq = item.seq
-            seq.num_computed = item.end
-            bm.touch_written(seq.seq_id, item.start, item.end)
-            if bm.has_uncommitted(seq.seq_id, item.end):
-                bm.commit(seq.seq_id, seq.all_ids, item.end)
-        result = self.runner.collect()
+        submitted = bool(sched.scheduled or plan.rerotations or plan.block_copies
+                         or plan.released_keys)
+        if submitted:
+            self.runner.submit(plan)
+            self._after_submit(sched.scheduled, rows)   # runs while the device works (no sync)
+        prev, self._in_flight = self._in_flight, None
+        prev_result = self.runner.collect() if prev is not None else None
         now = self.clock()
-        ttft = self._apply(rows, result, now)
+        ttft = self._apply(prev, prev_result, now) if prev is not None else {}
+        if submitted:
+            if self.overlap and self._has_ready_work():
+                self._in_flight = rows               # applied by the next call
+            else:
+                ttft.update(self._apply(rows, self.runner.collect(), now))
+        for seq in outgrown_late:
+            if not seq.is_finished:              # its last token did not stop it
+                self._end_outgrown(seq)
         for item in sched.scheduled:
             if not item.seq.is_finished and item.seq.pattern.evicts:
                 self._evict(item.seq)
@@ -211,35 +235,87 @@ class Engine:
             cache=self._cache_report(live, self.config.report_blocks),
             num_running=len(self.scheduler.running), num_waiting=len(self.scheduler.waiting))
 
+    def _end_outgrown(self, seq: Sequence) -> None:
+        """Finish a sequence the scheduler found to need more than the whole KV cache."""
+        if seq.output_ids:
+            self._finish_sequence(seq, FinishReason.KV_CACHE_FULL)
+        else:
+            self._finish_sequence(seq, FinishReason.ERROR, error_kind=ErrorKind.KV_CACHE_TOO_SMALL,
+                                  error=f"sequence of {seq.num_tokens} tokens needs more "
+                                  f"than the whole KV cache ({self.bm.num_blocks} blocks)")
+
+    def _after_submit(self, scheduled: list[ScheduledSeq], rows: list[list]) -> None:
+        """Bookkeeping of a submitted step: computed counts, written blocks, prefix-cache
+        commits of full blocks whose ids are all on the host; with overlap, mark the rows whose
+        sequences decode their drawn token next step without waiting for it (`num_pending`)."""
+        bm = self.bm
+        for item in scheduled:
+            seq = item.seq
+            seq.num_computed = item.end
+            bm.touch_written(seq.seq_id, item.start, item.end)
+            end = min(item.end, seq.num_tokens)      # a token still on the device is not hashed
+            if bm.has_uncommitted(seq.seq_id, end):
+                bm.commit(seq.seq_id, seq.all_ids, end)
+        if not self.overlap:
+            return
+        for row in rows:
+            seq, group, draw, _ = row
+            if group.can_run_ahead(seq) and not self._last_by_length(seq):
+                seq.num_pending += 1
+                seq.pending_draw = draw
+                row[3] = True
+
+    def _last_by_length(self, seq: Sequence) -> bool:
+        """Whether the token the row draws next certainly ends `seq` (max_tokens or the context):
+        then nothing runs ahead of it (no wasted row, no extra draw)."""
+        ahead = seq.num_tokens_ahead + 1
+        return (len(seq.output_ids) + seq.num_pending + 1 >= seq.params.max_tokens
+                or (not seq.pattern.evicts and ahead >= self.max_model_len))
+
+    def _has_ready_work(self) -> bool:
+        """Whether the next step has something to run without the in-flight step's result."""
+        sched = self.scheduler
+        return bool(sched.waiting) or any(s.num_computed < s.num_tokens_ahead
+                                          for s in sched.running)
+
     def _plan(self, scheduled: list[ScheduledSeq], copies: list[tuple[int, int]]
-              ) -> tuple[StepPlan, list[tuple[Sequence, SequenceGroup]]]:
+              ) -> tuple[StepPlan, list[list]]:
         """The runner's plan for the scheduled sequences, and per logits row (in plan order)
-        the sequence and its group (which said what the row is for)."""
+        [sequence, its group (which said what the row is for), the index of the row's first
+        draw in the step, whether the sequence runs ahead of the row's result (set later)]."""
         by_mask: dict[object, list[ScheduledSeq]] = {}
         for item in scheduled:
             by_mask.setdefault(item.seq.pattern.spec, []).append(item)
         plan = StepPlan(rerotations=self._rerotations, block_copies=list(copies),
                         released_keys=self._released_keys)
         self._rerotations, self._released_keys = [], []
-        rows: list[tuple[Sequence, SequenceGroup]] = []
+        rows: list[list] = []
+        draws = 0
         for spec, items in by_mask.items():
             logits = []
             for it in items:
                 if it.needs_logits:
                     group = self.groups[it.seq.request_id]
-                    logits.append(group.logits_request(it.seq))
-                    rows.append((it.seq, group))
+                    req = group.logits_request(it.seq)
+                    logits.append(req)
+                    rows.append([it.seq, group, draws, False])
+                    draws += len(req.draws)
             plan.batches.append(plan_batch(items, spec, self.bm, logits))
         return plan, rows
 
-    def _apply(self, rows: list[tuple[Sequence, SequenceGroup]], result: StepResult,
+    def _apply(self, rows: list[list], result: StepResult,
                now: float) -> dict[int | str, float]:
         """Give each row's result to its group, then append the tokens the groups hand back and
-        apply stop rules; returns time to first token per request that got its first token."""
+        apply stop rules; returns time to first token per request that got its first token.
+        A row of a sequence that finished meanwhile (aborted, or stopped on the token before,
+        overlap scheduling) is dropped: its token is never emitted."""
         appended: list[tuple[Sequence, int]] = []
         touched: dict[int, SequenceGroup] = {}
-        for (seq, group), toks, top in zip(rows, result.tokens, result.top_logprobs):
-            if seq.is_finished:          # aborted meanwhile
+        for (seq, group, _, ahead), toks, top in zip(rows, result.tokens, result.top_logprobs):
+            if ahead:
+                seq.num_pending -= 1
+            if seq.is_finished:          # aborted, or stopped one token earlier (overlap)
+                self.discarded_rows += 1
                 continue
             appended += group.take_row(seq, toks, top)
             touched.setdefault(id(group), group)
@@ -253,6 +329,11 @@ class Engine:
                 ttft.setdefault(seq.request_id, now - seq.arrival_time)
             seq.last_token_time = now
             seq.new_tokens.append(tok)
+            # A block whose last id was still on the device when it was written (overlap) is
+            # hashed into the prefix cache now that its ids are all known.
+            end = min(seq.num_computed, seq.num_tokens)
+            if self.bm.has_uncommitted(seq.seq_id, end):
+                self.bm.commit(seq.seq_id, seq.all_ids, end)
             self._check_stop(seq, tok)
         return ttft
 

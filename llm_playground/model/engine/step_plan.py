@@ -18,7 +18,16 @@ Layout of one `BatchPlan` (packed, no padding; the layout network/batch.py docum
     context_lens                         (B,) int32   keys per row after this step's write
     block_tables                         (B, W) int32 logical -> physical block, -1 = none
     logits_rows                          (N,) int64   packed token rows whose logits are needed
+    deferred_tokens, deferred_draws      (P,) int64   input_ids[deferred_tokens[p]] is the id the
+                                                      previous step drew as its draw
+                                                      deferred_draws[p] (overlap scheduling)
 Rows q_len == 1 come first (`num_decodes`). Each logits row has one `LogitsRequest`, in order.
+
+Overlap scheduling (docs/RUNTIME.md): the engine plans step N+1 before step N's ids reach the
+host. A decode whose input is the token step N sampled names it by position instead: draw d of
+step N, counting the draws of all logits rows of all batches in plan order. The runner keeps
+step N's ids on the device and fills those slots of N+1's input ids there; input_ids holds 0 at
+those places. A plan may refer only to the step submitted just before it.
 """
 from __future__ import annotations
 
@@ -67,6 +76,8 @@ class BatchPlan:
     max_context_len: int
     has_holes: bool                      # some table has a -1 inside its context
     has_prefix: bool                     # some prefill chunk follows cached tokens
+    deferred_tokens: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))   # (P,)
+    deferred_draws: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))    # (P,)
 
     @property
     def num_rows(self) -> int:
@@ -93,6 +104,11 @@ class StepPlan:
     def num_logits_rows(self) -> int:
         """Logits rows over all batches of the step."""
         return sum(len(b.logits) for b in self.batches)
+
+    @property
+    def num_draws(self) -> int:
+        """Draws over all logits rows of the step (what a later plan's deferred_draws index)."""
+        return sum(len(r.draws) for b in self.batches for r in b.logits)
 
 
 @dataclass
