@@ -4,7 +4,7 @@ reports, per step and per sequence, with the model's forward replaced by a stub.
 Why: the throughput run (benchmarks/throughput.py) on a GPU is bound by this host work (a decode
 step of 256 sequences replays ~2-3 ms of GPU work and takes 6-8 ms), so it gets its own
 measurement, one that runs on any machine. The stub keeps the engine's real `plan_batch` and the runner's
-`to_device` (the host-to-device copies included) and hands back a fixed logits tensor for the rows that need
+`DeviceBatch.build` (the host-to-device copies and the device-side derivation included) and hands back a fixed logits tensor for the rows that need
 one, so sampling still runs an argmax over real-sized rows. Everything else is the engine's own
 code: `Engine.step()` is timed whole.
 
@@ -35,7 +35,6 @@ from benchmarks.bench_common import RESULTS_DIR, print_table, write_json  # noqa
 def stub_engine(a):
     """An engine on a 1-layer model whose forward is replaced by a stub (see the docstring)."""
     from benchmarks.e2e_decode import MODELS
-    from llm_playground.model.engine.device_batch import to_device
     from llm_playground.model.engine.engine import Engine
     from llm_playground.model.engine.config import EngineConfig
     from llm_playground.model.network.llama import LlamaForCausalLM
@@ -52,8 +51,8 @@ def stub_engine(a):
     logits = torch.randn(a.max_num_seqs + 8, a.vocab, device=a.device)                # (N, V)
 
     def forward(plan, prev_ids=None):
-        """The runner's per-batch forward, stubbed: the batch still goes to the device."""
-        to_device(plan, e.runner.device, prev_ids)
+        """The runner's per-batch forward, stubbed: the batch is still built on the device."""
+        e.runner.batch.build(plan, prev_ids)
         n = len(plan.logits)
         return logits[:n].clone() if n else None
 

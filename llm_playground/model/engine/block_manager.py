@@ -55,6 +55,8 @@ class BlockManager:
         self.num_holes = tables.num_holes      # (seq_id) -> -1 entries of its table
         self.table_snapshots = tables.snapshots  # (seq_ids) -> [(table copy, holes)], ([], 0) if none
         self.table_rows = tables.gather        # (seq_ids, width) -> (B, width) int32, -1 padded
+        self.table_row = tables.row_of         # (seq_id) -> its row of the mirror / device table
+        self.take_table_updates = tables.take_updates   # () -> (rows, contents) changed since
         self.has_uncommitted = tables.has_uncommitted   # (seq_id, num_computed) -> bool
         self.ref_count = pool.ref_count        # (block) -> sequences holding it
         self.block_hash = pool.hash_of         # (block) -> prefix-cache hash or None

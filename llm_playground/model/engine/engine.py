@@ -198,7 +198,7 @@ class Engine:
                 self._end_outgrown(seq)
         plan, rows = self._plan(sched.scheduled, sched.copies)
         submitted = bool(sched.scheduled or plan.rerotations or plan.block_copies
-                         or plan.released_keys)
+                         or plan.released_keys or len(plan.table_rows))
         if submitted:
             self.runner.submit(plan)
             self._after_submit(sched.scheduled, rows)   # runs while the device works (no sync)
@@ -288,6 +288,7 @@ class Engine:
             by_mask.setdefault(item.seq.pattern.spec, []).append(item)
         plan = StepPlan(rerotations=self._rerotations, block_copies=list(copies),
                         released_keys=self._released_keys)
+        plan.table_rows, plan.table_data = self.bm.take_table_updates()
         self._rerotations, self._released_keys = [], []
         rows: list[list] = []
         draws = 0

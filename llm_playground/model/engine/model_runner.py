@@ -1,7 +1,8 @@
 """`ModelRunner`: runs a `StepPlan` on the network and returns sampled ids. It owns the tensors.
 
 What it owns: the network (model/network/llama.py), the one KV storage (model/network/
-kv_cache.py), the device batch (model/engine/device_batch.py), the decode CUDA graphs
+kv_cache.py), the persistent device batch (model/engine/device_batch.py: the block tables of
+the live sequences on the device, updated by the rows each plan says changed), the decode CUDA graphs
 (model/engine/cuda_graphs.py), one torch.Generator per draw key, and the sampler
 (model/engine/sampler.py). One call per step: `execute(plan) -> StepResult`.
 What it does not know: requests, sequences, the scheduler, block ownership or stop rules. A plan
@@ -9,7 +10,8 @@ says which tokens go where (slots, block tables) and what to draw from which log
 runner never decides either. See docs/RUNTIME.md for how overlap scheduling, speculative
 verification, tensor parallelism and a runner in another process fit this seam.
 
-Order inside `submit`: re-rotate compacted keys (sliding patterns), copy-on-write block copies,
+Order inside `submit`: write the block-table rows that changed, re-rotate compacted keys
+(sliding patterns), copy-on-write block copies,
 one forward per batch plan (a pure-decode batch replays a CUDA graph when one is captured; a
 decode whose input the previous step drew gets it by a device-side gather, overlap scheduling),
 logits of the rows that need them, then every draw in one batched `sample_ids` call (a row may
@@ -29,7 +31,7 @@ import torch
 from llm_playground.kernels.mask import MaskSpec
 from llm_playground.model.engine import eviction
 from llm_playground.model.engine import sampler as sampling
-from llm_playground.model.engine.device_batch import host_to_device, to_device
+from llm_playground.model.engine.device_batch import DeviceBatch, host_to_device
 from llm_playground.model.engine.step_plan import BatchPlan, StepPlan, StepResult
 from llm_playground.model.network.kv_cache import KVCache
 
@@ -45,6 +47,8 @@ class ModelRunner:
         self.device = torch.device(device)
         self.kv = KVCache(mc.num_layers, num_blocks, block_size, mc.num_kv_heads, mc.head_dim,
                           dtype, self.device)
+        self.batch = DeviceBatch(self.device, block_size,
+                                 width=max(64, min(max_blocks_per_seq, 4096)))
         self.graph_runner = None
         if cuda_graphs and self.device.type == "cuda":
             from llm_playground.model.engine.cuda_graphs import DecodeGraphRunner
@@ -82,6 +86,7 @@ class ModelRunner:
         if len(self._submitted) >= self.MAX_IN_FLIGHT:
             raise RuntimeError(f"ModelRunner.submit: {self.MAX_IN_FLIGHT} steps are already "
                                "submitted and not collected")
+        self.batch.apply_table_updates(plan.table_rows, plan.table_data)
         for delta, block_ids in plan.rerotations:
             eviction.rerotate_keys(self.kv, block_ids, delta, self.model.rope_cos,
                                    self.model.rope_sin)
@@ -115,7 +120,7 @@ class ModelRunner:
     def _logits(self, plan: BatchPlan, prev_ids: torch.Tensor | None) -> torch.Tensor | None:
         """Logits (N, V) float32 of the batch's logits rows, in order; None when it has none.
         prev_ids (D,): the previous step's draws, for the plan's deferred input ids."""
-        batch, input_ids = to_device(plan, self.device, prev_ids)
+        batch, input_ids = self.batch.build(plan, prev_ids)
         if (self.graph_runner is not None and plan.num_decodes == plan.num_rows
                 and len(plan.logits) == plan.num_rows and self.graph_runner.can_run(batch)):
             return self.graph_runner.run(input_ids, batch).clone()                     # (B, V)

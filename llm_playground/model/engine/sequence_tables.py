@@ -48,6 +48,8 @@ class SequenceTables:
         self.has = self._tables.__contains__
         self.table = self._tables.__getitem__
         self.find_table = self._tables.get
+        # (seq_id) -> its row of the mirror, and of the runner's copy of it on the device
+        self.row_of = self._rows.row_of.__getitem__
 
     # ---- reads -------------------------------------------------------------------------------
     def num_holes(self, seq_id: int) -> int:
@@ -85,6 +87,10 @@ class SequenceTables:
     def gather(self, seq_ids: list[int], width: int) -> np.ndarray:
         """(B, width) int32 copy of the tables of seq_ids, padded with -1 (from the mirror)."""
         return self._rows.gather(seq_ids, width)
+
+    def take_updates(self) -> tuple[np.ndarray, np.ndarray]:
+        """(rows (K,), contents (K, W)) of the mirror rows changed since the last call."""
+        return self._rows.take_dirty()
 
     @property
     def mirror_shape(self) -> tuple[int, int]:
