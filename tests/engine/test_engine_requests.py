@@ -237,7 +237,7 @@ def test_cache_report_equals_a_from_scratch_recount():
         assert c.kv_bytes_wasted == sum(4 - x[4] for x in owned) * c.bytes_per_block // 4
         states |= {x[1] for x in got}
         # The summary-only report (report_blocks=False) gives the same totals without the list.
-        s = e._cache_report(e._live_seqs(), with_blocks=False)
+        s = e._cache_report(with_blocks=False)
         assert s.blocks == []
         for name in ("num_free", "num_cached", "num_used", "num_shared", "kv_bytes_in_use",
                      "kv_bytes_wasted", "reserved_bytes_equivalent"):

@@ -30,6 +30,7 @@ from llm_playground.model.engine import eviction
 from llm_playground.model.engine.batch_builder import plan_batch
 from llm_playground.model.engine.block_manager import BlockManager
 from llm_playground.model.engine.cache_report import cache_report, sequence_reports
+from llm_playground.model.engine.report_book import ReportBook
 from llm_playground.model.engine.config import EngineConfig, blocks_from_budget
 from llm_playground.model.engine.model_runner import ModelRunner
 from llm_playground.model.engine.outcomes import ErrorKind, FinishReason
@@ -75,6 +76,9 @@ class Engine:
             max_blocks_per_seq=self.bm.blocks_for(self.max_model_len),
             capture_mask=self.pattern.spec)
         self.requests: dict[int | str, Request] = {}
+        # The live sequences' reports and the reservation total, kept as they change (O(changes)
+        # per report, model/engine/report_book.py).
+        self._book = ReportBook(self.bm, self.max_model_len)
         self._pending: list[RequestOutput] = []      # outputs decided outside step (abort, errors)
         # Sequences finished since the last report, as they were before their blocks were freed:
         # the next StepReport lists them (status "finished") beside the live ones.
@@ -149,6 +153,7 @@ class Engine:
         decoder = self.tokenizer.incremental_decoder() if self.tokenizer is not None else None
         seq.text = TextState(decoder, req.params.stop)
         req.seqs.append(seq)
+        self._book.added(seq)
         return seq
 
     def abort(self, request_id: int | str) -> None:
@@ -196,6 +201,8 @@ class Engine:
         for seq in sched.outgrown:
             if not seq.num_pending:
                 self._end_outgrown(seq)
+        for seq in sched.preempted:
+            self._book.touched(seq)
         plan, rows = self._plan(sched.scheduled, sched.copies)
         submitted = bool(sched.scheduled or plan.rerotations or plan.block_copies
                          or plan.released_keys or len(plan.table_rows))
@@ -223,7 +230,6 @@ class Engine:
         for rid in [r for r in self.groups if r not in self.requests]:
             del self.groups[rid]                 # the request ended and was reported
         self._step += 1
-        live = self._live_seqs()
         finished, self._finished_reports = self._finished_reports, []
         return StepReport(
             step=self._step, outputs=outputs, num_prefill_tokens=sched.num_prefill_tokens,
@@ -231,8 +237,8 @@ class Engine:
             prefill_tokens_per_s=sched.num_prefill_tokens / dt if dt > 0 else 0.0,
             decode_tokens_per_s=sched.num_decode_tokens / dt if dt > 0 else 0.0,
             ttft_s=ttft, inter_token_latency_s=dt if sched.num_decode_tokens else 0.0,
-            sequences=sequence_reports(self.bm, live) + finished,
-            cache=self._cache_report(live, self.config.report_blocks),
+            sequences=self._book.sequences() + finished,
+            cache=self._cache_report(self.config.report_blocks),
             num_running=len(self.scheduler.running), num_waiting=len(self.scheduler.waiting))
 
     def _end_outgrown(self, seq: Sequence) -> None:
@@ -248,9 +254,10 @@ class Engine:
         """Bookkeeping of a submitted step: computed counts, written blocks, prefix-cache
         commits of full blocks whose ids are all on the host; with overlap, mark the rows whose
         sequences decode their drawn token next step without waiting for it (`num_pending`)."""
-        bm = self.bm
+        bm, touched = self.bm, self._book.touched
         for item in scheduled:
             seq = item.seq
+            touched(seq)
             seq.num_computed = item.end
             bm.touch_written(seq.seq_id, item.start, item.end)
             end = min(item.end, seq.num_tokens)      # a token still on the device is not hashed
@@ -330,6 +337,7 @@ class Engine:
                 ttft.setdefault(seq.request_id, now - seq.arrival_time)
             seq.last_token_time = now
             seq.new_tokens.append(tok)
+            self._book.touched(seq)
             # A block whose last id was still on the device when it was written (overlap) is
             # hashed into the prefix cache now that its ids are all known.
             end = min(seq.num_computed, seq.num_tokens)
@@ -363,6 +371,7 @@ class Engine:
         its last SequenceReport (block table, cached prompt tokens, KV tokens as they were) for
         the next StepReport: a request that ends within one step is still seen with its blocks."""
         self._finished_reports += sequence_reports(self.bm, [seq])
+        self._book.released(seq)
         self.scheduler.remove(seq)
         self._released_keys.append((seq.serial, seq.sample_index))
 
@@ -372,19 +381,20 @@ class Engine:
         if plan.empty:
             return
         self.bm.free_logical(seq.seq_id, plan.freed_logical)
+        self._book.touched(seq)
         self._rerotations += [(delta, list(ids)) for delta, ids in plan.rerotate]
 
     # ---- reports and conveniences ----------------------------------------------------------------
     def _live_seqs(self) -> list[Sequence]:
         return [s for req in self.requests.values() for s in req.seqs if not s.is_finished]
 
-    def _cache_report(self, live: list[Sequence], with_blocks: bool = True) -> CacheReport:
-        return cache_report(self.bm, live, self.kv_bytes_per_block, self.max_model_len,
+    def _cache_report(self, with_blocks: bool = True) -> CacheReport:
+        return cache_report(self.bm, self.kv_bytes_per_block, self._book.reserved,
                             self.scheduler.num_preemptions, with_blocks)
 
     def cache_report(self) -> CacheReport:
         """The cache as it is now, without stepping."""
-        return self._cache_report(self._live_seqs())
+        return self._cache_report()
 
     def iter_outputs(self, prompt_ids: list[int], params: SamplingParams | None = None,
                      pattern: str | None = None,

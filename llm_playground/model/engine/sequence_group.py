@@ -89,6 +89,7 @@ class GroupOps:
     def append_token(self, seq: Sequence, token: int) -> None:
         """Append a token the group chose, without stop rules or streamed output."""
         seq.output_ids.append(token)
+        self._engine._book.touched(seq)
 
     def drop(self, seq: Sequence) -> None:
         """End `seq` without an outcome (a beam not kept): its blocks are freed by ref count."""
@@ -115,6 +116,7 @@ class GroupOps:
             sched.preempt(seq)
         else:
             sched.requeue(seq)
+        self._engine._book.touched(seq)
 
     def forget_finished(self) -> None:
         """Forget the request's finished sequences that have nothing left to report."""
