@@ -47,7 +47,8 @@ def stub_engine(a):
     blocks = a.requests * (-(-2 * a.max_len // 16)) + 64
     e = Engine(loaded, EngineConfig(num_blocks=blocks, block_size=16, max_num_seqs=a.max_num_seqs,
                                     max_num_batched_tokens=a.budget, cuda_graphs=False,
-                                    report_blocks=False))
+                                    report_blocks=False,
+                                    overlap={"auto": None, "on": True, "off": False}[a.overlap]))
     logits = torch.randn(a.max_num_seqs + 8, a.vocab, device=a.device)                # (N, V)
 
     def forward(plan, prev_ids=None):
@@ -104,6 +105,8 @@ def main(argv=None) -> int:
     ap.add_argument("--vocab", type=int, default=49152)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--overlap", choices=["auto", "on", "off"], default="auto",
+                    help="overlap scheduling (auto: the engine's default, off on the CPU)")
     ap.add_argument("--label", default="", help="a name for this row (e.g. the commit)")
     ap.add_argument("--json", default=str(RESULTS_DIR),
                     help="a file, or a folder for engine_overhead-<device>.json (default: benchmarks/results/)")
