@@ -9,7 +9,11 @@ stop strings, max tokens, context end: typed `FinishReason`s, model/engine/outco
 finished sequences, evicts blocks that sliding patterns no longer need (model/engine/eviction.py;
 the kept keys are re-rotated by the runner at the start of the next step) and returns a
 plain-data `StepReport` (whose `sequences` still list the sequences that finished in the step,
-as they were before their blocks were freed). Nothing in this module touches a tensor.
+as they were before their blocks were freed; built from state kept current as it changes,
+model/engine/report_book.py). With overlap scheduling (EngineConfig.overlap, the rules in
+model/engine/run_ahead.py) the step it submits stays in flight while the next call plans and
+submits the following one, and its ids are applied then, one call late and exactly.
+Nothing in this module touches a tensor.
 
 Every request has one `SequenceGroup` (model/engine/sequence_group.py; `self.groups`): it says
 what each logits row is for and takes the row's result, changing its sequences only through a
@@ -26,7 +30,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 
-from llm_playground.model.engine import eviction
+from llm_playground.model.engine import eviction, run_ahead
 from llm_playground.model.engine.batch_builder import plan_batch
 from llm_playground.model.engine.block_manager import BlockManager
 from llm_playground.model.engine.cache_report import cache_report, sequence_reports
@@ -214,7 +218,7 @@ class Engine:
         now = self.clock()
         ttft = self._apply(prev, prev_result, now) if prev is not None else {}
         if submitted:
-            if self.overlap and self._has_ready_work():
+            if self.overlap and run_ahead.has_ready_work(self.scheduler):
                 self._in_flight = rows               # applied by the next call
             else:
                 ttft.update(self._apply(rows, self.runner.collect(), now))
@@ -253,7 +257,7 @@ class Engine:
     def _after_submit(self, scheduled: list[ScheduledSeq], rows: list[list]) -> None:
         """Bookkeeping of a submitted step: computed counts, written blocks, prefix-cache
         commits of full blocks whose ids are all on the host; with overlap, mark the rows whose
-        sequences decode their drawn token next step without waiting for it (`num_pending`)."""
+        sequences decode their drawn token next step without waiting for it (run_ahead.py)."""
         bm, touched = self.bm, self._book.touched
         for item in scheduled:
             seq = item.seq
@@ -263,27 +267,8 @@ class Engine:
             end = min(item.end, seq.num_tokens)      # a token still on the device is not hashed
             if bm.has_uncommitted(seq.seq_id, end):
                 bm.commit(seq.seq_id, seq.all_ids, end)
-        if not self.overlap:
-            return
-        for row in rows:
-            seq, group, draw, _ = row
-            if group.can_run_ahead(seq) and not self._last_by_length(seq):
-                seq.num_pending += 1
-                seq.pending_draw = draw
-                row[3] = True
-
-    def _last_by_length(self, seq: Sequence) -> bool:
-        """Whether the token the row draws next certainly ends `seq` (max_tokens or the context):
-        then nothing runs ahead of it (no wasted row, no extra draw)."""
-        ahead = seq.num_tokens_ahead + 1
-        return (len(seq.output_ids) + seq.num_pending + 1 >= seq.params.max_tokens
-                or (not seq.pattern.evicts and ahead >= self.max_model_len))
-
-    def _has_ready_work(self) -> bool:
-        """Whether the next step has something to run without the in-flight step's result."""
-        sched = self.scheduler
-        return bool(sched.waiting) or any(s.num_computed < s.num_tokens_ahead
-                                          for s in sched.running)
+        if self.overlap:
+            run_ahead.mark_run_ahead(rows, self.max_model_len)
 
     def _plan(self, scheduled: list[ScheduledSeq], copies: list[tuple[int, int]]
               ) -> tuple[StepPlan, list[list]]:
