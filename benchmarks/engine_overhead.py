@@ -4,7 +4,7 @@ reports, per step and per sequence, with the model's forward replaced by a stub.
 Why: the throughput run (benchmarks/throughput.py) on a GPU is bound by this host work (a decode
 step of 256 sequences replays ~2-3 ms of GPU work and takes 6-8 ms), so it gets its own
 measurement, one that runs on any machine. The stub keeps the engine's real `plan_batch` and the runner's
-`to_device` (the host-to-device copies included) and hands back a fixed logits tensor for the rows that need
+`DeviceBatch.build` (the host-to-device copies and the device-side derivation included) and hands back a fixed logits tensor for the rows that need
 one, so sampling still runs an argmax over real-sized rows. Everything else is the engine's own
 code: `Engine.step()` is timed whole.
 
@@ -35,7 +35,6 @@ from benchmarks.bench_common import RESULTS_DIR, print_table, write_json  # noqa
 def stub_engine(a):
     """An engine on a 1-layer model whose forward is replaced by a stub (see the docstring)."""
     from benchmarks.e2e_decode import MODELS
-    from llm_playground.model.engine.device_batch import to_device
     from llm_playground.model.engine.engine import Engine
     from llm_playground.model.engine.config import EngineConfig
     from llm_playground.model.network.llama import LlamaForCausalLM
@@ -48,12 +47,13 @@ def stub_engine(a):
     blocks = a.requests * (-(-2 * a.max_len // 16)) + 64
     e = Engine(loaded, EngineConfig(num_blocks=blocks, block_size=16, max_num_seqs=a.max_num_seqs,
                                     max_num_batched_tokens=a.budget, cuda_graphs=False,
-                                    report_blocks=False))
+                                    report_blocks=False,
+                                    overlap={"auto": None, "on": True, "off": False}[a.overlap]))
     logits = torch.randn(a.max_num_seqs + 8, a.vocab, device=a.device)                # (N, V)
 
-    def forward(plan):
-        """The runner's per-batch forward, stubbed: the batch still goes to the device."""
-        to_device(plan, e.runner.device)
+    def forward(plan, prev_ids=None):
+        """The runner's per-batch forward, stubbed: the batch is still built on the device."""
+        e.runner.batch.build(plan, prev_ids)
         n = len(plan.logits)
         return logits[:n].clone() if n else None
 
@@ -105,6 +105,8 @@ def main(argv=None) -> int:
     ap.add_argument("--vocab", type=int, default=49152)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--overlap", choices=["auto", "on", "off"], default="auto",
+                    help="overlap scheduling (auto: the engine's default, off on the CPU)")
     ap.add_argument("--label", default="", help="a name for this row (e.g. the commit)")
     ap.add_argument("--json", default=str(RESULTS_DIR),
                     help="a file, or a folder for engine_overhead-<device>.json (default: benchmarks/results/)")

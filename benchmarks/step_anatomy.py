@@ -1,17 +1,35 @@
-"""Where the time of one engine step goes: host launch time vs GPU time, eager vs CUDA graph.
+"""Where an engine step's time goes: host time, device time, idle gaps, launches per token.
 
-For SmolLM2-135M shapes (random bf16 weights) and three batches -- 256 decodes (context ~600),
-one 2,048-token prefill chunk alone, and both mixed (the shape of the throughput benchmark's
-prefill steps) -- it times the eager forward two ways: `enqueue_ms`, the host time until the
-last kernel is launched (no sync), and `total_ms`, until the GPU has finished (sync). When
-enqueue is close to total, the step is bound by Python and kernel launches, not the GPU. It also
-times each kernel entry point's host launch cost alone (100 calls, no sync) at the mixed shape.
+The throughput workload (R requests, prompt and output lengths uniform in [--min-len,
+--max-len], greedy, EOS ignored; SmolLM2-135M shapes with random weights, bf16 on CUDA; `--model
+tiny` = 2 layers, vocabulary 1,000, float32, for the CPU) runs through `Engine.step()` once per
+mode: overlap scheduling off (plan, run, apply: the "before") and on (plan step N+1 while the
+device runs step N: the "after"), both in one process on one machine. Per step it measures:
+- host_ms: the step's wall time minus the time `collect` spent waiting for the device (the
+  host's own work: scheduling, batch building, launching, stop rules, reports); on the CPU
+  also minus the time inside `submit`, where the CPU computes the step (device_ms);
+- wait_ms: time blocked in `collect` (waiting for the device, then reading the ids);
+- device_ms: CUDA only: GPU time from the start to the end of the step's submitted work (CUDA
+  events recorded around `submit`; launch gaps inside the step count, as the GPU waits there);
+  on the CPU the time inside `submit` (the CPU computes synchronously);
+- gap_ms: CUDA only: GPU idle time between the end of one step's work and the start of the
+  next (the next step's first event minus the previous step's last), where the device waits
+  for the host; the CPU has no such gap to measure (-);
+- launches and kernels per output token, from torch.profiler over --profile-steps steps in
+  the steady state of a second run: CUDA launch API calls (cudaLaunchKernel, cuLaunchKernel,
+  cudaGraphLaunch: one per graph) and device kernels (a graph's kernels counted one by one);
+  on the CPU: top-level torch ops dispatched (there are no launches).
+Both modes should give the same tokens: in float32 they must (the tests check it); in bf16 a
+step's batch may differ by a request between the modes (blocks are freed one call later with
+overlap), and a near-tie can then flip, so the summary gives the share of identical requests.
 
-    python benchmarks/step_anatomy.py [--json out.json]
+  python benchmarks/step_anatomy.py                                  # CUDA: 256 requests
+  python benchmarks/step_anatomy.py --model tiny --device cpu --requests 8 --max-len 32
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -20,139 +38,213 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.bench_common import print_table, write_json  # noqa: E402
+from benchmarks.bench_common import RESULTS_DIR, print_table, write_json  # noqa: E402
 
-DEVICE = "cuda"
+MODES = (("overlap off", False), ("overlap on", True))
+LAUNCH_CALLS = ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernelEx",
+                "cudaGraphLaunch")
 
 
-def sync() -> None:
-    if DEVICE == "cuda":
+def loaded_model(name: str, device: str, dtype_name: str | None = None):
+    """A LoadedModel of SmolLM2 shapes (or the tiny cut) with random N(0, 0.02) weights."""
+    from benchmarks.e2e_decode import MODELS
+    from llm_playground.model.network.llama import LlamaForCausalLM
+    from llm_playground.model.network.weight_contract import expected_shapes
+    from llm_playground.model.weights.loader import LoadedModel
+    cfg = dataclasses.replace(MODELS["smollm2"], eos_token_ids=())
+    if name == "tiny":
+        cfg = dataclasses.replace(cfg, num_layers=2, vocab_size=1000)
+    dtype = getattr(torch, dtype_name) if dtype_name else (
+        torch.bfloat16 if device.startswith("cuda") else torch.float32)
+    g = torch.Generator().manual_seed(0)
+    shapes = expected_shapes(cfg)
+    model = LlamaForCausalLM(cfg, dtype, device)
+    model.load_weights(lambda n: torch.ones(shapes[n]) if "norm" in n
+                       else torch.randn(shapes[n], generator=g) * 0.02)
+    return LoadedModel(model=model.eval(), config=cfg, tokenizer=None, chat_template=None,
+                       name=f"{name}-random", path=Path(name), dtype=dtype,
+                       device=torch.device(device), weight_format=str(dtype).removeprefix("torch."))
+
+
+def make_engine(loaded, reqs, a, overlap: bool):
+    from llm_playground.model.engine.config import EngineConfig
+    from llm_playground.model.engine.engine import Engine
+    blocks = sum(-(-(len(p) + o) // 16) for p, o in reqs) + 64
+    return Engine(loaded, EngineConfig(num_blocks=blocks, block_size=16, overlap=overlap,
+                                       max_num_seqs=a.max_num_seqs, report_blocks=False,
+                                       max_num_batched_tokens=a.budget, cuda_graphs=a.cuda_graphs))
+
+
+class StepClock:
+    """Wraps a runner's submit and collect: CUDA events around each submit, the host time spent
+    inside submit and blocked inside collect."""
+
+    def __init__(self, runner, cuda: bool) -> None:
+        self.cuda, self.events, self.submit_s, self.wait_s = cuda, [], 0.0, 0.0
+        real_submit, real_collect = runner.submit, runner.collect
+
+        def submit(plan):
+            t = time.perf_counter()
+            if cuda:
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+            real_submit(plan)
+            if cuda:
+                end.record()
+                self.events.append((start, end))
+            self.submit_s += time.perf_counter() - t
+
+        def collect():
+            t = time.perf_counter()
+            out = real_collect()
+            self.wait_s += time.perf_counter() - t
+            return out
+
+        runner.submit, runner.collect = submit, collect
+
+
+def timed_run(loaded, reqs, a, overlap: bool) -> tuple[dict, dict]:
+    """One mode over the workload: (figures, {request: ids})."""
+    from llm_playground.model.engine.sampling_params import SamplingParams
+    cuda = a.device.startswith("cuda")
+    e = make_engine(loaded, reqs, a, overlap)
+    for p, o in reqs[:8]:                                       # warm-up: kernels compile
+        e.add_request(p[:64], SamplingParams(max_tokens=min(o, 8), ignore_eos=True))
+    while e.has_unfinished():
+        e.step()
+    clock = StepClock(e.runner, cuda)
+    rids = [e.add_request(p, SamplingParams(max_tokens=o, ignore_eos=True)) for p, o in reqs]
+    ids = {r: [] for r in rids}
+    host, wait, dev, submits = [], [], [], []
+    t0 = time.perf_counter()
+    while e.has_unfinished():
+        n_ev, sub0, wait0 = len(clock.events), clock.submit_s, clock.wait_s
+        s = time.perf_counter()
+        r = e.step()
+        wall = time.perf_counter() - s
+        w, sub = clock.wait_s - wait0, clock.submit_s - sub0
+        wait.append(w * 1e3)
+        if cuda:
+            host.append((wall - w) * 1e3)
+        else:
+            host.append((wall - w - sub) * 1e3)
+            dev.append(sub * 1e3)                # the CPU computes inside submit
+        submits.append(len(clock.events) - n_ev)
+        for out in r.outputs:
+            ids[out.request_id] += out.new_token_ids
+    if cuda:
         torch.cuda.synchronize()
+    seconds = time.perf_counter() - t0
+    gaps = []
+    if cuda:
+        ev = clock.events
+        dev = [s.elapsed_time(t) for s, t in ev]
+        gaps = [max(0.0, ev[i - 1][1].elapsed_time(ev[i][0])) for i in range(1, len(ev))]
+    tokens = sum(len(v) for v in ids.values())
+    med = lambda xs: sorted(xs)[len(xs) // 2] if xs else None  # noqa: E731
+    return {"steps": len(host), "seconds": seconds, "output_tokens": tokens,
+            "output_tok_s": tokens / seconds, "host_ms_p50": med(host), "wait_ms_p50": med(wait),
+            "device_ms_p50": med(dev), "gap_ms_p50": med(gaps) if cuda else None,
+            "gap_ms_total": sum(gaps) if cuda else None,
+            "host_s_total": sum(host) / 1e3, "device_s_total": sum(dev) / 1e3,
+            "discarded_rows": e.discarded_rows}, ids
 
 
-def batch_for(q_lens, ctx_lens, kv, num_decodes, device):
-    """AttentionBatch over freshly laid-out blocks: sequence i owns consecutive blocks."""
-    from llm_playground.model.network.batch import AttentionBatch
-    bs = kv.block_size
-    tables, slots, pos, start = [], [], [], 0
-    for q, n in zip(q_lens, ctx_lens):
-        nb = -(-n // bs)
-        t = list(range(start, start + nb))
-        start += nb
-        tables.append(t)
-        slots += [t[p // bs] * bs + p % bs for p in range(n - q, n)]
-        pos += list(range(n - q, n))
-    width = max(len(t) for t in tables)
-    i32 = lambda x: torch.tensor(x, dtype=torch.int32, device=device)  # noqa: E731
-    cu = [0]
-    for q in q_lens:
-        cu.append(cu[-1] + q)
-    return AttentionBatch(
-        positions=torch.tensor(pos, device=device), slot_mapping=torch.tensor(slots, device=device),
-        cu_seqlens_q=i32(cu), context_lens=i32(ctx_lens),
-        block_tables=i32([t + [-1] * (width - len(t)) for t in tables]),
-        max_q_len=max(q_lens), max_context_len=max(ctx_lens), num_decodes=num_decodes,
-        logits_indices=torch.tensor([c - 1 for c in cu[1:]], device=device),
-        has_holes=False, has_prefix=False)
+def launch_counts(loaded, reqs, a, overlap: bool) -> dict:
+    """Launches and kernels (CUDA) or top-level torch ops (CPU) per output token, profiled over
+    --profile-steps steps after the first quarter of a fresh run."""
+    from torch.profiler import ProfilerActivity, profile
+    from llm_playground.model.engine.sampling_params import SamplingParams
+    cuda = a.device.startswith("cuda")
+    e = make_engine(loaded, reqs, a, overlap)
+    for p, o in reqs:
+        e.add_request(p, SamplingParams(max_tokens=o, ignore_eos=True))
+    skip = max(1, sum(o for _, o in reqs) // max(1, len(reqs)) // 4)
+    for _ in range(skip):
+        if e.has_unfinished():
+            e.step()
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    tokens = steps = 0
+    with profile(activities=acts) as prof:
+        while e.has_unfinished() and steps < a.profile_steps:
+            r = e.step()
+            steps += 1
+            tokens += sum(len(o.new_token_ids) for o in r.outputs)
+        if cuda:
+            torch.cuda.synchronize()
+    events = prof.events()
+    if cuda:
+        launches = sum(1 for ev in events if ev.name in LAUNCH_CALLS)
+        kernels = sum(1 for ev in events if ev.device_type == torch.autograd.DeviceType.CUDA)
+    else:
+        launches = sum(1 for ev in events if ev.name.startswith("aten::")
+                       and (ev.cpu_parent is None or not ev.cpu_parent.name.startswith("aten::")))
+        kernels = None
+    per = lambda n: n / tokens if tokens and n is not None else None  # noqa: E731
+    return {"profiled_steps": steps, "profiled_tokens": tokens,
+            "launches_per_token": per(launches), "kernels_per_token": per(kernels)}
 
 
-def time_forward(model, kv, batch, ids, reps=10):
-    enq, tot = [], []
-    for _ in range(reps + 2):
-        sync()
-        t0 = time.perf_counter()
-        h = model(ids, batch, kv)
-        model.compute_logits(h[batch.logits_indices])
-        t1 = time.perf_counter()
-        sync()
-        t2 = time.perf_counter()
-        enq.append((t1 - t0) * 1e3)
-        tot.append((t2 - t0) * 1e3)
-    med = lambda xs: sorted(xs[2:])[len(xs[2:]) // 2]  # noqa: E731
-    return med(enq), med(tot)
-
-
-def launch_costs(model, kv, batch, T):
-    """Host microseconds per call of each entry point, 100 calls without a sync."""
-    from llm_playground.kernels import dispatch
-    layer = model.layers[0]
-    cfg = model.config
-    x = torch.randn(T, cfg.hidden_size, dtype=model.dtype, device=DEVICE)
-    qkv = layer.qkv_proj(x)
-    q, k, v = layer.project_qkv(x)
-    q2, k2 = dispatch.rope_write_kv(q, k, v, batch.positions, model.rope_cos, model.rope_sin,
-                                    kv.k[0], kv.v[0], batch.slot_mapping, return_k=True)
-    gate_up = layer.gate_up_proj(x)
-    ops = {
-        "rms_norm(+residual)": lambda: dispatch.rms_norm(x, layer.input_norm, 1e-5, x),
-        "qkv GEMM (torch)": lambda: layer.qkv_proj(x),
-        "rope_write_kv": lambda: dispatch.rope_write_kv(q, k, v, batch.positions, model.rope_cos,
-                                                        model.rope_sin, kv.k[0], kv.v[0],
-                                                        batch.slot_mapping, return_k=True),
-        "paged_attention (decode + packed prefill)": lambda: dispatch.paged_attention(
-            q2, kv.k[0], kv.v[0], batch.cu_seqlens_q, batch.context_lens, batch.block_tables,
-            batch.max_q_len, batch.max_context_len, layer.scale, batch.mask, batch.num_decodes,
-            holes=False, k_new=k2, v_new=v, prefix=True),
-        "silu_and_mul": lambda: dispatch.silu_and_mul(gate_up),
-    }
-    del qkv
-    rows = []
-    for name, fn in ops.items():
-        for _ in range(3):
-            fn()
-        sync()
-        t0 = time.perf_counter()
-        for _ in range(100):
-            fn()
-        t1 = time.perf_counter()
-        sync()
-        t2 = time.perf_counter()
-        rows.append({"op": name, "host_us_per_call": (t1 - t0) * 1e4,
-                     "total_us_per_call": (t2 - t0) * 1e4})
-    return rows
+def parse_args(argv=None):
+    cuda = torch.cuda.is_available()
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="smollm2", help="smollm2 | tiny (2 layers, for the CPU)")
+    ap.add_argument("--device", default="cuda" if cuda else "cpu")
+    ap.add_argument("--requests", type=int, default=256)
+    ap.add_argument("--min-len", type=int, default=100)
+    ap.add_argument("--max-len", type=int, default=1024)
+    ap.add_argument("--max-num-seqs", type=int, default=256)
+    ap.add_argument("--budget", type=int, default=2048, help="token budget per step")
+    ap.add_argument("--profile-steps", type=int, default=20, help="steps under torch.profiler")
+    ap.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false")
+    ap.add_argument("--dtype", choices=["bfloat16", "float32"], default=None,
+                    help="default: bfloat16 on CUDA, float32 on the CPU")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", default=str(RESULTS_DIR),
+                    help="a file, or a folder for step_anatomy-<device>.json (default: benchmarks/results/)")
+    a = ap.parse_args(argv)
+    if a.model not in ("smollm2", "tiny"):
+        ap.error(f"--model must be smollm2 or tiny, got {a.model!r}")
+    for name in ("requests", "min_len", "max_len", "max_num_seqs", "budget", "profile_steps"):
+        if getattr(a, name) < 1:
+            ap.error(f"--{name.replace('_', '-')} must be >= 1")
+    if a.min_len > a.max_len:
+        ap.error(f"--min-len ({a.min_len}) must not exceed --max-len ({a.max_len})")
+    if a.device.startswith("cuda") and not cuda:
+        ap.error("--device cuda: no CUDA GPU here (use --device cpu --model tiny)")
+    return a
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--json")
-    ap.add_argument("--device", default="cuda", help="cpu: a smoke run of the script itself")
-    a = ap.parse_args(argv)
-    global DEVICE
-    DEVICE = a.device
-    if DEVICE == "cuda" and not torch.cuda.is_available():
-        print("step_anatomy: needs a CUDA GPU", file=sys.stderr)
-        return 2
-    from benchmarks.e2e_decode import MODELS
-    from llm_playground.model.network.kv_cache import KVCache
-    from llm_playground.model.network.llama import LlamaForCausalLM
-    from llm_playground.model.network.weight_contract import expected_shapes
-    cfg = MODELS["smollm2"]
-    torch.manual_seed(0)
-    if DEVICE != "cuda":   # smoke: 2 layers
-        import dataclasses
-        cfg = dataclasses.replace(cfg, num_layers=2)
-    model = LlamaForCausalLM(cfg, torch.bfloat16, DEVICE)
-    shapes = expected_shapes(cfg)
-    model.load_weights(lambda n: torch.randn(shapes[n]) * 0.02)
-    model.eval()
-    kv = KVCache(cfg.num_layers, 20000, 16, cfg.num_kv_heads, cfg.head_dim, torch.bfloat16, DEVICE)
-    cases = {
-        "256 decodes (ctx 600)": ([1] * 256, [600] * 256, 256),
-        "1 prefill chunk of 2048": ([2048], [2048], 0),
-        "mixed: 256 decodes + 2048 prefill": ([1] * 256 + [2048], [600] * 256 + [2048], 256),
-    }
-    rows = []
-    for name, (ql, cl, nd) in cases.items():
-        batch = batch_for(ql, cl, kv, nd, DEVICE)
-        ids = torch.randint(0, cfg.vocab_size, (sum(ql),), device=DEVICE)
-        enq, tot = time_forward(model, kv, batch, ids)
-        rows.append({"batch": name, "tokens": sum(ql), "enqueue_ms": enq, "total_ms": tot})
-    print_table(rows, ["batch", "tokens", "enqueue_ms", "total_ms"])
-    mixed = cases["mixed: 256 decodes + 2048 prefill"]
-    batch = batch_for(mixed[0], mixed[1], kv, mixed[2], DEVICE)
-    ops = launch_costs(model, kv, batch, sum(mixed[0]))
-    print_table(ops, ["op", "host_us_per_call", "total_us_per_call"])
-    write_json(a.json, "step_anatomy", rows, {"ops": ops})
+    a = parse_args(argv)
+    from benchmarks.throughput import workload
+    loaded = loaded_model(a.model, a.device, a.dtype)
+    reqs = workload(a.requests, a.min_len, a.max_len, loaded.config.vocab_size, a.seed)
+    rows, outputs = [], {}
+    for name, overlap in MODES:
+        figures, outputs[name] = timed_run(loaded, reqs, a, overlap)
+        rows.append({"mode": name, **figures, **launch_counts(loaded, reqs, a, overlap)})
+        if a.device.startswith("cuda"):
+            torch.cuda.empty_cache()
+    off_ids, on_ids = outputs["overlap off"], outputs["overlap on"]
+    same = off_ids == on_ids
+    identical = sum(off_ids[r] == on_ids.get(r) for r in off_ids) / max(1, len(off_ids))
+    print(f"step anatomy, {a.model} ({loaded.dtype}) on {a.device}, {a.requests} requests of "
+          f"{a.min_len}-{a.max_len} tokens, budget {a.budget}; requests with the same tokens "
+          f"with overlap on and off: {identical:.0%}")
+    print_table(rows, ["mode", "steps", "output_tok_s", "host_ms_p50", "wait_ms_p50",
+                       "device_ms_p50", "gap_ms_p50", "gap_ms_total", "launches_per_token",
+                       "kernels_per_token", "discarded_rows"])
+    off, on = rows
+    summary = {"same_tokens": same, "identical_requests": identical,
+               "dtype": str(loaded.dtype).removeprefix("torch."),
+               "speedup_overlap": off["seconds"] / on["seconds"],
+               "host_ms_p50_ratio": (on["host_ms_p50"] / off["host_ms_p50"]
+                                     if off["host_ms_p50"] else None)}
+    write_json(a.json, "step_anatomy", rows, {"summary": summary, "config": vars(a)})
+    if not same and loaded.dtype == torch.float32:
+        print("step_anatomy: overlap on and off gave different tokens in float32", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -102,9 +102,10 @@ def run_ours(loaded, reqs, a, budget: int) -> dict:
     from llm_playground.model.engine.sampling_params import SamplingParams
     bs = 16
     blocks = sum(-(-(len(p) + o) // bs) for p, o in reqs) + 64
+    overlap = {"auto": None, "on": True, "off": False}[a.overlap]
     e = Engine(loaded, EngineConfig(num_blocks=blocks, block_size=bs, max_num_seqs=a.max_num_seqs,
                                     max_num_batched_tokens=budget, cuda_graphs=a.cuda_graphs,
-                                    report_blocks=False))   # totals only: O(owned) per step
+                                    report_blocks=False, overlap=overlap))   # totals only
     # Warm-up with the run's step shapes (the first 32 requests with their prompts, so decodes
     # run beside prefill chunks of every size, then a prompt longer than the budget so a chunk
     # follows a cached prefix): kernel variants compile and allocator pools grow before timing.
@@ -202,6 +203,8 @@ def parse_args(argv=None):
                     help="engine: token budget per step, one run each (the first is the headline)")
     ap.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false",
                     help="engine: eager decode steps (default: CUDA graphs, the engine's default)")
+    ap.add_argument("--overlap", choices=["auto", "on", "off"], default="auto",
+                    help="engine: overlap scheduling (auto: the engine's default, on for CUDA)")
     ap.add_argument("--hf-batch", type=int, default=256, help="transformers: requests per static batch")
     ap.add_argument("--skip-hf", action="store_true", help="measure ours only")
     ap.add_argument("--profile", action="store_true", help="cProfile our run (slows it; top 30)")

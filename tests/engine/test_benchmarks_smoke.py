@@ -1,4 +1,5 @@
-"""Smoke tests for benchmarks/chunked_prefill.py, throughput.py and choices_cost.py: each script's main()
+"""Smoke tests for benchmarks/chunked_prefill.py, throughput.py, choices_cost.py and
+step_anatomy.py: each script's main()
 runs at the tiniest scale on CPU and the JSON it writes has the documented fields with values
 consistent with the workload (token counts, step counts, percentile order). Not a timing test:
 no figure is compared with a target here."""
@@ -9,7 +10,7 @@ import math
 
 import pytest
 
-from benchmarks import choices_cost, chunked_prefill, throughput
+from benchmarks import choices_cost, chunked_prefill, step_anatomy, throughput
 
 
 def test_chunked_prefill_json(tmp_path):
@@ -113,3 +114,25 @@ def test_choices_cost_json(tmp_path):
     for r in doc["rows"]:
         assert r["off"] > 0 and r["on"] > 0 and r["on/off"] == pytest.approx(r["on"] / r["off"])
     assert len(doc["runs_tok_s"]["off"]) == len(doc["runs_tok_s"]["on"]) == 1
+
+
+def test_step_anatomy_json(tmp_path):
+    out = tmp_path / "sa.json"
+    n, lo, hi = 4, 6, 20
+    rc = step_anatomy.main(["--model", "tiny", "--device", "cpu", "--requests", str(n),
+                            "--min-len", str(lo), "--max-len", str(hi), "--budget", "32",
+                            "--profile-steps", "4", "--json", str(out)])
+    assert rc == 0
+    doc = json.loads(out.read_text())
+    assert doc["benchmark"] == "step_anatomy"
+    off, on = doc["rows"]
+    assert (off["mode"], on["mode"]) == ("overlap off", "overlap on")
+    want = sum(o for _, o in throughput.workload(n, lo, hi, 1000, 0))
+    for r in (off, on):
+        assert r["output_tokens"] == want                    # every requested token came out
+        assert r["steps"] > 0 and r["host_ms_p50"] > 0 and r["device_ms_p50"] > 0
+        assert r["gap_ms_p50"] is None and r["kernels_per_token"] is None     # CUDA only
+        assert r["launches_per_token"] > 0 and 0 < r["profiled_steps"] <= 4
+    s = doc["summary"]
+    assert s["same_tokens"] is True and s["identical_requests"] == 1.0
+    assert s["speedup_overlap"] == pytest.approx(off["seconds"] / on["seconds"])

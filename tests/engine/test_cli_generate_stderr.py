@@ -30,6 +30,16 @@ LINES = {
 }
 
 
+def rate_agrees(rate: float, ms: float, n: int, half_unit: float = 0.005) -> bool:
+    """Whether a printed rate (tokens per second, 2 decimals) is 1000 n / t for some t that the
+    printed ms (2 decimals) rounds from: t in [ms - 0.005, ms + 0.005], so the rate lies in
+    [1000 n / (ms + 0.005), 1000 n / (ms - 0.005)], give or take its own rounding. A relative
+    tolerance would not do: at a few ms the ms rounding alone moves the rate by more than 0.1%."""
+    lo = 1000 * n / (ms + half_unit)
+    hi = 1000 * n / (ms - half_unit) if ms > half_unit else float("inf")
+    return lo - half_unit <= rate <= hi + half_unit
+
+
 @pytest.fixture(scope="module")
 def gguf_path(tmp_path_factory):
     return write_tiny_gguf(tmp_path_factory.mktemp("cli") / "tiny.gguf", seed=3)
@@ -78,7 +88,7 @@ def test_generate_prints_stages_first_and_timings_last(gguf_path, capsys, monkey
     assert int(found["total"][1]) == len(ids) + len(out)
     prompt_ms, _, per_token, rate = map(float, found["prompt"])
     assert per_token == pytest.approx(prompt_ms / len(ids), abs=0.01)
-    assert rate == pytest.approx(1000 * len(ids) / prompt_ms, rel=1e-3)
+    assert rate_agrees(rate, prompt_ms, len(ids))
     assert float(found["load"][0]) <= float(found["total"][0])
     assert cap.err.rstrip().splitlines()[-1].lstrip().startswith("total time")
 
@@ -95,3 +105,16 @@ def test_generate_json_keeps_stdout_one_document(gguf_path, capsys):
     found = timing_lines(cap.err)
     assert set(found) == set(LINES)
     assert float(found["load"][0]) == pytest.approx(doc["timings"]["load_s"] * 1000, abs=0.01)
+
+
+@pytest.mark.parametrize("prefill_s,n", [(0.0012345, 7), (0.0020049, 3), (0.0456789, 11), (1.5, 2)])
+def test_the_rate_check_holds_to_the_printed_precision(capsys, prefill_s, n):
+    """print_timings' own lines at a few ms (where the ms rounding moves the rate by more than
+    0.1%): the check accepts its rate and refuses one a unit of the last printed digit off."""
+    cli.print_timings(0.1, {"timings": {"prefill_s": prefill_s, "prefill_tokens": n, "decode_s": 0.0,
+                                        "decode_tokens": 0}, "prompt_ids": [0] * n, "generated_ids": []},
+                      1.0)
+    prompt_ms, _, _, rate = map(float, timing_lines(capsys.readouterr().err)["prompt"])
+    assert rate_agrees(rate, prompt_ms, n)
+    hi = 1000 * n / (prompt_ms - 0.005)
+    assert not rate_agrees(hi + 0.02, prompt_ms, n)

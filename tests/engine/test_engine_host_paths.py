@@ -4,7 +4,9 @@ the scheduler's fast path for decodes into an owned block, build_batch's one-tok
 not go through them:
 - every batch the engine builds is rebuilt here from the Python block tables and the token
   lists with the plain formulas (ids, RoPE positions with the sliding offset, slots, context
-  lengths, -1-padded tables, logits rows), and every scheduled write must land in blocks that
+  lengths, -1-padded tables, logits rows) and compared with the plan and with the batch the
+  runner derives on the device from its persistent tables (model/engine/device_batch.py, kept
+  current by the changed rows alone), and every scheduled write must land in blocks that
   the sequence owns alone (copy-on-write done) and that no preempted sequence is scheduled;
 - greedy tokens under tight pools (preemption by recompute in the middle of a step, tiny
   chunks that leave exactly one prompt token, one-token prompts, prefix-cache hits, forks with
@@ -33,14 +35,33 @@ BS = 4
 
 class CheckedBuild:
     """Wraps the engine's plan_batch: checks each batch plan against one rebuilt from the Python
-    tables, the scheduled writes against the ref counts, and counts the paths taken."""
+    tables, the scheduled writes against the ref counts, and counts the paths taken. It also
+    wraps the runner's persistent device batch: the AttentionBatch it derives on the device
+    (positions, slots, context lengths, -1-padded tables from its own copy of the block tables,
+    updated by changed rows only) must equal the one rebuilt here from the Python lists."""
 
     def __init__(self, monkeypatch, e) -> None:
         self.e = e
         self.real = engine_module.plan_batch
         self.batches = self.one_token_prompt_items = self.holes = 0
-        self.decodes = self.one_token_tail_chunks = 0
+        self.decodes = self.one_token_tail_chunks = self.deferred = self.built = 0
+        self.expected: dict[int, tuple] = {}          # id(plan) -> what the device must derive
         monkeypatch.setattr(engine_module, "plan_batch", self)
+        real_build = e.runner.batch.build
+
+        def build(plan, prev_ids=None):
+            batch, input_ids = real_build(plan, prev_ids)
+            pos, slots, ctx, tables = self.expected.pop(id(plan))
+            assert batch.positions.tolist() == pos
+            assert batch.slot_mapping.tolist() == slots
+            assert batch.context_lens.tolist() == ctx
+            assert batch.block_tables.tolist() == tables
+            assert batch.cu_seqlens_q.tolist() == plan.cu_seqlens_q.tolist()
+            assert batch.logits_indices.tolist() == plan.logits_rows.tolist()
+            self.built += 1
+            return batch, input_ids
+
+        monkeypatch.setattr(e.runner.batch, "build", build)
 
     def __call__(self, items, spec, bm, logits):
         bm.check_invariants()                          # includes the numpy mirror of the tables
@@ -49,6 +70,7 @@ class CheckedBuild:
         self.batches += 1
         seen = set()
         ids, pos, slots, cu, ctx, rows, tables = [], [], [], [0], [], [], []
+        deferred, deferred_draws, starts, offsets, seq_rows = [], [], [], [], []
         bs = bm.block_size
         for it in items:
             seq = it.seq
@@ -61,12 +83,22 @@ class CheckedBuild:
                 assert table[i] >= 0 and bm.ref_count(table[i]) == 1, \
                     f"seq {seq.seq_id} writes block {table[i]} it does not own alone"
             offset = eviction.rope_offset(table, it.start, bs) if seq.pattern.evicts else 0
-            ids += seq.all_ids[it.start:it.end]
+            known = seq.all_ids[it.start:it.end]
+            if it.end > seq.num_tokens:          # overlap: its id is still on the device
+                assert it.end - it.start == 1 and seq.num_pending == 1 and not known
+                deferred.append(len(ids))
+                deferred_draws.append(seq.pending_draw)
+                self.deferred += 1
+                known = [0]
+            ids += known
+            starts.append(it.start)
+            offsets.append(offset)
+            seq_rows.append(bm.table_row(seq.seq_id))
             pos += [p - offset for p in range(it.start, it.end)]
             slots += [table[p // bs] * bs + p % bs for p in range(it.start, it.end)]
             cu.append(cu[-1] + it.end - it.start)
             ctx.append(it.end)
-            if it.end == seq.num_tokens:
+            if it.end == seq.num_tokens_ahead:
                 rows.append(cu[-1] - 1)
             tables.append(table)
             self.holes += -1 in table
@@ -79,12 +111,16 @@ class CheckedBuild:
                     self.one_token_tail_chunks += 1
         width = max(len(t) for t in tables)
         assert input_ids.tolist() == ids
-        assert batch.positions.tolist() == pos
-        assert batch.slot_mapping.tolist() == slots
+        assert batch.starts.tolist() == starts and batch.rope_offsets.tolist() == offsets
+        assert batch.has_offsets == any(offsets)
+        assert len(set(seq_rows)) == len(seq_rows) and batch.seq_rows.tolist() == seq_rows
+        assert batch.table_width == width
         assert batch.cu_seqlens_q.tolist() == cu and batch.num_rows == len(items)
         assert batch.context_lens.tolist() == ctx
-        assert batch.block_tables.tolist() == [t + [-1] * (width - len(t)) for t in tables]
+        self.expected[id(batch)] = (pos, slots, ctx, [t + [-1] * (width - len(t)) for t in tables])
         assert batch.logits_rows.tolist() == rows
+        assert batch.deferred_tokens.tolist() == deferred
+        assert batch.deferred_draws.tolist() == deferred_draws
         assert len(batch.logits) == len(rows)
         return batch
 
@@ -108,9 +144,12 @@ def expected():
     return want
 
 
+@pytest.mark.parametrize("overlap", [False, True], ids=["plain", "overlap"])
 @pytest.mark.parametrize("num_blocks,budget", [(400, 4096), (14, 5), (10, 3)])
-def test_tight_pools_equal_a_full_recompute_loop(monkeypatch, expected, num_blocks, budget):
-    e = engine(num_blocks=num_blocks, block_size=BS, max_num_batched_tokens=budget, max_num_seqs=8)
+def test_tight_pools_equal_a_full_recompute_loop(monkeypatch, expected, num_blocks, budget,
+                                                 overlap):
+    e = engine(num_blocks=num_blocks, block_size=BS, max_num_batched_tokens=budget, max_num_seqs=8,
+               overlap=overlap)
     check = CheckedBuild(monkeypatch, e)
     for pat in PATTERNS[:3]:                           # the shared prefix, cached per pattern
         assert e.generate(SHARED + [1], GREEDY, pattern=pat) == expected[(tuple(SHARED + [1]), pat)]
@@ -125,13 +164,16 @@ def test_tight_pools_equal_a_full_recompute_loop(monkeypatch, expected, num_bloc
     e.bm.check_invariants()
     assert e.bm.num_owned == 0 and e.bm.seq_tables.num_mirror_rows == 0
     assert check.decodes and check.one_token_prompt_items and check.holes
+    assert check.built == check.batches and not check.expected
+    assert (check.deferred > 0) == overlap             # decodes of ids still on the device
     assert e.bm.cow_copies > 0 and e.bm.prefix_hits > 0
     if num_blocks < 100:
         assert reports[-1].cache.preemptions > 0
         assert check.one_token_tail_chunks > 0          # a chunk that leaves exactly one token
 
 
-def test_samples_and_beams_in_a_tight_pool_equal_them_alone(monkeypatch):
+@pytest.mark.parametrize("overlap", [False, True], ids=["plain", "overlap"])
+def test_samples_and_beams_in_a_tight_pool_equal_them_alone(monkeypatch, overlap):
     sampled = SamplingParams(temperature=1.0, top_k=20, max_tokens=MAX_NEW, ignore_eos=True,
                              seed=11, n=3)
     beam = BeamSearchParams(beam_width=3, max_tokens=6, ignore_eos=True)
@@ -144,7 +186,8 @@ def test_samples_and_beams_in_a_tight_pool_equal_them_alone(monkeypatch):
     want_beams = [h.token_ids for h in engine(num_blocks=400, block_size=BS).beam_search(
         PROMPTS[3], beam)]
     # together, in a pool that preempts
-    e = engine(num_blocks=10, block_size=BS, max_num_batched_tokens=4, max_num_seqs=8)
+    e = engine(num_blocks=10, block_size=BS, max_num_batched_tokens=4, max_num_seqs=8,
+               overlap=overlap)
     check = CheckedBuild(monkeypatch, e)
     rids = [e.add_request(p, dataclasses.replace(sampled, seed=11 + j * 10))
             for j, p in enumerate(PROMPTS[:3])]
@@ -155,6 +198,7 @@ def test_samples_and_beams_in_a_tight_pool_equal_them_alone(monkeypatch):
             assert got[(rid, i)] == alone[(j, i)], (j, i)
     assert [got[(brid, r)] for r in range(len(want_beams))] == want_beams
     assert reports[-1].cache.preemptions > 0 and e.bm.cow_copies > 0 and check.decodes
+    assert (check.deferred > 0) == overlap
     e.bm.check_invariants()
     assert e.bm.num_owned == 0 and e.bm.seq_tables.num_mirror_rows == 0
 

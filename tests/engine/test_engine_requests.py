@@ -3,9 +3,15 @@ on; stop rules (EOS / stop ids, stop strings held back and cut, max tokens); str
 the tokenizer's decode of the ids; abort frees blocks; patterns free blocks and leave holes."""
 from __future__ import annotations
 
+import pytest
+
 from llm_playground.model.engine.outcomes import FinishReason
 from llm_playground.model.engine.sampling_params import SamplingParams
 from engine_helpers import engine, prompts, run_all
+
+# Overlap scheduling applies a step's ids one call late (EngineConfig.overlap): the report tests
+# below run both ways, and say where a report comes one call later with it on.
+OVERLAP = pytest.mark.parametrize("overlap", [False, True], ids=["plain", "overlap"])
 
 P = prompts(3, 5, 20, seed=3)
 GREEDY = SamplingParams(max_tokens=16, ignore_eos=True)
@@ -114,8 +120,9 @@ def test_streaming_pattern_runs_past_the_cache_with_holes():
     assert c.num_used == 0 and c.num_free == 6
 
 
-def test_reports_account_for_blocks_and_waste():
-    e = engine(num_blocks=64, block_size=4)
+@OVERLAP
+def test_reports_account_for_blocks_and_waste(overlap):
+    e = engine(num_blocks=64, block_size=4, overlap=overlap)
     e.add_request(list(range(10)), SamplingParams(max_tokens=5, ignore_eos=True))
     r = e.step()
     c = r.cache
@@ -123,7 +130,11 @@ def test_reports_account_for_blocks_and_waste():
     assert c.num_used == 3 and c.kv_bytes_in_use == 3 * c.bytes_per_block
     assert c.kv_bytes_wasted == 2 * c.bytes_per_block // 4        # 12 slots, 10 written
     assert c.reserved_bytes_equivalent == 15 * c.bytes_per_block // 4
-    assert r.num_prefill_tokens == 10 and len(r.ttft_s) == 1
+    assert r.num_prefill_tokens == 10 and len(r.ttft_s) == (0 if overlap else 1)
+    if overlap:                    # the first token lands in the next call, beside the decode
+        r2 = e.step()
+        assert len(r2.ttft_s) == 1 and [len(o.new_token_ids) for o in r2.outputs] == [1]
+        assert r2.num_decode_tokens == 1 and r2.cache.num_used == 3
     assert sorted(r.sequences[0].block_table) == [b.block_id for b in c.blocks if b.state == "used"]
     assert all(c.blocks[b].owners == [r.sequences[0].seq_id] for b in r.sequences[0].block_table)
 
@@ -226,7 +237,7 @@ def test_cache_report_equals_a_from_scratch_recount():
         assert c.kv_bytes_wasted == sum(4 - x[4] for x in owned) * c.bytes_per_block // 4
         states |= {x[1] for x in got}
         # The summary-only report (report_blocks=False) gives the same totals without the list.
-        s = e._cache_report(e._live_seqs(), with_blocks=False)
+        s = e._cache_report(with_blocks=False)
         assert s.blocks == []
         for name in ("num_free", "num_cached", "num_used", "num_shared", "kv_bytes_in_use",
                      "kv_bytes_wasted", "reserved_bytes_equivalent"):
@@ -270,14 +281,15 @@ def test_without_chunking_a_long_prompt_is_not_starved_by_running_decodes():
     assert 60 in prefill_sizes          # the whole prompt in one step, beside the decodes
 
 
-def test_a_one_token_prefill_is_counted_as_prefill_not_decode():
+@OVERLAP
+def test_a_one_token_prefill_is_counted_as_prefill_not_decode(overlap):
     """A 1-token prompt, and a prompt served by the prefix cache but for its last token, still
     compute the prompt: the reports must count that token as prefill, and count as decode only
     the tokens after the first one (else `generate --json` says 0 prefill tokens and the Chat
     strip's decode tok/s includes the time to first token)."""
     params = SamplingParams(max_tokens=5, ignore_eos=True)
     prompt = prompts(1, 9, 9, seed=31)[0]             # 2 full blocks of 4 + 1 token
-    e = engine()
+    e = engine(overlap=overlap)
     e.generate(prompt, params)                        # caches the 2 full blocks
     for p, cached in (([prompt[0]], 0), (prompt, 8)):
         hits = e.bm.prefix_hits
@@ -286,23 +298,28 @@ def test_a_one_token_prefill_is_counted_as_prefill_not_decode():
         assert e.bm.prefix_hits - hits == cached          # tokens served by the cache
         assert sum(r.num_prefill_tokens for r in reports) == len(p) - cached
         assert sum(r.num_decode_tokens for r in reports) == params.max_tokens - 1
-        first = next(r for r in reports if rid in r.ttft_s)
+        at = next(i for i, r in enumerate(reports) if rid in r.ttft_s)
+        first = reports[at - 1] if overlap else reports[at]    # the step that ran the prompt
         assert first.num_prefill_tokens == len(p) - cached and first.num_decode_tokens == 0
 
 
-def test_a_request_that_ends_in_its_first_step_is_still_reported():
+@OVERLAP
+def test_a_request_that_ends_in_its_first_step_is_still_reported(overlap):
     """A request that finishes within one step (max_tokens=1, or a first sampled token that is
     EOS / a stop id) must be in that step's `sequences`, marked finished, with the blocks it held
     and the prompt tokens the prefix cache served, as they were before its blocks were freed (the
     Chat strip showed 0 KV blocks and 0 prefix hits for such a request)."""
     prompt = prompts(1, 10, 10, seed=41)[0]           # 2 full blocks of 4 + 2 tokens: 3 blocks
-    e = engine()
+    e = engine(overlap=overlap)
     first = e.generate(prompt, SamplingParams(max_tokens=1))[0]   # also fills the prefix cache
     one_token = SamplingParams(max_tokens=1)
     stops_at_once = SamplingParams(max_tokens=16, stop_token_ids=(first,))
     for params, reason in ((one_token, FinishReason.MAX_TOKENS), (stops_at_once, FinishReason.END_OF_SEQUENCE)):
         rid = e.add_request(prompt, params)
         r = e.step()
+        if overlap and params is stops_at_once:        # its first token lands one call late
+            assert not r.outputs and e.has_unfinished()
+            r = e.step()
         assert not e.has_unfinished()
         out = [o for o in r.outputs if o.request_id == rid]
         assert len(out) == 1 and out[0].finished and out[0].finish_reason is reason
@@ -312,18 +329,24 @@ def test_a_request_that_ends_in_its_first_step_is_still_reported():
         assert s.status == "finished" and s.prompt_len == 10 and s.output_len == 1
         assert s.num_cached_tokens == 8                   # the 2 full blocks came from the cache
         assert len(s.block_table) == 3 and all(b >= 0 for b in s.block_table)
-        assert s.kv_tokens == 10                          # K/V written for the whole prompt
+        # K/V written for the whole prompt; with overlap a stop-id end was only known after the
+        # next step had written its token's K/V too (that step's draw is dropped)
+        late = overlap and params is stops_at_once
+        assert s.kv_tokens == (11 if late else 10)
         # the pool after the step: nothing owned, the report's blocks are free or cached now
         assert r.cache.num_used == r.cache.num_shared == 0 and r.num_running == 0
         assert e.step().sequences == []                   # reported once, not again
 
 
-def test_finished_and_aborted_sequences_are_reported_once_beside_the_live_ones():
-    e = engine()
+@OVERLAP
+def test_finished_and_aborted_sequences_are_reported_once_beside_the_live_ones(overlap):
+    e = engine(overlap=overlap)
     p = prompts(2, 6, 6, seed=42)
     short = e.add_request(p[0], SamplingParams(max_tokens=2, ignore_eos=True))
     long = e.add_request(p[1], SamplingParams(max_tokens=20, ignore_eos=True))
     e.step()
+    if overlap:                                       # the first tokens land one call late
+        e.step()
     r = e.step()                                      # `short` ends here, `long` goes on
     status = {s.request_id: s.status for s in r.sequences}
     assert status == {short: "finished", long: "running"}
@@ -331,6 +354,9 @@ def test_finished_and_aborted_sequences_are_reported_once_beside_the_live_ones()
     e.abort(long)
     r = e.step()                                      # the abort's output and its last report
     assert [(s.request_id, s.status) for s in r.sequences] == [(long, "finished")]
-    assert r.sequences[0].kv_tokens == 7              # 6 prompt + 1 output token written
+    # 6 prompt + 1 output token written; with overlap the step in flight at the abort had
+    # written the second output token's K/V too (its draw is dropped)
+    assert r.sequences[0].output_len == 2
+    assert r.sequences[0].kv_tokens == (8 if overlap else 7)
     assert len(r.sequences[0].block_table) == 2       # in blocks of 4
     assert any(o.request_id == long and o.finish_reason is FinishReason.ABORTED for o in r.outputs)

@@ -12,7 +12,7 @@ from transformers.generation.logits_process import (
 )
 
 from llm_playground.model.engine.sampler import (apply_min_p, apply_repetition_penalty, apply_top_k_top_p,
-                                                 make_generator, sample)
+                                                 make_generator, sample, sample_ids)
 from llm_playground.model.engine.sampling_params import SamplingParams
 
 
@@ -107,3 +107,31 @@ def test_the_largest_seed_works_for_every_sample():
     assert [make_generator(p.seed, i).initial_seed() for i in range(2)] == [2**64 - 2, 2**64 - 1]
     with pytest.raises(ValueError, match="seed"):
         SamplingParams(seed=2**64 - 2, n=3)
+
+
+def test_sample_ids_draws_what_torch_multinomial_draws_without_a_sync():
+    """sample_ids writes torch.multinomial's one-sample path out by hand (no validity check,
+    which reads back to the host): for the same generator state, the same ids, row by row,
+    greedy rows mixed in; `sample` is its host list."""
+    logits = torch.randn(7, 40, generator=torch.Generator().manual_seed(7)) * 3
+    params = [SamplingParams(temperature=t, top_k=k, top_p=p, min_p=m, seed=i)
+              for i, (t, k, p, m) in enumerate([(1.0, 0, 1.0, 0.0), (0.0, 0, 1.0, 0.0), (0.7, 5, 1.0, 0.0),
+                                                (1.3, 0, 0.8, 0.0), (0.0, 3, 1.0, 0.0), (0.9, 10, 0.9, 0.0),
+                                                (1.2, 0, 1.0, 0.05)])]
+    ids = sample_ids(logits, params, [make_generator(p.seed, 0) for p in params], [[]] * 7)
+    assert ids.dtype == torch.long and ids.shape == (7,)
+    want = []
+    for i, p in enumerate(params):
+        if p.temperature == 0:
+            want.append(int(logits[i].argmax()))
+            continue
+        row = (logits[i:i + 1] - logits[i].max()) / p.temperature
+        if p.top_k or p.top_p < 1:
+            row = apply_top_k_top_p(row, torch.tensor([p.top_k]), torch.tensor([p.top_p]))
+        if p.min_p:
+            row = apply_min_p(row, torch.tensor([p.min_p]))
+        g = make_generator(p.seed, 0)
+        want.append(int(torch.multinomial(row.softmax(-1)[0], 1, generator=g)))
+    assert ids.tolist() == want
+    again = sample(logits, params, [make_generator(p.seed, 0) for p in params], [[]] * 7)
+    assert again == want

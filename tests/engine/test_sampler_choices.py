@@ -169,14 +169,29 @@ def outputs(e, requests) -> dict:
     return got
 
 
+@pytest.mark.parametrize("overlap", [False, True])
 @pytest.mark.parametrize("params", [
     SamplingParams(max_tokens=6, logprobs=5, repetition_penalty=1.2),
     SamplingParams(max_tokens=6, logprobs=5, temperature=0.8, top_k=20, top_p=0.9, min_p=0.05,
                    repetition_penalty=1.2, seed=7, ignore_eos=True),
+    SamplingParams(max_tokens=6, logprobs=3, ignore_eos=True),           # these two run ahead
+    SamplingParams(max_tokens=6, logprobs=4, temperature=0.9, top_k=12, top_p=0.95, min_p=0.02,
+                   seed=9, ignore_eos=True),
 ])
-def test_engine_choices_equal_hf_on_a_direct_forward(params):
+def test_engine_choices_equal_hf_on_a_direct_forward(params, overlap):
+    """With overlap on (EngineConfig.overlap, the CPU runs its one-step-late path), a request
+    without a repetition penalty runs ahead of its result (its next decode reads the drawn id
+    on the device) and its choices come through the runner's host copies one call late: still
+    the distribution of that very draw."""
     prompt = prompts(1, 9, 9, seed=3)[0]
-    ((ids, choices),) = outputs(engine(), [(prompt, params)]).values()
+    e = engine(overlap=overlap)
+    deferred = []
+    real_submit = e.runner.submit
+    e.runner.submit = lambda plan: (deferred.append(sum(len(b.deferred_tokens) for b in plan.batches)),
+                                    real_submit(plan))[1]
+    ((ids, choices),) = outputs(e, [(prompt, params)]).values()
+    ahead = overlap and params.repetition_penalty == 1.0
+    assert (sum(deferred) > 0) == ahead                     # the rows ran ahead exactly then
     assert len(ids) == len(choices) == 6
     for j, (tok, choice) in enumerate(zip(ids, choices)):
         assert choice.token_id == tok                       # the id drawn is the id emitted

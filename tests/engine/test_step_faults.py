@@ -57,7 +57,7 @@ def test_a_failed_step_fails_its_requests_and_the_engine_serves_on(monkeypatch, 
     if where == "forward":
         Fault(monkeypatch, e.runner.model, "forward", make)
     else:
-        Fault(monkeypatch, sampler, "sample", make)
+        Fault(monkeypatch, sampler, "sample_ids", make)
     failed = e.step()
     for rid in (first, second):
         outs = _outputs([failed], rid)
@@ -81,7 +81,7 @@ def test_kv_written_by_a_failed_step_is_never_cached(monkeypatch):
     reuse K/V no finished step vouches for."""
     e = engine(num_blocks=64, block_size=4)
     prompt = P[1][:17]                              # 4 full blocks + 1 token
-    Fault(monkeypatch, sampler, "sample", lambda: RuntimeError("boom"))
+    Fault(monkeypatch, sampler, "sample_ids", lambda: RuntimeError("boom"))
     rid = e.add_request(prompt, GREEDY)
     report = e.step()                               # the whole prompt in one step, then the fault
     assert _outputs([report], rid)[-1].finish_reason is FinishReason.ERROR

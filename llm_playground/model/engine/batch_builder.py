@@ -2,10 +2,14 @@
 
 The engine (model/engine/engine.py) calls `plan_batch` once per distinct attention mask in a
 step, with the sequences the scheduler chose (decodes first, then prefill chunks). For each it
-takes the new token ids `all_ids[start:end]`, their RoPE positions (shifted back by the evicted
-span for sliding patterns, model/engine/eviction.py), their cache slots and the block table;
-tables are padded with -1 to the widest. The layout is the one model/engine/step_plan.py
-documents; the model runner moves it to the device (model/engine/device_batch.py).
+takes the new token ids `all_ids[start:end]`, where they start, the sequence's row of the
+persistent block table (the runner keeps the tables on the device and gets only the rows that
+changed, StepPlan.table_rows) and, for sliding patterns, how far the RoPE positions shift back
+for the evicted span (model/engine/eviction.py). Positions, slots and the batch's tables are
+derived from those on the device (model/engine/device_batch.py): nothing here walks a block
+table. A decode of a token still on its way from the device (overlap scheduling:
+`seq.num_pending`) gets id 0 and a deferred entry naming the previous step's draw
+`seq.pending_draw`. The layout is the one model/engine/step_plan.py documents.
 This module does not schedule, allocate blocks, touch tensors or run the model.
 """
 from __future__ import annotations
@@ -22,39 +26,56 @@ def plan_batch(items: list[ScheduledSeq], spec, bm: BlockManager,
                logits: list[LogitsRequest]) -> BatchPlan:
     """The `BatchPlan` of `items`, all under mask `spec`; `logits` has one entry per item that
     needs logits, in order (what to sample from its row)."""
-    ids, positions, slots, cu, ctx, logit_rows = [], [], [], [0], [], []
-    bs = bm.block_size
-    width = 0
+    ids, rows, starts, offsets, cu, logit_rows = [], [], [], [], [0], []
+    deferred, deferred_draws = [], []
+    bs, table_of, row_of = bm.block_size, bm.table, bm.table_row
+    width = max_ctx = max_q = 0
+    num_decodes = 0
+    has_holes = has_prefix = has_offsets = False
     for it in items:
         seq = it.seq
-        table = bm.table(seq.seq_id)
-        width = max(width, len(table))
-        start, end = it.start, it.end
-        if end - start == 1 and not seq.pattern.evicts:       # a decode: one token, no shift
-            p = len(seq.prompt_ids)
+        sid = seq.seq_id
+        table = table_of(sid)
+        if len(table) > width:
+            width = len(table)
+        start, end, n = it.start, it.end, it.num_tokens
+        rows.append(row_of(sid))
+        starts.append(start)
+        offset = 0
+        if seq.pattern.evicts:
+            offset = eviction.rope_offset(table, start, bs)
+            has_offsets = has_offsets or offset != 0
+            has_holes = has_holes or bm.num_holes(sid) > 0
+        offsets.append(offset)
+        p = len(seq.prompt_ids)
+        if end > p + len(seq.output_ids):    # its one token is still on the device (overlap)
+            assert n == 1 and seq.num_pending == 1, "only a decode can wait for its id"
+            deferred.append(len(ids))
+            deferred_draws.append(seq.pending_draw)
+            ids.append(0)
+        elif n == 1:
             ids.append(seq.prompt_ids[start] if start < p else seq.output_ids[start - p])
-            positions.append(start)
-            slots.append(table[start // bs] * bs + start % bs)
         else:
-            offset = eviction.rope_offset(table, start, bs) if seq.pattern.evicts else 0
             ids += seq.token_slice(start, end)
-            positions += range(start - offset, end - offset)
-            slots += bm.slot_mapping(seq.seq_id, start, end)
-        cu.append(cu[-1] + it.num_tokens)
-        ctx.append(end)
+            has_prefix = has_prefix or start > 0
+        if n == 1:
+            num_decodes += 1
+        if n > max_q:
+            max_q = n
+        if end > max_ctx:
+            max_ctx = end
+        cu.append(cu[-1] + n)
         if it.needs_logits:
             logit_rows.append(cu[-1] - 1)
-    B = len(items)
-    tables = bm.table_rows([it.seq.seq_id for it in items], width)                  # (B, W)
     return BatchPlan(
         mask=spec, input_ids=np.asarray(ids, dtype=np.int64),                      # (T,)
-        positions=np.asarray(positions, dtype=np.int64),                          # (T,)
-        slot_mapping=np.asarray(slots, dtype=np.int64),                           # (T,)
+        seq_rows=np.asarray(rows, dtype=np.int32),                                # (B,)
+        starts=np.asarray(starts, dtype=np.int32),                                # (B,)
         cu_seqlens_q=np.asarray(cu, dtype=np.int32),                              # (B + 1,)
-        context_lens=np.asarray(ctx, dtype=np.int32),                             # (B,)
-        block_tables=tables.reshape(B, width),                                    # (B, W)
+        rope_offsets=np.asarray(offsets, dtype=np.int32),                         # (B,)
         logits_rows=np.asarray(logit_rows, dtype=np.int64), logits=logits,        # (N,)
-        num_decodes=sum(1 for it in items if it.num_tokens == 1),
-        max_q_len=max(it.num_tokens for it in items), max_context_len=max(ctx),
-        has_holes=any(bm.num_holes(it.seq.seq_id) for it in items),
-        has_prefix=any(it.start > 0 for it in items if it.num_tokens > 1))
+        num_decodes=num_decodes, max_q_len=max_q, max_context_len=max_ctx,
+        table_width=width, has_holes=has_holes, has_prefix=has_prefix,
+        has_offsets=has_offsets,
+        deferred_tokens=np.asarray(deferred, dtype=np.int64),                     # (P,)
+        deferred_draws=np.asarray(deferred_draws, dtype=np.int64))                # (P,)

@@ -42,7 +42,7 @@ class BlockManager:
         self.num_blocks = num_blocks
         self.block_size = block_size
         self.enable_prefix_caching = enable_prefix_caching
-        self.pool = BlockPool(num_blocks)
+        self.pool = BlockPool(num_blocks, block_size)
         self.seq_tables = SequenceTables(block_size)
         self.prefix_index = PrefixIndex(self.pool, block_size, enable_prefix_caching)
         self._cow_copies = 0
@@ -55,6 +55,10 @@ class BlockManager:
         self.num_holes = tables.num_holes      # (seq_id) -> -1 entries of its table
         self.table_snapshots = tables.snapshots  # (seq_ids) -> [(table copy, holes)], ([], 0) if none
         self.table_rows = tables.gather        # (seq_ids, width) -> (B, width) int32, -1 padded
+        self.table_row = tables.row_of         # (seq_id) -> its row of the mirror / device table
+        self.table_version = tables.version    # (seq_id) -> changes whenever its table does
+        self.take_table_updates = tables.take_updates   # () -> (rows, contents) changed since
+        self.resend_table_rows = tables.resend_all     # () -> None: next updates carry every row
         self.has_uncommitted = tables.has_uncommitted   # (seq_id, num_computed) -> bool
         self.ref_count = pool.ref_count        # (block) -> sequences holding it
         self.block_hash = pool.hash_of         # (block) -> prefix-cache hash or None
@@ -177,6 +181,7 @@ class BlockManager:
                 pool.incref(nb, seq_id)
                 pool.decref(b, seq_id)
                 tables.replace(seq_id, i, nb)
+                pool.copy_fill(b, nb)
                 copies.append((b, nb))
                 self._cow_copies += 1
         while len(table) < n:
@@ -244,23 +249,27 @@ class BlockManager:
         self.pool.touch_all(blocks)
 
     def touch_written(self, seq_id: int, start: int, end: int) -> None:
-        """`touch` the blocks of seq_id holding positions [start, end)."""
-        table, bs = self.table(seq_id), self.block_size
+        """Positions [start, end) of seq_id are written this step: its blocks there hold that
+        many more tokens (their BlockInfos are rebuilt at the next report)."""
+        table, bs, fill_to = self.table(seq_id), self.block_size, self.pool.fill_to
         if end - start == 1:
             b = table[start // bs]
             if b >= 0:
-                self.pool.touch_block(b)
+                fill_to(b, start % bs + 1)
         else:
-            self.pool.touch_all(table[start // bs:(end - 1) // bs + 1])
+            for i in range(start // bs, (end - 1) // bs + 1):
+                b = table[i]
+                if b >= 0:
+                    fill_to(b, min(bs, end - i * bs))
 
-    def block_infos(self, partial: dict[int, int]) -> list[BlockInfo]:
-        """One BlockInfo per physical block. partial: block -> tokens written, for the blocks of
-        live sequences that are not full (a sequence's tail); other owned blocks are full."""
-        return self.pool.block_infos(partial, self.block_size)
+    def block_infos(self) -> list[BlockInfo]:
+        """One BlockInfo per physical block (rebuilt for the blocks changed since the last call)."""
+        return self.pool.block_infos()
 
-    def unfilled_slots(self, partial: dict[int, int]) -> int:
-        """Slots not holding a token in the owned blocks of `partial` (block -> tokens written)."""
-        return self.pool.unfilled_slots(partial, self.block_size)
+    @property
+    def unfilled_slots(self) -> int:
+        """Slots of owned blocks not holding a token (a running total)."""
+        return self.pool.unfilled_slots
 
     def counts(self) -> dict[str, int]:
         """Blocks per state, recounted over the whole pool (O(pool))."""

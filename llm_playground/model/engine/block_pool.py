@@ -6,14 +6,16 @@ One `BlockPool` owns every per-physical-block fact, one array entry per block:
 - the free list (blocks that hold nothing reusable, handed out FIFO) and the LRU of cached
   blocks (ref count 0 but hashed: reusable by a later prompt, evicted oldest first when a fresh
   block is needed and the free list is empty),
-- a running count of shared blocks (ref count > 1), so the summary report costs O(1),
+- how many tokens each block holds (`fill`: the block manager reports every write, `fill_to`;
+  a block's owners all hold it at one logical index and only ever write further, so the
+  fullest owner's count is the largest written), and the running total of unfilled slots of
+  owned blocks, so the summary report costs O(1),
+- a running count of shared blocks (ref count > 1),
 - the report cache: `BlockInfo`s rebuilt only for blocks touched since the last report.
 A block's state (FREE / CACHED / USED / SHARED) is derived from its ref count and hash.
 
 It does not know about sequences' tables, the hash chain or the hash -> block index (that is
-model/engine/prefix_index.py, which the block manager tells when `alloc` evicts a block), and it
-does not know how many tokens a block holds: that follows from its owners' progress, which the
-sequences own (the caller passes it to `block_infos`).
+model/engine/prefix_index.py, which the block manager tells when `alloc` evicts a block).
 """
 from __future__ import annotations
 
@@ -32,8 +34,11 @@ class BlockPool:
     the ref-count list's own bound __getitem__, and `touch_block(b)` (`touch` for a real block,
     b >= 0) the dirty set's bound add: they run per sequence per step."""
 
-    def __init__(self, num_blocks: int) -> None:
+    def __init__(self, num_blocks: int, block_size: int = 1) -> None:
         self.num_blocks = num_blocks
+        self.block_size = block_size
+        self._fill = [0] * num_blocks                            # tokens written in the block
+        self._unfilled = 0                                       # sum of bs - fill, owned blocks
         self._ref = [0] * num_blocks
         self._owners: list[set[int]] = [set() for _ in range(num_blocks)]
         self._hash: list[int | None] = [None] * num_blocks
@@ -99,10 +104,17 @@ class BlockPool:
         """Cached blocks evicted to serve an allocation, cumulative."""
         return self._evictions
 
-    def unfilled_slots(self, partial: dict[int, int], block_size: int) -> int:
-        """Slots not holding a token in the owned blocks of `partial` (block -> tokens written)."""
-        ref = self._ref
-        return sum(block_size - n for b, n in partial.items() if ref[b] > 0)
+    @property
+    def unfilled_slots(self) -> int:
+        """Slots of owned blocks not holding a token (a running total: O(1))."""
+        return self._unfilled
+
+    def fill(self, b: int) -> int:
+        """Tokens block b holds: block_size if hashed (cached or owned), what was written into
+        it if owned, 0 if free."""
+        if self._hash[b] is not None:
+            return self.block_size
+        return self._fill[b] if self._ref[b] else 0
 
     def num_shared_in(self, table: list[int], lo: int, hi: int) -> int:
         """How many of table[lo:hi] are real blocks with ref count > 1 (copy-on-write needed)."""
@@ -124,13 +136,16 @@ class BlockPool:
         The free list comes first (FIFO); else the least recently freed cached block is evicted
         (the caller drops the returned hash from its index). Raises NoFreeBlocksError."""
         if self._free:
-            return self._free.popleft(), None
+            b = self._free.popleft()
+            self._fill[b] = 0
+            return b, None
         if self._lru:
             b, _ = self._lru.popitem(last=False)
             self._dirty.add(b)
             h = self._hash[b]
             self._hash[b] = None
             self._tokens[b] = None
+            self._fill[b] = 0
             self._evictions += 1
             return b, h
         raise NoFreeBlocksError("no free KV blocks")
@@ -141,6 +156,7 @@ class BlockPool:
         ref = self._ref[b]
         if ref == 0:
             self._lru.pop(b, None)
+            self._unfilled += self.block_size - self._fill[b]
         elif ref == 1:
             self._num_shared += 1
         self._ref[b] = ref + 1
@@ -155,6 +171,7 @@ class BlockPool:
             self._num_shared -= 1
         self._owners[b].discard(seq_id)
         if ref == 0:
+            self._unfilled -= self.block_size - self._fill[b]
             if self._hash[b] is not None:
                 self._lru[b] = None               # most recently used at the end
             else:
@@ -165,6 +182,20 @@ class BlockPool:
         self._dirty.add(b)
         self._hash[b] = h
         self._tokens[b] = tokens
+        self.fill_to(b, self.block_size)
+
+    def fill_to(self, b: int, n: int) -> None:
+        """Block b (owned) now holds at least n tokens (written this step)."""
+        old = self._fill[b]
+        if n > old:
+            self._fill[b] = n
+            if self._ref[b]:
+                self._unfilled -= n - old
+        self._dirty.add(b)
+
+    def copy_fill(self, src: int, dst: int) -> None:
+        """dst (owned, fresh) is a copy-on-write copy of src: it holds what src holds."""
+        self.fill_to(dst, self._fill[src])
 
     def clear_hash(self, b: int) -> int | None:
         """Block b no longer caches anything (its K/V cannot be trusted); returns the old hash."""
@@ -182,19 +213,14 @@ class BlockPool:
         self._dirty.update(b for b in blocks if b >= 0)
 
     # ---- reports -----------------------------------------------------------------------------
-    def block_infos(self, partial: dict[int, int], block_size: int) -> list[BlockInfo]:
-        """One BlockInfo per block. partial: block -> tokens written, for owned blocks that are
-        not full; other owned and all cached blocks hold block_size tokens, free ones none."""
+    def block_infos(self) -> list[BlockInfo]:
+        """One BlockInfo per block (`fill` tokens each); only blocks touched since the last
+        call are rebuilt (O(changes)), the rest are the same immutable objects as before; the
+        returned list itself is a new one (one pointer copy per block)."""
+        fill = self.fill
         for b in self._dirty:
-            ref = self._ref[b]
-            if self._hash[b] is not None:
-                n = block_size
-            elif ref:
-                n = partial.get(b, block_size)
-            else:
-                n = 0
-            self._infos[b] = BlockInfo(block_id=b, state=self.state(b), ref_count=ref,
-                                       owners=sorted(self._owners[b]), num_tokens=n)
+            self._infos[b] = BlockInfo(block_id=b, state=self.state(b), ref_count=self._ref[b],
+                                       owners=sorted(self._owners[b]), num_tokens=fill(b))
         self._dirty.clear()
         return list(self._infos)
 
@@ -228,6 +254,13 @@ class BlockPool:
             assert self._hash[b] == h, f"index entry {h} -> block {b} carries another hash"
         idle = [b for b in range(self.num_blocks) if self._ref[b] == 0]
         assert set(idle) == free | evict, "an unreferenced block is neither free nor cached"
+        unfilled = sum(self.block_size - self._fill[b] for b in range(self.num_blocks)
+                       if self._ref[b])
+        assert unfilled == self._unfilled, "unfilled-slot total out of step"
+        for b in range(self.num_blocks):
+            assert 0 <= self._fill[b] <= self.block_size, f"block {b}: fill out of range"
+            if self._hash[b] is not None:
+                assert self._fill[b] == self.block_size, f"block {b}: hashed but not full"
         c = self.counts()
         assert c[FREE] + c[CACHED] + c[USED] + c[SHARED] == self.num_blocks
         assert c[SHARED] == self._num_shared, "shared-block counter out of step"

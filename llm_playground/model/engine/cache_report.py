@@ -9,34 +9,22 @@ Definitions (what the inspector and the benchmarks show):
   length up front would hold: min(prompt + max_tokens, max_model_len) tokens per sequence (each
   parallel sample its own copy, no sharing), x bytes per token. This is the reservation the seeds
   describe for pre-paging systems (reserve for the longest possible output).
+These are kept as running totals (model/engine/block_pool.py counts the unfilled slots of owned
+blocks as blocks are written, taken and freed; model/engine/report_book.py sums the
+reservations as sequences come and go), so a report costs O(1) plus the BlockInfos of the
+blocks that changed, not a walk over every sequence or block.
 This module only reads, through the block manager's methods; it changes no state.
 """
 from __future__ import annotations
 
 from llm_playground.model.engine.block_manager import BlockManager
-from llm_playground.model.engine.reports import CACHED, FREE, SHARED, USED, CacheReport, SequenceReport
-from llm_playground.model.engine.sequence import Sequence, SeqStatus
-
-
-def tail_fill(bm: BlockManager, seqs: list[Sequence]) -> dict[int, int]:
-    """Tokens written in each live sequence's blocks that are not full (its tail: the block being
-    filled and any allocated ahead). Every other owned block is full. A block shared by several
-    sequences holds the same tokens for each (writes into shared blocks are copied first)."""
-    partial: dict[int, int] = {}
-    bs, find_table = bm.block_size, bm.find_table
-    for s in seqs:
-        table = find_table(s.seq_id)
-        if table is None:
-            continue
-        for i in range(s.num_computed // bs, len(table)):
-            b = table[i]
-            if b >= 0:
-                partial[b] = max(partial.get(b, 0), min(bs, max(0, s.num_computed - i * bs)))
-    return partial
+from llm_playground.model.engine.reports import FREE, CACHED, SHARED, USED, CacheReport, SequenceReport
+from llm_playground.model.engine.sequence import Sequence
 
 
 def sequence_reports(bm: BlockManager, seqs: list[Sequence]) -> list[SequenceReport]:
-    """One SequenceReport per sequence: its block table (a copy) and the KV tokens it holds."""
+    """One SequenceReport per sequence, from scratch: its block table (a copy) and the KV
+    tokens it holds (the engine keeps them current incrementally, report_book.py)."""
     out = []
     bs = bm.block_size
     for s, (table, holes) in zip(seqs, bm.table_snapshots([s.seq_id for s in seqs])):
@@ -46,36 +34,24 @@ def sequence_reports(bm: BlockManager, seqs: list[Sequence]) -> list[SequenceRep
     return out
 
 
-def cache_report(bm: BlockManager, seqs: list[Sequence], bytes_per_block: int, max_model_len: int,
-                 preemptions: int, with_blocks: bool = True) -> CacheReport:
-    """with_blocks=False leaves `blocks` empty and computes the totals from the block manager's
-    counters and the sequences' tail blocks (O(sequences) instead of O(pool)); the figures are
-    the same."""
-    partial = tail_fill(bm, seqs)
+def reserved_tokens(seq: Sequence, max_model_len: int) -> int:
+    """What a contiguous cache reserves for `seq` up front (its share of
+    reserved_bytes_equivalent, in tokens)."""
+    return min(len(seq.prompt_ids) + seq.params.max_tokens, max_model_len)
+
+
+def cache_report(bm: BlockManager, bytes_per_block: int, reserved: int, preemptions: int,
+                 with_blocks: bool = True) -> CacheReport:
+    """The pool now. `reserved`: reserved_tokens summed over the live sequences. with_blocks=
+    False leaves `blocks` empty (the totals are the same)."""
     bs = bm.block_size
     per_token = bytes_per_block // bs
-    if with_blocks:
-        blocks = bm.block_infos(partial)
-        counts = {FREE: 0, CACHED: 0, USED: 0, SHARED: 0}
-        for info in blocks:
-            counts[info.state] += 1
-        owned_fill = [info.num_tokens for info in blocks if info.state in (USED, SHARED)]
-        num_owned = len(owned_fill)
-        wasted_slots = sum(bs - n for n in owned_fill)
-    else:
-        # From the block manager's counters: every owned block is full except the tails.
-        blocks = []
-        num_owned = bm.num_owned
-        counts = bm.state_counts()
-        wasted_slots = bm.unfilled_slots(partial)
-    finished = SeqStatus.FINISHED
-    reserved_tokens = sum(min(len(s.prompt_ids) + s.params.max_tokens, max_model_len)
-                          for s in seqs if s.status is not finished)
+    counts = bm.state_counts()
     return CacheReport(
         num_blocks=bm.num_blocks, block_size=bs, bytes_per_block=bytes_per_block,
         num_free=counts[FREE], num_cached=counts[CACHED], num_used=counts[USED],
-        num_shared=counts[SHARED], blocks=blocks,
-        kv_bytes_in_use=num_owned * bytes_per_block,
-        kv_bytes_wasted=wasted_slots * per_token,
-        reserved_bytes_equivalent=reserved_tokens * per_token,
+        num_shared=counts[SHARED], blocks=bm.block_infos() if with_blocks else [],
+        kv_bytes_in_use=bm.num_owned * bytes_per_block,
+        kv_bytes_wasted=bm.unfilled_slots * per_token,
+        reserved_bytes_equivalent=reserved * per_token,
         prefix_hits=bm.prefix_hits, prefix_queries=bm.prefix_queries, preemptions=preemptions)

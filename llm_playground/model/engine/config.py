@@ -43,6 +43,17 @@ class EngineConfig:
     # without graphs the launches, not the GPU, set the speed. Validated on an H100 (the GPU
     # engine test gives the CPU engine's tokens with and without graphs, 2026-11-23).
     cuda_graphs: bool = True
+    # Overlap scheduling (docs/RUNTIME.md): plan step N+1 while the device runs step N; the ids
+    # of N reach the host one step late (stop rules and streaming apply them then, exactly).
+    # On a GPU the host's scheduling, batch building and reports then hide behind the device's
+    # work instead of adding to it. Exact (the same tokens as off, tested in float32): a token
+    # drawn for a sequence that stopped on the token before is discarded, never emitted. Beam
+    # search, the n > 1 fork of a prompt and repetition penalties wait for their ids (no
+    # overlap for those rows). None = on for CUDA, off for the CPU: the CPU computes
+    # synchronously, so there is nothing to hide and the late path would only add a step to the
+    # time to first token and one discarded row per EOS; True runs the same path there (the
+    # tests do), False is the classic plan, run, apply step.
+    overlap: bool | None = None
     # Put one BlockInfo per physical block into every StepReport (the KV inspector needs it).
     # The cost grows with the pool (O(blocks) per step); throughput runs on a GPU-sized pool turn
     # it off and get the totals alone, computed from the owned blocks. cache_report() is always full.
@@ -84,6 +95,8 @@ class EngineConfig:
             raise ValueError(f"max_num_seqs must be >= 1, got {self.max_num_seqs}")
         if self.max_model_len is not None and self.max_model_len < 1:
             raise ValueError(f"max_model_len must be >= 1, got {self.max_model_len}")
+        if self.overlap is not None and not isinstance(self.overlap, bool):   # 1 is not True
+            raise ValueError(f"overlap must be True, False or None (auto), got {self.overlap!r}")
         parse_pattern(self.attention)   # raises PatternError (a ValueError) with a one-line message
 
 

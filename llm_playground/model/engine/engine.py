@@ -9,7 +9,11 @@ stop strings, max tokens, context end: typed `FinishReason`s, model/engine/outco
 finished sequences, evicts blocks that sliding patterns no longer need (model/engine/eviction.py;
 the kept keys are re-rotated by the runner at the start of the next step) and returns a
 plain-data `StepReport` (whose `sequences` still list the sequences that finished in the step,
-as they were before their blocks were freed). Nothing in this module touches a tensor.
+as they were before their blocks were freed; built from state kept current as it changes,
+model/engine/report_book.py). With overlap scheduling (EngineConfig.overlap, the rules in
+model/engine/run_ahead.py) the step it submits stays in flight while the next call plans and
+submits the following one, and its ids are applied then, one call late and exactly.
+Nothing in this module touches a tensor.
 
 Every request has one `SequenceGroup` (model/engine/sequence_group.py; `self.groups`): it says
 what each logits row is for and takes the row's result, changing its sequences only through a
@@ -26,15 +30,17 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 
-from llm_playground.model.engine import eviction
+from llm_playground.model.engine import eviction, run_ahead, step_faults
 from llm_playground.model.engine.batch_builder import plan_batch
 from llm_playground.model.engine.block_manager import BlockManager
 from llm_playground.model.engine.cache_report import cache_report, sequence_reports
+from llm_playground.model.engine.report_book import ReportBook
 from llm_playground.model.engine.config import EngineConfig, blocks_from_budget
 from llm_playground.model.engine.model_runner import ModelRunner
 from llm_playground.model.engine.outcomes import ErrorKind, FinishReason
 from llm_playground.model.engine.beam_search import BeamGroup, BeamHypothesis, BeamSearchParams
 from llm_playground.model.engine.sequence_group import GroupOps, SamplingGroup, SequenceGroup
+from llm_playground.model.engine.step_faults import InFlight
 from llm_playground.model.engine.step_plan import StepPlan, StepResult
 from llm_playground.model.engine.reports import CacheReport, RequestOutput, SequenceReport, StepReport
 from llm_playground.model.engine.request_rules import (check_prompt, collect_outputs, prompt_list,
@@ -63,6 +69,8 @@ class Engine:
         self.tokenizer = loaded.tokenizer
         self.device_type = str(loaded.device).split(":")[0]      # "cpu" / "cuda"
         self.max_model_len = min(config.max_model_len or mc.max_position, mc.max_position)
+        # Overlap scheduling (EngineConfig.overlap): None = where the device runs asynchronously.
+        self.overlap = config.overlap if config.overlap is not None else self.device_type == "cuda"
         num_blocks = config.num_blocks or blocks_from_budget(config, mc, loaded.dtype, loaded.device)
         self.bm = BlockManager(num_blocks, config.block_size, config.enable_prefix_caching)
         self.scheduler = Scheduler(self.bm, config.max_num_batched_tokens, config.max_num_seqs,
@@ -74,6 +82,9 @@ class Engine:
             max_blocks_per_seq=self.bm.blocks_for(self.max_model_len),
             capture_mask=self.pattern.spec)
         self.requests: dict[int | str, Request] = {}
+        # The live sequences' reports and the reservation total, kept as they change (O(changes)
+        # per report, model/engine/report_book.py).
+        self._book = ReportBook(self.bm, self.max_model_len)
         self._pending: list[RequestOutput] = []      # outputs decided outside step (abort, errors)
         # Sequences finished since the last report, as they were before their blocks were freed:
         # the next StepReport lists them (status "finished") beside the live ones.
@@ -86,6 +97,12 @@ class Engine:
         # the random streams of finished requests to forget.
         self._rerotations: list[tuple[int, list[int]]] = []
         self._released_keys: list[tuple[int, int]] = []
+        # Overlap scheduling: the step submitted last call whose result is not applied yet
+        # (its logits rows and scheduled sequences; None when none is in flight); see `step`.
+        self._in_flight: InFlight | None = None
+        # Logits rows whose result was dropped because their sequence had finished meanwhile
+        # (aborted, or stopped on the token before: the cost of overlap), cumulative.
+        self.discarded_rows = 0
 
     @classmethod
     def from_path(cls, path: str | None = None, progress=None, **fields) -> "Engine":
@@ -147,6 +164,7 @@ class Engine:
         decoder = self.tokenizer.incremental_decoder() if self.tokenizer is not None else None
         seq.text = TextState(decoder, req.params.stop)
         req.seqs.append(seq)
+        self._book.added(seq)
         return seq
 
     def abort(self, request_id: int | str) -> None:
@@ -160,8 +178,9 @@ class Engine:
                 self._finish_sequence(seq, FinishReason.ABORTED)
 
     def has_unfinished(self) -> bool:
-        """True while some request has work left or an output not yet reported."""
-        return self.scheduler.has_work() or bool(self._pending)
+        """True while some request has work left, an output not yet reported, or a step is in
+        flight (overlap scheduling: its result is applied by the next `step`)."""
+        return self.scheduler.has_work() or bool(self._pending) or self._in_flight is not None
 
     def set_pattern(self, spec: str) -> None:
         """The attention pattern of requests added from now on (`dense`, `local:W`, ...)."""
@@ -170,35 +189,63 @@ class Engine:
 
     # ---- one step --------------------------------------------------------------------------------
     def step(self) -> StepReport:
-        """Schedule, run one step on the runner, apply its tokens; returns the plain-data report."""
+        """Schedule, run one step on the runner, apply its tokens; returns the plain-data report.
+
+        With overlap (EngineConfig.overlap) the step submitted here stays in flight when
+        there is more to plan without its result: the next call plans step N+1 (a decode whose
+        token is still on the device names it in the plan), submits it, and only then applies
+        step N's ids (stop rules, streaming, frees); a sequence that stopped on step N's token
+        has its step-N+1 row discarded. So outputs come one call late and are exact. Rows whose
+        group must see the ids before going on (`SequenceGroup.can_run_ahead`: a group that
+        picks tokens itself, the n > 1 fork, repetition penalties) and rows whose token is the
+        last by length wait instead:
+        when nothing else can run, the step is collected in the same call, as without overlap.
+        The report's token counts and step time are this call's (the step it scheduled); its
+        outputs and time-to-first-token are those of the steps it applied. An exception out of
+        the runner fails the requests of every step in flight, the engine goes on
+        (`_fail_steps`, model/engine/step_faults.py)."""
         t0 = self.clock()
         sched = self.scheduler.schedule()
         if not sched.scheduled and not self.scheduler.running and self.scheduler.waiting:
             freed = [g.on_stall() for g in list(self.groups.values())]   # each group is asked
             if any(freed):
                 sched = self.scheduler.schedule()    # groups held blocks the waiting need
+        # A sequence whose last token is still on its way (overlap) ends once that token landed.
+        outgrown_late = [s for s in sched.outgrown if s.num_pending]
         for seq in sched.outgrown:
-            if seq.output_ids:
-                self._finish_sequence(seq, FinishReason.KV_CACHE_FULL)
-            else:
-                self._finish_sequence(seq, FinishReason.ERROR, error_kind=ErrorKind.KV_CACHE_TOO_SMALL,
-                                     error=f"sequence of {seq.num_tokens} tokens needs more "
-                                     f"than the whole KV cache ({self.bm.num_blocks} blocks)")
+            if not seq.num_pending:
+                self._end_outgrown(seq)
+        for seq in sched.preempted:
+            self._book.touched(seq)
         plan, rows = self._plan(sched.scheduled, sched.copies)
+        submitted = bool(sched.scheduled or plan.rerotations or plan.block_copies
+                         or plan.released_keys or len(plan.table_rows))
+        current = InFlight(rows, sched.scheduled)
+        prev, self._in_flight = self._in_flight, None
+        prev_result = None
         try:
-            self.runner.submit(plan)
-            bm = self.bm
-            for item in sched.scheduled:            # runs while the device works (no sync yet)
-                seq = item.seq
-                seq.num_computed = item.end
-                bm.touch_written(seq.seq_id, item.start, item.end)
-                if bm.has_uncommitted(seq.seq_id, item.end):
-                    bm.commit(seq.seq_id, seq.all_ids, item.end)
-            result = self.runner.collect()
-        except Exception as error:    # a fault on the device: this step's requests fail, not the engine
-            result = self._fail_step(sched.scheduled, plan, error)
+            if submitted:
+                self.runner.submit(plan)
+                self._after_submit(sched.scheduled, rows)   # runs while the device works (no sync)
+            prev_result = self.runner.collect() if prev is not None else None
+        except Exception as error:    # a fault on the device: both steps' requests fail, not the engine
+            self._fail_steps([s for s in (prev, current if submitted else None) if s is not None],
+                             plan, error)
+            prev, submitted = None, False
         now = self.clock()
-        ttft = self._apply(rows, result, now)
+        ttft = self._apply(prev.rows, prev_result, now) if prev is not None else {}
+        if submitted:
+            if self.overlap and run_ahead.has_ready_work(self.scheduler):
+                self._in_flight = current            # applied by the next call
+            else:
+                try:
+                    result = self.runner.collect()
+                except Exception as error:  # a fault on the device: this step's requests fail
+                    result = self._fail_steps([current], plan, error)
+                ttft.update(self._apply(rows, result, now))
+        for seq in outgrown_late:
+            if not seq.is_finished:              # its last token did not stop it
+                self._end_outgrown(seq)
         for item in sched.scheduled:
             if not item.seq.is_finished and item.seq.pattern.evicts:
                 self._evict(item.seq)
@@ -208,7 +255,6 @@ class Engine:
         for rid in [r for r in self.groups if r not in self.requests]:
             del self.groups[rid]                 # the request ended and was reported
         self._step += 1
-        live = self._live_seqs()
         finished, self._finished_reports = self._finished_reports, []
         return StepReport(
             step=self._step, outputs=outputs, num_prefill_tokens=sched.num_prefill_tokens,
@@ -216,61 +262,100 @@ class Engine:
             prefill_tokens_per_s=sched.num_prefill_tokens / dt if dt > 0 else 0.0,
             decode_tokens_per_s=sched.num_decode_tokens / dt if dt > 0 else 0.0,
             ttft_s=ttft, inter_token_latency_s=dt if sched.num_decode_tokens else 0.0,
-            sequences=sequence_reports(self.bm, live) + finished,
-            cache=self._cache_report(live, self.config.report_blocks),
+            sequences=self._book.sequences() + finished,
+            cache=self._cache_report(self.config.report_blocks),
             num_running=len(self.scheduler.running), num_waiting=len(self.scheduler.waiting))
 
+    def _end_outgrown(self, seq: Sequence) -> None:
+        """Finish a sequence the scheduler found to need more than the whole KV cache."""
+        if seq.output_ids:
+            self._finish_sequence(seq, FinishReason.KV_CACHE_FULL)
+        else:
+            self._finish_sequence(seq, FinishReason.ERROR, error_kind=ErrorKind.KV_CACHE_TOO_SMALL,
+                                  error=f"sequence of {seq.num_tokens} tokens needs more "
+                                  f"than the whole KV cache ({self.bm.num_blocks} blocks)")
+
+    def _after_submit(self, scheduled: list[ScheduledSeq], rows: list[list]) -> None:
+        """Bookkeeping of a submitted step: computed counts, written blocks, prefix-cache
+        commits of full blocks whose ids are all on the host; with overlap, mark the rows whose
+        sequences decode their drawn token next step without waiting for it (run_ahead.py)."""
+        bm, touched = self.bm, self._book.touched
+        for item in scheduled:
+            seq = item.seq
+            touched(seq)
+            seq.num_computed = item.end
+            bm.touch_written(seq.seq_id, item.start, item.end)
+            end = min(item.end, seq.num_tokens)      # a token still on the device is not hashed
+            if bm.has_uncommitted(seq.seq_id, end):
+                bm.commit(seq.seq_id, seq.all_ids, end)
+        if self.overlap:
+            run_ahead.mark_run_ahead(rows, self.max_model_len)
+
     def _plan(self, scheduled: list[ScheduledSeq], copies: list[tuple[int, int]]
-              ) -> tuple[StepPlan, list[tuple[Sequence, SequenceGroup]]]:
+              ) -> tuple[StepPlan, list[list]]:
         """The runner's plan for the scheduled sequences, and per logits row (in plan order)
-        the sequence and its group (which said what the row is for)."""
+        [sequence, its group (which said what the row is for), the index of the row's first
+        draw in the step, whether the sequence runs ahead of the row's result (set later)]."""
         by_mask: dict[object, list[ScheduledSeq]] = {}
         for item in scheduled:
             by_mask.setdefault(item.seq.pattern.spec, []).append(item)
         plan = StepPlan(rerotations=self._rerotations, block_copies=list(copies),
                         released_keys=self._released_keys)
+        plan.table_rows, plan.table_data = self.bm.take_table_updates()
         self._rerotations, self._released_keys = [], []
-        rows: list[tuple[Sequence, SequenceGroup]] = []
+        rows: list[list] = []
+        draws = 0
         for spec, items in by_mask.items():
             logits = []
             for it in items:
                 if it.needs_logits:
                     group = self.groups[it.seq.request_id]
-                    logits.append(group.logits_request(it.seq))
-                    rows.append((it.seq, group))
+                    req = group.logits_request(it.seq)
+                    logits.append(req)
+                    rows.append([it.seq, group, draws, False])
+                    draws += len(req.draws)
             plan.batches.append(plan_batch(items, spec, self.bm, logits))
         return plan, rows
 
-    def _fail_step(self, scheduled: list[ScheduledSeq], plan: StepPlan, error: Exception) -> StepResult:
+    def _fail_steps(self, steps: list[InFlight], plan: StepPlan, error: Exception) -> StepResult:
         """The runner raised in the middle of a step (an exception in the forward pass or in
-        sampling, the device out of memory): every request with a sequence in the step finishes
-        with FinishReason.ERROR (ErrorKind.OUT_OF_MEMORY or INTERNAL, its text so far kept), the
-        K/V the step wrote is never cached, their blocks are freed, and the engine goes on with
-        the other requests. Returns the empty result the step's rows then get."""
-        kind = ErrorKind.of_exception(error)
-        detail = (str(error).strip().splitlines() or [""])[0][:200]
-        message = f"the step failed on the device ({type(error).__name__}: {detail})"
-        if kind is ErrorKind.OUT_OF_MEMORY:
-            message += "; retry with fewer requests at once, or restart with a smaller --kv-budget"
+        sampling, the device out of memory; with overlap, out of `submit` of step N+1 or
+        `collect` of step N, so both steps in flight are failed: N+1 may have read N's draws on
+        the device, and an asynchronous device error can surface in either call): every request
+        with a sequence in those steps finishes with FinishReason.ERROR (ErrorKind.OUT_OF_MEMORY
+        or INTERNAL, its text so far kept), the K/V the steps wrote is never cached, their blocks
+        are freed, the runner forgets the steps it still holds, and the engine goes on with the
+        other requests (model/engine/step_faults.py). Returns the empty result the rows get."""
+        kind, message = step_faults.describe(error)
+        self.runner.discard_in_flight()
         self._released_keys += plan.released_keys       # the runner may not have forgotten them
+        self.bm.resend_table_rows()                     # the device may have missed some rows
+        scheduled = [item for step in steps for item in step.scheduled]
         for item in scheduled:
             self.bm.discard_written(item.seq.seq_id, item.start)
-        for rid in dict.fromkeys(item.seq.request_id for item in scheduled):
+        for rid in step_faults.failed_requests(steps):
             self.groups.pop(rid, None)                  # its group gets no more calls
             req = self.requests.get(rid)
             for seq in (req.seqs if req is not None else ()):
+                seq.num_pending = 0                     # its tokens on the device are dropped
                 if not seq.is_finished:
                     self._finish_sequence(seq, FinishReason.ERROR, error=message, error_kind=kind)
         return StepResult()
 
-    def _apply(self, rows: list[tuple[Sequence, SequenceGroup]], result: StepResult,
+    def _apply(self, rows: list[list], result: StepResult,
                now: float) -> dict[int | str, float]:
         """Give each row's result to its group, then append the tokens the groups hand back and
-        apply stop rules; returns time to first token per request that got its first token."""
+        apply stop rules; returns time to first token per request that got its first token.
+        A row of a sequence that finished meanwhile (aborted, or stopped on the token before,
+        overlap scheduling) is dropped: its token is never emitted."""
         appended: list[tuple[Sequence, int]] = []
         touched: dict[int, SequenceGroup] = {}
-        for r, ((seq, group), toks, top) in enumerate(zip(rows, result.tokens, result.top_logprobs)):
-            if seq.is_finished:          # aborted meanwhile
+        for r, ((seq, group, _, ahead), toks, top) in enumerate(
+                zip(rows, result.tokens, result.top_logprobs)):
+            if ahead:
+                seq.num_pending -= 1
+            if seq.is_finished:          # aborted, or stopped one token earlier (overlap)
+                self.discarded_rows += 1
                 continue
             pairs = group.take_row(seq, toks, top)
             if result.choices and result.choices[r] is not None:
@@ -287,6 +372,12 @@ class Engine:
                 ttft.setdefault(seq.request_id, now - seq.arrival_time)
             seq.last_token_time = now
             seq.new_tokens.append(tok)
+            self._book.touched(seq)
+            # A block whose last id was still on the device when it was written (overlap) is
+            # hashed into the prefix cache now that its ids are all known.
+            end = min(seq.num_computed, seq.num_tokens)
+            if self.bm.has_uncommitted(seq.seq_id, end):
+                self.bm.commit(seq.seq_id, seq.all_ids, end)
             self._check_stop(seq, tok)
         return ttft
 
@@ -315,6 +406,7 @@ class Engine:
         its last SequenceReport (block table, cached prompt tokens, KV tokens as they were) for
         the next StepReport: a request that ends within one step is still seen with its blocks."""
         self._finished_reports += sequence_reports(self.bm, [seq])
+        self._book.released(seq)
         self.scheduler.remove(seq)
         self._released_keys.append((seq.serial, seq.sample_index))
 
@@ -324,19 +416,20 @@ class Engine:
         if plan.empty:
             return
         self.bm.free_logical(seq.seq_id, plan.freed_logical)
+        self._book.touched(seq)
         self._rerotations += [(delta, list(ids)) for delta, ids in plan.rerotate]
 
     # ---- reports and conveniences ----------------------------------------------------------------
     def _live_seqs(self) -> list[Sequence]:
         return [s for req in self.requests.values() for s in req.seqs if not s.is_finished]
 
-    def _cache_report(self, live: list[Sequence], with_blocks: bool = True) -> CacheReport:
-        return cache_report(self.bm, live, self.kv_bytes_per_block, self.max_model_len,
+    def _cache_report(self, with_blocks: bool = True) -> CacheReport:
+        return cache_report(self.bm, self.kv_bytes_per_block, self._book.reserved,
                             self.scheduler.num_preemptions, with_blocks)
 
     def cache_report(self) -> CacheReport:
         """The cache as it is now, without stepping."""
-        return self._cache_report(self._live_seqs())
+        return self._cache_report()
 
     def iter_outputs(self, prompt_ids: list[int], params: SamplingParams | None = None,
                      pattern: str | None = None,

@@ -102,7 +102,8 @@ def rerotate_keys(kv, block_ids: Sequence[int], delta: int, cos: torch.Tensor, s
     work = torch.promote_types(kv.k[0].dtype, torch.float32)       # float32, or float64 caches
     c = cos[abs(delta)].to(kv.k[0].device, work)                                  # (D/2,)
     s = sin[abs(delta)].to(kv.k[0].device, work) * (1 if delta > 0 else -1)      # sin(-x) = -sin(x)
-    idx = torch.tensor(ids, dtype=torch.long, device=kv.k[0].device)
+    from llm_playground.model.engine.device_batch import host_to_device   # runner side only
+    idx = host_to_device(ids, torch.long, kv.k[0].device)                       # (nb,) no sync
     for layer_id in layers:
         k_cache = kv.k[layer_id]                                  # (NB, BS, Hkv, D)
         k = k_cache.index_select(0, idx).to(work)                  # (nb, BS, Hkv, D)

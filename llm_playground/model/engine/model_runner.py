@@ -1,7 +1,8 @@
 """`ModelRunner`: runs a `StepPlan` on the network and returns sampled ids. It owns the tensors.
 
 What it owns: the network (model/network/llama.py), the one KV storage (model/network/
-kv_cache.py), the device batch (model/engine/device_batch.py), the decode CUDA graphs
+kv_cache.py), the persistent device batch (model/engine/device_batch.py: the block tables of
+the live sequences on the device, updated by the rows each plan says changed), the decode CUDA graphs
 (model/engine/cuda_graphs.py), one torch.Generator per draw key, and the sampler
 (model/engine/sampler.py). One call per step: `execute(plan) -> StepResult`.
 What it does not know: requests, sequences, the scheduler, block ownership or stop rules. A plan
@@ -9,15 +10,25 @@ says which tokens go where (slots, block tables) and what to draw from which log
 runner never decides either. See docs/RUNTIME.md for how overlap scheduling, speculative
 verification, tensor parallelism and a runner in another process fit this seam.
 
-Order inside `execute`: re-rotate compacted keys (sliding patterns), copy-on-write block copies,
-one forward per batch plan (a pure-decode batch replays a CUDA graph when one is captured),
-logits of the rows that need them, then every draw in one batched `sample` call (a row may
-feed several draws: the n > 1 fork of a prompt) and the top log-probabilities rows asked for.
-The only device-to-host sync is the final copy of the sampled ids (and of the logprobs). Draws
-whose params set `logprobs` go through `sample_with_choices` instead (same ids, plus what each
-filter stage considered: StepResult.choices); a step where none asks never builds that report.
+Order inside `submit`: write the block-table rows that changed, re-rotate compacted keys
+(sliding patterns), copy-on-write block copies,
+one forward per batch plan (a pure-decode batch replays a CUDA graph when one is captured; a
+decode whose input the previous step drew gets it by a device-side gather, overlap scheduling),
+logits of the rows that need them, then every draw in one batched `sample_ids` call (a row may
+feed several draws: the n > 1 fork of a prompt) and the top log-probabilities rows asked for,
+all on the device; then one non-blocking copy of the drawn ids into pinned host memory (CUDA).
+`submit` returns without waiting; `collect` waits for that copy (the one device-to-host sync of
+a step) and turns it into a StepResult. Up to two steps may be submitted and not collected
+(step N+1 is launched before step N is collected); `collect` returns the oldest. Draws whose
+params set `logprobs` go through `sample_ids_with_choices` instead (same ids, plus what each
+filter stage considered: StepResult.choices), whose few tensors are copied to pinned memory
+beside the ids, so such a step overlaps too; a step where none asks never builds that report.
+After a fault (an exception out of `submit` or `collect`) the engine calls `discard_in_flight`:
+the steps submitted and not collected are dropped, and the next plan names no earlier draw.
 """
 from __future__ import annotations
+
+from collections import deque
 
 import numpy as np
 import torch
@@ -25,7 +36,7 @@ import torch
 from llm_playground.kernels.mask import MaskSpec
 from llm_playground.model.engine import eviction
 from llm_playground.model.engine import sampler as sampling
-from llm_playground.model.engine.device_batch import to_device
+from llm_playground.model.engine.device_batch import DeviceBatch, host_to_device
 from llm_playground.model.engine.step_plan import BatchPlan, StepPlan, StepResult
 from llm_playground.model.network.kv_cache import KVCache
 
@@ -46,6 +57,8 @@ class ModelRunner:
         # context a model file claims (2^31 - 1 in a crafted one).
         max_blocks_per_seq = max(1, min(max_blocks_per_seq, num_blocks))
         model.ensure_positions(max_blocks_per_seq * block_size)
+        self.batch = DeviceBatch(self.device, block_size,
+                                 width=max(64, min(max_blocks_per_seq, 4096)))
         self.graph_runner = None
         if cuda_graphs and self.device.type == "cuda":
             from llm_playground.model.engine.cuda_graphs import DecodeGraphRunner
@@ -56,7 +69,13 @@ class ModelRunner:
                 # middle of serving: a capture compiles and warms up, which would stall a step.
                 self.graph_runner.capture_all(capture_mask)
         self._generators: dict[tuple[int, int], torch.Generator] = {}
-        self._in_flight: tuple[StepPlan, list[torch.Tensor]] | None = None
+        self._submitted: deque[_Submitted] = deque()      # oldest first, at most MAX_IN_FLIGHT
+        # (D,) int64 on the device: the draws of the last submitted step, which the next plan's
+        # deferred input ids name (BatchPlan.deferred_draws).
+        self._last_ids: torch.Tensor | None = None
+
+    # Steps submitted and not yet collected: step N and the step N+1 planned while N ran.
+    MAX_IN_FLIGHT = 2
 
     @property
     def bytes_per_block(self) -> int:
@@ -71,46 +90,66 @@ class ModelRunner:
 
     @torch.inference_mode()
     def submit(self, plan: StepPlan) -> None:
-        """Launch the step's device work (re-rotations, block copies, forwards) and return
-        without waiting for it; `collect` samples and brings the ids back. The caller may do
-        its own bookkeeping in between, while the device works."""
-        if self._in_flight is not None:
-            raise RuntimeError("ModelRunner.submit: the previous step was not collected")
+        """Launch the step's device work (re-rotations, block copies, forwards, sampling, the copy
+        of the ids to the host) and return without waiting for it; `collect` brings the ids back.
+        The caller may plan the next step in between, while the device works."""
+        if len(self._submitted) >= self.MAX_IN_FLIGHT:
+            raise RuntimeError(f"ModelRunner.submit: {self.MAX_IN_FLIGHT} steps are already "
+                               "submitted and not collected")
+        self.batch.apply_table_updates(plan.table_rows, plan.table_data)
         for delta, block_ids in plan.rerotations:
             eviction.rerotate_keys(self.kv, block_ids, delta, self.model.rope_cos,
                                    self.model.rope_sin)
         for src, dst in plan.block_copies:
             self.kv.copy_block(src, dst)
-        parts = [self._logits(b) for b in plan.batches]
-        self._in_flight = (plan, [p for p in parts if p is not None])
+        prev = self._last_ids
+        parts = [p for p in (self._logits(b, prev) for b in plan.batches) if p is not None]
+        requests = [r for b in plan.batches for r in b.logits]
+        ids, top, choices = torch.zeros(0, dtype=torch.long, device=self.device), None, None
+        if parts:
+            logits = parts[0] if len(parts) == 1 else torch.cat(parts)                 # (N, V) f32
+            ids, top, choices = self._sample(logits, requests)
+        self._last_ids = ids
+        for key in plan.released_keys:
+            self._generators.pop(key, None)
+        self._submitted.append(_Submitted(requests, ids, top, choices))
 
     @torch.inference_mode()
     def collect(self) -> StepResult:
-        """Sample the submitted step's logits rows; the one device-to-host sync of a step."""
-        if self._in_flight is None:
+        """The oldest submitted step's result: waits for its ids to reach the host (the one
+        device-to-host sync of a step)."""
+        if not self._submitted:
             raise RuntimeError("ModelRunner.collect: no step was submitted")
-        (plan, parts), self._in_flight = self._in_flight, None
-        result = StepResult()
-        if parts:
-            logits = parts[0] if len(parts) == 1 else torch.cat(parts)                 # (N, V) f32
-            result = self._sample(logits, [r for b in plan.batches for r in b.logits])
-        for key in plan.released_keys:
-            self._generators.pop(key, None)
-        return result
+        return self._submitted.popleft().result()
 
-    def _logits(self, plan: BatchPlan) -> torch.Tensor | None:
-        """Logits (N, V) float32 of the batch's logits rows, in order; None when it has none."""
-        batch, input_ids = to_device(plan, self.device)
+    def discard_in_flight(self) -> None:
+        """Forget the steps submitted and not collected (a fault failed their requests): their
+        results are never read, and the next plan may name no draw of theirs."""
+        self._submitted.clear()
+        self._last_ids = None
+
+    @property
+    def num_in_flight(self) -> int:
+        """Steps submitted and not yet collected."""
+        return len(self._submitted)
+
+    def _logits(self, plan: BatchPlan, prev_ids: torch.Tensor | None) -> torch.Tensor | None:
+        """Logits (N, V) float32 of the batch's logits rows, in order; None when it has none.
+        prev_ids (D,): the previous step's draws, for the plan's deferred input ids."""
+        batch, input_ids = self.batch.build(plan, prev_ids)
         if (self.graph_runner is not None and plan.num_decodes == plan.num_rows
                 and len(plan.logits) == plan.num_rows and self.graph_runner.can_run(batch)):
             return self.graph_runner.run(input_ids, batch).clone()                     # (B, V)
         hidden = self.model(input_ids, batch, self.kv)                                 # (T, H)
         if len(plan.logits) == 0:
             return None
-        return self.model.compute_logits(hidden[batch.logits_indices])                 # (N, V)
+        return self.model.compute_logits(hidden.index_select(0, batch.logits_indices))  # (N, V)
 
-    def _sample(self, logits: torch.Tensor, requests) -> StepResult:
-        """Every draw of every row in one batched `sample` call, then the asked-for logprobs."""
+    def _sample(self, logits: torch.Tensor, requests
+                ) -> tuple[torch.Tensor, tuple | None, sampling.PendingChoices | None]:
+        """Every draw of every row in one batched `sample_ids` call, then the asked-for top
+        logprobs, all on the device: ((D,) ids, (rows, top ids (M, k), top logprobs (M, k)) or
+        None, the draws' PendingChoices or None when none asked)."""
         rows, params, gens, seen = [], [], [], []
         for i, req in enumerate(requests):
             for d in req.draws:
@@ -118,31 +157,26 @@ class ModelRunner:
                 params.append(d.params)
                 gens.append(self._generator(d))
                 seen.append(list(d.seen_ids))
-        tokens: list[int] = []
+        ids = torch.zeros(0, dtype=torch.long, device=logits.device)
         choices = None
         if rows:
             draw_logits = logits
             if rows != list(range(logits.shape[0])):
-                draw_logits = logits[torch.tensor(rows, device=logits.device)]          # (D, V)
+                draw_logits = logits.index_select(
+                    0, host_to_device(rows, torch.long, logits.device))        # (D, V)
             if any(p.logprobs is not None for p in params):   # some draw asks what was considered
-                tokens, choices = sampling.sample_with_choices(draw_logits, params, gens, seen)
+                ids, choices = sampling.sample_ids_with_choices(draw_logits, params, gens, seen)
             else:
-                tokens = sampling.sample(draw_logits, params, gens, seen)
-        result = StepResult(tokens=[[] for _ in requests], top_logprobs=[None] * len(requests))
-        for i, tok in zip(rows, tokens):
-            result.tokens[i].append(tok)
-        if choices is not None:
-            result.choices = _choices_per_row(len(requests), rows, choices)
+                ids = sampling.sample_ids(draw_logits, params, gens, seen)             # (D,)
         want = [(i, r.top_logprobs) for i, r in enumerate(requests) if r.top_logprobs > 0]
+        top = None
         if want:
-            idx = torch.tensor([i for i, _ in want], device=logits.device)
+            idx = host_to_device([i for i, _ in want], torch.long, logits.device)
             lp = torch.log_softmax(logits.index_select(0, idx).float(), dim=-1)        # (M, V)
             k = min(max(n for _, n in want), lp.shape[1])
             top_lp, top_ids = torch.topk(lp, k, dim=-1)                                # (M, k)
-            top_lp, top_ids = top_lp.cpu().numpy(), top_ids.cpu().numpy()
-            for j, (i, n) in enumerate(want):
-                result.top_logprobs[i] = (top_ids[j, :n].astype(np.int64), top_lp[j, :n])
-        return result
+            top = (want, top_ids, top_lp)
+        return ids, top, choices
 
     def _generator(self, draw) -> torch.Generator:
         g = self._generators.get(draw.key)
@@ -164,6 +198,58 @@ class ModelRunner:
         probs = self.model.attention_probs(prompt_ids, layer, head, mask=mask,
                                            block_size=block_size)
         return probs.float().cpu().tolist()
+
+
+class _Submitted:
+    """One step launched and not yet collected: its logits requests, and its drawn ids (and top
+    logprobs, and what the sampler considered) on their way to the host. On CUDA the copies go
+    into pinned memory without blocking and an event marks their end; `result` waits for it.
+    On CPU they are plain tensors."""
+    __slots__ = ("requests", "ids", "top", "choices", "event")
+
+    def __init__(self, requests, ids: torch.Tensor, top: tuple | None,
+                 choices: sampling.PendingChoices | None = None) -> None:
+        self.requests = requests
+        self.event = None
+        if ids.device.type == "cuda":
+            ids = _to_pinned(ids)
+            if top is not None:
+                top = (top[0], _to_pinned(top[1]), _to_pinned(top[2]))
+            if choices is not None:
+                choices.to_host(_to_pinned)
+            self.event = torch.cuda.Event()
+            self.event.record()
+        self.ids, self.top, self.choices = ids, top, choices
+
+    def result(self) -> StepResult:
+        """Per logits row its drawn ids and top logprobs (waits for the copies on CUDA)."""
+        if self.event is not None:
+            self.event.synchronize()
+        requests = self.requests
+        result = StepResult(tokens=[[] for _ in requests], top_logprobs=[None] * len(requests))
+        flat = self.ids.tolist()
+        j = 0
+        for i, req in enumerate(requests):
+            n = len(req.draws)
+            if n:
+                result.tokens[i] = flat[j:j + n]
+                j += n
+        if self.top is not None:
+            want, top_ids, top_lp = self.top
+            top_ids, top_lp = top_ids.numpy(), top_lp.numpy()
+            for j, (i, n) in enumerate(want):
+                result.top_logprobs[i] = (top_ids[j, :n].astype(np.int64), top_lp[j, :n])
+        if self.choices is not None:
+            rows = [i for i, req in enumerate(requests) for _ in req.draws]      # (D,) row of each draw
+            result.choices = _choices_per_row(len(requests), rows, self.choices.choices())
+        return result
+
+
+def _to_pinned(t: torch.Tensor) -> torch.Tensor:
+    """A pinned host tensor that `t` (on CUDA) is being copied into, without blocking."""
+    host = torch.empty(t.shape, dtype=t.dtype, device="cpu", pin_memory=True)
+    host.copy_(t, non_blocking=True)
+    return host
 
 
 def _choices_per_row(num_rows: int, rows: list[int], choices: list) -> list:

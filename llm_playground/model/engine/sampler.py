@@ -7,13 +7,23 @@ seed then gives the same tokens whatever else shares the batch).
 
 Order of operations (Hugging Face's): repetition penalty -> temperature -> top-k -> top-p ->
 min-p -> softmax -> draw. Greedy (temperature 0) takes the argmax after the repetition penalty.
+It does not decide when to stop (the engine does) and does not touch the KV cache.
+
+`sample_ids` is the same draw as an (N,) tensor on the logits' device without a device-to-host
+sync (overlap scheduling: the runner launches the sampling of step N and plans N+1 before the
+ids reach the host). The random draw is written out as torch.multinomial's own one-sample path
+(argmax of p / q, q ~ Exp(1) from the row's generator): the same ids for the same generator
+state, without multinomial's validity check, which reads a device value back to the host.
+Parameter tensors go to the device from pinned memory (non-blocking).
 
 `sample_with_choices` is the same draw that also reports, for the rows whose params set
 `logprobs`, what the sampler considered: the logits after each stage are kept as the stages run
 (`_Recorder`), and once the ids are drawn one batched pass turns them into a `TokenChoice` per
 row (model/engine/token_choice.py: candidates' log-probabilities per stage, entropies, the id
-drawn), copied to the host as numpy. `sample` never builds a recorder: no extra work when no
-row asks. It does not decide when to stop (the engine does) and does not touch the KV cache.
+drawn). `sample_ids_with_choices` stops before the host: it returns the ids and a
+`PendingChoices` whose few (R, S, C) tensors are still on the device (the runner copies them to
+pinned memory with the ids, no sync) and become TokenChoices on the host in `choices()`.
+`sample` and `sample_ids` never build a recorder: no extra work when no row asks.
 """
 from __future__ import annotations
 
@@ -23,6 +33,7 @@ import numpy as np
 import torch
 
 from llm_playground.model.engine import token_choice as tc
+from llm_playground.model.engine.device_batch import host_to_device
 from llm_playground.model.engine.sampling_params import SamplingParams
 from llm_playground.model.engine.token_choice import TokenChoice
 
@@ -69,7 +80,14 @@ def apply_min_p(logits: torch.Tensor, min_p: torch.Tensor) -> torch.Tensor:
 
 def sample(logits: torch.Tensor, params: list[SamplingParams],
            generators: list[torch.Generator | None], seen: list[list[int]]) -> list[int]:
-    """logits (N, V) float32, one row per sequence; returns N token ids."""
+    """logits (N, V) float32, one row per sequence; returns N token ids (a host list: syncs)."""
+    return _draw(logits, params, generators, seen, None).tolist()
+
+
+def sample_ids(logits: torch.Tensor, params: list[SamplingParams],
+               generators: list[torch.Generator | None], seen: list[list[int]]) -> torch.Tensor:
+    """logits (N, V) float32 -> (N,) int64 ids on the logits' device, no device-to-host sync
+    (a repetition penalty still copies its ids to the device the blocking way)."""
     return _draw(logits, params, generators, seen, None)
 
 
@@ -77,18 +95,27 @@ def sample_with_choices(logits: torch.Tensor, params: list[SamplingParams],
                         generators: list[torch.Generator | None], seen: list[list[int]]
                         ) -> tuple[list[int], list[TokenChoice | None]]:
     """The same ids as `sample`, and per row a TokenChoice (None for rows whose params.logprobs
-    is None): what each filter stage left, from the logits of this very draw."""
+    is None): what each filter stage left, from the logits of this very draw (syncs)."""
+    ids, pending = sample_ids_with_choices(logits, params, generators, seen)
+    return ids.tolist(), pending.choices()
+
+
+def sample_ids_with_choices(logits: torch.Tensor, params: list[SamplingParams],
+                            generators: list[torch.Generator | None], seen: list[list[int]]
+                            ) -> tuple[torch.Tensor, "PendingChoices"]:
+    """`sample_ids`' (N,) ids and the rows' choices still on the device (no sync)."""
     rec = _Recorder(params)
-    tokens = _draw(logits, params, generators, seen, rec)
-    return tokens, rec.choices(tokens, logits.shape[-1])
+    ids = _draw(logits, params, generators, seen, rec)
+    return ids, rec.pending(ids, logits.shape[-1])
 
 
 def _draw(logits: torch.Tensor, params: list[SamplingParams], generators: list[torch.Generator | None],
-          seen: list[list[int]], rec: "_Recorder | None") -> list[int]:
-    """The sampler itself; `rec` (None on the normal path) is shown each stage's logits."""
+          seen: list[list[int]], rec: "_Recorder | None") -> torch.Tensor:
+    """The sampler itself: (N,) int64 ids on the logits' device; `rec` (None on the normal
+    path) is shown each stage's logits."""
     N = logits.shape[0]
     if N == 0:
-        return []
+        return torch.empty(0, dtype=torch.long, device=logits.device)
     penalties = [p.repetition_penalty for p in params]
     logits = logits.float()
     every = range(N)
@@ -99,21 +126,22 @@ def _draw(logits: torch.Tensor, params: list[SamplingParams], generators: list[t
         if rec is not None:
             rec.add(tc.REPETITION_PENALTY, logits, every, lambda p: p.repetition_penalty != 1.0)
     greedy = [p.temperature == 0 for p in params]
-    out = logits.argmax(dim=-1).tolist()                                     # (N,)
+    out = logits.argmax(dim=-1)                                              # (N,)
     rows = [i for i in range(N) if not greedy[i]]
     if not rows:
         return out
-    sub = logits[rows]                                                       # (M, V)
-    temp = torch.tensor([params[i].temperature for i in rows], device=sub.device)
+    dev = logits.device
+    sub = logits if len(rows) == N else logits.index_select(0, host_to_device(rows, torch.long, dev))
+    temp = host_to_device([params[i].temperature for i in rows], torch.float32, dev)    # (M,)
     # Shifted so each row's largest logit is 0 before scaling (the softmax does not change): a
     # tiny temperature (1e-45) then sends the others to -inf instead of the top ones to +inf,
     # whose softmax is NaN, and the draw is the argmax.
-    sub = (sub - sub.amax(dim=-1, keepdim=True)) / temp.unsqueeze(1)
+    sub = (sub - sub.amax(dim=-1, keepdim=True)) / temp.unsqueeze(1)         # (M, V)
     if rec is not None:
         rec.add(tc.TEMPERATURE, sub, rows, lambda p: p.temperature != 1.0)
-    top_k = torch.tensor([params[i].top_k for i in rows], device=sub.device, dtype=torch.long)
-    top_p = torch.tensor([params[i].top_p for i in rows], device=sub.device, dtype=torch.float32)
-    if bool((top_k > 0).any()) or bool((top_p < 1).any()):
+    if any(params[i].top_k > 0 or params[i].top_p < 1 for i in rows):        # host values: no sync
+        top_k = host_to_device([params[i].top_k for i in rows], torch.long, dev)
+        top_p = host_to_device([params[i].top_p for i in rows], torch.float32, dev)
         on_top_k = None
         if rec is not None:
             def on_top_k(t: torch.Tensor) -> None:
@@ -122,14 +150,19 @@ def _draw(logits: torch.Tensor, params: list[SamplingParams], generators: list[t
         if rec is not None:
             rec.add(tc.TOP_P, sub, rows, lambda p: p.top_p < 1.0)
     if any(params[i].min_p > 0 for i in rows):
-        min_p = torch.tensor([params[i].min_p for i in rows], device=sub.device, dtype=torch.float32)
+        min_p = host_to_device([params[i].min_p for i in rows], torch.float32, dev)
         sub = apply_min_p(sub, min_p)
         if rec is not None:
             rec.add(tc.MIN_P, sub, rows, lambda p: p.min_p > 0)
     probs = sub.softmax(dim=-1)                                              # (M, V)
-    for j, i in enumerate(rows):
-        out[i] = int(torch.multinomial(probs[j], 1, generator=generators[i]).item())
-    return out
+    drawn = []
+    for j, i in enumerate(rows):   # torch.multinomial(probs[j], 1)'s one-sample path, no check
+        q = torch.empty_like(probs[j]).exponential_(1, generator=generators[i])            # (V,)
+        drawn.append((probs[j] / q).argmax(dim=-1, keepdim=True))                          # (1,)
+    drawn_t = torch.cat(drawn)                                               # (M,)
+    if len(rows) == N:
+        return drawn_t
+    return out.index_copy(0, host_to_device(rows, torch.long, dev), drawn_t)
 
 
 class _Recorder:
@@ -149,30 +182,31 @@ class _Recorder:
             if i in self.stages and on(self.params[i]):
                 self.stages[i].append((name, t[j]))
 
-    def choices(self, tokens: list[int], V: int) -> list[TokenChoice | None]:
-        """One TokenChoice per recorded row (None elsewhere), batched per stage list."""
-        out: list[TokenChoice | None] = [None] * len(tokens)
+    def pending(self, ids: torch.Tensor, V: int) -> "PendingChoices":
+        """The recorded rows' choices as device tensors, batched per stage list; ids (N,) are
+        the draw's ids on the device (no sync)."""
         groups: dict[tuple[str, ...], list[int]] = {}
         for i, stages in self.stages.items():
             if self.params[i].temperature == 0:          # greedy: the point mass on the argmax
-                onehot = torch.full_like(stages[0][1], float("-inf"))
-                onehot[tokens[i]] = 0.0
+                onehot = torch.full_like(stages[0][1], float("-inf"))                  # (V,)
+                onehot.index_fill_(0, ids[i:i + 1], 0.0)
                 stages.append((tc.ARGMAX, onehot))
             groups.setdefault(tuple(n for n, _ in stages), []).append(i)
+        parts = []
         for names, rows in groups.items():
             ks = [min(self.params[i].logprobs, V) for i in rows]
-            for i, choice in zip(rows, _choices(names, [self.stages[i] for i in rows],
-                                                [tokens[i] for i in rows], ks)):
-                out[i] = choice
-        return out
+            drawn = ids.index_select(0, host_to_device(rows, torch.long, ids.device))   # (R,)
+            parts.append((rows, names, ks, _choice_tensors([self.stages[i] for i in rows], drawn, ks)))
+        return PendingChoices(len(self.params), parts)
 
 
-def _choices(names: tuple[str, ...], stages: list[list[tuple[str, torch.Tensor]]],
-             tokens: list[int], ks: list[int]) -> list[TokenChoice]:
-    """TokenChoices of R rows that went through the same S stages (one device pass, one copy)."""
-    R, S = len(stages), len(names)
+def _choice_tensors(stages: list[list[tuple[str, torch.Tensor]]], drawn: torch.Tensor,
+                    ks: list[int]) -> list[torch.Tensor]:
+    """R rows that went through the same S stages, in one device pass (no sync): [candidates
+    (R, C) int64 (each stage's kmax best, then the drawn id last), their log-probabilities
+    (R, S, C) float32, entropies (R, S) float32, ids kept (R, S) int32]."""
+    R, S = len(stages), len(stages[0])
     x = torch.stack([t for row in stages for _, t in row]).view(R, S, -1)        # (R, S, V), one copy
-    V = x.shape[-1]
     # softmax gives each stage's probabilities in one fast pass (a plain exp of -inf or of very
     # negative logits takes a slow path on CPU, ten times slower). With y = x - max, the top id
     # has p = 1 / sum(e^y), so log-normaliser = max - log(p_top) and entropy H = -log(p_top) -
@@ -185,14 +219,45 @@ def _choices(names: tuple[str, ...], stages: list[list[tuple[str, torch.Tensor]]
     lse = m - log_top                                                             # (R, S, 1)
     kept = (x > float("-inf")).sum(dim=-1, dtype=torch.int32)                     # (R, S)
     kmax = max(ks)
-    drawn = torch.tensor(tokens, device=x.device, dtype=torch.long).unsqueeze(1)  # (R, 1)
     top = x.topk(kmax, dim=-1).indices.reshape(R, S * kmax)                       # (R, S*kmax)
-    cand = torch.cat([top, drawn], dim=1)                                         # (R, Cmax)
+    cand = torch.cat([top, drawn.unsqueeze(1)], dim=1)                            # (R, Cmax)
     lp = x.gather(2, cand.unsqueeze(1).expand(R, S, cand.shape[1])) - lse        # (R, S, Cmax)
-    cand, lp = cand.cpu().numpy(), lp.cpu().numpy()
-    entropy, kept = entropy.cpu().numpy(), kept.cpu().numpy()
+    return [cand, lp, entropy, kept]
+
+
+class PendingChoices:
+    """The TokenChoices of one draw, before they reach the host: per group of rows that went
+    through the same stages, (rows, stage names, k per row, [candidates, logprobs, entropies,
+    kept] tensors). `to_host` moves the tensors (the runner: into pinned memory, non-blocking);
+    `choices` reads them on the host (waiting where the copy has not landed) and builds one
+    TokenChoice per recorded row, None elsewhere."""
+    __slots__ = ("num_rows", "parts")
+
+    def __init__(self, num_rows: int, parts: list) -> None:
+        self.num_rows = num_rows
+        self.parts = parts
+
+    def to_host(self, move: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        """Replace every tensor by move(tensor) (a host copy under way)."""
+        for part in self.parts:
+            part[3][:] = [move(t) for t in part[3]]
+
+    def choices(self) -> list[TokenChoice | None]:
+        out: list[TokenChoice | None] = [None] * self.num_rows
+        for rows, names, ks, tensors in self.parts:
+            cand, lp, entropy, kept = (t.cpu().numpy() for t in tensors)
+            for i, choice in zip(rows, _build(names, ks, cand, lp, entropy, kept)):
+                out[i] = choice
+        return out
+
+
+def _build(names: tuple[str, ...], ks: list[int], cand: np.ndarray, lp: np.ndarray,
+           entropy: np.ndarray, kept: np.ndarray) -> list[TokenChoice]:
+    """TokenChoices of R rows from `_choice_tensors`' arrays on the host."""
+    S = len(names)
+    kmax = (cand.shape[1] - 1) // S
     out = []
-    for r in range(R):
+    for r in range(cand.shape[0]):
         k = ks[r]
         # each stage's k best that the stage still allows, then the drawn id (the last column)
         cols = [s * kmax + j for s in range(S) for j in range(k) if np.isfinite(lp[r, s, s * kmax + j])]
@@ -201,7 +266,7 @@ def _choices(names: tuple[str, ...], stages: list[list[tuple[str, torch.Tensor]]
         cols = cols[first]
         order = np.lexsort((-lp[r, 0, cols], -lp[r, -1, cols]))   # by the last stage, then the model
         cols = cols[order]
-        out.append(TokenChoice(token_id=int(tokens[r]), stages=names,
+        out.append(TokenChoice(token_id=int(cand[r, S * kmax]), stages=names,
                                candidate_ids=cand[r, cols].astype(np.int64),
                                logprobs=lp[r][:, cols].astype(np.float32), entropy=entropy[r].copy(),
                                kept=kept[r].astype(np.int64), k=k))

@@ -8,6 +8,11 @@ Policy (one step):
    Admission first looks up the prefix cache, so a resumed or related prompt computes only its
    uncached tail. With chunked prefill a prompt takes whatever budget is left; without it a
    prompt runs whole (the first prompt of a step may exceed the budget, beside the decodes).
+Overlap scheduling: a sequence whose last token is still on its way from the device counts it
+(`num_tokens_ahead`) and decodes it next; one whose logits row is in flight and whose group must
+see the result before it goes on (beams, the n > 1 fork, a repetition penalty, a known last
+token) has nothing to compute (`num_computed == num_tokens_ahead`): it is skipped this step and
+never chosen for preemption (its result still has to land in its blocks and table).
 When a running sequence needs a block and none is left, the newest running sequence not yet
 scheduled this step is preempted by recompute: its blocks are freed (full ones stay in the prefix
 cache) and it goes back to the front of the waiting queue; possibly that is the sequence itself.
@@ -35,11 +40,12 @@ class ScheduledSeq:
         self.start = start              # first position computed this step (earlier ones are cached)
         self.num_tokens = num_tokens    # new tokens this step (q_len)
         self.end = start + num_tokens
-        total = len(seq.prompt_ids) + len(seq.output_ids)
+        total = len(seq.prompt_ids) + len(seq.output_ids) + seq.num_pending
         # The K/V of the last sampled token only (vs a prompt / recompute chunk). A one-token
         # prompt, or a prompt whose prefix came from the cache but for its last token, is still
-        # prefill: the first token is not out yet (else TTFT and decode tok/s are wrong).
-        self.is_decode = total - start == 1 and bool(seq.output_ids)
+        # prefill: the first token is not out yet (else TTFT and decode tok/s are wrong). A token
+        # still on its way from the device (overlap scheduling) counts as sampled.
+        self.is_decode = total - start == 1 and bool(seq.output_ids or seq.num_pending)
         # The last token of the sequence is computed: a new token gets sampled (fixed at
         # scheduling time, before the step appends anything).
         self.needs_logits = self.end == total
@@ -128,7 +134,10 @@ class Scheduler:
             if seq.seq_id in gone:
                 continue
             start = seq.num_computed
-            if seq.num_tokens - start == 1 and not _evicts(seq):
+            total = seq.num_tokens_ahead
+            if total == start:
+                continue                         # its row is in flight; nothing to compute yet
+            if total - start == 1 and not _evicts(seq):
                 # Fast path (most decodes): the token goes into a block the sequence already
                 # owns alone, so nothing is allocated, copied or preempted.
                 if writes_in_place(seq.seq_id, start):
@@ -136,7 +145,7 @@ class Scheduler:
                     done.add(seq.seq_id)
                     budget -= 1
                     continue
-            n = self._cap_sliding(seq, start, min(seq.num_tokens - start, budget))
+            n = self._cap_sliding(seq, start, min(total - start, budget))
             if self._blocks_beyond_cache(seq, start + n):
                 out.outgrown.append(seq)
                 self.remove(seq)
@@ -210,7 +219,8 @@ class Scheduler:
         """Preempt newest unscheduled running sequences until seq can write [start, end).
         Returns False when seq itself had to be preempted."""
         while self.bm.blocks_needed(seq.seq_id, start, end) > self.bm.num_available:
-            victims = [s for s in self.running if s.seq_id not in done]
+            victims = [s for s in self.running if s.seq_id not in done
+                       and s.num_computed < s.num_tokens_ahead]        # not awaiting a result
             victim = max(victims, key=lambda s: (s.arrival_time, s.seq_id))
             self.preempt(victim)
             out.preempted.append(victim)

@@ -117,6 +117,11 @@ class Sequence:
     new_choices: list = field(default_factory=list)   # TokenChoice per new token (params.logprobs set)
     delta: str = ""
     just_finished: bool = False
+    # Overlap scheduling: tokens drawn on the device whose ids have not reached the host yet
+    # (0, or 1 while the engine plans the next step, briefly 2 inside a step), and which draw of
+    # the last submitted step holds the latest of them (a plan names it there).
+    num_pending: int = 0
+    pending_draw: int = -1
 
     @property
     def all_ids(self) -> list[int]:
@@ -134,8 +139,14 @@ class Sequence:
 
     @property
     def num_tokens(self) -> int:
-        """Prompt plus output length."""
+        """Prompt plus output length (ids known on the host)."""
         return len(self.prompt_ids) + len(self.output_ids)
+
+    @property
+    def num_tokens_ahead(self) -> int:
+        """num_tokens plus the tokens drawn on the device and not yet on the host: the length
+        the scheduler plans against (overlap scheduling)."""
+        return len(self.prompt_ids) + len(self.output_ids) + self.num_pending
 
     @property
     def is_finished(self) -> bool:
@@ -145,7 +156,7 @@ class Sequence:
     @property
     def in_prefill(self) -> bool:
         """More than one token still lacks K/V (a prompt, or a recompute after preemption)."""
-        return self.num_tokens - self.num_computed > 1
+        return self.num_tokens_ahead - self.num_computed > 1
 
 
 @dataclass(eq=False)

@@ -89,6 +89,7 @@ class GroupOps:
     def append_token(self, seq: Sequence, token: int) -> None:
         """Append a token the group chose, without stop rules or streamed output."""
         seq.output_ids.append(token)
+        self._engine._book.touched(seq)
 
     def drop(self, seq: Sequence) -> None:
         """End `seq` without an outcome (a beam not kept): its blocks are freed by ref count."""
@@ -115,6 +116,7 @@ class GroupOps:
             sched.preempt(seq)
         else:
             sched.requeue(seq)
+        self._engine._book.touched(seq)
 
     def forget_finished(self) -> None:
         """Forget the request's finished sequences that have nothing left to report."""
@@ -166,6 +168,14 @@ class SequenceGroup:
     def end_rows(self) -> None:
         """All of this step's rows of the group were taken (called once per group that got rows)."""
 
+    def can_run_ahead(self, seq: Sequence) -> bool:
+        """Overlap scheduling: may `seq` decode its next token before this step's result for its
+        row is taken (the engine plans the next step while the device still runs this one, and
+        feeds the drawn id to the device there)? Only when the row's one draw is `seq`'s own
+        next token and nothing the next plan says depends on it. Default False: the engine
+        waits for the result, as a group that chooses tokens itself (beam search) needs."""
+        return False
+
     def on_stall(self) -> bool:
         """A step could schedule nothing while requests wait: free what the group holds back
         (parked sequences). Returns True when it freed something."""
@@ -185,6 +195,11 @@ class SamplingGroup(SequenceGroup):
         indices = range(p.n) if p.n > 1 and not self.forked else (seq.sample_index,)
         seen = tuple(seq.all_ids) if p.repetition_penalty != 1.0 else ()
         return LogitsRequest(draws=[Draw((seq.serial, j), p, p.seed, j, seen) for j in indices])
+
+    def can_run_ahead(self, seq: Sequence) -> bool:
+        """True unless the row forks the n > 1 samples (the children are made from its
+        result) or the repetition penalty needs the drawn id on the host for the next draw."""
+        return (self.forked or seq.params.n == 1) and seq.params.repetition_penalty == 1.0
 
     def take_row(self, seq: Sequence, tokens: list[int],
                  top: TopRow | None) -> list[tuple[Sequence, int]]:

@@ -19,15 +19,16 @@ from llm_playground.model.engine.table_rows import TableRows
 
 class _SeqBlocks:
     """One sequence's record (plain slotted class: one is made per admission or fork)."""
-    __slots__ = ("table", "chain", "root", "cacheable", "holes")
+    __slots__ = ("table", "chain", "root", "cacheable", "holes", "version")
 
     def __init__(self, table: list[int], chain: list[int], root: int, cacheable: bool,
-                 holes: int) -> None:
+                 holes: int, version: int) -> None:
         self.table = table            # logical -> physical; -1 = hole
         self.chain = chain            # hashes of the first len(chain) full blocks
         self.root = root              # salted root of the chain
         self.cacheable = cacheable
         self.holes = holes            # entries of `table` equal to -1
+        self.version = version        # changes whenever `table` does (unique over all tables)
 
 
 class SequenceTables:
@@ -45,9 +46,12 @@ class SequenceTables:
         self._seqs: dict[int, _SeqBlocks] = {}
         self._tables: dict[int, list[int]] = {}      # seq id -> _seqs[seq id].table (same list)
         self._rows = TableRows()
+        self._version = 0                            # last version handed out
         self.has = self._tables.__contains__
         self.table = self._tables.__getitem__
         self.find_table = self._tables.get
+        # (seq_id) -> its row of the mirror, and of the runner's copy of it on the device
+        self.row_of = self._rows.row_of.__getitem__
 
     # ---- reads -------------------------------------------------------------------------------
     def num_holes(self, seq_id: int) -> int:
@@ -59,6 +63,16 @@ class SequenceTables:
         """Per sequence (a copy of its table, its hole count); ([], 0) when it has no table."""
         get = self._seqs.get
         return [([], 0) if e is None else (e.table[:], e.holes) for e in map(get, seq_ids)]
+
+    def version(self, seq_id: int) -> int:
+        """A number that changes whenever the sequence's table changes, never reused by another
+        table (reports copy a table only when it moved on); -1 for an unknown sequence."""
+        e = self._seqs.get(seq_id)
+        return -1 if e is None else e.version
+
+    def _bump(self) -> int:
+        self._version += 1
+        return self._version
 
     def is_cacheable(self, seq_id: int) -> bool:
         """Whether the sequence registers its full blocks in the prefix cache."""
@@ -86,6 +100,15 @@ class SequenceTables:
         """(B, width) int32 copy of the tables of seq_ids, padded with -1 (from the mirror)."""
         return self._rows.gather(seq_ids, width)
 
+    def take_updates(self) -> tuple[np.ndarray, np.ndarray]:
+        """(rows (K,), contents (K, W)) of the mirror rows changed since the last call."""
+        return self._rows.take_dirty()
+
+    def resend_all(self) -> None:
+        """The next `take_updates` returns every live row (a failed step: the device's copy
+        may have missed the rows its plan carried)."""
+        self._rows.mark_all_dirty()
+
     @property
     def mirror_shape(self) -> tuple[int, int]:
         """(rows, width) of the numpy mirror as allocated (it doubles when full)."""
@@ -103,7 +126,7 @@ class SequenceTables:
         their hashes. ValueError if it has a table already."""
         if seq_id in self._seqs:
             raise ValueError(f"sequence {seq_id} already has a block table")
-        self._seqs[seq_id] = _SeqBlocks(blocks, chain, root, cacheable, 0)
+        self._seqs[seq_id] = _SeqBlocks(blocks, chain, root, cacheable, 0, self._bump())
         self._tables[seq_id] = blocks
         self._rows.add(seq_id, blocks)
 
@@ -113,7 +136,7 @@ class SequenceTables:
             raise ValueError(f"sequence {child_id} already has a block table")
         p = self._seqs[parent_id]
         self._seqs[child_id] = c = _SeqBlocks(list(p.table), list(p.chain), p.root, p.cacheable,
-                                              p.holes)
+                                              p.holes, self._bump())
         self._tables[child_id] = c.table
         self._rows.add(child_id, c.table)
         return c.table
@@ -123,17 +146,20 @@ class SequenceTables:
         table = self._tables[seq_id]
         self._rows.set(seq_id, len(table), block)
         table.append(block)
+        self._seqs[seq_id].version = self._bump()
 
     def replace(self, seq_id: int, index: int, block: int) -> None:
         """Entry `index` now maps to `block` (a copy-on-write copy; not a hole)."""
         self._tables[seq_id][index] = block
         self._rows.set(seq_id, index, block)
+        self._seqs[seq_id].version = self._bump()
 
     def punch_hole(self, seq_id: int, index: int) -> None:
         """Entry `index` (a real block) becomes a hole, -1."""
         e = self._seqs[seq_id]
         e.table[index] = -1
         e.holes += 1
+        e.version = self._bump()
         self._rows.set(seq_id, index, -1)
 
     def extend_chain(self, seq_id: int, h: int) -> None:

@@ -14,12 +14,34 @@ rank that follows rank 0's plan), queued while the runner still works on the pre
 a decode, or a speculative verify of K+1 tokens all are rows with q_len >= 1).
 
 Layout of one `BatchPlan` (packed, no padding; the layout network/batch.py documents):
-    input_ids, positions, slot_mapping   (T,) int64   new tokens, their RoPE positions and slots
+    input_ids                            (T,) int64   new tokens (0 where deferred, below)
+    seq_rows                             (B,) int32   each row's line of the block table (below)
+    starts                               (B,) int32   first position computed this step
     cu_seqlens_q                         (B+1,) int32 prefix sums of each row's q_len
-    context_lens                         (B,) int32   keys per row after this step's write
-    block_tables                         (B, W) int32 logical -> physical block, -1 = none
+    rope_offsets                         (B,) int32   RoPE position = position - offset (tokens a
+                                                      sliding pattern evicted before it), else 0
     logits_rows                          (N,) int64   packed token rows whose logits are needed
+    deferred_tokens, deferred_draws      (P,) int64   input_ids[deferred_tokens[p]] is the id the
+                                                      previous step drew as its draw
+                                                      deferred_draws[p] (overlap scheduling)
+    table_width                          int          columns of the table the batch reads
 Rows q_len == 1 come first (`num_decodes`). Each logits row has one `LogitsRequest`, in order.
+Context lengths are starts + q_len. Token t of row b sits at position p = starts[b] + t; its
+slot is table[seq_rows[b], p // block_size] * block_size + p % block_size.
+
+The block table is persistent (vLLM's model runner V2 keeps its batch on the GPU the same way):
+the runner holds one row per live sequence on the device, and each `StepPlan` carries only the
+rows that changed since the previous plan (`table_rows`, `table_data`: whole rows of the
+engine's mirror, model/engine/table_rows.py: a sequence admitted or forked, one block appended,
+a block copied on write or freed to a hole). The runner writes them before the step's work and
+derives positions, slots, context lengths and each batch's (B, W) tables on the device
+(model/engine/device_batch.py). So plans apply in order: each one assumes every earlier one.
+
+Overlap scheduling (docs/RUNTIME.md): the engine plans step N+1 before step N's ids reach the
+host. A decode whose input is the token step N sampled names it by position instead: draw d of
+step N, counting the draws of all logits rows of all batches in plan order. The runner keeps
+step N's ids on the device and fills those slots of N+1's input ids there; input_ids holds 0 at
+those places. A plan may refer only to the step submitted just before it.
 """
 from __future__ import annotations
 
@@ -57,36 +79,48 @@ class BatchPlan:
     """The rows of one step that share one attention mask (one forward each)."""
     mask: MaskSpec
     input_ids: np.ndarray                # (T,) int64
-    positions: np.ndarray                # (T,) int64
-    slot_mapping: np.ndarray             # (T,) int64
+    seq_rows: np.ndarray                 # (B,) int32 row of the persistent block table
+    starts: np.ndarray                   # (B,) int32
     cu_seqlens_q: np.ndarray             # (B+1,) int32
-    context_lens: np.ndarray             # (B,) int32
-    block_tables: np.ndarray             # (B, W) int32
+    rope_offsets: np.ndarray             # (B,) int32
     logits_rows: np.ndarray              # (N,) int64
     logits: list[LogitsRequest]          # N entries, one per logits row
     num_decodes: int                     # rows 0..num_decodes-1 have q_len 1
     max_q_len: int
     max_context_len: int
+    table_width: int                     # the longest block table of the batch
     has_holes: bool                      # some table has a -1 inside its context
     has_prefix: bool                     # some prefill chunk follows cached tokens
+    has_offsets: bool = False            # some rope_offsets entry is not 0
+    deferred_tokens: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))   # (P,)
+    deferred_draws: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))    # (P,)
 
     @property
     def num_rows(self) -> int:
         """Sequences (rows) in this batch."""
-        return int(self.context_lens.shape[0])
+        return int(self.starts.shape[0])
 
     @property
     def num_tokens(self) -> int:
         """New tokens in this batch, all rows together."""
         return int(self.input_ids.shape[0])
 
+    @property
+    def context_lens(self) -> np.ndarray:
+        """(B,) int32 keys per row after this step's write: starts + q_len."""
+        return self.starts + np.diff(self.cu_seqlens_q)
+
 
 @dataclass
 class StepPlan:
-    """Everything the runner does in one step, in this order: re-rotate the keys of blocks
-    that a sliding pattern compacted (decided at the end of the last step), copy blocks
-    (copy-on-write), run each batch's forward, sample, and forget the released draw keys."""
+    """Everything the runner does in one step, in this order: write the changed block-table
+    rows, re-rotate the keys of blocks that a sliding pattern compacted (decided at the end of
+    the last step), copy blocks (copy-on-write), run each batch's forward, sample, and forget
+    the released draw keys."""
     batches: list[BatchPlan] = field(default_factory=list)
+    # Block-table rows changed since the previous plan, whole: (K,) int32 row ids, (K, W) int32.
+    table_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
+    table_data: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.int32))
     rerotations: list[tuple[int, list[int]]] = field(default_factory=list)   # (delta, block ids)
     block_copies: list[tuple[int, int]] = field(default_factory=list)        # (src, dst)
     released_keys: list[tuple[int, int]] = field(default_factory=list)
@@ -95,6 +129,11 @@ class StepPlan:
     def num_logits_rows(self) -> int:
         """Logits rows over all batches of the step."""
         return sum(len(b.logits) for b in self.batches)
+
+    @property
+    def num_draws(self) -> int:
+        """Draws over all logits rows of the step (what a later plan's deferred_draws index)."""
+        return sum(len(r.draws) for b in self.batches for r in b.logits)
 
 
 @dataclass
