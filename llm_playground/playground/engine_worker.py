@@ -14,23 +14,28 @@ from __future__ import annotations
 import queue
 import random
 import threading
-from collections import deque
-from dataclasses import dataclass, field
+import time
 from typing import Any, Callable
 
 from textual.worker import get_current_worker
 
 from llm_playground.model.engine.outcomes import FinishReason
 from llm_playground.model.engine.sampling_params import SamplingParams
+from llm_playground.playground.generation import Generation
 from llm_playground.playground.messages import (AttentionReady, CacheUpdated, ChatFinished, ChatProgress,
-                                 ChatStats, EngineNotice, LoadFailed, LoadProgress, ModelInfo,
-                                 ModelReady, PatternChanged)
+                                 EngineNotice, LoadFailed, LoadProgress, ModelInfo, ModelReady,
+                                 PatternChanged)
 
 ProgressFn = Callable[..., None]
 # A factory loads the model and builds the engine on the worker thread: (progress) -> (info, engine).
 EngineFactory = Callable[[ProgressFn], "tuple[ModelInfo, Any]"]
 
-SPARK_WINDOW = 60          # decode steps kept for the sparkline
+# Live pictures (chat progress, the cache) go to the UI at most this often, in real time: ten a
+# second reads as smooth streaming, and every picture costs the UI thread layout and rendering
+# work that shares the GIL and the cores with the engine (per step, it slowed decode by a
+# quarter on 2 cores). A first token, a finished answer and the idle engine's last picture are
+# posted at once.
+PUBLISH_INTERVAL_S = 0.1
 IDLE_POLL_S = 0.1          # how often an idle worker checks for commands and cancellation
 MAX_STEP_FAILURES = 3      # consecutive failed steps before the worker stops stepping
 
@@ -44,39 +49,21 @@ def one_line(error: BaseException) -> str:
     return text[0] if expected else f"{type(error).__name__}: {text[0]}"
 
 
-@dataclass
-class _Generation:
-    ticket: int
-    request_id: int
-    n: int
-    prompt_len: int
-    texts: list[str] = field(default_factory=list)
-    ids: list[list[int]] = field(default_factory=list)
-    reasons: list[FinishReason | None] = field(default_factory=list)
-    error: str | None = None
-    stats: ChatStats = field(default_factory=ChatStats)
-    spark: deque = field(default_factory=lambda: deque(maxlen=SPARK_WINDOW))
-
-    def __post_init__(self) -> None:
-        self.texts = [""] * self.n
-        self.ids = [[] for _ in range(self.n)]
-        self.reasons = [None] * self.n
-        self.stats.prompt_tokens = self.prompt_len
-
-    @property
-    def done(self) -> bool:
-        """True when every sample has a finish reason."""
-        return all(r is not None for r in self.reasons)
-
-
 class EngineWorker:
     """Owns the engine on a Textual thread worker named "engine"."""
 
-    def __init__(self, post: Callable[[Any], Any], factory: EngineFactory) -> None:
+    def __init__(self, post: Callable[[Any], Any], factory: EngineFactory,
+                 publish_interval_s: float = PUBLISH_INTERVAL_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._post = post                      # thread-safe: App.post_message
         self._factory = factory
         self._commands: queue.Queue = queue.Queue()
-        self._gens: dict[int, _Generation] = {}        # ticket -> generation
+        self._interval = publish_interval_s
+        self._clock = clock                    # real time for the publishing rate (not the engine's)
+        self._last_publish = float("-inf")
+        self._cache_stale = False              # steps not yet shown in a CacheUpdated
+        self._last_report: Any = None          # the newest StepReport (its cache is the picture)
+        self._gens: dict[int, Generation] = {}         # ticket -> generation
         self._by_request: dict[int, int] = {}          # engine request id -> ticket
         self._synthetic: set[int] = set()              # request ids of the "load" action
         self._ignored: set[int] = set()                # aborted requests whose late outputs we drop
@@ -118,6 +105,8 @@ class EngineWorker:
         failures = 0
         while not worker.is_cancelled:
             busy = self._has_work() or bool(self._queued_load)
+            if not busy:
+                self._publish(force=True)      # the idle engine's last picture
             self._drain(block=not busy)
             self._admit_one_synthetic()
             if worker.is_cancelled or not self._has_work():
@@ -211,7 +200,7 @@ class EngineWorker:
             self._post(EngineNotice(_hint(kind, error), "error"))
 
     def _start_chat(self, ticket: int, prompt_ids: list[int], params: SamplingParams) -> None:
-        gen = _Generation(ticket, -1, params.n, len(prompt_ids))
+        gen = Generation(ticket, -1, params.n, len(prompt_ids))
         try:
             gen.request_id = self.engine.add_request(prompt_ids, params)
         except Exception as error:
@@ -256,7 +245,10 @@ class EngineWorker:
             self._synthetic.add(self.engine.add_request(ids, params))
 
     def _handle(self, report: Any) -> None:
-        touched: set[int] = set()
+        """Take one step's report: outputs into their generations, figures updated; finished
+        generations are posted at once, live pictures at the publishing rate."""
+        decoded: dict[int, int] = {}
+        fresh = {t for t, g in self._gens.items() if not any(g.ids)}   # no token before this step
         for out in report.outputs:
             rid = out.request_id
             if rid in self._synthetic:
@@ -265,49 +257,46 @@ class EngineWorker:
             if ticket is None or rid in self._ignored:
                 continue
             gen = self._gens[ticket]
-            i = out.sample_index if 0 <= out.sample_index < gen.n else 0
-            gen.texts[i] += out.text_delta
-            gen.ids[i].extend(out.new_token_ids)
-            if out.finished:
-                gen.reasons[i] = out.finish_reason
-                if out.error:
-                    gen.error = _hint_text("chat", out.error)
-            touched.add(ticket)
+            decoded[ticket] = decoded.get(ticket, 0) + gen.add_output(out)
+            if out.finished and out.error:
+                gen.error = _hint_text("chat", out.error)
         live = {s.request_id for s in report.sequences if s.status != "finished"}
         self._synthetic &= live | {o.request_id for o in report.outputs if not o.finished}
+        worked = {s.request_id for s in report.sequences if s.status in ("running", "finished")}
+        first_token = False
         for ticket in list(self._gens):
             gen = self._gens[ticket]
-            self._update_stats(gen, report)
+            gen.absorb(report, decoded.get(ticket, 0), ticket in fresh and gen.request_id in worked)
             if gen.done:
                 self._finish(gen)
-            elif ticket in touched or gen.stats.ttft_s is None:
-                self._post(ChatProgress(ticket, tuple(gen.texts), tuple(map(tuple, gen.ids)),
-                                        _copy_stats(gen)))
-        self._post_cache(report)
+            elif ticket in fresh and any(gen.ids):
+                first_token = True              # time to first token: show it now
+        self._last_report, self._cache_stale = report, True
+        self._publish(force=first_token)
 
-    def _update_stats(self, gen: _Generation, report: Any) -> None:
-        st = gen.stats
-        st.output_tokens = sum(len(x) for x in gen.ids)
-        if gen.request_id in report.ttft_s:
-            st.ttft_s = report.ttft_s[gen.request_id]
-        if report.num_prefill_tokens > 0:
-            st.prefill_tps = report.prefill_tokens_per_s
-        if report.num_decode_tokens > 0:
-            st.decode_tps = report.decode_tokens_per_s
-            gen.spark.append(report.decode_tokens_per_s)
-        st.recent_decode_tps = tuple(gen.spark)
-        mine = [s for s in report.sequences if s.request_id == gen.request_id]
-        if mine:
-            st.kv_blocks = len({b for s in mine for b in s.block_table if b >= 0})
-            st.cached_prompt_tokens = max(s.num_cached_tokens for s in mine)
-        st.prefix_hits_total = report.cache.prefix_hits
-        st.prefix_queries_total = report.cache.prefix_queries
+    def _publish(self, force: bool = False) -> None:
+        """Post each live generation's progress and the cache picture, unless the last ones
+        went out less than the publishing interval ago (`force`: now)."""
+        now = self._clock()
+        if not force and now - self._last_publish < self._interval:
+            return
+        if not self._cache_stale and not any(g.changed for g in self._gens.values()):
+            return
+        self._last_publish = now
+        for gen in self._gens.values():
+            if gen.changed:
+                gen.changed = False
+                self._post(ChatProgress(gen.ticket, tuple(gen.texts), tuple(map(tuple, gen.ids)),
+                                        gen.snapshot(), tuple(gen.reasons)))
+        if self._cache_stale:
+            self._cache_stale = False
+            self._post_cache(self._last_report)
 
-    def _finish(self, gen: _Generation) -> None:
+    def _finish(self, gen: Generation) -> None:
         self._gens.pop(gen.ticket, None)
         self._by_request.pop(gen.request_id, None)
         self._post(ChatFinished(gen.ticket, tuple(gen.texts), tuple(map(tuple, gen.ids)),
-                                _copy_stats(gen), tuple(gen.reasons), gen.error))
+                                gen.snapshot(), tuple(gen.reasons), gen.error))
 
     def _fail_all(self, why: str) -> None:
         for gen in list(self._gens.values()):
@@ -338,11 +327,6 @@ class EngineWorker:
                                         report.num_waiting, len(self._synthetic)))
         except Exception as error:
             self._post(EngineNotice(f"cache report failed: {one_line(error)}", "warning"))
-
-
-def _copy_stats(gen: _Generation) -> ChatStats:
-    st = gen.stats
-    return ChatStats(**{k: getattr(st, k) for k in st.__dataclass_fields__})
 
 
 def _hint(kind: str, error: BaseException) -> str:

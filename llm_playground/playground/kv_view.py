@@ -3,13 +3,19 @@
 Everything shown comes from the engine's CacheReport / SequenceReport (model/engine/reports.py), posted
 after every step by the engine worker: the grid is the block manager's real pool, the tables are
 the tables attention reads. The totals compare the bytes the paged cache holds with what a
-contiguous cache reserved at the maximum length would hold for the same sequences. The "load"
-action asks the engine worker for N concurrent synthetic requests.
+contiguous cache reserved at the maximum length would hold for the same sequences. The load test
+(F8 or Load) posts `KVView.LoadTestRequested` upward; the app hands it to the engine worker, which
+runs N concurrent synthetic requests.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from rich.markup import escape
+from textual import on
 from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.message import Message
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Button, Input, Label, Static
 
@@ -79,11 +85,22 @@ def table_text(seq: SequenceReport) -> str:
 
 class KVView(Horizontal):
     """The KV cache tab: the block grid and block detail, the totals, the load test, the tables."""
+    BINDINGS = [
+        Binding("f8", "load_test", "Load test", id="kv.load", show=False,
+                tooltip="Start synthetic requests that allocate, share, copy, preempt and free blocks"),
+    ]
+
+    @dataclass
+    class LoadTestRequested(Message):
+        """The user asked for a load test of `n` synthetic requests."""
+        n: int
+
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self.cache: CacheReport | None = None
         self.sequences: list[SequenceReport] = []
         self._counts = (0, 0)                     # running, waiting of the last update
+        self._undrawn: CacheUpdated | None = None  # the newest snapshot, not drawn yet
 
     def compose(self) -> ComposeResult:
         """Grid and block detail at left; totals, formula, load test and block tables at right."""
@@ -106,9 +123,22 @@ class KVView(Horizontal):
         self.query_one("#kv-formula", Static).update(escape(block_formula(info)))
 
     def update_cache(self, msg: CacheUpdated) -> None:
-        """Show a new cache snapshot: grid, totals, live block tables, the cursor's block."""
+        """Take a new cache snapshot; draw it now if the tab is on screen, else when it is shown
+        (a hidden tab's texts would still ask for screen layouts while an answer streams)."""
         self.cache, self.sequences = msg.cache, msg.sequences
         self._counts = (msg.num_running, msg.num_waiting)
+        self._undrawn = msg
+        if self.is_on_screen:
+            self._draw()
+
+    def on_show(self) -> None:
+        """Draw the newest snapshot when the tab comes on screen."""
+        self._draw()
+
+    def _draw(self) -> None:
+        msg, self._undrawn = self._undrawn, None
+        if msg is None:
+            return
         self.query_one(BlockGrid).update_blocks(msg.cache.blocks)
         self._show_totals()
         live = [s for s in msg.sequences if s.status != "finished"]
@@ -146,9 +176,16 @@ class KVView(Horizontal):
             raise ValueError("the number of requests must be between 1 and 256")
         return n
 
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        """The Load button starts the load test."""
-        if event.button.id == "kv-load":
-            event.stop()
-            self.app.action_load_test()
+    def action_load_test(self) -> None:
+        """Ask for the load test with the request count in the box (a notice when it is bad)."""
+        try:
+            n = self.load_count()
+        except ValueError as error:
+            self.notify(str(error), severity="error")
+            return
+        self.post_message(self.LoadTestRequested(n))
 
+    @on(Button.Pressed, "#kv-load")
+    def _load_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        self.action_load_test()

@@ -68,9 +68,11 @@ class ChatStats:
     prompt_tokens: int = 0
     output_tokens: int = 0
     ttft_s: float | None = None
-    prefill_tps: float = 0.0         # last step that had prefill tokens
-    decode_tps: float = 0.0          # last decode step
-    recent_decode_tps: tuple[float, ...] = ()  # a window of recent decode steps, oldest first
+    # None until measured: no prefill step yet / fewer than two tokens (the first comes from
+    # the prefill step). Rates are this chat's tokens over the time of the steps that made them.
+    prefill_tps: float | None = None
+    decode_tps: float | None = None
+    recent_decode_tps: tuple[float, ...] = ()  # this chat's recent decode steps, oldest first
     kv_blocks: int = 0               # physical blocks held by this chat's sequences (last seen)
     cached_prompt_tokens: int = 0    # prompt tokens served by the prefix cache
     prefix_hits_total: int = 0       # engine-wide, cumulative
@@ -84,6 +86,7 @@ class ChatProgress(Message):
     texts: tuple[str, ...]           # text so far, one per sample
     token_ids: tuple[tuple[int, ...], ...]
     stats: ChatStats
+    finish_reasons: tuple[object, ...] = ()   # per sample: FinishReason once it ended, else None
 
     def can_replace(self, message: Message) -> bool:
         """True for an older ChatProgress of the same ticket."""

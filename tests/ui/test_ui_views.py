@@ -9,7 +9,7 @@ from ui_helpers import make_app, wait_for
 
 from llm_playground.model.engine.reports import FREE, SHARED, USED
 from llm_playground.model.engine.attention_patterns import parse_pattern
-from llm_playground.playground.app import APP_BINDINGS, PlaygroundApp
+from llm_playground.playground.app import PlaygroundApp, all_bindings
 from llm_playground.playground.attention_view import AttentionView
 from llm_playground.playground.block_grid import BlockGrid
 from llm_playground.playground.chat_view import ChatView
@@ -183,10 +183,15 @@ def test_every_binding_has_an_id_a_description_and_a_palette_entry():
 
     async def run():
         async with app.run_test(size=(120, 40)) as pilot:
-            titles = {c.title for c in app.get_system_commands(app.screen)}
-            for b in APP_BINDINGS:
-                assert b.id and b.description
-                assert b.description in titles
+            commands = {c.title: c for c in app.get_system_commands(app.screen)}
+            bindings = all_bindings()
+            assert len({b.id for b, _ in bindings}) == len(bindings) >= 15   # ids unique
+            for b, _tab in bindings:
+                assert b.id and b.description and b.tooltip
+                assert b.description in commands
+                # the palette's help line is words, not internal names (it showed "f8 · kv.load")
+                help_line = str(commands[b.description].help)
+                assert b.tooltip in help_line and b.id not in help_line and b.action not in help_line
             await pilot.press("f1")
             await pilot.pause(0.1)
             assert type(app.screen).__name__ == "HelpScreen"
