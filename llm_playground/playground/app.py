@@ -43,7 +43,7 @@ DARK, LIGHT = "textual-dark", "textual-light"
 # Below these sizes the screen gets the class -narrow / -short and playground.tcss switches to a
 # compact layout (80 x 24 shows every label in full); at and above them the layout is the wide one.
 NARROW_WIDTH, SHORT_HEIGHT = 120, 30
-HEADER_SIDES = 18          # the header's icon (8) and clock space (10), shown on a wide screen
+HEADER_SIDES = 8           # the header's icon, shown on a wide screen (no clock space: playground.tcss)
 TAB_FOCUS = {"chat": "#prompt", "tokenizers": "#tok-text", "kv": "#kv-grid", "attention": "#attn-spec"}
 # The views, the tab each lives in, in tab order (for the help screen and the palette).
 VIEWS = ((ChatView, "chat"), (TokenizerView, "tokenizers"), (KVView, "kv"), (AttentionView, "attention"))
@@ -82,6 +82,15 @@ class PlaygroundFooter(Footer):
             yield widget
 
 
+class PlaygroundHeader(Header):
+    """The stock header, which asks the app to lay its model line out again when its width
+    changes (the app's own Resize event does not reach handlers: Textual stops it)."""
+
+    def on_resize(self) -> None:
+        """The width changed: the model line's form may change."""
+        self.app.call_after_refresh(self.app.show_model_line)
+
+
 class PlaygroundApp(App):
     """The playground app: runs the engine worker and routes messages between it and the tabs."""
     CSS_PATH = "playground.tcss"
@@ -105,7 +114,7 @@ class PlaygroundApp(App):
     # ---- layout ------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
         """Header, loading bar, the four tabs and the footer."""
-        yield Header()
+        yield PlaygroundHeader()
         with Horizontal(id="loading"):
             yield Label(f"Loading {self.model_label}…", id="loading-label")
             yield ProgressBar(total=None, show_eta=False, id="loading-bar")
@@ -147,12 +156,13 @@ class PlaygroundApp(App):
             return None
 
     # ---- the header --------------------------------------------------------------------------
-    def _show_model_line(self) -> None:
+    def show_model_line(self) -> None:
         """The header's model line: the longest form that fits the header's width now."""
         if self.model_info is None:
             return
-        sides = 0 if self.size.width < NARROW_WIDTH else HEADER_SIDES
-        self._show_title, line = fit_header(self.model_info, self.title, self.size.width - sides - 2)
+        width = self.screen.size.width
+        sides = 0 if width < NARROW_WIDTH else HEADER_SIDES
+        self._show_title, line = fit_header(self.model_info, self.title, width - sides - 2)
         self.sub_title = line
         for header in self.query(Header):      # the app's name may come or go alone
             header.query_one(HeaderTitle).update(header.format_title())
@@ -162,10 +172,6 @@ class PlaygroundApp(App):
         if self.model_info is not None and not self._show_title and sub_title:
             return Content(sub_title).stylize("dim")
         return super().format_title(title, sub_title)
-
-    def on_resize(self) -> None:
-        """Lay the header's model line out again for the new width."""
-        self._show_model_line()
 
     # ---- worker messages, routed to the views ------------------------------------------------
     def on_load_progress(self, msg: LoadProgress) -> None:
@@ -177,7 +183,7 @@ class PlaygroundApp(App):
     async def on_model_ready(self, msg: ModelReady) -> None:
         """Hide the loading bar and hand the model's details to every view."""
         info = self.model_info = msg.info
-        self._show_model_line()
+        self.show_model_line()
         self.query_one("#loading").display = False
         self.query_one(KVView).set_model(info)
         self.query_one(ChatView).set_model(info)
@@ -268,8 +274,12 @@ class PlaygroundApp(App):
         self.set_focus(self.query_one(TAB_FOCUS[tab]))
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
-        """Move the focus into the newly shown tab unless it is already there."""
+        """Move the focus into the newly shown tab unless it is already there. A late event for
+        a tab that is no longer the active one is ignored (moving the focus there would switch
+        back to it: the palette switches tabs and starts an action at once)."""
         pane = event.pane.id
+        if pane != self.query_one(TabbedContent).active:
+            return
         focused = self.focused
         if pane in TAB_FOCUS and (focused is None or pane not in {a.id for a in focused.ancestors}):
             self.set_focus(self.query_one(TAB_FOCUS[pane]))

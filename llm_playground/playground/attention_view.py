@@ -43,9 +43,9 @@ def mask_for(spec: str, n: int) -> tuple[torch.Tensor, float, str]:
 class AttentionView(Horizontal):
     """The Attention tab: a pattern's mask on the left, one layer/head's weights on the right."""
     BINDINGS = [
-        Binding("f9", "apply_pattern", "Apply pattern", id="attention.apply", show=False,
+        Binding("f9", "apply_pattern", "Apply pattern", id="attention.apply",
                 tooltip="Draw the typed pattern's mask and run the next requests with it"),
-        Binding("f10", "attention_weights", "Attention weights", id="attention.weights", show=False,
+        Binding("f10", "attention_weights", "Attention weights", id="attention.weights",
                 tooltip="Compute the chosen layer and head's weights over the chat's last prompt"),
     ]
     pattern = reactive("dense", init=False)   # what the engine runs (after PatternChanged)

@@ -21,8 +21,9 @@ you train and SentencePiece models you add. Neighbouring tokens never share a co
 space, `↵` a newline. Click a token for its id, bytes and merges.
 
 **KV cache**: every physical block of the paged cache: grey free, light blue cached (prefix
-cache, evictable), green used (one owner), orange shared (several owners). Hover for owners and reference count. *Load* starts
-synthetic requests to watch continuous batching allocate, share, preempt and free.
+cache, evictable), green used (one owner), orange shared (several owners). Hover for owners and
+reference count. *Load* (F8) starts synthetic requests, on a small pool of their own when the
+chat's is too large to fill, to watch blocks allocated, shared, copied on write, preempted, freed.
 
 **Attention**: the mask of an attention pattern and the real attention weights of one layer and
 head for the last prompt. *Apply* sends the pattern to the engine for the next requests.

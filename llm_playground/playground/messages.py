@@ -105,6 +105,24 @@ class ChatFinished(Message):
 
 
 @dataclass
+class LoadStats:
+    """What the load test (playground/load_test.py) has shown so far, counted from its reports."""
+    requests: int = 0
+    samples: int = 0                 # sequences: requests with n = 2 count twice
+    pool_blocks: int = 0             # the pool it runs in
+    chat_pool_blocks: int = 0        # the chat's pool (the same one unless own_pool)
+    own_pool: bool = False           # a small pool of its own, so that the load fills it
+    allocated: int = 0               # blocks that went from no owner to an owner
+    freed: int = 0                   # blocks that went from an owner to none
+    peak_used: int = 0               # most blocks owned at once
+    peak_shared: int = 0             # most blocks owned by several sequences at once
+    copy_on_write: int = 0           # shared blocks a sequence replaced with its own copy
+    preemptions: int = 0
+    finished: int = 0                # requests finished
+    done: bool = False
+
+
+@dataclass
 class CacheUpdated(Message):
     """A snapshot of the KV cache, the live sequences and the queue lengths (coalesces)."""
     cache: CacheReport
@@ -112,6 +130,7 @@ class CacheUpdated(Message):
     num_running: int = 0
     num_waiting: int = 0
     synthetic_running: int = 0       # requests from the "load" action still running
+    load: LoadStats | None = None    # the load test's counts, while its picture is shown
 
     def can_replace(self, message: Message) -> bool:
         """True for any older CacheUpdated."""

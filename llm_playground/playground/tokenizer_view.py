@@ -93,7 +93,7 @@ class TokenizerPanel(Vertical):
 class TokenizerView(Vertical):
     """The Tokenizers tab: a text box, a toolbar, one panel per tokenizer, the picked token."""
     BINDINGS = [
-        Binding("ctrl+n", "train", "Train tokenizer", id="tokenizers.train", show=False,
+        Binding("ctrl+n", "train", "Train tokenizer", id="tokenizers.train",
                 tooltip="Train a BPE tokenizer on the corpus files in the box and add it to the comparison"),
         Binding("ctrl+o", "add_sentencepiece", "Add SentencePiece model", id="tokenizers.add_spm",
                 show=False, tooltip="Add the SentencePiece .model file named in the box to the comparison"),
@@ -216,16 +216,23 @@ class TokenizerView(Vertical):
         """Train a BPE on the listed corpus files with the given vocab size, in a thread worker;
         with no files listed, the focus goes to the corpus box."""
         box = self.query_one("#tok-train-files", Input)
-        try:
-            files = expand_corpus(box.value)
-            vocab = int(self.query_one("#tok-train-vocab", Input).value or 0)
-        except ValueError as error:
-            self.notify(str(error), title="Train", severity="error")
-            return
-        if not files:
+        if not box.value.strip():
             box.focus()
             self.notify("Type corpus files or globs in the box first (e.g. notes/*.md, book.txt).",
                         title="Train", severity="warning")
+            return
+        vocab_box = self.query_one("#tok-train-vocab", Input)
+        try:
+            files = expand_corpus(box.value)
+        except ValueError as error:
+            box.focus()                    # the box to fix has the focus
+            self.notify(str(error), title="Train", severity="error")
+            return
+        try:
+            vocab = int(vocab_box.value or 0)
+        except ValueError:
+            vocab_box.focus()
+            self.notify("the vocab size must be a whole number", title="Train", severity="error")
             return
         self.query_one("#tok-train-progress", ProgressBar).update(progress=0.0)
         self.notify(f"Training a {vocab}-token BPE on {len(files)} file(s)...")

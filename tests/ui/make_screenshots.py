@@ -64,7 +64,7 @@ async def shoot(model: str | None, out: Path) -> None:
         app.query_one("#kv-grid").select(2)
         app.clear_notifications()
         app.save_screenshot(str(out / "ui-kv-cache.svg"))
-        await wait_for(pilot, lambda: not app.engine_worker._synthetic, timeout=300)
+        await wait_for(pilot, lambda: not app.engine_worker.load_running, timeout=300)
 
         await pilot.press("f5")
         app.query_one("#attn-spec").value = "sparse:256,64"

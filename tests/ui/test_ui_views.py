@@ -22,6 +22,8 @@ async def _ready(pilot, app):
 
 
 def test_kv_grid_follows_allocation_and_freeing():
+    """The grid is the pool the load runs in: here the load test's own small pool (the chat's
+    256 blocks are more than its requests need), its states as that engine reports them."""
     engine = tiny_engine(num_blocks=256, block_size=4, real_s=0.01)   # about 30 ms a step
     app = make_app(engine)
 
@@ -33,14 +35,20 @@ def test_kv_grid_follows_allocation_and_freeing():
             await wait_for(pilot, lambda: grid.num_blocks == 256)
             assert all(grid.state_of(b) == FREE for b in range(256))
             await pilot.press("f8")                       # load: 8 synthetic requests
+            worker = app.engine_worker
+            await wait_for(pilot, lambda: worker.load_engine is not None)
+            load = worker.load_engine
+            size = load.cache_report().num_blocks
+            assert load is not engine and size < 256
             states_seen: set[str] = set()
-            await wait_for(pilot, lambda: states_seen.update(grid.state_of(b) for b in range(256))
-                           or {USED, SHARED} <= states_seen, step=0.01)
-            await wait_for(pilot, lambda: not engine.has_unfinished(), timeout=30)
-            await pilot.pause(0.2)
-            final = engine.cache_report()
-            assert [grid.state_of(b) for b in range(256)] == [b.state for b in final.blocks]
-            assert all(grid.state_of(b) not in (USED, SHARED) for b in range(256))
+            await wait_for(pilot, lambda: grid.num_blocks == size and (
+                states_seen.update(grid.state_of(b) for b in range(size)) or {USED, SHARED} <= states_seen),
+                step=0.01)
+            await wait_for(pilot, lambda: not worker.load_running and not load.has_unfinished(), timeout=60)
+            await pilot.pause(0.3)
+            final = load.cache_report()
+            assert [grid.state_of(b) for b in range(size)] == [b.state for b in final.blocks]
+            assert all(grid.state_of(b) not in (USED, SHARED) for b in range(size))
             # hovering a block shows its state, ref count and owners
             await pilot.hover(BlockGrid, offset=(2, 0))      # the second cell: block 1
             await pilot.pause(0.1)
