@@ -8,7 +8,9 @@ thread when asked. Applying a pattern (F9) posts `PatternRequested` and asking f
 posts `WeightsRequested` upward; the app hands them to the engine worker, whose answers come back
 as `set_engine_pattern` and `show_weights`. The engine's pattern is view state (`reactive`).
 
-It does not compute attention itself; it draws what model.sparsity and the engine return.
+It does not compute attention itself; it draws what model.sparsity and the engine return. Its
+torch work (masks, densities, scaling) runs off the UI thread (playground/off_ui_thread.py says
+why: torch on the UI thread slows the engine for the rest of the session).
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from textual.widgets import Button, Input, Label, Select, Static
 from llm_playground.model.engine.attention_patterns import PATTERN_SYNTAX, parse_pattern
 from llm_playground.playground.mask_grid import HeatGrid
 from llm_playground.playground.messages import AttentionReady, ModelInfo
+from llm_playground.playground.off_ui_thread import run_off_ui
 
 PRESETS = ["dense", "local:256", "atrous:64", "sparse:256,64", "streaming:4,256"]
 CUSTOM = "custom"   # what the preset list shows while the engine runs a pattern typed by hand
@@ -38,6 +41,14 @@ def mask_for(spec: str, n: int) -> tuple[torch.Tensor, float, str]:
     """(n, n) bool mask, density in percent, canonical name. Raises ValueError on a bad spec."""
     pattern = parse_pattern(spec)
     return pattern.token_mask(n), pattern.density(n), pattern.name
+
+
+def scaled_weights(weights: list[list[float]]) -> torch.Tensor:
+    """(T, T) weights as drawn: the square root of weight / max (attention is peaked, at sinks
+    and the diagonal; the root keeps the rest visible)."""
+    w = torch.tensor(weights, dtype=torch.float32)   # (T, T)
+    top = float(w.max()) if w.numel() else 0.0
+    return (w / top).sqrt() if top > 0 else w
 
 
 class AttentionView(Horizontal):
@@ -68,6 +79,7 @@ class AttentionView(Horizontal):
         self.density = 100.0
         self.weights: torch.Tensor | None = None
         self.model: ModelInfo | None = None
+        self._mask_generation = 0        # bumped per mask asked for; an older result is dropped
         self.prompt_ids: list[int] = []   # the current chat's last prompt ([] after Ctrl+L)
 
     def compose(self) -> ComposeResult:
@@ -108,11 +120,28 @@ class AttentionView(Horizontal):
         return n
 
     def show_mask(self, spec: str) -> None:
-        """Draw the mask of `spec` (raises ValueError on a bad spec, leaving the old picture)."""
+        """Draw the mask of `spec` (raises ValueError on a bad spec or size, leaving the old
+        picture). The mask and its density are computed off the UI thread (off_ui_thread.py);
+        the title says so until they are in."""
         n = self.mask_tokens()
-        mask, density, name = mask_for(spec, n)
+        pattern = parse_pattern(spec)
+        name = pattern.name
+        self.shown_pattern = name
+        self._mask_generation += 1
+        generation = self._mask_generation
+        self.query_one("#attn-mask-title", Label).update(f"mask [b]{escape(name)}[/], {n} tokens: computing…")
+        run_off_ui(self.app, mask_for, spec, n,
+                   deliver=lambda result, error: self._take_mask(generation, n, result, error))
+
+    def _take_mask(self, generation: int, n: int, result, error: BaseException | None) -> None:
+        if generation != self._mask_generation:
+            return                                   # a newer mask was asked for
+        if error is not None:
+            self.notify(f"could not draw the mask: {error}", severity="error")
+            return
+        mask, density, name = result
         self.query_one("#attn-mask", HeatGrid).set_matrix(mask, gamma=0.5)
-        self.shown_pattern, self.density = name, density
+        self.density = density
         running = "" if name == self.pattern else f"  (engine runs {self.pattern})"
         self.query_one("#attn-mask-title", Label).update(
             f"mask [b]{escape(name)}[/], {n} tokens: density [b]{density:.1f}%[/] of causal pairs "
@@ -148,11 +177,16 @@ class AttentionView(Horizontal):
             raise ValueError("layer and head must be whole numbers") from None
 
     def show_weights(self, msg: AttentionReady) -> None:
-        """Draw the weights as a heat map, square-root scaled against their maximum."""
-        w = torch.tensor(msg.weights, dtype=torch.float32)   # (T, T)
-        top = float(w.max()) if w.numel() else 0.0
-        # square-root scale: attention is peaked (sinks, the diagonal); this keeps the rest visible
-        self.weights = (w / top).sqrt() if top > 0 else w
+        """Draw the weights as a heat map, square-root scaled against their maximum (scaled off
+        the UI thread; `weights` is set when they are in)."""
+        run_off_ui(self.app, scaled_weights, msg.weights,
+                   deliver=lambda result, error: self._take_weights(msg, result, error))
+
+    def _take_weights(self, msg: AttentionReady, weights, error: BaseException | None) -> None:
+        if error is not None:
+            self.notify(f"could not draw the weights: {error}", severity="error")
+            return
+        self.weights = weights
         self.query_one("#attn-weights", HeatGrid).set_matrix(self.weights)
         self.query_one("#attn-weights-title", Label).update(
             f"weights layer [b]{msg.layer}[/] head [b]{msg.head}[/], {msg.token_count} tokens "

@@ -72,7 +72,8 @@ async def shoot(model: str | None, out: Path) -> None:
         view = app.query_one("AttentionView")
         await wait_for(pilot, lambda: view.pattern == "sparse:256,64")
         await pilot.press("f10")
-        await wait_for(pilot, lambda: view.weights is not None, timeout=120)
+        await wait_for(pilot, lambda: view.weights is not None and all(  # drawn off the UI thread
+            g.drawn for g in app.query("HeatGrid")), timeout=120)
         app.set_focus(None)
         app.clear_notifications()
         await pilot.pause(0.5)

@@ -12,7 +12,7 @@ from test_ui_chat import TEMPLATE_WITH_DEFAULT
 from test_ui_small_terminal import shown_in_full
 from textual.widgets import Input, TabbedContent
 from tiny_engine import IM_END, answer_text, hold, record_steps, tiny_engine
-from ui_helpers import default_looking_factory, make_app, wait_for
+from ui_helpers import attention_drawn, default_looking_factory, make_app, wait_for
 
 from llm_playground.model.engine.outcomes import FinishReason
 from llm_playground.model.engine.sampling_params import SamplingParams
@@ -142,7 +142,7 @@ def test_ctrl_l_clears_the_strip_and_the_prompt_that_f10_uses():
             await _send(pilot, "second one")
             await pilot.press("f5")
             await pilot.press("f10")
-            await wait_for(pilot, lambda: view.weights is not None)
+            await wait_for(pilot, lambda: view.weights is not None and attention_drawn(app))
             assert view.prompt_ids == chat.last_prompt_ids
             assert view.weights.shape == (len(chat.last_prompt_ids),) * 2
 
@@ -363,3 +363,44 @@ def test_the_palette_runs_a_tabs_action_from_another_tab():
             assert app.query_one(TabbedContent).active == "kv"       # and it stayed there
 
     asyncio.run(run())
+
+
+# ---- the UI thread runs no torch ---------------------------------------------------------------
+def test_the_attention_tabs_torch_work_runs_on_a_thread_of_its_own(monkeypatch):
+    """One 2,048-token mask drawn on the UI thread at start-up made every decode step twice as
+    slow for the rest of the session (a second OpenMP pool: off_ui_thread.py says how). Every
+    torch entry point the tab uses must run on a short-lived "ui-torch" thread: not the UI
+    thread, and not a Textual worker (those threads are reused, so their pools would stay)."""
+    import threading
+
+    from llm_playground.model.engine import attention_patterns
+    from llm_playground.playground import attention_view, mask_grid
+
+    where: list[str] = []
+
+    def on_own_thread(fn):
+        def wrapped(*args, **kwargs):
+            where.append(threading.current_thread().name)
+            return fn(*args, **kwargs)
+        return wrapped
+
+    monkeypatch.setattr(attention_view, "mask_for", on_own_thread(attention_view.mask_for))
+    monkeypatch.setattr(attention_view, "scaled_weights", on_own_thread(attention_view.scaled_weights))
+    monkeypatch.setattr(mask_grid, "downsample", on_own_thread(attention_patterns.downsample))
+    app = make_app(tiny_engine())
+
+    async def run():
+        async with app.run_test(size=(120, 40)) as pilot:
+            await _ready(pilot)
+            await _send(pilot, "hi")
+            await pilot.press("f5")
+            view = app.query_one(AttentionView)
+            view.query_one("#attn-spec", Input).value = "local:64"
+            await pilot.press("f9", "f10")
+            await wait_for(pilot, lambda: view.weights is not None and attention_drawn(app))
+            await pilot.resize_terminal(100, 30)            # pooled again for the new size
+            await pilot.pause(0.3)
+            await wait_for(pilot, lambda: attention_drawn(app))
+
+    asyncio.run(run())
+    assert len(where) >= 5 and set(where) == {"ui-torch"}, where

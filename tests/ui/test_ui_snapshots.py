@@ -12,7 +12,7 @@ after a deliberate change, and look at them again.
 from __future__ import annotations
 
 from tiny_engine import hold, tiny_engine
-from ui_helpers import default_looking_factory, make_app, wait_for
+from ui_helpers import attention_drawn, default_looking_factory, make_app, wait_for
 
 from llm_playground.model.engine.sampling_params import SamplingParams
 from llm_playground.playground.app import PlaygroundApp
@@ -145,7 +145,7 @@ def test_attention_view_snapshot(snap_compare):
         await pilot.press("f5")
         view.query_one("#attn-head").value = "1"
         await pilot.press("f10")
-        await wait_for(pilot, lambda: view.weights is not None)
+        await wait_for(pilot, lambda: view.weights is not None and attention_drawn(pilot.app))
         pilot.app.set_focus(None)
         pilot.app.clear_notifications()
         await pilot.pause(0.3)

@@ -5,7 +5,7 @@ import asyncio
 
 import pytest
 from tiny_engine import MODEL_NAME, tiny_engine
-from ui_helpers import make_app, wait_for
+from ui_helpers import attention_drawn, make_app, wait_for
 
 from llm_playground.model.engine.reports import FREE, SHARED, USED
 from llm_playground.model.engine.attention_patterns import parse_pattern
@@ -135,6 +135,7 @@ def test_pattern_switch_reaches_the_engine_and_weights_are_drawn():
             # not one of the presets: the preset list says so instead of keeping "dense"
             await wait_for(pilot, lambda: view.query_one("#attn-preset").value == "custom")
             assert view.query_one("#attn-spec").value == "local:64"
+            await wait_for(pilot, lambda: attention_drawn(app))
             assert view.density == pytest.approx(parse_pattern("local:64").density(2048))
             assert app.query_one("#attn-mask", HeatGrid).pooled is not None
             # a bad pattern: a notification, and the engine keeps the old one
@@ -152,7 +153,7 @@ def test_pattern_switch_reaches_the_engine_and_weights_are_drawn():
             await pilot.press("f5")
             view.query_one("#attn-head").value = "1"
             await pilot.press("f10")
-            await wait_for(pilot, lambda: view.weights is not None)
+            await wait_for(pilot, lambda: view.weights is not None and attention_drawn(app))
             assert view.weights.shape == (len(chat.last_prompt_ids),) * 2
             # the engine's weights of layer 0 head 1 over the last prompt (√ of weight / max)
             want = torch.tensor(engine.attention_weights(chat.last_prompt_ids, 0, 1))
@@ -237,12 +238,16 @@ def test_large_pool_and_mask_render():
             assert grid.size.height > 3
             await pilot.press("f5")
             view = app.query_one(AttentionView)
-            t0 = time.perf_counter()
-            view.show_mask("streaming:4,256")
             mask = app.query_one("#attn-mask", HeatGrid)
-            [mask.render_line(y) for y in range(mask.size.height)]
+            await wait_for(pilot, lambda: attention_drawn(app))
+            pooled_before = mask.pool_count
+            t0 = time.perf_counter()
+            view.show_mask("streaming:4,256")      # built and pooled off the UI thread
+            await wait_for(pilot, lambda: mask.pool_count > pooled_before and attention_drawn(app),
+                           step=0.005)
+            lines = [mask.render_line(y) for y in range(mask.size.height)]
             timings["mask"] = time.perf_counter() - t0
-            assert mask.pooled is not None
+            assert mask.pooled is not None and len(lines) == mask.size.height
 
     asyncio.run(run())
     print(f"4096-block grid update + repaint {timings['grid'] * 1000:.1f} ms; "

@@ -39,3 +39,12 @@ def default_looking_factory(engine: Engine):
         return replace(info, name="SmolLM2-135M-Instruct (Q4_1 GGUF)", dtype="int8 weights, bfloat16 KV",
                        num_blocks=1456, block_size=16, bytes_per_block=2 * 30 * 3 * 64 * 2 * 16), engine
     return factory
+
+
+def attention_drawn(app) -> bool:
+    """The Attention tab's mask (its title and density) and both maps are on screen: they are
+    computed off the UI thread, so a test waits for this before reading or shooting them."""
+    from llm_playground.playground.attention_view import AttentionView
+    from llm_playground.playground.mask_grid import HeatGrid
+    title = str(app.query_one(AttentionView).query_one("#attn-mask-title").render())
+    return "computing" not in title and "density" in title and all(g.drawn for g in app.query(HeatGrid))
