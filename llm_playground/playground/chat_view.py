@@ -1,35 +1,35 @@
-"""The Chat tab: a multi-turn conversation with streamed Markdown, sampling settings, a live strip.
+"""The Chat tab: a multi-turn conversation, streamed answers, sampling settings, a live strip.
 
-The view keeps the `Conversation` (playground/chat_session.py), turns it into prompt ids with the
-model's chat template and hands them to the engine worker; the worker's ChatProgress /
-ChatFinished messages (routed here by the app) stream into the last assistant message through
-`Markdown.get_stream`, and one full `Markdown.update` happens when the answer is complete. A
-cancelled or failed answer keeps the text produced so far. Optional token colouring shows where
-the token boundaries fall (playground/token_spans.py).
-
-It does not call the engine: everything goes through `app.engine_worker` (a queue).
+The view keeps the `Conversation` (playground/chat_session.py) and turns it into prompt ids with
+the model's chat template. It owns its key bindings (Esc, Ctrl+R, Ctrl+L, F6, F7) and talks to
+the engine only through messages posted upward: `Generate` and `Cancel` (the app hands them to
+the engine worker) and `PromptChanged` (the app tells the Attention tab what F10 covers). The
+worker's ChatProgress / ChatFinished, routed here by the app, stream into the last assistant
+message (playground/answer_view.py: cheap live updates, one full Markdown update at the end). A
+cancelled or failed answer keeps the text produced so far. Token colouring (F7, `token_colours`,
+view state) shows where the token boundaries fall; its handler is one small action.
 """
 from __future__ import annotations
 
-from dataclasses import replace
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, replace
 
 from rich.markup import escape
+from textual import on
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.widgets import Button, Input, Label, Markdown, Static, Switch, TextArea
+from textual.message import Message
+from textual.reactive import reactive
+from textual.widgets import Button, Input, Label, Static, Switch, TextArea
 
 from llm_playground.model.engine.outcomes import FinishReason
 from llm_playground.model.engine.sampling_params import SamplingParams
+from llm_playground.playground.answer_view import AssistantMessage
 from llm_playground.playground.chat_session import Conversation, Turn
 from llm_playground.playground.colour_modes import ColourMode
 from llm_playground.playground.considered_panel import CANDIDATES_PER_STAGE, ConsideredPanel
-from llm_playground.playground.messages import ChatFinished, ChatProgress, ChoicesUpdated
+from llm_playground.playground.messages import ChatFinished, ChatProgress, ChoicesUpdated, ModelInfo
 from llm_playground.playground.stats_strip import StatsStrip
-from llm_playground.playground.token_spans import group_spans, render_spans
-
-if TYPE_CHECKING:
-    from textual.widgets._markdown import MarkdownStream
 
 SAMPLING_FIELDS = (  # (id, label, default, type)
     ("temperature", "temperature", "0.7", "number"),
@@ -47,73 +47,38 @@ class UserMessage(Static):
         super().__init__(f"[b]you[/b]  {escape(text)}", classes="user-message")
 
 
-class AssistantMessage(Vertical):
-    """One answer (or n parallel samples), streamed."""
-
-    def __init__(self, n: int) -> None:
-        super().__init__(classes="assistant-message")
-        self.n = n
-        self.texts = [""] * n
-        self.ids: list[tuple[int, ...]] = [()] * n
-        self._streams: list[MarkdownStream | None] = [None] * n
-        self.status = "streaming"
-
-    def compose(self) -> ComposeResult:
-        """A role label, a Markdown answer and a token-span view per sample, then a status line."""
-        for i in range(self.n):
-            label = "assistant" if self.n == 1 else f"assistant · sample {i + 1}/{self.n}"
-            yield Label(f"[b]{label}[/b]", classes="role")
-            yield Markdown("", id=f"md-{i}", classes="answer")
-            yield Static("", id=f"tok-{i}", classes="answer-tokens")
-        yield Label("", classes="answer-status")
-
-    async def stream(self, texts: tuple[str, ...], ids: tuple[tuple[int, ...], ...], tokenizer,
-                     colours: bool) -> None:
-        """Append each sample's new text to its Markdown stream and keep its ids."""
-        for i, text in enumerate(texts[: self.n]):
-            md = self.query_one(f"#md-{i}", Markdown)
-            delta = text[len(self.texts[i]):]
-            if delta:
-                if self._streams[i] is None:
-                    self._streams[i] = Markdown.get_stream(md)
-                await self._streams[i].write(delta)
-            self.texts[i] = text
-            self.ids[i] = ids[i] if i < len(ids) else ()
-        self._show_tokens(tokenizer, colours)
-
-    async def finish(self, msg: ChatFinished, tokenizer, colours: bool) -> None:
-        """Stop the streams, show the final texts in full, and say what ended the answer."""
-        for i in range(self.n):
-            if self._streams[i] is not None:
-                await self._streams[i].stop()
-            self.texts[i] = msg.texts[i] if i < len(msg.texts) else self.texts[i]
-            self.ids[i] = msg.token_ids[i] if i < len(msg.token_ids) else self.ids[i]
-            await self.query_one(f"#md-{i}", Markdown).update(self.texts[i])  # one full update
-        reasons = [FinishReason(r) for r in msg.finish_reasons if r]
-        aborted = FinishReason.ABORTED in reasons
-        self.status = "abort" if aborted else ("error" if msg.error else "done")
-        if aborted:
-            note = FinishReason.ABORTED.describe()
-        elif msg.error:
-            note = f"error: {msg.error}"
-        else:      # say what ended an answer that the model did not end itself
-            ends = sorted({r for r in reasons if r.is_length}, key=list(FinishReason).index)
-            note = "; ".join(r.describe() for r in ends)
-        self.query_one(".answer-status", Label).update(escape(note))
-        self._show_tokens(tokenizer, colours)
-
-    def _show_tokens(self, tokenizer, colours: bool) -> None:
-        for i in range(self.n):
-            md = self.query_one(f"#md-{i}", Markdown)
-            tok = self.query_one(f"#tok-{i}", Static)
-            md.display = not colours
-            tok.display = colours
-            if colours and tokenizer is not None:
-                tok.update(render_spans(group_spans(self.ids[i], tokenizer.id_to_bytes)))
-
-
 class ChatView(Horizontal):
     """Conversation on the left, settings on the right."""
+    BINDINGS = [
+        Binding("escape", "stop", "Stop answer", id="chat.stop",
+                tooltip="Stop the answer being written; the text so far is kept"),
+        Binding("ctrl+r", "regenerate", "Regenerate", id="chat.regenerate",
+                tooltip="Write the last answer again (sampling: with the next seed)"),
+        Binding("ctrl+l", "clear", "Clear chat", id="chat.clear", show=False,
+                tooltip="Empty the conversation, its figures in the strip and its prompt"),
+        Binding("f6", "copy_reply", "Copy reply", id="chat.copy", show=False,
+                tooltip="Copy the last answer to the clipboard"),
+        Binding("f7", "toggle_token_colours", "Token colours", id="chat.token_colours", show=False,
+                tooltip="Draw the answers as coloured token runs (or as Markdown again)"),
+    ]
+    token_colours = reactive(False, init=False)
+
+    @dataclass
+    class Generate(Message):
+        """Start a generation of `prompt_ids` with `params` under the view's `ticket`."""
+        ticket: int
+        prompt_ids: list[int]
+        params: SamplingParams
+
+    @dataclass
+    class Cancel(Message):
+        """Stop generation `ticket`, keeping its text."""
+        ticket: int
+
+    @dataclass
+    class PromptChanged(Message):
+        """The current chat's last prompt ([] once the chat is cleared)."""
+        prompt_ids: list[int]
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -122,8 +87,7 @@ class ChatView(Horizontal):
         self._next_ticket = 0
         self._answer: AssistantMessage | None = None
         self.last_prompt_ids: list[int] = []
-        self._max_tokens = 0
-        self.token_colours = False
+        self.model: ModelInfo | None = None
         self.colour_mode = ColourMode.OFF               # F7: off / boundaries / speculation / probability
         self.model_system_prompt: str | None = None   # the template's default, shown until edited
         self.load_error: str | None = None              # why no model is loaded, once loading failed
@@ -155,12 +119,13 @@ class ChatView(Horizontal):
                     yield button
 
     # ---- settings ----------------------------------------------------------------------------
-    def set_model(self, chat_template: str | None) -> None:
-        """Show the model's own default system prompt, unless the user has typed one."""
+    def set_model(self, info: ModelInfo) -> None:
+        """The loaded model; show its own default system prompt, unless the user typed one."""
         from llm_playground.model.engine.chat_template import default_system_prompt
+        self.model = info
         area = self.query_one("#system-prompt", TextArea)
         unedited = area.text in ("", self.model_system_prompt or "")
-        self.model_system_prompt = default_system_prompt(chat_template)
+        self.model_system_prompt = default_system_prompt(info.chat_template)
         area.placeholder = "none (this model's template has no default)"
         if unedited:
             area.text = self.model_system_prompt or ""
@@ -185,28 +150,54 @@ class ChatView(Horizontal):
         except ValueError as error:
             raise ValueError(f"sampling settings: {error}") from None
 
-    # ---- actions (the app's bindings call these) ---------------------------------------------
+    # ---- actions ------------------------------------------------------------------------------
     async def send(self, text: str) -> None:
         """Add a user turn and start its answer (a notice instead while busy or with no model)."""
         text = text.strip()
         if not text:
             return
         if self.ticket is not None:
-            self.app.notify("An answer is still streaming: wait, or press Esc to stop it.", severity="warning")
+            self.notify("An answer is still streaming: wait, or press Esc to stop it.", severity="warning")
             return
-        if self.app.model_info is None:
+        if self.model is None:
             if self.load_error is not None:
-                self.app.notify("No model is loaded (restart with --model PATH); your message is kept "
-                                "in the box.", severity="warning")
+                self.notify("No model is loaded (restart with --model PATH); your message is kept "
+                            "in the box.", severity="warning")
             else:
-                self.app.notify("The model is still loading; your message is kept in the box.",
-                                severity="warning")
+                self.notify("The model is still loading; your message is kept in the box.",
+                            severity="warning")
             return
         self.query_one("#prompt", Input).value = ""
         await self.query_one("#chat-log").mount(UserMessage(text))
         self.conversation.turns.append(Turn("user", text))
         if not await self._start():
             self.conversation.turns.pop()      # not sent: the next turn must not carry it
+
+    async def action_regenerate(self) -> None:
+        """Ctrl+R: generate the last answer again."""
+        await self.regenerate()
+
+    async def action_clear(self) -> None:
+        """Ctrl+L: clear the conversation."""
+        await self.clear()
+
+    def action_stop(self) -> None:
+        """Esc: stop the answer being generated, keeping what it wrote."""
+        if self.cancel():
+            self.notify("Stopping the answer; what it wrote is kept.")
+
+    def action_copy_reply(self) -> None:
+        """F6: copy the last reply to the clipboard."""
+        text = self.last_reply()
+        if not text:
+            self.notify("No reply to copy yet.", severity="warning")
+            return
+        self.app.copy_to_clipboard(text)
+        self.notify(f"Copied {len(text)} characters.")
+
+    def action_toggle_token_colours(self) -> None:
+        """F7: cycle the token colours: off, boundaries, speculation, probability."""
+        self.cycle_colour_mode()
 
     async def regenerate(self) -> None:
         """Drop the last answer and generate it again (seed moved on by one when sampling)."""
@@ -220,9 +211,14 @@ class ChatView(Horizontal):
         await self._start()
 
     async def clear(self) -> None:
-        """Stop any answer and empty the conversation and the log."""
+        """Stop any answer and empty the conversation, the log and the strip: the cleared chat's
+        figures (KV blocks, prefix hits) and its prompt (F10's weights) go with it."""
         self.cancel()
+        self.ticket, self._answer = None, None        # a late message of the old answer is dropped
         self.conversation.turns.clear()
+        self.last_prompt_ids = []
+        self.post_message(self.PromptChanged([]))
+        self.query_one(StatsStrip).clear()
         self.query_one(ConsideredPanel).clear()
         await self.query_one("#chat-log").remove_children()
 
@@ -230,7 +226,7 @@ class ChatView(Horizontal):
         """Ask the worker to stop the answer in flight; False when there is none."""
         if self.ticket is None:
             return False
-        self.app.engine_worker.cancel(self.ticket)
+        self.post_message(self.Cancel(self.ticket))
         return True
 
     def last_reply(self) -> str:
@@ -252,14 +248,17 @@ class ChatView(Horizontal):
     def set_token_colours(self, on: bool) -> None:
         """Show every answer as coloured token spans (on) or as Markdown (off)."""
         self.token_colours = on
+
+    def watch_token_colours(self, on: bool) -> None:
+        """Redraw every answer in the new mode and keep the switch in step."""
         self.query_one("#token-colours", Switch).value = on
-        tok = self.app.model_info.tokenizer if self.app.model_info else None
+        tok = self.model.tokenizer if self.model else None
         for answer in self.query(AssistantMessage):
-            answer._show_tokens(tok, on)
+            answer.show_tokens(tok, on)
 
     async def _start(self) -> bool:
         """Send the conversation to the engine; False (and a notification) when it cannot be."""
-        info = self.app.model_info
+        info = self.model
         self.conversation.system_prompt = self.system_prompt()
         try:
             params = self.sampling_params()
@@ -268,36 +267,39 @@ class ChatView(Horizontal):
                 params = replace(params, logprobs=CANDIDATES_PER_STAGE)
             ids = self.conversation.prompt_ids(info.tokenizer, info.chat_template)
         except Exception as error:
-            self.app.notify(f"{error}", title="Not sent", severity="error")
+            self.notify(f"{error}", title="Not sent", severity="error")
             return False
         self._next_ticket += 1
         self.ticket = self._next_ticket
         self.last_prompt_ids = ids
-        self._max_tokens = params.max_tokens
-        self._answer = AssistantMessage(params.n)
+        self.post_message(self.PromptChanged(list(ids)))
+        self._answer = AssistantMessage(params.n, params.max_tokens)
         self.query_one(ConsideredPanel).begin_answer(self.ticket, record)
         log = self.query_one("#chat-log", VerticalScroll)
         await log.mount(self._answer)
         log.scroll_end(animate=False)
-        self.app.engine_worker.chat(self.ticket, ids, params)
+        self.post_message(self.Generate(self.ticket, ids, params))
         return True
 
     # ---- worker messages (routed by the app) -------------------------------------------------
-    async def on_progress(self, msg: ChatProgress) -> None:
+    async def show_progress(self, msg: ChatProgress) -> None:
         """Stream the in-flight answer's new text and update the stats strip."""
         if msg.ticket != self.ticket or self._answer is None:
             return
-        await self._answer.stream(msg.texts, msg.token_ids, self.app.model_info.tokenizer, self.token_colours)
-        self.query_one(StatsStrip).show(msg.stats)
-        self.query_one("#chat-log", VerticalScroll).scroll_end(animate=False)
+        grew = await self._answer.stream(msg.texts, msg.token_ids, msg.finish_reasons,
+                                         self.model.tokenizer, self.token_colours)
+        self.query_one(StatsStrip).show(msg.stats, live=True)
+        if grew:                       # only a taller answer moves the end of the log
+            self.query_one("#chat-log", VerticalScroll).scroll_end(animate=False)
 
-    async def on_finished(self, msg: ChatFinished) -> None:
+    async def show_finished(self, msg: ChatFinished) -> None:
         """Finish the answer, record it in the conversation, notify of errors and early stops."""
         if msg.ticket != self.ticket or self._answer is None:
             return
         answer, self._answer = self._answer, None
         try:
-            await answer.finish(msg, self.app.model_info.tokenizer, self.token_colours)
+            await answer.finish(msg.texts, msg.token_ids, msg.finish_reasons, msg.error,
+                                self.model.tokenizer, self.token_colours)
         finally:
             self.ticket = None
         self.query_one(StatsStrip).show(msg.stats)
@@ -307,37 +309,43 @@ class ChatView(Horizontal):
         elif msg.error:
             self.conversation.turns.pop()   # never sent: the next turn must not carry it
         if msg.error:
-            self.app.notify(msg.error, title="Generation stopped", severity="error", timeout=8)
+            self.notify(msg.error, title="Generation stopped", severity="error", timeout=8)
         elif FinishReason.KV_CACHE_FULL in msg.finish_reasons:
-            self.app.notify("The answer stopped early: the KV cache is full. Clear the chat "
+            self.notify("The answer stopped early: the KV cache is full. Clear the chat "
                             "(ctrl+l) or restart with a larger --kv-blocks.",
                             title="Out of KV cache", severity="warning", timeout=8)
         elif FinishReason.CONTEXT_FULL in msg.finish_reasons:
-            self.app.notify("The answer stopped early: the model's context is full. Clear the chat "
+            self.notify("The answer stopped early: the model's context is full. Clear the chat "
                             "(ctrl+l) to start a new conversation.",
                             title="Context full", severity="warning", timeout=8)
         self.query_one("#chat-log", VerticalScroll).scroll_end(animate=False)
 
     # ---- widget events -----------------------------------------------------------------------
-    async def on_input_submitted(self, event: Input.Submitted) -> None:
+    @on(Input.Submitted, "#prompt")
+    async def _prompt_submitted(self, event: Input.Submitted) -> None:
         """Enter in the prompt sends the message."""
-        if event.input.id == "prompt":
-            event.stop()
-            await self.send(event.value)
-
-    async def on_button_pressed(self, event: Button.Pressed) -> None:
-        """Regen, Clear and Copy buttons."""
         event.stop()
-        if event.button.id == "regenerate":
-            await self.regenerate()
-        elif event.button.id == "clear":
-            await self.clear()
-        elif event.button.id == "copy":
-            self.app.action_copy_reply()
+        await self.send(event.value)
 
-    def on_switch_changed(self, event: Switch.Changed) -> None:
+    @on(Button.Pressed, "#regenerate")
+    async def _regenerate_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        await self.regenerate()
+
+    @on(Button.Pressed, "#clear")
+    async def _clear_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        await self.clear()
+
+    @on(Button.Pressed, "#copy")
+    def _copy_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        self.action_copy_reply()
+
+    @on(Switch.Changed, "#token-colours")
+    def _colours_switched(self, event: Switch.Changed) -> None:
         """The token-colours switch turns colouring on or off."""
-        if event.switch.id == "token-colours" and event.value != self.token_colours:
+        if event.value != (self.colour_mode is ColourMode.BOUNDARIES):
             self.set_colour_mode(ColourMode.BOUNDARIES if event.value else ColourMode.OFF)
 
     # ---- token colour modes (F7) and what the model considered (playground/considered_panel.py)
@@ -357,4 +365,4 @@ class ChatView(Horizontal):
         """The worker's ChoicesUpdated (routed by the app) for the latest answer started."""
         if msg.ticket == self._next_ticket:
             self.query_one(ConsideredPanel).update_choices(msg.ticket, msg.choices,
-                                                           self.app.model_info.tokenizer)
+                                                           self.model.tokenizer if self.model else None)

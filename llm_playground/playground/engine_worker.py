@@ -6,31 +6,40 @@ to it by putting commands on a queue (`chat`, `cancel`, `set_pattern`, `attentio
 the thread answers with the dataclass messages of playground/messages.py. It polls the worker's
 `is_cancelled` between steps and while idle (every 0.1 s), so the app can always quit.
 
-What it does not do: draw anything, or decide what the user sees. It keeps, per chat generation,
-the text and ids produced so far, so a cancelled or failed generation keeps its output.
+It keeps, per chat generation, the text, ids and figures so far (playground/generation.py), so a
+cancelled or failed generation keeps its output. Live pictures (progress, the cache) go out at
+most every PUBLISH_INTERVAL_S; what ends something goes out at once. The load test
+(playground/load_test.py) may run on an engine of its own (a small pool on the same model),
+stepped here too. What it does not do: draw anything, or decide what the user sees.
 """
 from __future__ import annotations
 
 import queue
-import random
 import threading
-from collections import deque
-from dataclasses import dataclass, field
+import time
+from dataclasses import replace
 from typing import Any, Callable
 
 from textual.worker import get_current_worker
 
 from llm_playground.model.engine.outcomes import FinishReason
 from llm_playground.model.engine.sampling_params import SamplingParams
+from llm_playground.playground.generation import Generation
+from llm_playground.playground.load_test import LoadTest
 from llm_playground.playground.messages import (AttentionReady, CacheUpdated, ChatFinished, ChatProgress,
-                                 ChatStats, ChoicesUpdated, EngineNotice, LoadFailed, LoadProgress,
-                                 ModelInfo, ModelReady, PatternChanged)
+                                 ChoicesUpdated, EngineNotice, LoadFailed, LoadProgress, ModelInfo, ModelReady,
+                                 PatternChanged)
 
 ProgressFn = Callable[..., None]
 # A factory loads the model and builds the engine on the worker thread: (progress) -> (info, engine).
 EngineFactory = Callable[[ProgressFn], "tuple[ModelInfo, Any]"]
 
-SPARK_WINDOW = 60          # decode steps kept for the sparkline
+# Live pictures (chat progress, the cache) go to the UI at most this often, in real time: ten a
+# second reads as smooth streaming, and every picture costs the UI thread layout and rendering
+# work that shares the GIL and the cores with the engine (per step, it slowed decode by a
+# quarter on 2 cores). A first token, a finished answer and the idle engine's last picture are
+# posted at once.
+PUBLISH_INTERVAL_S = 0.1
 IDLE_POLL_S = 0.1          # how often an idle worker checks for commands and cancellation
 MAX_STEP_FAILURES = 3      # consecutive failed steps before the worker stops stepping
 
@@ -44,45 +53,25 @@ def one_line(error: BaseException) -> str:
     return text[0] if expected else f"{type(error).__name__}: {text[0]}"
 
 
-@dataclass
-class _Generation:
-    ticket: int
-    request_id: int
-    n: int
-    prompt_len: int
-    texts: list[str] = field(default_factory=list)
-    ids: list[list[int]] = field(default_factory=list)
-    choices: list[list] = field(default_factory=list)     # TokenChoices per sample (params.logprobs set)
-    reasons: list[FinishReason | None] = field(default_factory=list)
-    error: str | None = None
-    stats: ChatStats = field(default_factory=ChatStats)
-    spark: deque = field(default_factory=lambda: deque(maxlen=SPARK_WINDOW))
-
-    def __post_init__(self) -> None:
-        self.texts = [""] * self.n
-        self.ids = [[] for _ in range(self.n)]
-        self.choices = [[] for _ in range(self.n)]
-        self.reasons = [None] * self.n
-        self.stats.prompt_tokens = self.prompt_len
-
-    @property
-    def done(self) -> bool:
-        """True when every sample has a finish reason."""
-        return all(r is not None for r in self.reasons)
-
-
 class EngineWorker:
     """Owns the engine on a Textual thread worker named "engine"."""
 
-    def __init__(self, post: Callable[[Any], Any], factory: EngineFactory) -> None:
+    def __init__(self, post: Callable[[Any], Any], factory: EngineFactory,
+                 publish_interval_s: float = PUBLISH_INTERVAL_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._post = post                      # thread-safe: App.post_message
         self._factory = factory
         self._commands: queue.Queue = queue.Queue()
-        self._gens: dict[int, _Generation] = {}        # ticket -> generation
+        self._interval = publish_interval_s
+        self._clock = clock                    # real time for the publishing rate (not the engine's)
+        self._last_publish = float("-inf")
+        self._cache_stale = False              # steps not yet shown in a CacheUpdated
+        self._last_report: Any = None          # the newest StepReport (its cache is the picture)
+        self._last_is_load = False             # ... from the load test's own engine
+        self._gens: dict[int, Generation] = {}         # ticket -> generation
         self._by_request: dict[int, int] = {}          # engine request id -> ticket
-        self._synthetic: set[int] = set()              # request ids of the "load" action
         self._ignored: set[int] = set()                # aborted requests whose late outputs we drop
-        self._queued_load: list[tuple] = []            # synthetic requests not yet added
+        self._loadtest: LoadTest | None = None         # the KV tab's load test, the latest one
         self.engine: Any = None
         self.info: ModelInfo | None = None
 
@@ -107,6 +96,16 @@ class EngineWorker:
         """Queue a load test of `n` synthetic requests."""
         self._commands.put(("load", n, prompt_len, max_tokens, seed))
 
+    @property
+    def load_engine(self) -> Any:
+        """The engine the latest load test runs on (the chat's, or its own small pool), or None."""
+        return self._loadtest.engine if self._loadtest is not None else None
+
+    @property
+    def load_running(self) -> bool:
+        """True while a load test has requests queued or running."""
+        return self._loadtest is not None and self._loadtest.active
+
     # ---- the worker thread ---------------------------------------------------------------
     def run(self) -> None:
         """Body of the thread worker: load, then serve commands and step until cancelled."""
@@ -119,23 +118,34 @@ class EngineWorker:
         self._post_cache(None)
         failures = 0
         while not worker.is_cancelled:
-            busy = self._has_work() or bool(self._queued_load)
+            load = self._loadtest if self._loadtest is not None and self._loadtest.active else None
+            busy = self._has_work() or load is not None
+            if not busy:
+                self._publish(force=True)      # the idle engine's last picture
             self._drain(block=not busy)
-            self._admit_one_synthetic()
-            if worker.is_cancelled or not self._has_work():
-                continue
-            try:
-                report = self.engine.step()
-                failures = 0
-            except Exception as error:
-                failures += 1
-                self._fail_all(f"the engine failed a step ({one_line(error)})")
-                if failures >= MAX_STEP_FAILURES:
-                    self._post(EngineNotice("The engine keeps failing; restart the playground "
-                                            "(try a smaller --kv-blocks or --device cpu).", "error"))
-                    return
-                continue
-            self._handle(report)
+            if load is not None:
+                load.admit_one()
+            engines = [self.engine] if self._has_work() else []
+            if load is not None and load.own_pool and _has_work(load.engine):
+                engines.append(load.engine)
+            for engine in engines:
+                if worker.is_cancelled:
+                    break
+                try:
+                    report = engine.step()
+                    failures = 0
+                except Exception as error:
+                    failures += 1
+                    self._fail_all(f"the engine failed a step ({one_line(error)})")
+                    if failures >= MAX_STEP_FAILURES:
+                        self._post(EngineNotice("The engine keeps failing; restart the playground "
+                                                "(try a smaller --kv-blocks or --device cpu).", "error"))
+                        return
+                    break
+                if engine is self.engine:
+                    self._handle(report)
+                else:
+                    self._handle_load(report)
 
     def _load(self, worker: Any) -> "tuple[ModelInfo, Any] | None":
         """Run the factory in a daemon thread and wait for it here, polling cancellation: quitting
@@ -161,10 +171,7 @@ class EngineWorker:
         return box["value"]
 
     def _has_work(self) -> bool:
-        try:
-            return bool(self.engine.has_unfinished())
-        except Exception:
-            return False
+        return _has_work(self.engine)
 
     def _load_progress(self, *args: Any, **kwargs: Any) -> None:
         """Accept the loader's progress calls in any reasonable shape: (stage), (done, total),
@@ -213,7 +220,7 @@ class EngineWorker:
             self._post(EngineNotice(_hint(kind, error), "error"))
 
     def _start_chat(self, ticket: int, prompt_ids: list[int], params: SamplingParams) -> None:
-        gen = _Generation(ticket, -1, params.n, len(prompt_ids))
+        gen = Generation(ticket, -1, params.n, len(prompt_ids))
         try:
             gen.request_id = self.engine.add_request(prompt_ids, params)
         except Exception as error:
@@ -236,89 +243,87 @@ class EngineWorker:
             self._finish(gen)
 
     def _start_load(self, n: int, prompt_len: int, max_tokens: int, seed: int) -> None:
-        """Queue N synthetic requests: half share a prefix (prefix cache), every third samples
-        twice (shared blocks), lengths vary (blocks freed at different steps)."""
-        self._queued_load.clear()
-        rng = random.Random(seed)
-        vocab = max(2, min(self.info.tokenizer.vocab_size if self.info else 256, 4096))
-        shared_prefix = [rng.randrange(1, vocab) for _ in range(prompt_len)]
-        for i in range(n):
-            own = [rng.randrange(1, vocab) for _ in range(rng.randint(prompt_len // 4, prompt_len))]
-            ids = (shared_prefix + own) if i % 2 == 0 else own + shared_prefix[: prompt_len // 2]
-            params = SamplingParams(temperature=0.8, max_tokens=rng.randint(max_tokens // 4, max_tokens),
-                                    seed=seed + i, ignore_eos=True, n=2 if i % 3 == 0 else 1)
-            self._queued_load.append((ids, params))
-        self._post(EngineNotice(f"Starting {n} synthetic requests, one per step: watch the KV "
-                                "cache tab.", "information"))
+        """Start the load test (playground/load_test.py): on the chat's pool when the load fills
+        it, else on a small pool of its own."""
+        if self._loadtest is not None:
+            self._loadtest.abort()
+        self._loadtest = LoadTest(self.engine, n, prompt_len, max_tokens, seed)
+        st = self._loadtest.stats
+        where = (f"on a pool of its own ({st.pool_blocks} blocks, so that it fills up; the chat's "
+                 f"has {st.chat_pool_blocks})" if st.own_pool else f"on the chat's pool ({st.pool_blocks} blocks)")
+        self._post(EngineNotice(f"Starting {n} synthetic requests, one per step, {where}: watch "
+                                "the KV cache tab.", "information"))
 
-    def _admit_one_synthetic(self) -> None:
-        """Staggered arrival: later requests find the shared prefix already in the cache."""
-        if self._queued_load:
-            ids, params = self._queued_load.pop(0)
-            self._synthetic.add(self.engine.add_request(ids, params))
+    def _handle_load(self, report: Any) -> None:
+        """A step of the load test's own engine: count it; its pool is the picture to show."""
+        self._loadtest.observe(report)
+        self._last_report, self._last_is_load, self._cache_stale = report, True, True
+        self._publish()
 
     def _handle(self, report: Any) -> None:
-        touched: set[int] = set()
+        """Take one step's report: outputs into their generations, figures updated; finished
+        generations are posted at once, live pictures at the publishing rate."""
+        decoded: dict[int, int] = {}
+        fresh = {t for t, g in self._gens.items() if not any(g.ids)}   # no token before this step
+        load = self._loadtest if self._loadtest is not None and not self._loadtest.own_pool else None
+        synthetic = load.request_ids.copy() if load is not None else set()
+        if load is not None:
+            load.observe(report)
         for out in report.outputs:
             rid = out.request_id
-            if rid in self._synthetic:
+            if rid in synthetic:
                 continue
             ticket = self._by_request.get(rid)
             if ticket is None or rid in self._ignored:
                 continue
             gen = self._gens[ticket]
-            i = out.sample_index if 0 <= out.sample_index < gen.n else 0
-            gen.texts[i] += out.text_delta
-            gen.ids[i].extend(out.new_token_ids)
-            if out.choices:
-                gen.choices[i].extend(out.choices)
-            if out.finished:
-                gen.reasons[i] = out.finish_reason
-                if out.error:
-                    gen.error = _hint_text("chat", out.error)
-            touched.add(ticket)
-        live = {s.request_id for s in report.sequences if s.status != "finished"}
-        self._synthetic &= live | {o.request_id for o in report.outputs if not o.finished}
+            decoded[ticket] = decoded.get(ticket, 0) + gen.add_output(out)
+            if out.finished and out.error:
+                gen.error = _hint_text("chat", out.error)
+        worked = {s.request_id for s in report.sequences if s.status in ("running", "finished")}
+        first_token = False
         for ticket in list(self._gens):
             gen = self._gens[ticket]
-            self._update_stats(gen, report)
+            gen.absorb(report, decoded.get(ticket, 0), ticket in fresh and gen.request_id in worked)
             if gen.done:
                 self._finish(gen)
-            elif ticket in touched or gen.stats.ttft_s is None:
-                self._post(ChatProgress(ticket, tuple(gen.texts), tuple(map(tuple, gen.ids)),
-                                        _copy_stats(gen)))
+            elif ticket in fresh and any(gen.ids):
+                first_token = True              # time to first token: show it now
+        own = self._loadtest is not None and self._loadtest.own_pool and self._loadtest.active
+        if not own:                 # while the load test runs on its own pool, that is the picture
+            self._last_report, self._last_is_load, self._cache_stale = report, False, True
+        self._publish(force=first_token)
+
+    def _publish(self, force: bool = False) -> None:
+        """Post each live generation's progress and the cache picture, unless the last ones
+        went out less than the publishing interval ago (`force`: now)."""
+        now = self._clock()
+        if not force and now - self._last_publish < self._interval:
+            return
+        if not self._cache_stale and not any(g.changed for g in self._gens.values()):
+            return
+        self._last_publish = now
+        for gen in self._gens.values():
+            if gen.changed:
+                gen.changed = False
+                self._post(ChatProgress(gen.ticket, tuple(gen.texts), tuple(map(tuple, gen.ids)),
+                                        gen.snapshot(), tuple(gen.reasons)))
                 self._post_choices(gen)
-        self._post_cache(report)
+        if self._cache_stale:
+            self._cache_stale = False
+            self._post_cache(self._last_report)
 
-    def _update_stats(self, gen: _Generation, report: Any) -> None:
-        st = gen.stats
-        st.output_tokens = sum(len(x) for x in gen.ids)
-        if gen.request_id in report.ttft_s:
-            st.ttft_s = report.ttft_s[gen.request_id]
-        if report.num_prefill_tokens > 0:
-            st.prefill_tps = report.prefill_tokens_per_s
-        if report.num_decode_tokens > 0:
-            st.decode_tps = report.decode_tokens_per_s
-            gen.spark.append(report.decode_tokens_per_s)
-        st.recent_decode_tps = tuple(gen.spark)
-        mine = [s for s in report.sequences if s.request_id == gen.request_id]
-        if mine:
-            st.kv_blocks = len({b for s in mine for b in s.block_table if b >= 0})
-            st.cached_prompt_tokens = max(s.num_cached_tokens for s in mine)
-        st.prefix_hits_total = report.cache.prefix_hits
-        st.prefix_queries_total = report.cache.prefix_queries
-
-    def _post_choices(self, gen: _Generation) -> None:
+    def _post_choices(self, gen: Generation) -> None:
         """What the sampler considered so far, when the request asked (params.logprobs)."""
         if any(gen.choices):
             self._post(ChoicesUpdated(gen.ticket, tuple(map(tuple, gen.choices))))
 
-    def _finish(self, gen: _Generation) -> None:
+    def _finish(self, gen: Generation) -> None:
         self._gens.pop(gen.ticket, None)
         self._by_request.pop(gen.request_id, None)
         self._post_choices(gen)
         self._post(ChatFinished(gen.ticket, tuple(gen.texts), tuple(map(tuple, gen.ids)),
-                                _copy_stats(gen), tuple(gen.reasons), gen.error))
+                                gen.snapshot(), tuple(gen.reasons), gen.error))
 
     def _fail_all(self, why: str) -> None:
         for gen in list(self._gens.values()):
@@ -330,30 +335,30 @@ class EngineWorker:
             gen.reasons = [r or FinishReason.ERROR for r in gen.reasons]
             gen.error = f"{why}; the text so far is kept"
             self._finish(gen)
-        self._queued_load.clear()
-        for rid in list(self._synthetic):
-            try:
-                self.engine.abort(rid)
-            except Exception:
-                pass
-        self._synthetic.clear()
+        if self._loadtest is not None:
+            self._loadtest.abort()
         if not self._gens:
             self._post(EngineNotice(why, "error"))
 
     def _post_cache(self, report: Any) -> None:
         try:
+            load = self._loadtest
             if report is None:
                 self._post(CacheUpdated(self.engine.cache_report()))
-            else:
-                self._post(CacheUpdated(report.cache, list(report.sequences), report.num_running,
-                                        report.num_waiting, len(self._synthetic)))
+                return
+            shows_load = load is not None and (self._last_is_load or not load.own_pool)
+            stats = replace(load.stats) if shows_load else None
+            self._post(CacheUpdated(report.cache, list(report.sequences), report.num_running,
+                                    report.num_waiting, len(load.request_ids) if load else 0, stats))
         except Exception as error:
             self._post(EngineNotice(f"cache report failed: {one_line(error)}", "warning"))
 
 
-def _copy_stats(gen: _Generation) -> ChatStats:
-    st = gen.stats
-    return ChatStats(**{k: getattr(st, k) for k in st.__dataclass_fields__})
+def _has_work(engine: Any) -> bool:
+    try:
+        return bool(engine.has_unfinished())
+    except Exception:
+        return False
 
 
 def _hint(kind: str, error: BaseException) -> str:

@@ -17,18 +17,20 @@ out, the KV blocks this chat holds and the prompt tokens served by the prefix ca
 answer and keeps its text; Ctrl+R regenerates with the next seed.
 
 **Tokenizers**: the same text split by the model's tokenizer, cl100k_base, o200k_base, tokenizers
-you train and SentencePiece models you add. Colour = token id; `·` is a space, `↵` a newline.
-Click a token for its id, bytes and merges.
+you train and SentencePiece models you add. Neighbouring tokens never share a colour; `·` is a
+space, `↵` a newline. Click a token for its id, bytes and merges.
 
 **KV cache**: every physical block of the paged cache: grey free, light blue cached (prefix
-cache, evictable), green used (one owner), orange shared (several owners). Hover for owners and reference count. *Load* starts
-synthetic requests to watch continuous batching allocate, share, preempt and free.
+cache, evictable), green used (one owner), orange shared (several owners). Hover for owners and
+reference count. *Load* (F8) starts synthetic requests, on a small pool of their own when the
+chat's is too large to fill, to watch blocks allocated, shared, copied on write, preempted, freed.
 
 **Attention**: the mask of an attention pattern and the real attention weights of one layer and
 head for the last prompt. *Apply* sends the pattern to the engine for the next requests.
 
-Ctrl+P opens the command palette with every action below.
+Ctrl+P opens the command palette with every action below, from any tab.
 """
+TAB_NAMES = {"chat": "Chat", "tokenizers": "Tokenizers", "kv": "KV cache", "attention": "Attention"}
 
 
 class HelpScreen(ModalScreen[None]):
@@ -40,14 +42,15 @@ class HelpScreen(ModalScreen[None]):
                                   background: $surface; }   /* 80 columns: narrower, not cut */
     """
 
-    def __init__(self, bindings: list[Binding]) -> None:
+    def __init__(self, bindings: list[tuple[Binding, str | None]]) -> None:
         super().__init__()
-        self.shown_bindings = bindings
+        self.shown_bindings = bindings      # (binding, the tab whose view owns it or None)
 
     def compose(self) -> ComposeResult:
         """The tabs' help and the key table, as scrollable Markdown."""
-        rows = ["| key | action | id |", "| --- | --- | --- |"]
-        for b in self.shown_bindings:
-            rows.append(f"| `{b.key}` | {b.description} | `{b.id}` |")
+        rows = ["| key | action | where | id |", "| --- | --- | --- | --- |"]
+        for b, tab in self.shown_bindings:
+            where = "anywhere" if tab is None else TAB_NAMES.get(tab, tab)
+            rows.append(f"| `{b.key}` | {b.description} | {where} | `{b.id}` |")
         with VerticalScroll():
             yield Markdown(VIEWS_HELP + "\n## Keys\n\n" + "\n".join(rows))

@@ -3,19 +3,29 @@
 Everything shown comes from the engine's CacheReport / SequenceReport (model/engine/reports.py), posted
 after every step by the engine worker: the grid is the block manager's real pool, the tables are
 the tables attention reads. The totals compare the bytes the paged cache holds with what a
-contiguous cache reserved at the maximum length would hold for the same sequences. The "load"
-action asks the engine worker for N concurrent synthetic requests.
+contiguous cache reserved at the maximum length would hold for the same sequences. The load test
+(F8 or Load) posts `KVView.LoadTestRequested` upward; the app hands it to the engine worker, which
+runs N concurrent synthetic requests (playground/load_test.py), on a small pool of its own when the
+chat's is too large to fill; the tab then says which pool it shows, and counts what happened
+(allocated, shared, copied on write, preempted, freed). Sequences forked from one prompt (n > 1)
+are listed together, under a line saying how many blocks they share.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from rich.markup import escape
+from textual import on
 from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.message import Message
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Button, Input, Label, Static
 
 from llm_playground.model.engine.reports import BlockInfo, CacheReport, SequenceReport
 from llm_playground.playground.block_grid import BlockGrid
-from llm_playground.playground.messages import CacheUpdated, ModelInfo
+from llm_playground.playground.repaint import update_in_place
+from llm_playground.playground.messages import CacheUpdated, LoadStats, ModelInfo
 
 MAX_TABLE_ENTRIES = 48   # block-table entries shown per sequence before "…"
 
@@ -77,18 +87,77 @@ def table_text(seq: SequenceReport) -> str:
             f"  [{cells}{more}]")
 
 
+def tables_text(seqs: list[SequenceReport]) -> str:
+    """Every live sequence's block table, siblings (n > 1 samples of one request, forked from
+    one prompt) together under a line that says what they share."""
+    live = [s for s in seqs if s.status != "finished"]
+    if not live:
+        return "no running sequence"
+    by_request: dict[object, list[SequenceReport]] = {}
+    for s in live:
+        by_request.setdefault(s.request_id, []).append(s)
+    out = []
+    for rid, group in by_request.items():
+        if len(group) > 1:
+            out.append(fork_text(rid, group))
+        out += [table_text(s) for s in group]
+    return "\n".join(out)
+
+
+def fork_text(request_id: object, group: list[SequenceReport]) -> str:
+    """The line over a request's forked sequences: how many blocks they share."""
+    shared = 0
+    for column in zip(*(s.block_table for s in group)):
+        if column[0] < 0 or len(set(column)) > 1:
+            break
+        shared += 1
+    ids = ", ".join(str(s.seq_id) for s in group)
+    return (f"[i]req {request_id}: {len(group)} samples forked from one prompt (seqs {ids}) share "
+            f"their first {shared} block(s); a write into a shared block copies it first "
+            f"(copy-on-write), then each grows its own[/]")
+
+
+def pool_text(load: LoadStats | None, cache: CacheReport) -> str:
+    """Which pool the grid shows (the load test may run on a small pool of its own)."""
+    if load is not None and load.own_pool:
+        return (f"the load test's own pool: {load.pool_blocks} blocks, about half of what its "
+                f"requests need, so it fills up (the chat's pool has {load.chat_pool_blocks})")
+    return f"the chat's pool: {cache.num_blocks} blocks"
+
+
+def load_text(load: LoadStats) -> str:
+    """The load test's counts so far, as markup."""
+    state = "done" if load.done else "running"
+    return (f"load test ({state}): {load.finished}/{load.requests} requests ({load.samples} sequences)\n"
+            f"allocated [b]{load.allocated}[/] · shared ≤ [b]{load.peak_shared}[/] · copy-on-write "
+            f"[b]{load.copy_on_write}[/] · preempted [b]{load.preemptions}[/] · freed [b]{load.freed}[/]")
+
+
 class KVView(Horizontal):
     """The KV cache tab: the block grid and block detail, the totals, the load test, the tables."""
+    BINDINGS = [
+        Binding("f8", "load_test", "Load test", id="kv.load",
+                tooltip="Start synthetic requests that allocate, share, copy, preempt and free blocks"),
+    ]
+
+    @dataclass
+    class LoadTestRequested(Message):
+        """The user asked for a load test of `n` synthetic requests."""
+        n: int
+
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self.cache: CacheReport | None = None
         self.sequences: list[SequenceReport] = []
         self._counts = (0, 0)                     # running, waiting of the last update
+        self._undrawn: CacheUpdated | None = None  # the newest snapshot, not drawn yet
+        self.load_stats: LoadStats | None = None   # the load test's counts in the picture shown
 
     def compose(self) -> ComposeResult:
         """Grid and block detail at left; totals, formula, load test and block tables at right."""
         with Vertical(id="kv-left"):
             yield Label("Physical KV blocks (hover or arrows for details)", classes="section")
+            yield Static("", id="kv-pool")
             yield BlockGrid(id="kv-grid")
             yield Static("", id="kv-block-info")
         with VerticalScroll(id="kv-right"):
@@ -98,6 +167,7 @@ class KVView(Horizontal):
                 yield Label("requests")
                 yield Input("8", id="kv-load-n", type="integer")
                 yield Button("Load", id="kv-load")
+            yield Static("", id="kv-load-stats")
             yield Label("Block tables (logical → physical)", classes="section")
             yield Static("no running sequence", id="kv-tables")
 
@@ -106,14 +176,31 @@ class KVView(Horizontal):
         self.query_one("#kv-formula", Static).update(escape(block_formula(info)))
 
     def update_cache(self, msg: CacheUpdated) -> None:
-        """Show a new cache snapshot: grid, totals, live block tables, the cursor's block."""
+        """Take a new cache snapshot; draw it now if the tab is on screen, else when it is shown
+        (a hidden tab's texts would still ask for screen layouts while an answer streams)."""
         self.cache, self.sequences = msg.cache, msg.sequences
         self._counts = (msg.num_running, msg.num_waiting)
+        self._undrawn = msg
+        if self.is_on_screen:
+            self._draw()
+
+    def on_show(self) -> None:
+        """Draw the newest snapshot when the tab comes on screen."""
+        self._draw()
+
+    def _draw(self) -> None:
+        msg, self._undrawn = self._undrawn, None
+        if msg is None:
+            return
         self.query_one(BlockGrid).update_blocks(msg.cache.blocks)
         self._show_totals()
-        live = [s for s in msg.sequences if s.status != "finished"]
-        self.query_one("#kv-tables", Static).update(
-            "\n".join(table_text(s) for s in live) if live else "no running sequence")
+        self.load_stats = msg.load
+        update_in_place(self.query_one("#kv-pool", Static), escape(pool_text(msg.load, msg.cache)), markup=True)
+        stats = self.query_one("#kv-load-stats", Static)
+        stats.display = msg.load is not None
+        if msg.load is not None:
+            update_in_place(stats, load_text(msg.load), markup=True)
+        update_in_place(self.query_one("#kv-tables", Static), tables_text(msg.sequences), markup=True)
         grid = self.query_one(BlockGrid)
         if grid.cursor is not None and grid.cursor < len(msg.cache.blocks):
             self._show_block(grid.cursor)
@@ -121,7 +208,8 @@ class KVView(Horizontal):
     def _show_totals(self) -> None:
         totals = self.query_one("#kv-totals", Static)
         if self.cache is not None:
-            totals.update(totals_text(self.cache, *self._counts, totals.content_region.width))
+            update_in_place(totals, totals_text(self.cache, *self._counts, totals.content_region.width),
+                            markup=True)
 
     def on_resize(self) -> None:
         """Redraw the totals for the new width."""
@@ -146,9 +234,16 @@ class KVView(Horizontal):
             raise ValueError("the number of requests must be between 1 and 256")
         return n
 
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        """The Load button starts the load test."""
-        if event.button.id == "kv-load":
-            event.stop()
-            self.app.action_load_test()
+    def action_load_test(self) -> None:
+        """Ask for the load test with the request count in the box (a notice when it is bad)."""
+        try:
+            n = self.load_count()
+        except ValueError as error:
+            self.notify(str(error), severity="error")
+            return
+        self.post_message(self.LoadTestRequested(n))
 
+    @on(Button.Pressed, "#kv-load")
+    def _load_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        self.action_load_test()

@@ -4,7 +4,10 @@ The source matrix can be large (a 2,048 x 2,048 mask): on every resize it is poo
 largest square that fits the widget (`model.sparsity.downsample`, adaptive average pooling), two matrix rows per
 terminal row with the upper-half-block glyph (foreground = upper cell, background = lower cell).
 `render_line` then only looks up cached strips, so scrolling the app or repainting costs nothing
-proportional to the matrix.
+proportional to the matrix. The pooling (torch) and the strips are computed on a short-lived
+thread (playground/off_ui_thread.py: torch on the UI thread would slow the engine for good);
+`pooled` is None until the first result is in, and a result for an older matrix or size is
+dropped.
 
 It draws numbers in [0, 1]; callers decide what they mean (share of allowed pairs, or weights
 divided by their maximum).
@@ -20,6 +23,7 @@ from textual.strip import Strip
 from textual.widget import Widget
 
 from llm_playground.model.engine.attention_patterns import downsample
+from llm_playground.playground.off_ui_thread import run_off_ui
 
 # A perceptual-ish ramp from near black through purple and orange to pale yellow (like "magma").
 RAMP = ["#0b0724", "#2c115f", "#57157e", "#812581", "#ad347c", "#d6456c",
@@ -44,6 +48,8 @@ class HeatGrid(Widget):
         self._gamma = 1.0
         self._pooled: torch.Tensor | None = None       # (2 * height, width) float in [0, 1]
         self._strips: list[Strip] = []
+        self._generation = 0                            # bumped per matrix or size; results carry it
+        self._drawn = 0                                 # the generation now on screen
         self.pool_count = 0                             # how many times the source was pooled
 
     def set_matrix(self, matrix: torch.Tensor | None, gamma: float = 1.0) -> None:
@@ -58,22 +64,44 @@ class HeatGrid(Widget):
         """The matrix as drawn now (pooled to a square that fits, in [0, 1]), or None."""
         return self._pooled
 
+    @property
+    def drawn(self) -> bool:
+        """True when what is on screen is the current matrix at the current size (pooling runs
+        off the UI thread), or there is nothing to draw."""
+        return self._source is None or not self._source.numel() or self._drawn == self._generation
+
     def on_resize(self, event: events.Resize) -> None:
         """Pool the matrix again for the new size."""
         self._rebuild()
 
     def _rebuild(self) -> None:
         width, height = self.size.width, self.size.height
-        self._strips = []
-        self._pooled = None
-        if self._source is not None and self._source.numel() and width > 0 and height > 0:
-            # a half-block cell is about square: the same count of rows and columns keeps the
-            # matrix square on screen (small matrices are stretched, their rows repeated)
-            side = max(2, min(2 * height, width))
-            rows, cols = side, side
-            self._pooled = downsample(self._source, rows, cols).clamp(0, 1) ** self._gamma  # (rows, cols)
-            self.pool_count += 1
-            self._strips = self._make_strips(self._pooled)
+        self._generation += 1
+        if self._source is None or not self._source.numel() or width <= 0 or height <= 0:
+            self._strips, self._pooled, self._drawn = [], None, self._generation
+            self.refresh()
+            return
+        # a half-block cell is about square: the same count of rows and columns keeps the
+        # matrix square on screen (small matrices are stretched, their rows repeated)
+        side = max(2, min(2 * height, width))
+        generation = self._generation
+        run_off_ui(self.app, self._pool, self._source, side, self._gamma,
+                   deliver=lambda result, error: self._take(generation, result, error))
+
+    def _pool(self, source: torch.Tensor, side: int, gamma: float) -> tuple[torch.Tensor, list[Strip]]:
+        """(pooled (side, side) in [0, 1], its strips), off the UI thread."""
+        pooled = downsample(source, side, side).clamp(0, 1) ** gamma
+        return pooled, self._make_strips(pooled)
+
+    def _take(self, generation: int, result, error: BaseException | None) -> None:
+        if generation != self._generation:
+            return                          # an older matrix or size
+        if error is not None:
+            self.notify(f"could not draw the map: {error}", severity="error")
+            return
+        self._pooled, self._strips = result
+        self._drawn = generation
+        self.pool_count += 1
         self.refresh()
 
     def _make_strips(self, grid: torch.Tensor) -> list[Strip]:

@@ -68,9 +68,11 @@ class ChatStats:
     prompt_tokens: int = 0
     output_tokens: int = 0
     ttft_s: float | None = None
-    prefill_tps: float = 0.0         # last step that had prefill tokens
-    decode_tps: float = 0.0          # last decode step
-    recent_decode_tps: tuple[float, ...] = ()  # a window of recent decode steps, oldest first
+    # None until measured: no prefill step yet / fewer than two tokens (the first comes from
+    # the prefill step). Rates are this chat's tokens over the time of the steps that made them.
+    prefill_tps: float | None = None
+    decode_tps: float | None = None
+    recent_decode_tps: tuple[float, ...] = ()  # this chat's recent decode steps, oldest first
     kv_blocks: int = 0               # physical blocks held by this chat's sequences (last seen)
     cached_prompt_tokens: int = 0    # prompt tokens served by the prefix cache
     prefix_hits_total: int = 0       # engine-wide, cumulative
@@ -84,6 +86,7 @@ class ChatProgress(Message):
     texts: tuple[str, ...]           # text so far, one per sample
     token_ids: tuple[tuple[int, ...], ...]
     stats: ChatStats
+    finish_reasons: tuple[object, ...] = ()   # per sample: FinishReason once it ended, else None
 
     def can_replace(self, message: Message) -> bool:
         """True for an older ChatProgress of the same ticket."""
@@ -114,6 +117,24 @@ class ChoicesUpdated(Message):
 
 
 @dataclass
+class LoadStats:
+    """What the load test (playground/load_test.py) has shown so far, counted from its reports."""
+    requests: int = 0
+    samples: int = 0                 # sequences: requests with n = 2 count twice
+    pool_blocks: int = 0             # the pool it runs in
+    chat_pool_blocks: int = 0        # the chat's pool (the same one unless own_pool)
+    own_pool: bool = False           # a small pool of its own, so that the load fills it
+    allocated: int = 0               # blocks that went from no owner to an owner
+    freed: int = 0                   # blocks that went from an owner to none
+    peak_used: int = 0               # most blocks owned at once
+    peak_shared: int = 0             # most blocks owned by several sequences at once
+    copy_on_write: int = 0           # shared blocks a sequence replaced with its own copy
+    preemptions: int = 0
+    finished: int = 0                # requests finished
+    done: bool = False
+
+
+@dataclass
 class CacheUpdated(Message):
     """A snapshot of the KV cache, the live sequences and the queue lengths (coalesces)."""
     cache: CacheReport
@@ -121,6 +142,7 @@ class CacheUpdated(Message):
     num_running: int = 0
     num_waiting: int = 0
     synthetic_running: int = 0       # requests from the "load" action still running
+    load: LoadStats | None = None    # the load test's counts, while its picture is shown
 
     def can_replace(self, message: Message) -> bool:
         """True for any older CacheUpdated."""

@@ -1,21 +1,24 @@
-"""Token ids -> display spans: whole characters only, whitespace made visible, a stable colour per id.
+"""Token ids -> display spans: whole characters only, whitespace made visible, neighbours in
+different colours.
 
 A byte-level BPE token can end in the middle of a UTF-8 character (an emoji or a CJK character is
 often two or three tokens). `group_spans` joins such tokens into one span, so nothing on screen
-shows half a character; `render_spans` turns spans into a Rich `Text` whose background colour
-depends only on the first token id of the span (the same id keeps its colour everywhere).
+shows half a character; `render_spans` turns spans into a Rich `Text` with one background colour
+per span, chosen by token_colours.py from the span's first token id: a span's colour always
+differs from the span before it, and is the id's own colour wherever that allows.
 
 It does not tokenize: callers pass ids and a `id -> bytes` function (bpe.Tokenizer.id_to_bytes or
 a SentencePiece adapter).
 """
 from __future__ import annotations
 
-import colorsys
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from rich.style import Style
 from rich.text import Text
+
+from llm_playground.playground.token_colours import run_backgrounds
 
 VISIBLE_WS = {" ": "·", "\t": "→", "\n": "↵\n", "\r": "␍"}
 
@@ -50,13 +53,6 @@ def group_spans(ids: Iterable[int], id_to_bytes: Callable[[int], bytes]) -> list
     return spans
 
 
-def id_colour(token_id: int) -> str:
-    """A light background colour that depends only on the id (golden-ratio hue walk)."""
-    hue = (token_id * 0.6180339887) % 1.0
-    r, g, b = colorsys.hls_to_rgb(hue, 0.78, 0.55)
-    return f"#{int(r * 255):02x}{int(g * 255):02x}{int(b * 255):02x}"
-
-
 def visible(text: str) -> str:
     """`text` with spaces, tabs, newlines and carriage returns drawn as visible marks."""
     return "".join(VISIBLE_WS.get(ch, ch) for ch in text)
@@ -67,8 +63,9 @@ def render_spans(spans: list[Span], selected: int | None = None,
     """Rich Text with one coloured run per span; `click_action` (e.g. "pick") makes span i
     clickable as the action `pick(i)` of the widget that shows the text."""
     out = Text(no_wrap=False)
+    backgrounds = run_backgrounds(span.ids[0] if span.ids else -1 for span in spans)
     for i, span in enumerate(spans):
-        style = Style(color="#000000", bgcolor=id_colour(span.ids[0]) if span.ids else None)
+        style = Style(color="#000000", bgcolor=backgrounds[i])
         if i == selected:
             style = Style(color="white", bgcolor="#c0392b", bold=True)
         if click_action:

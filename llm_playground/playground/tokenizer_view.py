@@ -1,10 +1,13 @@
 """The Tokenizers tab: one text, segmented by several tokenizers side by side.
 
-Each panel shows the text as coloured token spans (colour by id, whitespace visible, split
-characters grouped: playground/token_spans.py) with its token count, byte count and bytes per
-token. Clicking a span shows its id(s), bytes and merge tree below. The toolbar adds a
-SentencePiece `.model` file, or trains a new BPE tokenizer on corpus files in a thread worker
-(progress bar), which then joins the comparison. cl100k_base and o200k_base load in a worker too.
+Each panel shows the text as coloured token spans (neighbours always in different colours,
+whitespace visible, split characters grouped: playground/token_spans.py) with its token count,
+byte count and bytes per token. Clicking a span shows its id(s), bytes and merge tree below. The
+toolbar adds a SentencePiece `.model` file (Ctrl+O), or trains a new BPE tokenizer on corpus
+files (Ctrl+N) in a thread worker (progress bar), which then joins the comparison. The reference
+tokenizers (cl100k_base, o200k_base) load in thread workers the first time the tab is shown, not
+at start-up: loading them is seconds of CPU that would slow the first answer in the Chat tab.
+The view owns its key bindings and workers; it needs nothing from the app but notifications.
 
 Counting is the tokenizers' own: `encode_ordinary` for our BPE, `encode` for SentencePiece.
 """
@@ -12,16 +15,21 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Iterable
 
 from rich.markup import escape
+from textual import on, work
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.widgets import Button, Input, Label, ProgressBar, Static, TextArea
 
-from llm_playground.playground.messages import TrainFailed, TrainFinished, TrainProgress
+from llm_playground.playground.messages import (TokenizerLoaded, TokenizerUnavailable, TrainFailed,
+                                                TrainFinished, TrainProgress)
 from llm_playground.playground.token_spans import Span, group_spans, render_spans
-from llm_playground.playground.tokenizer_sources import TokenizerEntry, expand_corpus, from_sentencepiece, train
+from llm_playground.playground.tokenizer_sources import (TokenizerEntry, expand_corpus, from_bpe,
+                                                         from_sentencepiece, load_reference, train)
 
 SAMPLE_TEXT = ("Hello world! Tokenizers split text into pieces: "
                "naïve café, 東京, 🙂 and    spaces.\n    def f(x): return x ** 2")
@@ -84,9 +92,18 @@ class TokenizerPanel(Vertical):
 
 class TokenizerView(Vertical):
     """The Tokenizers tab: a text box, a toolbar, one panel per tokenizer, the picked token."""
-    def __init__(self, **kwargs) -> None:
+    BINDINGS = [
+        Binding("ctrl+n", "train", "Train tokenizer", id="tokenizers.train",
+                tooltip="Train a BPE tokenizer on the corpus files in the box and add it to the comparison"),
+        Binding("ctrl+o", "add_sentencepiece", "Add SentencePiece model", id="tokenizers.add_spm",
+                show=False, tooltip="Add the SentencePiece .model file named in the box to the comparison"),
+    ]
+
+    def __init__(self, references: Iterable[str] = REFERENCES, **kwargs) -> None:
         super().__init__(**kwargs)
         self.entries: list[TokenizerEntry] = []
+        self.references = tuple(references)
+        self._references_started = False
         self._pending = None
 
     def compose(self) -> ComposeResult:
@@ -104,6 +121,29 @@ class TokenizerView(Vertical):
         with VerticalScroll(id="tok-scroll"):
             yield Grid(id="tok-panels")
         yield Static("Click a token to see its id, bytes and merges.", id="tok-detail")
+
+    def on_show(self) -> None:
+        """The first time the tab is shown: start loading the reference tokenizers."""
+        if not self._references_started:
+            self._references_started = True
+            for name in self.references:
+                self._load_reference(name)
+
+    @work(thread=True, group="references", exit_on_error=False)
+    def _load_reference(self, name: str) -> None:
+        try:
+            self.post_message(TokenizerLoaded(load_reference(name)))
+        except Exception as error:
+            from llm_playground.playground.engine_worker import one_line
+            self.post_message(TokenizerUnavailable(name, one_line(error)))
+
+    async def on_tokenizer_loaded(self, msg: TokenizerLoaded) -> None:
+        """A reference tokenizer loaded: it joins the comparison."""
+        await self.add_entry(msg.entry)
+
+    def on_tokenizer_unavailable(self, msg: TokenizerUnavailable) -> None:
+        """Warn that a reference tokenizer is not available."""
+        self.notify(f"{msg.name} is not available: {msg.error}", severity="warning")
 
     def text(self) -> str:
         """The text in the box."""
@@ -157,29 +197,48 @@ class TokenizerView(Vertical):
         self.query_one("#tok-detail", Static).update("\n".join(lines))
 
     # ---- SentencePiece and training ----------------------------------------------------------
-    async def add_sentencepiece(self) -> None:
+    async def action_add_sentencepiece(self) -> None:
         """Add the SentencePiece model at the path in the box (a notice when it cannot be read)."""
         path = self.query_one("#tok-spm-path", Input).value
+        if not path.strip():
+            self.query_one("#tok-spm-path", Input).focus()
+            self.notify("Type the path of a SentencePiece .model file in the box first.",
+                        title="SentencePiece", severity="warning")
+            return
         try:
             entry = from_sentencepiece(path)
         except ValueError as error:
-            self.app.notify(str(error), title="SentencePiece", severity="error")
+            self.notify(str(error), title="SentencePiece", severity="error")
             return
         await self.add_entry(entry)
 
-    def start_training(self) -> None:
-        """Train a BPE on the listed corpus files with the given vocab size, in a thread worker."""
+    def action_train(self) -> None:
+        """Train a BPE on the listed corpus files with the given vocab size, in a thread worker;
+        with no files listed, the focus goes to the corpus box."""
+        box = self.query_one("#tok-train-files", Input)
+        if not box.value.strip():
+            box.focus()
+            self.notify("Type corpus files or globs in the box first (e.g. notes/*.md, book.txt).",
+                        title="Train", severity="warning")
+            return
+        vocab_box = self.query_one("#tok-train-vocab", Input)
         try:
-            files = expand_corpus(self.query_one("#tok-train-files", Input).value)
-            vocab = int(self.query_one("#tok-train-vocab", Input).value or 0)
+            files = expand_corpus(box.value)
         except ValueError as error:
-            self.app.notify(str(error), title="Train", severity="error")
+            box.focus()                    # the box to fix has the focus
+            self.notify(str(error), title="Train", severity="error")
+            return
+        try:
+            vocab = int(vocab_box.value or 0)
+        except ValueError:
+            vocab_box.focus()
+            self.notify("the vocab size must be a whole number", title="Train", severity="error")
             return
         self.query_one("#tok-train-progress", ProgressBar).update(progress=0.0)
-        self.app.notify(f"Training a {vocab}-token BPE on {len(files)} file(s)...")
-        self.run_worker(lambda: self._train(files, vocab), name="train-tokenizer", thread=True,
-                        exclusive=True, group="train")
+        self.notify(f"Training a {vocab}-token BPE on {len(files)} file(s)...")
+        self._train(files, vocab)
 
+    @work(thread=True, exclusive=True, group="train", name="train-tokenizer", exit_on_error=False)
     def _train(self, files: list[str], vocab: int) -> None:
         start = time.perf_counter()
 
@@ -204,19 +263,20 @@ class TokenizerView(Vertical):
 
     async def on_train_finished(self, msg: TrainFinished) -> None:
         """Add the trained tokenizer to the comparison and say so."""
-        from llm_playground.playground.tokenizer_sources import from_bpe
         self.query_one("#tok-train-progress", ProgressBar).update(progress=1.0)
         await self.add_entry(from_bpe(msg.tokenizer, msg.name, "trained"))
-        self.app.notify(f"Trained {msg.name} in {msg.seconds:.1f} s; it is in the comparison.")
+        self.notify(f"Trained {msg.name} in {msg.seconds:.1f} s; it is in the comparison.")
 
     def on_train_failed(self, msg: TrainFailed) -> None:
         """Say why training failed."""
-        self.app.notify(msg.error, title="Training failed", severity="error")
+        self.notify(msg.error, title="Training failed", severity="error")
 
-    async def on_button_pressed(self, event: Button.Pressed) -> None:
-        """Train and Add .model buttons."""
+    @on(Button.Pressed, "#tok-train")
+    def _train_pressed(self, event: Button.Pressed) -> None:
         event.stop()
-        if event.button.id == "tok-train":
-            self.start_training()
-        elif event.button.id == "tok-spm-add":
-            await self.add_sentencepiece()
+        self.action_train()
+
+    @on(Button.Pressed, "#tok-spm-add")
+    async def _spm_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        await self.action_add_sentencepiece()

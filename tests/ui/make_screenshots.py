@@ -64,7 +64,7 @@ async def shoot(model: str | None, out: Path) -> None:
         app.query_one("#kv-grid").select(2)
         app.clear_notifications()
         app.save_screenshot(str(out / "ui-kv-cache.svg"))
-        await wait_for(pilot, lambda: not app.engine_worker._synthetic, timeout=300)
+        await wait_for(pilot, lambda: not app.engine_worker.load_running, timeout=300)
 
         await pilot.press("f5")
         app.query_one("#attn-spec").value = "sparse:256,64"
@@ -72,7 +72,8 @@ async def shoot(model: str | None, out: Path) -> None:
         view = app.query_one("AttentionView")
         await wait_for(pilot, lambda: view.pattern == "sparse:256,64")
         await pilot.press("f10")
-        await wait_for(pilot, lambda: view.weights is not None, timeout=120)
+        await wait_for(pilot, lambda: view.weights is not None and all(  # drawn off the UI thread
+            g.drawn for g in app.query("HeatGrid")), timeout=120)
         app.set_focus(None)
         app.clear_notifications()
         await pilot.pause(0.5)

@@ -19,7 +19,7 @@ import re
 
 import pytest
 from tiny_engine import hold, tiny_engine
-from ui_helpers import make_app, wait_for
+from ui_helpers import attention_drawn, make_app, wait_for
 
 from llm_playground.model.engine.sampling_params import SamplingParams
 from llm_playground.playground.attention_view import AttentionView
@@ -101,7 +101,7 @@ async def _tour(pilot) -> dict[str, tuple[list[str], list[str]]]:
     view.query_one("#attn-spec").value = "streaming:4,256"
     view.show_mask("streaming:4,256")       # shown, not applied: the title says what the engine runs
     await pilot.press("f10")
-    await wait_for(pilot, lambda: view.weights is not None)
+    await wait_for(pilot, lambda: view.weights is not None and attention_drawn(app))
     app.set_focus(None)
     app.clear_notifications()
     await pilot.pause(0.2)

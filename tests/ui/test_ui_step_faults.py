@@ -114,10 +114,12 @@ def test_a_fault_during_the_load_test_fails_only_its_step():
             flaky.arm(2, 1, lambda: torch.cuda.OutOfMemoryError("CUDA out of memory"))
             app.engine_worker.load_test(6, prompt_len=16, max_tokens=12)
             worker = app.engine_worker
-            await wait_for(pilot, lambda: flaky.calls >= 3 and not worker._queued_load
-                           and not engine.has_unfinished(), timeout=30)
-            assert engine._next_request == 6           # all six were added to the engine
-            assert engine.bm.num_owned == 0
-            engine.bm.check_invariants()
+            await wait_for(pilot, lambda: worker.load_engine is not None, timeout=30)
+            load = worker.load_engine                  # the chat's engine or a small pool of its own
+            await wait_for(pilot, lambda: flaky.calls >= 3 and not worker.load_running
+                           and not load.has_unfinished(), timeout=30)
+            assert load._next_request == 6             # all six were added to the engine
+            assert load.bm.num_owned == 0
+            load.bm.check_invariants()
 
     asyncio.run(run())

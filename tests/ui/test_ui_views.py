@@ -5,11 +5,11 @@ import asyncio
 
 import pytest
 from tiny_engine import MODEL_NAME, tiny_engine
-from ui_helpers import make_app, wait_for
+from ui_helpers import attention_drawn, make_app, wait_for
 
 from llm_playground.model.engine.reports import FREE, SHARED, USED
 from llm_playground.model.engine.attention_patterns import parse_pattern
-from llm_playground.playground.app import APP_BINDINGS, PlaygroundApp
+from llm_playground.playground.app import PlaygroundApp, all_bindings
 from llm_playground.playground.attention_view import AttentionView
 from llm_playground.playground.block_grid import BlockGrid
 from llm_playground.playground.chat_view import ChatView
@@ -22,6 +22,8 @@ async def _ready(pilot, app):
 
 
 def test_kv_grid_follows_allocation_and_freeing():
+    """The grid is the pool the load runs in: here the load test's own small pool (the chat's
+    256 blocks are more than its requests need), its states as that engine reports them."""
     engine = tiny_engine(num_blocks=256, block_size=4, real_s=0.01)   # about 30 ms a step
     app = make_app(engine)
 
@@ -33,14 +35,20 @@ def test_kv_grid_follows_allocation_and_freeing():
             await wait_for(pilot, lambda: grid.num_blocks == 256)
             assert all(grid.state_of(b) == FREE for b in range(256))
             await pilot.press("f8")                       # load: 8 synthetic requests
+            worker = app.engine_worker
+            await wait_for(pilot, lambda: worker.load_engine is not None)
+            load = worker.load_engine
+            size = load.cache_report().num_blocks
+            assert load is not engine and size < 256
             states_seen: set[str] = set()
-            await wait_for(pilot, lambda: states_seen.update(grid.state_of(b) for b in range(256))
-                           or {USED, SHARED} <= states_seen, step=0.01)
-            await wait_for(pilot, lambda: not engine.has_unfinished(), timeout=30)
-            await pilot.pause(0.2)
-            final = engine.cache_report()
-            assert [grid.state_of(b) for b in range(256)] == [b.state for b in final.blocks]
-            assert all(grid.state_of(b) not in (USED, SHARED) for b in range(256))
+            await wait_for(pilot, lambda: grid.num_blocks == size and (
+                states_seen.update(grid.state_of(b) for b in range(size)) or {USED, SHARED} <= states_seen),
+                step=0.01)
+            await wait_for(pilot, lambda: not worker.load_running and not load.has_unfinished(), timeout=60)
+            await pilot.pause(0.3)
+            final = load.cache_report()
+            assert [grid.state_of(b) for b in range(size)] == [b.state for b in final.blocks]
+            assert all(grid.state_of(b) not in (USED, SHARED) for b in range(size))
             # hovering a block shows its state, ref count and owners
             await pilot.hover(BlockGrid, offset=(2, 0))      # the second cell: block 1
             await pilot.pause(0.1)
@@ -127,6 +135,7 @@ def test_pattern_switch_reaches_the_engine_and_weights_are_drawn():
             # not one of the presets: the preset list says so instead of keeping "dense"
             await wait_for(pilot, lambda: view.query_one("#attn-preset").value == "custom")
             assert view.query_one("#attn-spec").value == "local:64"
+            await wait_for(pilot, lambda: attention_drawn(app))
             assert view.density == pytest.approx(parse_pattern("local:64").density(2048))
             assert app.query_one("#attn-mask", HeatGrid).pooled is not None
             # a bad pattern: a notification, and the engine keeps the old one
@@ -144,7 +153,7 @@ def test_pattern_switch_reaches_the_engine_and_weights_are_drawn():
             await pilot.press("f5")
             view.query_one("#attn-head").value = "1"
             await pilot.press("f10")
-            await wait_for(pilot, lambda: view.weights is not None)
+            await wait_for(pilot, lambda: view.weights is not None and attention_drawn(app))
             assert view.weights.shape == (len(chat.last_prompt_ids),) * 2
             # the engine's weights of layer 0 head 1 over the last prompt (√ of weight / max)
             want = torch.tensor(engine.attention_weights(chat.last_prompt_ids, 0, 1))
@@ -183,10 +192,15 @@ def test_every_binding_has_an_id_a_description_and_a_palette_entry():
 
     async def run():
         async with app.run_test(size=(120, 40)) as pilot:
-            titles = {c.title for c in app.get_system_commands(app.screen)}
-            for b in APP_BINDINGS:
-                assert b.id and b.description
-                assert b.description in titles
+            commands = {c.title: c for c in app.get_system_commands(app.screen)}
+            bindings = all_bindings()
+            assert len({b.id for b, _ in bindings}) == len(bindings) >= 15   # ids unique
+            for b, _tab in bindings:
+                assert b.id and b.description and b.tooltip
+                assert b.description in commands
+                # the palette's help line is words, not internal names (it showed "f8 · kv.load")
+                help_line = str(commands[b.description].help)
+                assert b.tooltip in help_line and b.id not in help_line and b.action not in help_line
             await pilot.press("f1")
             await pilot.pause(0.1)
             assert type(app.screen).__name__ == "HelpScreen"
@@ -224,12 +238,16 @@ def test_large_pool_and_mask_render():
             assert grid.size.height > 3
             await pilot.press("f5")
             view = app.query_one(AttentionView)
-            t0 = time.perf_counter()
-            view.show_mask("streaming:4,256")
             mask = app.query_one("#attn-mask", HeatGrid)
-            [mask.render_line(y) for y in range(mask.size.height)]
+            await wait_for(pilot, lambda: attention_drawn(app))
+            pooled_before = mask.pool_count
+            t0 = time.perf_counter()
+            view.show_mask("streaming:4,256")      # built and pooled off the UI thread
+            await wait_for(pilot, lambda: mask.pool_count > pooled_before and attention_drawn(app),
+                           step=0.005)
+            lines = [mask.render_line(y) for y in range(mask.size.height)]
             timings["mask"] = time.perf_counter() - t0
-            assert mask.pooled is not None
+            assert mask.pooled is not None and len(lines) == mask.size.height
 
     asyncio.run(run())
     print(f"4096-block grid update + repaint {timings['grid'] * 1000:.1f} ms; "

@@ -8,7 +8,8 @@ a small KV cache, and a fake clock. Not a stand-in: every block, report and toke
   ","  (and the merges of those): residual dimension 0 is a constant no layer writes to, and the
   output head uses it as a bias that keeps every other token (EOS included) far below. So answers
   are readable, never end by themselves (they run to max tokens, or to the end of the KV cache),
-  and are the same on every run (a fixed seed per request).
+  and are the same on every run (a fixed seed per request). `can_end=True` lets <|im_end|> (the
+  EOS) compete with the writable tokens, so sampled answers end by themselves after some tokens.
 - `FakeClock`: each call advances `tick_s` (the engine calls it at arrival and three times per
   step: start, sample, end), so a step lasts exactly 2 ticks and the time to a first token is
   2 ticks: the stats strip shows exact figures. `real_s` sleeps that long per call (in real time)
@@ -57,12 +58,12 @@ def _writable(tok: bpe.Tokenizer) -> list[int]:
     return [i for i in range(256 + len(MERGES)) if set(tok.id_to_bytes(i)) <= ok]
 
 
-_MODELS: dict[int, LlamaForCausalLM] = {}
+_MODELS: dict[tuple[int, bool], LlamaForCausalLM] = {}
 
 
-def _model(seed: int) -> LlamaForCausalLM:
-    if seed in _MODELS:
-        return _MODELS[seed]
+def _model(seed: int, can_end: bool = False) -> LlamaForCausalLM:
+    if (seed, can_end) in _MODELS:
+        return _MODELS[seed, can_end]
     cfg = tiny_config(vocab_size=VOCAB_SIZE, eos_token_ids=(IM_END,), tie_word_embeddings=False)
     g = torch.Generator().manual_seed(seed)
     w = {n: torch.randn(s, generator=g) * 0.5 + (1.0 if "norm" in n else 0.0)
@@ -77,16 +78,17 @@ def _model(seed: int) -> LlamaForCausalLM:
     head = torch.randn(cfg.vocab_size, cfg.hidden_size, generator=g) * 0.8
     allowed = torch.zeros(cfg.vocab_size, dtype=torch.bool)
     allowed[_writable(chat_tokenizer())] = True
+    allowed[IM_END] = can_end
     head[:, 0] = torch.where(allowed, 2000.0, -2000.0)   # h[0] is 0.03 to 0.09
     w["lm_head.weight"] = head
     model = LlamaForCausalLM(cfg, torch.float32, "cpu")
     model.load_weights(lambda n: w[n])
-    _MODELS[seed] = model.eval()
-    return _MODELS[seed]
+    _MODELS[seed, can_end] = model.eval()
+    return _MODELS[seed, can_end]
 
 
-def tiny_loaded(chat_template: str | None = None, seed: int = 0) -> LoadedModel:
-    model = _model(seed)
+def tiny_loaded(chat_template: str | None = None, seed: int = 0, can_end: bool = False) -> LoadedModel:
+    model = _model(seed, can_end)
     return LoadedModel(model=model, config=model.config, tokenizer=chat_tokenizer(),
                        chat_template=chat_template, name=MODEL_NAME, path=Path("tiny"), dtype=torch.float32,
                        device=torch.device("cpu"), weight_format="float32")
@@ -109,9 +111,10 @@ class FakeClock:
 
 
 def tiny_engine(num_blocks: int = 128, block_size: int = 4, chat_template: str | None = None,
-                real_s: float = 0.0, **cfg) -> Engine:
+                real_s: float = 0.0, can_end: bool = False, **cfg) -> Engine:
     """The real Engine on the tiny model: `num_blocks` x `block_size` tokens of KV cache."""
-    return Engine(tiny_loaded(chat_template), EngineConfig(num_blocks=num_blocks, block_size=block_size, **cfg),
+    return Engine(tiny_loaded(chat_template, can_end=can_end),
+                  EngineConfig(num_blocks=num_blocks, block_size=block_size, **cfg),
                   clock=FakeClock(real_s=real_s))
 
 
