@@ -28,16 +28,20 @@ DEFAULT_SEPARATOR = "|"
 _ESCAPES = {"\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r"}
 
 
-def neighbour_colours(keys: Iterable[int], n: int = len(PALETTE)) -> list[int]:
+def neighbour_colours(keys: Iterable[int], n: int = len(PALETTE), step: int = 1) -> list[int]:
     """A colour index in [0, n) per key: key % n unless the left neighbour took it, then the
-    next index; neighbours always differ. Needs n >= 2."""
+    index `step` further on (1: the next; the UI passes n // 2, the opposite hue); neighbours
+    always differ. Needs n >= 2 and step not a multiple of n. The one rule for the CLI and the
+    UI (playground/token_colours.py)."""
     if n < 2:
         raise ValueError(f"neighbour_colours needs at least 2 colours, got {n}")
+    if step % n == 0:
+        raise ValueError(f"neighbour_colours: step {step} would keep the neighbour's colour")
     out: list[int] = []
     for key in keys:
         colour = key % n
         if out and out[-1] == colour:
-            colour = (colour + 1) % n
+            colour = (colour + step) % n
         out.append(colour)
     return out
 

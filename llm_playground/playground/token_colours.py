@@ -9,11 +9,14 @@ visible (a hue walk over ids gave `!`, ` Token`, `izers` nearly one colour).
 
 The palette is eight light hues that stay readable with black text in the dark and the light
 theme; opposite entries are far apart in hue. This module only chooses colours; token_spans.py
-draws the runs. (The `bpe compare` command colours its own output on the CLI side.)
+draws the runs. The neighbour rule itself is the CLI's (bpe/token_colours.py), with this
+palette and the opposite hue as the alternative.
 """
 from __future__ import annotations
 
 from typing import Iterable
+
+from llm_playground.bpe.token_colours import neighbour_colours
 
 # Light backgrounds for black text, in hue order: red, orange, yellow, green, cyan, blue,
 # violet, pink. Entry i and entry i + 4 are roughly opposite hues.
@@ -33,15 +36,8 @@ def neighbour_distinct_colours(ids: Iterable[int], palette_size: int = len(PALET
     opposite one when the left neighbour already has the home colour. palette_size >= 2."""
     if palette_size < 2:
         raise ValueError(f"palette_size must be at least 2 to tell neighbours apart, got {palette_size}")
-    out: list[int] = []
-    previous = -1
-    for token_id in ids:
-        colour = home_colour(token_id, palette_size)
-        if colour == previous:
-            colour = (colour + max(1, palette_size // 2)) % palette_size
-        out.append(colour)
-        previous = colour
-    return out
+    homes = [home_colour(token_id, palette_size) for token_id in ids]
+    return neighbour_colours(homes, palette_size, step=max(1, palette_size // 2))
 
 
 def run_backgrounds(ids: Iterable[int]) -> list[str]:
