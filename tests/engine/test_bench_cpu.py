@@ -28,8 +28,10 @@ def run_stages(tmp_path, *stages):
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
 def test_make_target_runs_the_script_into_a_folder_of_its_own():
-    dry = subprocess.run(["make", "-n", "bench-cpu", "STAGES=kv prefix"], cwd=ROOT, text=True,
-                         capture_output=True, timeout=60)
+    # Run as its own make, not a sub-make of `make test` (whose MAKEFLAGS add directory lines).
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+    dry = subprocess.run(["make", "-n", "--no-print-directory", "bench-cpu", "STAGES=kv prefix"],
+                         cwd=ROOT, text=True, capture_output=True, timeout=60, env=env)
     assert dry.returncode == 0, dry.stderr
     line = dry.stdout.strip().splitlines()[-1]
     assert "benchmarks/cpu_run.sh kv prefix" in line and "OUT=benchmarks/results/small" in line
