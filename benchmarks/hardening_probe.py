@@ -8,7 +8,7 @@ are built once into DIR by this checkout's test helpers. Each case runs in its o
 a 6 GiB address-space cap and a 90 s timeout; `seconds` and `rss_mb` cover the case alone
 (imports done first), `rss_mb` being the growth of the process's peak RSS. Prints one JSON line
 per case. The numbers come from a shared 2-core machine: read them as orders of magnitude.
-Not a test (tests/model/test_crafted_files.py and friends are); it feeds HARDENING-REPORT.md.
+Not a test (tests/model/test_crafted_files.py and friends are); it feeds docs/HARDENING.md.
 """
 
 import json
