@@ -85,17 +85,45 @@ def reference_greedy(prompt: list[int], n: int, seed: int = 0, pattern: str = "d
     the pattern's mask at every token: no engine, no paging, no cache reuse (the oracle of the
     engine's greedy tests)."""
     loaded = tiny_loaded(seed)
-    cfg, model = loaded.config, loaded.model
     spec = parse_pattern(pattern).spec
     ids = list(prompt)
     for _ in range(n):
-        T = len(ids)
-        kv = KVCache(cfg.num_layers, 1, T, cfg.num_kv_heads, cfg.head_dim, torch.float32, "cpu")
-        batch = AttentionBatch(positions=torch.arange(T), slot_mapping=torch.arange(T),
-                               cu_seqlens_q=torch.tensor([0, T], dtype=torch.int32),
-                               context_lens=torch.tensor([T], dtype=torch.int32),
-                               block_tables=torch.zeros(1, 1, dtype=torch.int32), max_q_len=T,
-                               max_context_len=T, mask=spec)
-        hidden = model(torch.tensor(ids), batch, kv)
-        ids.append(int(model.compute_logits(hidden[-1:]).argmax(-1)))
+        ids.append(int(last_logits(loaded, ids, spec).argmax(-1)))
     return ids[len(prompt):]
+
+
+def last_logits(loaded: LoadedModel, ids: list[int], spec=None) -> torch.Tensor:
+    """Last-position logits (V,) of `loaded` over `ids`: one plain forward of the whole sequence
+    under `spec` (dense when None) into a fresh one-block cache: no engine, no paging, no reuse."""
+    cfg, model = loaded.config, loaded.model
+    T = len(ids)
+    kv = KVCache(cfg.num_layers, 1, T, cfg.num_kv_heads, cfg.head_dim, torch.float32, "cpu")
+    batch = AttentionBatch(positions=torch.arange(T), slot_mapping=torch.arange(T),
+                           cu_seqlens_q=torch.tensor([0, T], dtype=torch.int32),
+                           context_lens=torch.tensor([T], dtype=torch.int32),
+                           block_tables=torch.zeros(1, 1, dtype=torch.int32), max_q_len=T,
+                           max_context_len=T, mask=spec if spec is not None else parse_pattern("dense").spec)
+    with torch.inference_mode():
+        hidden = model(torch.tensor(ids), batch, kv)
+        return model.compute_logits(hidden[-1:])[0]
+
+
+def brute_blocks(e) -> list[tuple]:
+    """(id, state, ref count, owners, tokens) per block, recounted from the live sequences'
+    tables and computed counts (a block holds what its fullest owner computed in it)."""
+    bs, bm = e.bm.block_size, e.bm
+    owners, filled = {}, {}
+    for s in e._live_seqs():
+        if not bm.has(s.seq_id):
+            continue
+        for i, b in enumerate(bm.table(s.seq_id)):
+            if b >= 0:
+                owners.setdefault(b, set()).add(s.seq_id)
+                filled[b] = max(filled.get(b, 0), min(bs, max(0, s.num_computed - i * bs)))
+    out = []
+    for b in range(bm.num_blocks):
+        ref = len(owners.get(b, ()))
+        hashed = bm.block_hash(b) is not None
+        state = ("shared" if ref > 1 else "used") if ref else ("cached" if hashed else "free")
+        out.append((b, state, ref, sorted(owners.get(b, ())), bs if hashed else filled.get(b, 0)))
+    return out

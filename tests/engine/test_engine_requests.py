@@ -7,7 +7,7 @@ import pytest
 
 from llm_playground.model.engine.outcomes import FinishReason
 from llm_playground.model.engine.sampling_params import SamplingParams
-from engine_helpers import engine, prompts, run_all
+from engine_helpers import brute_blocks, engine, prompts, run_all
 
 # Overlap scheduling applies a step's ids one call late (EngineConfig.overlap): the report tests
 # below run both ways, and say where a report comes one call later with it on.
@@ -199,26 +199,6 @@ def test_attention_weights_come_from_the_model_under_the_engine_pattern():
     want = e.runner.model.attention_probs(P[0], 1, 2, mask=e.pattern.spec)
     torch.testing.assert_close(w, want)
     assert bool((w[5, :3] == 0).all()) and torch.allclose(w.sum(-1), torch.ones(len(P[0])))
-
-
-def brute_blocks(e):
-    """Per-block state recomputed from scratch: tables, ref counts, hashes, tokens written."""
-    bs, bm = e.bm.block_size, e.bm
-    owners, filled = {}, {}
-    for s in e._live_seqs():
-        if not bm.has(s.seq_id):
-            continue
-        for i, b in enumerate(bm.table(s.seq_id)):
-            if b >= 0:
-                owners.setdefault(b, set()).add(s.seq_id)
-                filled[b] = max(filled.get(b, 0), min(bs, max(0, s.num_computed - i * bs)))
-    out = []
-    for b in range(bm.num_blocks):
-        ref = len(owners.get(b, ()))
-        hashed = bm.block_hash(b) is not None
-        state = ("shared" if ref > 1 else "used") if ref else ("cached" if hashed else "free")
-        out.append((b, state, ref, sorted(owners.get(b, ())), bs if hashed else filled.get(b, 0)))
-    return out
 
 
 def test_cache_report_equals_a_from_scratch_recount():

@@ -14,28 +14,7 @@ import pytest
 from llm_playground.model.engine.beam_search import BeamSearchParams
 from llm_playground.model.engine.cache_report import sequence_reports
 from llm_playground.model.engine.sampling_params import SamplingParams
-from engine_helpers import engine, prompts
-
-
-def blocks_from_scratch(e) -> list[tuple]:
-    """(id, state, ref count, owners, tokens) per block, recounted from the live sequences'
-    tables and computed counts (a block holds what its fullest owner computed in it)."""
-    bs, bm = e.bm.block_size, e.bm
-    owners, filled = {}, {}
-    for s in e._live_seqs():
-        if not bm.has(s.seq_id):
-            continue
-        for i, b in enumerate(bm.table(s.seq_id)):
-            if b >= 0:
-                owners.setdefault(b, set()).add(s.seq_id)
-                filled[b] = max(filled.get(b, 0), min(bs, max(0, s.num_computed - i * bs)))
-    out = []
-    for b in range(bm.num_blocks):
-        ref = len(owners.get(b, ()))
-        hashed = bm.block_hash(b) is not None
-        state = ("shared" if ref > 1 else "used") if ref else ("cached" if hashed else "free")
-        out.append((b, state, ref, sorted(owners.get(b, ())), bs if hashed else filled.get(b, 0)))
-    return out
+from engine_helpers import brute_blocks, engine, prompts
 
 
 def check_report(e, r) -> None:
@@ -44,7 +23,7 @@ def check_report(e, r) -> None:
     assert r.sequences[:len(live)] == want
     assert all(s.status == "finished" for s in r.sequences[len(live):])
     c = r.cache
-    blocks = blocks_from_scratch(e)
+    blocks = brute_blocks(e)
     if c.blocks:
         assert [(b.block_id, b.state, b.ref_count, b.owners, b.num_tokens) for b in c.blocks] == blocks
     owned = [x for x in blocks if x[2]]

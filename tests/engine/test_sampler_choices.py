@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from engine_helpers import engine, prompts, tiny_loaded
+from engine_helpers import engine, last_logits, prompts, tiny_loaded
 from transformers.generation.logits_process import (
     MinPLogitsWarper,
     RepetitionPenaltyLogitsProcessor,
@@ -23,9 +23,6 @@ from llm_playground.model.engine import sampler as sampler_module
 from llm_playground.model.engine import token_choice as tc
 from llm_playground.model.engine.sampler import make_generator, sample, sample_with_choices
 from llm_playground.model.engine.sampling_params import SamplingParams
-from llm_playground.model.network.batch import AttentionBatch
-from llm_playground.model.network.kv_cache import KVCache
-from llm_playground.model.engine.attention_patterns import parse_pattern
 
 CLOSE = dict(rtol=1e-4, atol=1e-6)
 
@@ -138,18 +135,7 @@ def test_greedy_choice_is_the_point_mass_on_the_argmax():
 def direct_logits(ids: list[int], seed: int = 0) -> torch.Tensor:
     """Last-position logits (V,) of the tiny model over `ids`, one plain forward of the whole
     sequence (no engine, no paging, no cache reuse)."""
-    loaded = tiny_loaded(seed)
-    cfg, model = loaded.config, loaded.model
-    T = len(ids)
-    kv = KVCache(cfg.num_layers, 1, T, cfg.num_kv_heads, cfg.head_dim, torch.float32, "cpu")
-    batch = AttentionBatch(positions=torch.arange(T), slot_mapping=torch.arange(T),
-                           cu_seqlens_q=torch.tensor([0, T], dtype=torch.int32),
-                           context_lens=torch.tensor([T], dtype=torch.int32),
-                           block_tables=torch.zeros(1, 1, dtype=torch.int32), max_q_len=T,
-                           max_context_len=T, mask=parse_pattern("dense").spec)
-    with torch.inference_mode():
-        hidden = model(torch.tensor(ids), batch, kv)
-        return model.compute_logits(hidden[-1:])[0]
+    return last_logits(tiny_loaded(seed), ids)
 
 
 def outputs(e, requests) -> dict:
