@@ -46,6 +46,16 @@ def _outputs(reports, rid):
     return [o for r in reports for o in r.outputs if o.request_id == rid]
 
 
+def check_rerun_reuses_nothing(e, prompt) -> None:
+    """After a failed step: the same prompt again finds no cached prefix and gets the tokens of
+    a fresh engine."""
+    hits = e.bm.prefix_hits
+    again = e.add_request(prompt, GREEDY)
+    ids, _ = run_all(e)
+    assert e.bm.prefix_hits == hits                 # the second run found nothing to reuse
+    assert ids[(again, 0)] == engine().generate(prompt, GREEDY)
+
+
 @pytest.mark.parametrize("fault", list(FAULTS))
 @pytest.mark.parametrize("where", ["forward", "sampling"])
 def test_a_failed_step_fails_its_requests_and_the_engine_serves_on(monkeypatch, fault, where):
@@ -87,11 +97,7 @@ def test_kv_written_by_a_failed_step_is_never_cached(monkeypatch):
     assert _outputs([report], rid)[-1].finish_reason is FinishReason.ERROR
     assert e.bm.prefix_index.entries() == {}        # nothing the step wrote is registered
     assert e.bm.counts()["cached"] == 0
-    hits = e.bm.prefix_hits
-    again = e.add_request(prompt, GREEDY)
-    ids, _ = run_all(e)
-    assert e.bm.prefix_hits == hits                 # the second run found nothing to reuse
-    assert ids[(again, 0)] == engine().generate(prompt, GREEDY)
+    check_rerun_reuses_nothing(e, prompt)
 
 
 def test_blocks_cached_before_the_failed_step_stay_cached(monkeypatch):

@@ -14,14 +14,9 @@ from engine_helpers import engine, prompts, run_all
 from llm_playground.model.engine import sampler
 from llm_playground.model.engine.outcomes import ErrorKind, FinishReason
 from llm_playground.model.engine.sampling_params import SamplingParams
-from test_step_faults import Fault
+from test_step_faults import GREEDY, Fault, _outputs, check_rerun_reuses_nothing
 
-GREEDY = SamplingParams(max_tokens=8, ignore_eos=True)
 P = prompts(6, 9, 30, seed=12)
-
-
-def _outputs(reports, rid):
-    return [o for r in reports for o in r.outputs if o.request_id == rid]
 
 
 def _check_failed(report, rids, kind):
@@ -113,11 +108,7 @@ def test_kv_written_by_a_failed_in_flight_step_is_never_cached(monkeypatch):
     report = e.step()
     assert _outputs([report], rid)[-1].finish_reason is FinishReason.ERROR
     assert e.bm.prefix_index.entries() == {} and e.bm.counts()["cached"] == 0
-    hits = e.bm.prefix_hits
-    again = e.add_request(prompt, GREEDY)
-    ids, _ = run_all(e)
-    assert e.bm.prefix_hits == hits                  # the second run found nothing to reuse
-    assert ids[(again, 0)] == engine().generate(prompt, GREEDY)
+    check_rerun_reuses_nothing(e, prompt)
 
 
 def test_repeated_faults_under_overlap_never_stop_the_engine(monkeypatch):
