@@ -44,6 +44,7 @@ from llm_playground.model.engine.config import EngineConfig, blocks_from_budget
 from llm_playground.model.engine.model_runner import ModelRunner
 from llm_playground.model.engine.outcomes import ErrorKind, FinishReason
 from llm_playground.model.engine.sequence_group import GroupOps, SamplingGroup, SequenceGroup
+from llm_playground.model.engine.spec_planner import SpecPlanner, speculation_setup
 from llm_playground.model.engine.step_apply import StepApply
 from llm_playground.model.engine.step_faults import InFlight, StepFaults
 from llm_playground.model.engine.step_plan import StepPlan
@@ -68,9 +69,11 @@ class Engine(StepApply, StepFaults, EngineConveniences):
     `EngineConveniences` (model/engine/conveniences.py)."""
 
     def __init__(self, loaded, config: EngineConfig | None = None,
-                 clock: Callable[[], float] = time.perf_counter) -> None:
+                 clock: Callable[[], float] = time.perf_counter, draft=None) -> None:
         """`loaded` is a weights.loader.LoadedModel; `clock` (seconds, monotonic) times arrivals,
-        first tokens and steps: tests inject a fake one to get exact rates."""
+        first tokens and steps: tests inject a fake one to get exact rates. `draft`: with
+        `speculate="draft:PATH:K"`, the draft's LoadedModel when the caller has it already
+        (tests, benchmarks); else PATH is loaded."""
         self.clock = clock
         self.config = config = config or EngineConfig()
         self.loaded = loaded
@@ -85,11 +88,15 @@ class Engine(StepApply, StepFaults, EngineConveniences):
         self.scheduler = Scheduler(self.bm, config.max_num_batched_tokens, config.max_num_seqs,
                                    config.enable_chunked_prefill, self.max_model_len)
         self.pattern: AttentionPattern = parse_pattern(config.attention)
+        # Speculation (model/engine/spec_planner.py): a draft model, if any, lives in the runner.
+        self.speculate, draft = speculation_setup(config, loaded, num_blocks, draft)
         self.runner = ModelRunner(
             loaded.model, num_blocks, config.block_size, loaded.dtype, loaded.device,
             cuda_graphs=config.cuda_graphs, max_num_seqs=config.max_num_seqs,
             max_blocks_per_seq=self.bm.blocks_for(self.max_model_len),
-            capture_mask=self.pattern.spec)
+            capture_mask=self.pattern.spec, draft=draft)
+        self.spec_planner = SpecPlanner.of(self.speculate, self.bm, self.max_model_len,
+                                           config.max_num_batched_tokens)
         self.requests: dict[int | str, Request] = {}
         # The live sequences' reports and the reservation total, kept as they change (O(changes)
         # per report, model/engine/report_book.py).
@@ -220,6 +227,7 @@ class Engine(StepApply, StepFaults, EngineConveniences):
             freed = [g.on_stall() for g in list(self.groups.values())]   # each group is asked
             if any(freed):
                 sched = self.scheduler.schedule()    # groups held blocks the waiting need
+        spec_before = SpecPlanner.extend_step(self.spec_planner, sched, self.groups)
         # A sequence whose last token is still on its way (overlap) ends once that token landed.
         outgrown_late = [s for s in sched.outgrown if s.num_pending]
         for seq in sched.outgrown:
@@ -274,7 +282,8 @@ class Engine(StepApply, StepFaults, EngineConveniences):
             ttft_s=ttft, inter_token_latency_s=dt if sched.num_decode_tokens else 0.0,
             sequences=self._book.sequences() + finished,
             cache=self._cache_report(self.config.report_blocks),
-            num_running=len(self.scheduler.running), num_waiting=len(self.scheduler.waiting))
+            num_running=len(self.scheduler.running), num_waiting=len(self.scheduler.waiting),
+            **SpecPlanner.report_fields(self.spec_planner, spec_before))
 
     def _end_outgrown(self, seq: Sequence) -> None:
         """Finish a sequence the scheduler found to need more than the whole KV cache."""
@@ -293,7 +302,8 @@ class Engine(StepApply, StepFaults, EngineConveniences):
         for item in scheduled:
             seq = item.seq
             touched(seq)
-            seq.num_computed = item.end
+            # a verify row's proposals count once accepted (SpecPlanner.landed)
+            seq.num_computed = item.end if item.spec is None else item.start + 1
             bm.touch_written(seq.seq_id, item.start, item.end)
             end = min(item.end, seq.num_tokens)      # a token still on the device is not hashed
             if bm.has_uncommitted(seq.seq_id, end):

@@ -1,0 +1,168 @@
+"""Speculative verification: which proposed tokens the target accepts, and the token after them.
+
+Runner side (torch). A verify row brings the last accepted token x and K proposals d_1..d_K;
+the target's K + 1 logits rows give its distributions p_0..p_K (p_j: the next token after
+x, d_1..d_j). `accept_row` returns the ids to emit, m accepted proposals then one more:
+
+- greedy (temperature 0): t_j = argmax p_j; m = the length of the longest prefix with
+  d_{j+1} == t_j; the ids are t_0..t_m (d_1..d_m and the target's own next token). Exactly
+  the tokens plain greedy decoding gives.
+- temperature > 0 (Leviathan et al. 2023, Chen et al. 2023): proposal j is accepted with
+  probability min(1, p_j(d) / q_j(d)), where q_j is the distribution d was drawn from (a
+  draft model's, or a point mass for prompt lookup, whose proposals are deterministic); at the
+  first rejection the token is drawn from max(0, p_j - q_j), renormalised; after K accepted
+  ones from p_K. The emitted tokens are then distributed exactly as plain sampling from p.
+
+p and q are the distributions the sampler would draw from: its filters (repetition penalty,
+temperature, top-k, top-p, min-p; model/engine/sampler.py, the same functions in the same
+order) applied to the target's and the draft's logits alike. Row j's repetition penalty counts
+the sequence's ids and d_1..d_j (what plain decoding would have seen there).
+Random draws come from the row's own generator (K uniforms, then one exponential race), so a
+seeded request is reproducible; its samples differ from speculation off (other draws are
+consumed) while their distribution is the same (tests/engine/test_spec_distribution.py).
+Everything stays on the device: no value is read back here. This module does not plan, choose
+K or touch the KV cache.
+"""
+from __future__ import annotations
+
+import torch
+
+from llm_playground.model.engine import sampler as sampling
+from llm_playground.model.engine.device_batch import host_to_device
+from llm_playground.model.engine.sampling_params import SamplingParams
+
+
+def filtered_logits(logits: torch.Tensor, params: list[SamplingParams],
+                    seen: list[list[int]]) -> torch.Tensor:
+    """(N, V) logits after the sampler's filters, row i with params[i] and seen[i]: the
+    repetition penalty, then (temperature > 0) the shift and temperature, top-k / top-p and
+    min-p; -inf where a filter removed an id. Greedy rows stop after the penalty."""
+    logits = logits.float()
+    N = logits.shape[0]
+    if any(p.repetition_penalty != 1.0 for p in params):
+        logits = sampling.apply_repetition_penalty(logits.clone(), seen,
+                                                   [p.repetition_penalty for p in params])
+    rows = [i for i in range(N) if params[i].temperature > 0]
+    if not rows:
+        return logits
+    dev = logits.device
+    idx = host_to_device(rows, torch.long, dev)
+    sub = logits.index_select(0, idx)                                          # (M, V)
+    temp = host_to_device([params[i].temperature for i in rows], torch.float32, dev)
+    sub = (sub - sub.amax(dim=-1, keepdim=True)) / temp.unsqueeze(1)
+    if any(params[i].top_k > 0 or params[i].top_p < 1 for i in rows):
+        sub = sampling.apply_top_k_top_p(
+            sub, host_to_device([params[i].top_k for i in rows], torch.long, dev),
+            host_to_device([params[i].top_p for i in rows], torch.float32, dev))
+    if any(params[i].min_p > 0 for i in rows):
+        sub = sampling.apply_min_p(sub, host_to_device([params[i].min_p for i in rows],
+                                                       torch.float32, dev))
+    return logits.index_copy(0, idx, sub)
+
+
+def probs_of(filtered: torch.Tensor, params: SamplingParams) -> torch.Tensor:
+    """(N, V) the distribution drawn from: softmax, or greedy's point mass on the argmax."""
+    if params.temperature == 0:
+        one = torch.zeros_like(filtered)
+        return one.scatter_(1, filtered.argmax(dim=-1, keepdim=True), 1.0)
+    return filtered.softmax(dim=-1)
+
+
+def draw_from(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """(1,) one id drawn from probs (V,): torch.multinomial's one-sample path (argmax of p / q,
+    q ~ Exp(1)), as the sampler draws, without a sync."""
+    q = torch.empty_like(probs).exponential_(1, generator=generator)
+    return (probs / q).argmax(dim=-1, keepdim=True)
+
+
+def accept_row(target: torch.Tensor, proposals: torch.Tensor, params: SamplingParams,
+               generator: torch.Generator | None, draft_probs: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One verify row. target (K+1, V): the filtered target logits (`filtered_logits`);
+    proposals (K,) int64; draft_probs (K, V) the draft's filtered distributions (None: the
+    proposals were deterministic, q = point mass). Returns (ids (K+1,) int64, m (1,) int64):
+    the first m + 1 ids are emitted (m proposals accepted, then the target's token)."""
+    K = proposals.shape[0]
+    if params.temperature == 0:
+        t = target.argmax(dim=-1)                                                  # (K+1,)
+        match = (t[:K] == proposals).to(torch.int64)
+        m = match.cumprod(0).sum().view(1)
+        return t, m
+    p = target.softmax(dim=-1)                                                     # (K+1, V)
+    ar = torch.arange(K, device=p.device)
+    if draft_probs is None:
+        q = torch.zeros_like(p[:K]).scatter_(1, proposals.view(K, 1), 1.0)         # (K, V)
+    else:
+        q = draft_probs
+    p_d = p[ar, proposals]                                                         # (K,)
+    q_d = q[ar, proposals]
+    u = torch.rand(K, device=p.device, generator=generator)
+    accepted = (u * q_d < p_d).to(torch.int64)        # u < p/q, and q = 0 never rejects p > 0
+    m = accepted.cumprod(0).sum().view(1)                                          # (1,)
+    residual = torch.cat([(p[:K] - q).clamp_(min=0.0), p[K:]])                     # (K+1, V)
+    r = residual.index_select(0, m)[0]                                             # (V,)
+    total = r.sum()
+    r = torch.where(total > 0, r / total.clamp_min(1e-30), p.index_select(0, m)[0])
+    tok = draw_from(r, generator)                                                  # (1,)
+    ids = torch.cat([proposals, proposals.new_zeros(1)]).index_copy_(0, m, tok)     # (K+1,)
+    return ids, m
+
+
+def draft_choose(logits: torch.Tensor, params: list[SamplingParams],
+                 generators: list[torch.Generator | None]
+                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The draft's next token per row: logits (R, V) -> (ids (R,), probs (R, V) or None when
+    every row is greedy). Greedy rows take the argmax (a point mass); others draw from the
+    filtered draft distribution with the row's draft generator."""
+    filt = filtered_logits(logits, params, [[] for _ in params])
+    ids = filt.argmax(dim=-1)                                                      # (R,)
+    if all(p.temperature == 0 for p in params):
+        return ids, None
+    probs = torch.zeros_like(filt)
+    for i, p in enumerate(params):
+        probs[i] = probs_of(filt[i:i + 1], p)[0]
+        if p.temperature > 0:
+            ids[i:i + 1] = draw_from(probs[i], generators[i])
+    return ids, probs
+
+
+DRAFT_SEED_SALT = 0x5DEECE66D     # the draft's random stream: another seed than the target's
+
+
+def draft_key(key: tuple) -> tuple:
+    """The runner's generator key of a draw's draft stream."""
+    return ("draft",) + tuple(key)
+
+
+def draft_seed(seed: int | None) -> int | None:
+    """The seed of a request's draft stream (None stays nondeterministic)."""
+    return None if seed is None else (seed ^ DRAFT_SEED_SALT) & (2**63 - 1)
+
+
+def verify_requests(logits: torch.Tensor, requests: list, offsets: list[int], proposed: dict,
+                    generator_of) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
+    """Every verification of a step: logits (N, V) the step's logits rows, requests its
+    LogitsRequests, offsets[i] request i's first logits row, proposed[id(request)] = (draft
+    proposals (k,), draft probs (k, V) or None) for the draft model's rows, generator_of(draw)
+    the row's generator. Returns per verification (request index, ids (k+1,), m (1,))."""
+    out = []
+    for i, req in enumerate(requests):
+        v = req.verify
+        if v is None:
+            continue
+        draw = req.draws[0]
+        p, k = draw.params, v.k
+        target = logits[offsets[i]:offsets[i] + k + 1]                            # (k+1, V)
+        if v.proposals:
+            props = host_to_device(list(v.proposals), torch.long, logits.device)     # (k,)
+            dprobs = None
+        else:
+            props, dprobs = proposed[id(req)]
+        if p.repetition_penalty != 1.0:   # row j has seen the sequence and proposals 1..j
+            seen = [list(draw.seen_ids) + list(v.proposals[:j]) for j in range(k + 1)]
+        else:
+            seen = [[]] * (k + 1)
+        filt = filtered_logits(target, [p] * (k + 1), seen)
+        ids, m = accept_row(filt, props, p, generator_of(draw), dprobs)
+        out.append((i, ids, m))
+    return out
