@@ -2,7 +2,8 @@
 
 Runner side (torch). A verify row brings the last accepted token x and K proposals d_1..d_K;
 the target's K + 1 logits rows give its distributions p_0..p_K (p_j: the next token after
-x, d_1..d_j). `accept_row` returns the ids to emit, m accepted proposals then one more:
+x, d_1..d_j). `accept_rows` returns the ids to emit, m accepted proposals then one more (all verify rows of a
+step at once, padded to the longest):
 
 - greedy (temperature 0): t_j = argmax p_j; m = the length of the longest prefix with
   d_{j+1} == t_j; the ids are t_0..t_m (d_1..d_m and the target's own next token). Exactly
@@ -75,36 +76,56 @@ def draw_from(probs: torch.Tensor, generator: torch.Generator | None) -> torch.T
     return (probs / q).argmax(dim=-1, keepdim=True)
 
 
-def accept_row(target: torch.Tensor, proposals: torch.Tensor, params: SamplingParams,
-               generator: torch.Generator | None, draft_probs: torch.Tensor | None = None
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One verify row. target (K+1, V): the filtered target logits (`filtered_logits`);
-    proposals (K,) int64; draft_probs (K, V) the draft's filtered distributions (None: the
-    proposals were deterministic, q = point mass). Returns (ids (K+1,) int64, m (1,) int64):
-    the first m + 1 ids are emitted (m proposals accepted, then the target's token)."""
-    K = proposals.shape[0]
-    if params.temperature == 0:
-        t = target.argmax(dim=-1)                                                  # (K+1,)
-        match = (t[:K] == proposals).to(torch.int64)
-        m = match.cumprod(0).sum().view(1)
-        return t, m
-    p = target.softmax(dim=-1)                                                     # (K+1, V)
-    ar = torch.arange(K, device=p.device)
-    if draft_probs is None:
-        q = torch.zeros_like(p[:K]).scatter_(1, proposals.view(K, 1), 1.0)         # (K, V)
-    else:
-        q = draft_probs
-    p_d = p[ar, proposals]                                                         # (K,)
-    q_d = q[ar, proposals]
-    u = torch.rand(K, device=p.device, generator=generator)
-    accepted = (u * q_d < p_d).to(torch.int64)        # u < p/q, and q = 0 never rejects p > 0
-    m = accepted.cumprod(0).sum().view(1)                                          # (1,)
-    residual = torch.cat([(p[:K] - q).clamp_(min=0.0), p[K:]])                     # (K+1, V)
-    r = residual.index_select(0, m)[0]                                             # (V,)
-    total = r.sum()
-    r = torch.where(total > 0, r / total.clamp_min(1e-30), p.index_select(0, m)[0])
-    tok = draw_from(r, generator)                                                  # (1,)
-    ids = torch.cat([proposals, proposals.new_zeros(1)]).index_copy_(0, m, tok)     # (K+1,)
+def _uniforms(generators: list, rows: list[int], K: int, device) -> torch.Tensor:
+    """(len(rows), K) uniforms, row i from generators[rows[i]] (one call when all share one)."""
+    if all(generators[i] is generators[rows[0]] for i in rows):
+        return torch.rand(len(rows), K, device=device, generator=generators[rows[0]])
+    return torch.stack([torch.rand(K, device=device, generator=generators[i]) for i in rows])
+
+
+def accept_rows(target: torch.Tensor, proposals: torch.Tensor, ks: torch.Tensor,
+                params: list[SamplingParams], generators: list,
+                draft_probs: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """R verify rows at once, padded to K proposals. target (R, K+1, V): filtered target
+    logits (`filtered_logits`); proposals (R, K) int64; ks (R,) int64 each row's own k <= K
+    (positions past it are padding); draft_probs (R, K, V) the draft's filtered distributions
+    (None: deterministic proposals, q = a point mass). Returns (ids (R, K+1) int64, m (R,)
+    int64): row r emits ids[r, :m[r] + 1] (m[r] proposals accepted, then the target's token)."""
+    R, K1, V = target.shape
+    K, dev = K1 - 1, target.device
+    ar = torch.arange(R, device=dev)
+    valid = torch.arange(K, device=dev)[None, :] < ks[:, None]                     # (R, K)
+    t = target.argmax(dim=-1)                                                      # (R, K+1)
+    match = (t[:, :K] == proposals) & valid                                        # greedy
+    sampled = [i for i, p in enumerate(params) if p.temperature > 0]
+    ids = t
+    if sampled:
+        p = target.softmax(dim=-1)                                                 # (R, K+1, V)
+        if draft_probs is None:
+            q = torch.zeros(R, K, V, device=dev).scatter_(2, proposals.unsqueeze(2), 1.0)
+        else:
+            q = draft_probs
+        p_d = p[:, :K].gather(2, proposals.unsqueeze(2))[..., 0]                   # (R, K)
+        q_d = q.gather(2, proposals.unsqueeze(2))[..., 0]
+        u = torch.ones(R, K, device=dev)
+        s_idx = host_to_device(sampled, torch.long, dev)
+        u.index_copy_(0, s_idx, _uniforms(generators, sampled, K, dev))
+        is_s = torch.zeros(R, dtype=torch.bool, device=dev).index_fill_(0, s_idx, True)
+        # accept with probability min(1, p/q): u < p / q (q = 0 never rejects a p > 0)
+        match = torch.where(is_s[:, None], (u * q_d < p_d) & valid, match)
+    m = match.to(torch.int64).cumprod(dim=1).sum(dim=1)                            # (R,)
+    if sampled:
+        # at the first rejection draw from max(0, p - q) renormalised; after k accepted, p_k
+        residual = torch.cat([(p[:, :K] - q).clamp_(min=0.0), p[:, K:]], dim=1)    # (R, K+1, V)
+        bonus = torch.arange(K1, device=dev)[None, :] == ks[:, None]               # (R, K+1)
+        residual = torch.where(bonus.unsqueeze(2), p, residual)
+        r = residual[ar, m]                                                        # (R, V)
+        total = r.sum(dim=-1, keepdim=True)
+        r = torch.where(total > 0, r / total.clamp_min(1e-30), p[ar, m])
+        toks = torch.cat([draw_from(r[i], generators[i]) for i in sampled])       # (S,)
+        drawn = torch.cat([proposals, proposals.new_zeros(R, 1)], dim=1)           # (R, K+1)
+        drawn[s_idx, m.index_select(0, s_idx)] = toks
+        ids = torch.where(is_s[:, None], drawn, t)
     return ids, m
 
 
@@ -141,28 +162,46 @@ def draft_seed(seed: int | None) -> int | None:
 
 def verify_requests(logits: torch.Tensor, requests: list, offsets: list[int], proposed: dict,
                     generator_of) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
-    """Every verification of a step: logits (N, V) the step's logits rows, requests its
-    LogitsRequests, offsets[i] request i's first logits row, proposed[id(request)] = (draft
-    proposals (k,), draft probs (k, V) or None) for the draft model's rows, generator_of(draw)
-    the row's generator. Returns per verification (request index, ids (k+1,), m (1,))."""
-    out = []
-    for i, req in enumerate(requests):
-        v = req.verify
-        if v is None:
-            continue
-        draw = req.draws[0]
-        p, k = draw.params, v.k
-        target = logits[offsets[i]:offsets[i] + k + 1]                            # (k+1, V)
+    """Every verification of a step, in one batched `accept_rows`: logits (N, V) the step's
+    logits rows, requests its LogitsRequests, offsets[i] request i's first logits row,
+    proposed[id(request)] = (draft proposals (k,), draft probs (k, V) or None) for the draft
+    model's rows, generator_of(draw) the row's generator. Returns per verification (request
+    index, ids (k+1,), m (1,))."""
+    which = [i for i, req in enumerate(requests) if req.verify is not None]
+    reqs = [requests[i] for i in which]
+    K = max(r.verify.k for r in reqs)
+    R, V, dev = len(reqs), logits.shape[1], logits.device
+    rows, params, seen, props, dprobs = [], [], [], [], []
+    for i, req in zip(which, reqs):
+        v, draw = req.verify, req.draws[0]
+        k = v.k
+        # padding rows repeat the row's last one (their result is never read)
+        rows += [offsets[i] + min(j, k) for j in range(K + 1)]
+        params += [draw.params] * (K + 1)
+        if draw.params.repetition_penalty != 1.0:   # row j saw the sequence and proposals 1..j
+            seen += [list(draw.seen_ids) + list(v.proposals[:min(j, k)]) for j in range(K + 1)]
+        else:
+            seen += [[]] * (K + 1)
         if v.proposals:
-            props = host_to_device(list(v.proposals), torch.long, logits.device)     # (k,)
-            dprobs = None
+            props.append(list(v.proposals) + [0] * (K - k))
+            dprobs.append(None)
         else:
-            props, dprobs = proposed[id(req)]
-        if p.repetition_penalty != 1.0:   # row j has seen the sequence and proposals 1..j
-            seen = [list(draw.seen_ids) + list(v.proposals[:j]) for j in range(k + 1)]
-        else:
-            seen = [[]] * (k + 1)
-        filt = filtered_logits(target, [p] * (k + 1), seen)
-        ids, m = accept_row(filt, props, p, generator_of(draw), dprobs)
-        out.append((i, ids, m))
-    return out
+            dp, dq = proposed[id(req)]
+            props.append(dp)
+            dprobs.append(dq)
+    target = filtered_logits(logits.index_select(0, host_to_device(rows, torch.long, dev)),
+                             params, seen).view(R, K + 1, V)
+    proposals = torch.stack([host_to_device(p, torch.long, dev) if isinstance(p, list)
+                             else torch.cat([p, p.new_zeros(K - p.shape[0])]) for p in props])
+    q = None
+    if any(d is not None for d in dprobs):
+        q = torch.zeros(R, K, V, device=dev)
+        for r, (d, p) in enumerate(zip(dprobs, props)):
+            if d is not None:
+                q[r, :d.shape[0]] = d
+            else:   # deterministic proposals: a point mass
+                q[r].scatter_(1, proposals[r].view(K, 1), 1.0)
+    ks = host_to_device([r.verify.k for r in reqs], torch.long, dev)
+    ids, m = accept_rows(target, proposals, ks, [r.draws[0].params for r in reqs],
+                         [generator_of(r.draws[0]) for r in reqs], q)
+    return [(i, ids[r, :reqs[r].verify.k + 1], m[r:r + 1]) for r, i in enumerate(which)]
