@@ -3,7 +3,7 @@
 What it does:
 - `add_engine_flags(parser, top=...)` adds the flags that the app (`playground` with no
   subcommand) and every subcommand (`generate`, `chat`) share: --model, --dtype, --device,
-  --attention, --block-size, --kv-blocks and --kv-budget, with one spelling, help text and
+  --attention, --block-size, --kv-blocks, --kv-budget and --speculate, with one spelling, help text and
   default for all of them.
 - `engine_config_from_args(args)` turns a parsed namespace into the `EngineConfig`
   (model/engine/config.py). A flag left out keeps the EngineConfig default, so the defaults live
@@ -36,6 +36,7 @@ FLAG_FIELDS: dict[str, str] = {
     "block_size": "block_size",
     "kv_blocks": "num_blocks",
     "kv_budget": "kv_cache_bytes",
+    "speculate": "speculate",
 }
 
 
@@ -70,6 +71,10 @@ def add_engine_flags(parser: argparse.ArgumentParser, top: bool = True) -> None:
     parser.add_argument("--block-size", type=int, default=d(None), help="KV block size in tokens (16)")
     parser.add_argument("--kv-blocks", type=int, default=d(None), help="number of KV blocks in the pool")
     parser.add_argument("--kv-budget", default=d(None), help="KV pool size, e.g. 512M or 2GiB")
+    parser.add_argument("--speculate", default=d(None), metavar="SPEC",
+                        help="speculative decoding: off | ngram:K (prompt lookup) | "
+                        "draft:PATH:K (a smaller model) | draft:layers=L:K (the first L layers) "
+                        "(default off)")
 
 
 def engine_config_from_args(args: argparse.Namespace) -> "EngineConfig":
