@@ -27,7 +27,8 @@ from llm_playground.model.engine.outcomes import FinishReason
 from llm_playground.model.engine.sampling_params import SamplingParams
 from llm_playground.playground.answer_view import AssistantMessage
 from llm_playground.playground.chat_session import Conversation, Turn
-from llm_playground.playground.chat_side_panel import SAMPLING_FIELDS, read_sampling_params, side_panel
+from llm_playground.playground.chat_side_panel import (SAMPLING_FIELDS, SpeculateFields,
+                                                       read_sampling_params, side_panel)
 from llm_playground.playground.colour_modes import ColourMode
 from llm_playground.playground.considered_panel import CANDIDATES_PER_STAGE, ConsideredPanel
 from llm_playground.playground.messages import ChatFinished, ChatProgress, ChoicesUpdated, ModelInfo
@@ -104,6 +105,7 @@ class ChatView(Horizontal):
         area.placeholder = "none (this model's template has no default)"
         if unedited:
             area.text = self.model_system_prompt or ""
+        self.query_one(SpeculateFields).show_setting(info.speculate)
 
     def set_model_failed(self, why: str) -> None:
         """No model will come: say so where the chat would otherwise say it is loading."""
@@ -259,6 +261,8 @@ class ChatView(Horizontal):
         grew = await self._answer.stream(msg.texts, msg.token_ids, msg.finish_reasons,
                                          self.model.tokenizer, self.token_colours)
         self.query_one(StatsStrip).show(msg.stats, live=True)
+        self.query_one(ConsideredPanel).show_speculation(msg.token_ids, msg.stats.speculated,
+                                                         self.model.tokenizer)
         if grew:                       # only a taller answer moves the end of the log
             self.query_one("#chat-log", VerticalScroll).scroll_end(animate=False)
 
@@ -273,6 +277,8 @@ class ChatView(Horizontal):
         finally:
             self.ticket = None
         self.query_one(StatsStrip).show(msg.stats)
+        self.query_one(ConsideredPanel).show_speculation(msg.token_ids, msg.stats.speculated,
+                                                         self.model.tokenizer)
         produced = msg.texts[0] if msg.texts else ""
         if produced:
             self.conversation.turns.append(Turn("assistant", produced))
@@ -326,7 +332,7 @@ class ChatView(Horizontal):
 
     def set_colour_mode(self, mode: ColourMode) -> None:
         """Boundaries colour the answers' token spans in the log; probability and speculation
-        show the considered panel (speculation only says it has no data yet)."""
+        show the considered panel (speculation: the reply by accepted proposal / own token)."""
         self.colour_mode = mode
         self.set_token_colours(mode is ColourMode.BOUNDARIES)
         self.query_one(ConsideredPanel).show_mode(mode)

@@ -4,8 +4,9 @@ One toggle cycles through them (WAVE2 decision: colouring by speculation is one 
 toggle, shared with the probability view). `boundaries` colours the reply's token spans so that
 neighbours differ (playground/token_spans.py); `probability` shows the reply in the
 "what the model considered" panel (playground/considered_panel.py), coloured by each drawn
-token's probability; `speculation` has no data until speculative decoding lands in the engine,
-so it says so in one line instead of colouring anything.
+token's probability; `speculation` shows the reply's tokens in the same panel, coloured by who
+chose them: a draft's accepted proposal or the target's own token (playground/
+speculation_colours.py; needs `--speculate` or the Chat settings' speculation on).
 
 This module only names the modes and what each one says; it draws nothing.
 """
@@ -29,8 +30,8 @@ class ColourMode(str, enum.Enum):
 
     @property
     def available(self) -> bool:
-        """False for a mode whose data the engine does not produce yet (speculation)."""
-        return self is not ColourMode.SPECULATION
+        """False for a mode whose data the engine does not produce (every mode has it now)."""
+        return True
 
     @property
     def note(self) -> str:
@@ -41,8 +42,8 @@ class ColourMode(str, enum.Enum):
 NOTES = {
     ColourMode.OFF: "token colours off",
     ColourMode.BOUNDARIES: "token colours: boundaries (each token its own colour)",
-    ColourMode.SPECULATION: ("token colours: speculation is unavailable: this engine has no "
-                             "speculative decoding yet, so no token was drafted or accepted"),
+    ColourMode.SPECULATION: ("token colours: speculation (green: a draft's proposal the model "
+                             "accepted; grey: the model's own token)"),
     ColourMode.PROBABILITY: ("token colours: probability (the model's, before the filters); "
                              "click a token or use ←/→ for what the model considered"),
 }

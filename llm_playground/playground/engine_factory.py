@@ -32,7 +32,8 @@ def describe(engine: Any, loaded: Any) -> ModelInfo:
         head_dim=mc.head_dim, max_position=mc.max_position, num_blocks=cache.num_blocks,
         block_size=cache.block_size, bytes_per_block=cache.bytes_per_block,
         tokenizer=loaded.tokenizer, chat_template=loaded.chat_template,
-        pattern=str(engine.pattern))
+        pattern=str(engine.pattern),
+        speculate=str(getattr(engine, "speculate", "off")))
 
 
 def real_factory(args: Namespace) -> Callable[[Callable[..., None]], tuple[ModelInfo, Any]]:

@@ -37,6 +37,7 @@ class ModelInfo:
     tokenizer: Any                   # bpe.Tokenizer (read-only use from the UI thread)
     chat_template: str | None
     pattern: str = "dense"
+    speculate: str = "off"           # the engine's speculative decoding (--speculate)
 
 
 @dataclass
@@ -77,6 +78,13 @@ class ChatStats:
     cached_prompt_tokens: int = 0    # prompt tokens served by the prefix cache
     prefix_hits_total: int = 0       # engine-wide, cumulative
     prefix_queries_total: int = 0
+    # Speculative decoding: this chat's decode steps, the proposals verified in them and how
+    # many the target accepted (the steps' counts: other requests' rows too, under the load
+    # test), and per sample per token whether it was an accepted proposal (F7 speculation).
+    decode_steps: int = 0
+    spec_proposed: int = 0
+    spec_accepted: int = 0
+    speculated: tuple[tuple[bool, ...], ...] = ()
 
 
 @dataclass
@@ -154,6 +162,12 @@ class EngineNotice(Message):
     """Something the user should read (bad input, out of blocks...). Never fatal to the app."""
     text: str
     severity: str = "warning"        # "information" / "warning" / "error"
+
+
+@dataclass
+class SpeculateChanged(Message):
+    """The engine now decodes with this speculation setting (`off`, `ngram:K`, ...)."""
+    spec: str
 
 
 @dataclass

@@ -199,15 +199,51 @@ class SpecPlanner:
         self._state.pop(seq.seq_id, None)
 
 
-def speculation_setup(config, loaded, num_blocks: int, draft_model=None):
-    """(SpecConfig, DraftProposer or None) for an engine of EngineConfig `config` over the
+def speculation_setup(spec, loaded, num_blocks: int, block_size: int, draft_model=None):
+    """(SpecConfig, DraftProposer or None) for `spec` (a string or a SpecConfig) over the
     target `loaded`: the draft is built (draft:layers=L:K) or loaded (draft:PATH:K; or taken
-    from `draft_model`, a LoadedModel the caller already has) beside the target's cache."""
+    from `draft_model`, a LoadedModel the caller already has) beside the target's cache.
+    `draft_model` may also be a DraftProposer already built (kept as it is)."""
     from llm_playground.model.engine.spec_config import parse_speculate
-    spec = parse_speculate(config.speculate)
+    spec = parse_speculate(spec)
     if not spec.uses_draft_model:
         return spec, None
-    from llm_playground.model.engine.draft_runner import draft_from_loaded, load_draft
+    from llm_playground.model.engine.draft_runner import (DraftProposer, draft_from_loaded,
+                                                          load_draft)
+    if isinstance(draft_model, DraftProposer):
+        return spec, draft_model
     if draft_model is not None and spec.draft_layers is None:
-        return spec, draft_from_loaded(draft_model, loaded, num_blocks, config.block_size)
-    return spec, load_draft(spec, loaded, num_blocks, config.block_size)
+        return spec, draft_from_loaded(draft_model, loaded, num_blocks, block_size)
+    return spec, load_draft(spec, loaded, num_blocks, block_size)
+
+
+def spec_switch(engine, spec, draft=None):
+    """(SpecConfig, DraftProposer or None) for `engine` switching to `spec`: the draft is kept
+    when it stays the same, else made anew (every live sequence's draft K/V starts over)."""
+    from llm_playground.model.engine.spec_config import parse_speculate
+    spec = parse_speculate(spec)
+    old, was = getattr(engine.runner, "draft", None), getattr(engine, "speculate", None)
+    if draft is None and old is not None and spec.uses_draft_model and \
+            (spec.draft_path, spec.draft_layers) == (was.draft_path, was.draft_layers):
+        return spec, old
+    spec, draft = speculation_setup(spec, engine.loaded, engine.bm.num_blocks,
+                                    engine.bm.block_size, draft)
+    if draft is not None:
+        draft.attach(engine.runner.kv)
+        for req in engine.requests.values():
+            for seq in req.seqs:
+                seq.draft_computed = 0
+    return spec, draft
+
+
+class SpecControl:
+    """Engine mixin: switch speculative decoding between steps (the Chat settings do)."""
+
+    def set_speculate(self, spec, draft=None) -> None:
+        """Speculative decoding from the next plan on (`off`, `ngram:K`, `draft:PATH:K`,
+        `draft:layers=L:K`; model/engine/spec_config.py), called between steps. A verify row
+        still in flight (overlap) lands as it was planned: its rollback needs no planner state.
+        `draft`: a LoadedModel for draft:PATH:K that the caller has already (else PATH loads)."""
+        self.speculate, self.runner.draft = spec_switch(self, spec, draft)
+        self.spec_planner = SpecPlanner.of(self.speculate, self.bm, self.max_model_len,
+                                           self.config.max_num_batched_tokens)
