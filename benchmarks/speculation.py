@@ -7,7 +7,9 @@ alternation, --repeats times; the best decode rate of each counts (the machine i
 its figures are noisy: compare the ratios of one run). Reported: decode tok/s (tokens after the
 first / the time of the steps after the prefill), the ratio on / off, whether the tokens are
 identical, the acceptance rate (accepted / proposed), tokens per decode step, and the share of
-decode steps that verified a proposal. Targets: >= 1.5x on the copying prompts at identical
+decode steps that verified a proposal, and `est_ratio`: the speedup those imply with the
+verify / decode forward cost measured in the same run (interleaved, median: steadier than two
+tok/s figures on a shared machine). Targets: >= 1.5x on the copying prompts at identical
 output, >= 0.95x on the others.
 
 GPU mode (--gpu): random weights of SmolLM2-135M and Llama-3-8B shapes (bf16), B sequences of
@@ -62,6 +64,29 @@ def run_once(loaded, ids: list[int], spec: str, new: int) -> dict:
             "verify_rows": rows, "proposed": proposed, "accepted": accepted}
 
 
+def cpu_cost_ratio(loaded, k: int, ctx: int, reps: int = 15) -> tuple[float, float]:
+    """(decode ms, verify ms) of the network's forward + logits on the CPU: 1 vs k + 1 new
+    tokens after ctx - 1 cached ones, interleaved, the median of `reps` each (a noisy machine
+    slows both alike, so their ratio holds better than two tok/s figures do)."""
+    import statistics
+    import time
+    from llm_playground.model.network.kv_cache import KVCache
+    cfg, model = loaded.config, loaded.model
+    kv = KVCache(cfg.num_layers, -(-ctx // 16) + 1, 16, cfg.num_kv_heads, cfg.head_dim,
+                 loaded.dtype, "cpu")
+    runs: dict[int, list[float]] = {1: [], k + 1: []}
+    batches = {q: make_batch(1, ctx, q, 16, "cpu") for q in runs}
+    for _ in range(reps + 2):
+        for q, b in batches.items():
+            ids = torch.randint(0, cfg.vocab_size, (q,))
+            t = time.perf_counter()
+            with torch.inference_mode():
+                model.compute_logits(model(ids, b, kv))
+            runs[q].append(time.perf_counter() - t)
+    d, v = (statistics.median(runs[q][2:]) * 1e3 for q in (1, k + 1))
+    return d, v
+
+
 def cpu_rows(args) -> list[dict]:
     torch.set_num_threads(args.threads)
     rows = []
@@ -69,6 +94,9 @@ def cpu_rows(args) -> list[dict]:
     for dtype in args.dtypes:
         loaded = load(None if args.model == "default" else args.model,
                       None if dtype == "default" else dtype)
+        dec_ms, ver_ms = cpu_cost_ratio(loaded, args.k, 512)
+        print(f"{dtype}: forward + logits at context 512: decode {dec_ms:.1f} ms, verify of "
+              f"{args.k + 1} tokens {ver_ms:.1f} ms (x{ver_ms / dec_ms:.2f})")
         for kind, prompts in (("copying", COPYING), ("other", OTHER)):
             for name, text in prompts.items():
                 ids = prompt_ids(loaded, text)
@@ -91,13 +119,16 @@ def cpu_rows(args) -> list[dict]:
                         "acceptance": on["accepted"] / on["proposed"] if on["proposed"] else 0.0,
                         "tokens_per_step": (len(on["ids"]) - 1) / dec_steps,
                         "verify_share": on["verify_rows"] / dec_steps,
-                        "proposed": on["proposed"], "accepted": on["accepted"]})
+                        "proposed": on["proposed"], "accepted": on["accepted"],
+                        "cpu_cost_ratio": ver_ms / dec_ms})
+                    f, c = rows[-1]["verify_share"], rows[-1]["cpu_cost_ratio"]
+                    rows[-1]["est_ratio"] = rows[-1]["tokens_per_step"] / (f * c + 1 - f)
                     print_table(rows[-1:], COLUMNS)
     return rows
 
 
 COLUMNS = ["dtype", "kind", "prompt", "spec", "new_tokens", "off_tok_s", "on_tok_s", "ratio",
-           "identical", "acceptance", "tokens_per_step", "verify_share"]
+           "identical", "acceptance", "tokens_per_step", "verify_share", "est_ratio"]
 
 
 # ---------------------------------------------------------------------------------- GPU

@@ -305,7 +305,7 @@ class Engine(StepApply, StepFaults, EngineConveniences, SpecControl):
             if bm.has_uncommitted(seq.seq_id, end):
                 bm.commit(seq.seq_id, seq.all_ids, end)
         if self.overlap:
-            run_ahead.mark_run_ahead(rows, self.max_model_len)
+            run_ahead.mark_run_ahead(rows, self.max_model_len, self.spec_planner)
 
     def _plan(self, scheduled: list[ScheduledSeq], copies: list[tuple[int, int]]
               ) -> tuple[StepPlan, list[list]]:

@@ -28,12 +28,15 @@ def last_by_length(seq: Sequence, max_model_len: int) -> bool:
             or (not seq.pattern.evicts and seq.num_tokens_ahead + 1 >= max_model_len))
 
 
-def mark_run_ahead(rows: list[list], max_model_len: int) -> None:
+def mark_run_ahead(rows: list[list], max_model_len: int, spec=None) -> None:
     """rows: per logits row [sequence, group, index of its first draw, runs ahead]; sets the
-    last entry (and the sequence's pending count and draw) for the rows that run ahead."""
+    last entry (and the sequence's pending count and draw) for the rows that run ahead.
+    `spec` (a SpecPlanner or None): sequences that verify next step wait for their id."""
     for row in rows:
         seq, group, draw, _ = row
         if seq.spec_k:          # a verification: the next plan depends on what it accepts
+            continue
+        if spec is not None and spec.wants_next(seq, group):
             continue
         if group.can_run_ahead(seq) and not last_by_length(seq, max_model_len):
             seq.num_pending += 1

@@ -31,10 +31,12 @@ class SpecConfig:
     k: int = 0                      # tokens proposed per step (0 when off)
     draft_path: str | None = None   # draft:PATH:K
     draft_layers: int | None = None  # draft:layers=L:K
-    # Prompt lookup: the longest and shortest suffix n-gram tried (vLLM's defaults: 1..4 are
-    # prompt_lookup_min / max; longer matches are likelier to continue the same way).
+    # Prompt lookup: the longest and shortest suffix n-gram tried. Longer matches are likelier
+    # to continue the same way; a one-token match rarely does (on the CPU a failed verify of
+    # K + 1 = 5 tokens costs ~0.8 of a decode step, benchmarks/README.md), so at least 2, as
+    # transformers' prompt-lookup decoding (max_matching_ngram_size=2) and vLLM users set it.
     ngram_max: int = 4
-    ngram_min: int = 1
+    ngram_min: int = 2
 
     @property
     def enabled(self) -> bool:

@@ -25,8 +25,10 @@ assisted generation heuristic); a row with nothing accepted also pauses the sequ
 speculation for 1, 2, 4, ... steps (up to MAX_PAUSE), reset by the next acceptance. Prompt
 lookup proposes only where its n-gram recurs, so text that does not copy rarely verifies at all.
 
-Overlap: a verify row never runs ahead (its next plan depends on how many tokens it accepted);
-its sequence waits for the result (docs/RUNTIME.md). This module touches no tensor.
+Overlap: a verify row never runs ahead (its next plan depends on how many tokens it accepted),
+and neither does a decode whose sequence would verify next step (`wants_next`: proposals need
+its id on the host); a sequence paused by the backoff runs ahead as usual (docs/RUNTIME.md).
+This module touches no tensor.
 """
 from __future__ import annotations
 
@@ -124,7 +126,7 @@ class SpecPlanner:
         widened = False
         for it in sched.scheduled:
             seq = it.seq
-            if not (it.is_decode and it.needs_logits and it.num_tokens == 1) or seq.num_pending:
+            if not (it.is_decode and it.needs_logits and it.num_tokens == 1):
                 continue
             st = self._state.get(seq.seq_id)
             if st is None:
@@ -133,6 +135,8 @@ class SpecPlanner:
                 st = self._state[seq.seq_id] = _SeqSpec(cfg.k)
             if st.wait:
                 st.wait -= 1
+                continue
+            if seq.num_pending:          # its last id is still on the device (overlap)
                 continue
             n = seq.num_tokens
             k = min(st.k, seq.params.max_tokens - len(seq.output_ids) - 1,
@@ -163,6 +167,15 @@ class SpecPlanner:
         if widened:
             sched.scheduled.sort(key=lambda s: (0, 0) if s.spec is None and s.num_tokens == 1
                                  else (1, -s.num_tokens) if s.spec is not None else (2, 0))
+
+    def wants_next(self, seq: Sequence, group) -> bool:
+        """Overlap: whether `seq` should wait for its drawn id (instead of running ahead)
+        because the next step would verify proposals for it (it may speculate and is not
+        paused); a paused sequence runs ahead."""
+        st = self._state.get(seq.seq_id)
+        if st is not None:
+            return st.wait == 0
+        return self.why_not(seq, group) is None
 
     def landed(self, seq: Sequence, accepted: int) -> None:
         """The verification of `seq` landed with `accepted` proposals taken (its tokens are
