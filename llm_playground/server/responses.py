@@ -45,6 +45,7 @@ class Choices:
         self.id = id_
         self.choices = [_Choice() for _ in range(len(request_ids) * n)]
         self.finished = 0
+        self._plain_parts: dict[int, tuple[bytes, bytes]] = {}
 
     @property
     def done(self) -> bool:
@@ -91,7 +92,9 @@ class Choices:
 
     # ---- stream chunks --------------------------------------------------------------------
     def chunk_events(self, outs: list) -> bytes:
-        """The SSE events for one step's outputs of this request (b"" when nothing to say)."""
+        """The SSE events for one step's outputs of this request (b"" when nothing to say).
+        The common chunk (text only, not the last, no logprobs) is spliced from bytes made once
+        per request: it is what every token of every stream costs the event loop."""
         parts = []
         for out in outs:
             i = self.add(out)
@@ -99,8 +102,29 @@ class Choices:
             news = out.choices if (self.k is not None and out.choices) else []
             if not (out.text_delta or out.finished or news or (self.kind == "chat" and not c.started)):
                 continue
-            parts.append(self._event(self._choice_chunk(i, c, out, news)))
+            if out.finished or news or self.k is not None or not c.started and self.kind == "chat":
+                parts.append(self._event(self._choice_chunk(i, c, out, news)))
+            else:
+                head, tail = self._plain(i)
+                parts += (head, json.dumps(out.text_delta, ensure_ascii=False).encode(), tail)
         return b"".join(parts)
+
+    def _plain(self, i: int) -> tuple[bytes, bytes]:
+        """(head, tail) of a text-only chunk of choice i; the JSON text goes between them.
+        The same bytes `_choice_chunk` + `_event` give (a test checks)."""
+        cached = self._plain_parts.get(i)
+        if cached is None:
+            obj = "chat.completion.chunk" if self.kind == "chat" else "text_completion"
+            head = (f'data: {{"id": {json.dumps(self.id)}, "object": "{obj}", "created": {self.created}, '
+                    f'"model": {json.dumps(self.model, ensure_ascii=False)}, "choices": [{{"index": {i}, ')
+            if self.kind == "chat":
+                head += '"delta": {"content": '
+                tail = '}, "logprobs": null, "finish_reason": null}]}\n\n'
+            else:
+                head += '"text": '
+                tail = ', "logprobs": null, "finish_reason": null}]}\n\n'
+            cached = self._plain_parts[i] = (head.encode(), tail.encode())
+        return cached
 
     def usage_event(self) -> bytes:
         """The last chunk when stream_options.include_usage: no choices, the usage."""
