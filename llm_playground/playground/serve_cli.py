@@ -30,7 +30,8 @@ def add_serve_parser(sub, add_engine_flags) -> argparse.ArgumentParser:
                    help=f"largest request body before 413 ({d.max_body_bytes})")
     p.add_argument("--served-model-name", default=None,
                    help="the model id clients send (default: the loaded model's name)")
-    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
+                   help="uvicorn's log level (info: one line per request)")
     return p
 
 
