@@ -16,8 +16,9 @@ defaults, per-block reports off unless --report-blocks (the inspector needs them
   a thread of its own, as the server's engine does: on a loaded CPU, torch's two-thread OpenMP
   regions called from the main thread ran up to 20x slower than from a second thread (measured
   here, 2 shared cores, load average 7), which would make the comparison about that, not HTTP.
-- server: the engine in its own process (`--role server`, uvicorn; its engine on its own thread,
-  llm_playground/server/bridge.py), the load generator here: R concurrent streaming
+- server: a process of its own (`--role server`, uvicorn; its engine on a thread,
+  llm_playground/server/bridge.py, or with --engine-process in a third process,
+  server/engine_process.py), the load generator here: R concurrent streaming
   POST /v1/completions (at most --concurrency at once; default all) over httpx2, TTFT from
   sending a request to its first token event, ITL = gap between events / tokens in the event.
 Each side gets the same warm-up first (32 short requests, then a prompt longer than the budget).
@@ -190,18 +191,30 @@ def server_argv(a, port: int) -> list[str]:
         argv.append("--no-cuda-graphs")
     if a.report_blocks:
         argv.append("--report-blocks")
+    if a.engine_process:
+        argv.append("--engine-process")
     if a.threads:
         argv += ["--threads", str(a.threads)]
     return argv
 
 
+def engine_only(a):
+    """The engine alone (the engine process's factory, --engine-process)."""
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    return build_engine(a)[0]
+
+
 def serve_forever(a) -> int:
     """`--role server`: the engine behind uvicorn on 127.0.0.1:--port until terminated."""
+    import functools
     from llm_playground.server.app import serve
     from llm_playground.server.config import ServerConfig
-    engine, _ = build_engine(a)
-    serve(engine, ServerConfig(port=a.port, max_queue=max(1024, 2 * a.requests), model_name="bench"),
-          log_level="warning")
+    config = ServerConfig(port=a.port, max_queue=max(1024, 2 * a.requests), model_name="bench")
+    if a.engine_process:
+        serve(None, config, log_level="warning", factory=functools.partial(engine_only, a))
+    else:
+        serve(build_engine(a)[0], config, log_level="warning")
     return 0
 
 
@@ -352,6 +365,8 @@ def parse_args(argv=None):
                     help="engine: overlap scheduling (auto: on for CUDA)")
     ap.add_argument("--report-blocks", action="store_true",
                     help="engine: per-block reports every step (what the inspector needs)")
+    ap.add_argument("--engine-process", action="store_true",
+                    help="server: the engine in a process of its own (playground serve --engine-process)")
     ap.add_argument("--concurrency", type=int, default=0, help="streams open at once (default: all)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads per process (default: torch's)")
     ap.add_argument("--seed", type=int, default=0, help="workload and weights seed")

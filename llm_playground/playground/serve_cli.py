@@ -3,13 +3,15 @@
 `add_serve_parser(sub, add_engine_flags)` adds the subcommand with the shared model/engine flags
 (playground/engine_args.py, the one flag-to-EngineConfig mapping) plus the server's own:
 --host, --port, --api-key (or the PLAYGROUND_API_KEY environment variable), --max-queue,
---max-body and --served-model-name. `cmd_serve(args, build_engine)` builds the ServerConfig (a
+--max-body, --served-model-name and --engine-process. `cmd_serve(args, build_engine)` builds the ServerConfig (a
 bad value is one line, exit 1, through cli.main), loads the engine with cli's loader and runs
-uvicorn in the foreground. FastAPI and uvicorn are imported only here, when the command runs.
+uvicorn in the foreground (with --engine-process the model loads in the engine's own
+process instead: llm_playground/server/engine_process.py). FastAPI and uvicorn are imported only here, when the command runs.
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 
 from llm_playground.server.config import API_KEY_ENV, ServerConfig, api_key_from
@@ -30,6 +32,9 @@ def add_serve_parser(sub, add_engine_flags) -> argparse.ArgumentParser:
                    help=f"largest request body before 413 ({d.max_body_bytes})")
     p.add_argument("--served-model-name", default=None,
                    help="the model id clients send (default: the loaded model's name)")
+    p.add_argument("--engine-process", action="store_true",
+                   help="run the engine in a process of its own (the HTTP side then shares no GIL "
+                        "with it: faster where the engine's host side sets the pace, e.g. a GPU)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
                    help="uvicorn's log level (info: one line per request)")
     return p
@@ -51,11 +56,22 @@ def cmd_serve(args, build_engine) -> int:
     except ImportError as e:
         raise ValueError(f"`playground serve` needs fastapi and uvicorn ({e.name} is missing): "
                          "pip install fastapi uvicorn") from None
-    engine, load_s = build_engine(args)
     from llm_playground.server.app import serve
-    name = config.model_name or engine.loaded.name
     auth = "API key required" if config.api_key else "no API key"
+    if getattr(args, "engine_process", False):
+        print(f"starting the engine process; then serving on http://{config.host}:{config.port}/v1 "
+              f"({auth}); Ctrl-C stops", file=sys.stderr, flush=True)
+        serve(None, config, log_level=args.log_level, factory=functools.partial(engine_only, args))
+        return 0
+    engine, load_s = build_engine(args)
+    name = config.model_name or engine.loaded.name
     print(f"serving {name!r} on http://{config.host}:{config.port}/v1 ({auth}; loaded in "
           f"{load_s:.1f} s); Ctrl-C stops", file=sys.stderr, flush=True)
     serve(engine, config, log_level=args.log_level)
     return 0
+
+
+def engine_only(args):
+    """The engine the flags describe, built in the engine process (`--engine-process`)."""
+    from llm_playground.playground.cli import _engine
+    return _engine(args)[0]

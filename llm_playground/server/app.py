@@ -10,7 +10,8 @@ own thread, started and stopped with the app's lifespan), the metrics, the route
 (server/routes.py, server/inspect_stream.py), the OpenAI error shape (server/errors.py), and a
 plain ASGI middleware (`Guard`) that checks the API key (server/auth.py) before any route runs
 and counts responses by status. `serve(...)` runs it in the foreground (`playground serve`);
-`ServerThread` runs it on a free port in a background thread (the tests, the benchmark).
+`ServerThread` runs it on a free port in a background thread (the tests, the benchmark). Either
+can put the engine in a process of its own (`factory=`, server/engine_process.py).
 """
 from __future__ import annotations
 
@@ -77,12 +78,28 @@ def describe_engine(engine, model_name: str) -> dict:
             "pattern": str(engine.pattern)}
 
 
-def build_app(engine, config: ServerConfig | None = None) -> FastAPI:
-    """The FastAPI app serving `engine` (the engine thread starts with the app's lifespan)."""
+def build_app(engine=None, config: ServerConfig | None = None, factory=None) -> FastAPI:
+    """The FastAPI app serving `engine` (its thread starts with the app's lifespan), or, with
+    `factory` (a picklable callable returning an Engine), an engine built and stepped in a
+    process of its own (server/engine_process.py; the model loads before this returns)."""
     config = config or ServerConfig()
     metrics = Metrics()
-    bridge = EngineBridge(engine, metrics, config.max_queue)
-    name = config.model_name or engine.loaded.name
+    if factory is not None:
+        from llm_playground.server.engine_process import ProcessBridge
+        bridge = ProcessBridge(factory, metrics, config.max_queue, config.report_interval_s)
+        d = bridge.launch()
+        name = config.model_name or d["name"]
+        state = dict(tokenizer=d["tokenizer"], chat_template=d["chat_template"],
+                     max_model_len=d["max_model_len"], vocab_size=d["vocab_size"],
+                     num_blocks=d["num_blocks"], block_size=d["block_size"],
+                     info={**d["info"], "name": name})
+    else:
+        bridge = EngineBridge(engine, metrics, config.max_queue)
+        name = config.model_name or engine.loaded.name
+        state = dict(tokenizer=engine.tokenizer, chat_template=engine.loaded.chat_template,
+                     max_model_len=engine.max_model_len, vocab_size=engine.model_config.vocab_size,
+                     num_blocks=engine.bm.num_blocks, block_size=engine.bm.block_size,
+                     info=describe_engine(engine, name))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -94,12 +111,8 @@ def build_app(engine, config: ServerConfig | None = None) -> FastAPI:
 
     app = FastAPI(title="llm-playground", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)
-    app.state.server = ServerState(
-        bridge=bridge, config=config, metrics=metrics, model_name=name,
-        tokenizer=engine.tokenizer, chat_template=engine.loaded.chat_template,
-        max_model_len=engine.max_model_len, vocab_size=engine.model_config.vocab_size,
-        num_blocks=engine.bm.num_blocks, block_size=engine.bm.block_size,
-        info=describe_engine(engine, name), created=int(time.time()))
+    app.state.server = ServerState(bridge=bridge, config=config, metrics=metrics, model_name=name,
+                                   created=int(time.time()), **state)
     install_handlers(app)
     app.include_router(routes.router)
     app.include_router(inspect_stream.router)
@@ -107,10 +120,11 @@ def build_app(engine, config: ServerConfig | None = None) -> FastAPI:
     return app
 
 
-def serve(engine, config: ServerConfig, log_level: str = "info") -> None:
-    """Run the server in the foreground until Ctrl-C (`playground serve`)."""
+def serve(engine, config: ServerConfig, log_level: str = "info", factory=None) -> None:
+    """Run the server in the foreground until Ctrl-C (`playground serve`); `factory`: the
+    engine in its own process (see build_app)."""
     import uvicorn
-    uvicorn.run(build_app(engine, config), host=config.host, port=config.port,
+    uvicorn.run(build_app(engine, config, factory), host=config.host, port=config.port,
                 log_level=log_level, timeout_graceful_shutdown=5)
 
 
@@ -119,10 +133,11 @@ class ServerThread:
     as srv: srv.url`. The socket is bound before the thread starts, so the port is known and
     connections wait in its backlog until uvicorn accepts them."""
 
-    def __init__(self, engine, config: ServerConfig | None = None, log_level: str = "warning") -> None:
+    def __init__(self, engine=None, config: ServerConfig | None = None, log_level: str = "warning",
+                 factory=None) -> None:
         import uvicorn
         self.config = config or ServerConfig(port=0)
-        self.app = build_app(engine, self.config)
+        self.app = build_app(engine, self.config, factory)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((self.config.host, self.config.port))

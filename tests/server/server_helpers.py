@@ -102,3 +102,14 @@ def wait_idle(url: str, timeout: float = 30.0, headers=None) -> dict:
             return fams
         assert time.monotonic() < deadline, "the engine did not go idle"
         time.sleep(0.05)
+
+
+def tiny_factory(num_blocks: int = 256, block_size: int = 4):
+    """A picklable engine factory for the engine-process tests (runs in the child)."""
+    import functools
+    return functools.partial(tiny, num_blocks=num_blocks, block_size=block_size)
+
+
+def process_server(num_blocks: int = 256, **config) -> ServerThread:
+    """A started server whose engine (the tiny model) runs in a process of its own."""
+    return ServerThread(config=ServerConfig(port=0, **config), factory=tiny_factory(num_blocks)).start()

@@ -5,8 +5,8 @@ The pool (48 blocks of 4 tokens) holds about eight of the 64 requests at once (8
 close their stream after their third chunk. Every other request must get all 16 tokens and the
 text an in-process engine with a pool large enough for all of them gives (greedy: preemption and
 recomputation change nothing), the pool must end with no block owned by anyone (checked through
-the metrics and the block manager's own invariants on the engine thread), and the server must
-answer afterwards."""
+the metrics and the block manager's own invariants on the engine's thread), and the server must
+answer afterwards. Run with the engine on a thread of the server and in a process of its own."""
 from __future__ import annotations
 
 import asyncio
@@ -14,15 +14,23 @@ import random
 
 import httpx2
 import openai
-from server_helpers import MODEL, oracle, parse_prometheus, server, tiny, value, wait_idle
+import pytest
+from server_helpers import MODEL, oracle, parse_prometheus, process_server, server, tiny, value, wait_idle
 
 from llm_playground.model.engine.sampling_params import SamplingParams
 
 CLIENTS, LEAVERS, NEW = 64, 16, 16
 
 
-def test_64_streams_with_preemption_and_a_quarter_leaving():
-    s = server(tiny(num_blocks=48, block_size=4))
+def check_pool(engine):
+    """On the engine's thread (or process): the block manager's invariants, the pool, the load."""
+    engine.bm.check_invariants()
+    return engine.cache_report(), len(engine.requests), engine.has_unfinished()
+
+
+@pytest.mark.parametrize("where", ["thread", "process"])
+def test_64_streams_with_preemption_and_a_quarter_leaving(where):
+    s = server(tiny(num_blocks=48, block_size=4)) if where == "thread" else process_server(48)
     try:
         rng = random.Random(0)
         letters = "abcdefghijklmnopqrstuvwxyz "
@@ -71,10 +79,7 @@ def test_64_streams_with_preemption_and_a_quarter_leaving():
         assert value(fams, "playground_time_to_first_token_seconds") == CLIENTS
 
         async def invariants():
-            def check(engine):
-                engine.bm.check_invariants()
-                return engine.cache_report(), len(engine.requests), engine.has_unfinished()
-            return await s.state.bridge.call(check)
+            return await s.state.bridge.call(check_pool)
 
         # the bridge's call() runs on the engine thread, so it needs the server's event loop
         fut = asyncio.run_coroutine_threadsafe(invariants(), s.state.bridge._loop)
