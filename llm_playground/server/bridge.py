@@ -60,6 +60,7 @@ class RequestStream:
     remaining: dict = field(default_factory=dict)
     last_token: dict = field(default_factory=dict)
     first_token: bool = False
+    closed: bool = False                          # event loop: close() ran (it is idempotent)
 
 
 class EngineBridge:
@@ -115,7 +116,11 @@ class EngineBridge:
         return stream
 
     def close(self, stream: RequestStream, abort: bool) -> None:
-        """The HTTP request is over: with `abort`, end its engine requests (blocks freed)."""
+        """The HTTP request is over: with `abort`, end its engine requests (blocks freed).
+        A second call does nothing."""
+        if stream.closed:
+            return
+        stream.closed = True
         self.in_flight -= 1
         if abort:
             for rid in stream.request_ids:

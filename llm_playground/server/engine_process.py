@@ -192,6 +192,9 @@ class ProcessBridge(EngineBridge):
         return stream
 
     def close(self, stream: RequestStream, abort: bool) -> None:
+        if stream.closed:
+            return
+        stream.closed = True
         self.in_flight -= 1
         if abort:
             for rid in stream.request_ids:

@@ -234,14 +234,30 @@ async def _generate(request: Request, st: ServerState, kind: str, prompts, param
         first = await _until_disconnect(request, queue.get())
         events = choices.chunk_events(first)        # an engine error here is still a status
         streaming = True
-        return StreamingResponse(_events(st, handle, choices, events, include_usage),
-                                 media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return _Stream(lambda: st.bridge.close(handle, abort=not choices.done),
+                       _events(st, handle, choices, events, include_usage),
+                       media_type="text/event-stream",
+                       headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     except ClientGone:
         return JSONResponse({}, status_code=499)     # nobody reads it
     finally:
         if not streaming:                             # the stream closes the handle itself
             st.bridge.close(handle, abort=not choices.done)
+
+
+class _Stream(StreamingResponse):
+    """A StreamingResponse that closes its request however the response ends, even when the
+    client left before the body generator first ran (its `finally` would then never run)."""
+
+    def __init__(self, on_close, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._on_close = on_close
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._on_close()
 
 
 async def _events(st: ServerState, handle, choices: Choices, first: bytes, include_usage: bool):
