@@ -93,3 +93,18 @@ def test_codec_round_trip():
     assert (running, waiting, step, stats) == (r.num_running, r.num_waiting, r.step, {"a": 1})
     with pytest.raises(ValueError, match="inspector report"):
         decode_snapshot({"cache": {}})
+
+
+def test_no_server_is_one_line():
+    import socket
+    with socket.socket() as s:                # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app = AttachedApp(f"http://127.0.0.1:{port}")
+
+    async def run():
+        async with app.run_test() as pilot:
+            await wait_for(pilot, lambda: app.sub_title == "not attached")
+            text = str(app.query_one("#server-stats").render())
+            assert "cannot reach" in text and "\n" not in text.strip()
+    asyncio.run(run())

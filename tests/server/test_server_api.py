@@ -176,3 +176,21 @@ def test_eos_ends_with_stop(client):
         assert r.choices[0].model_extra["finish_detail"] == ("end_of_sequence" if ended else "max_tokens")
     finally:
         s.stop()
+
+
+@pytest.mark.parametrize("kind", ["completion", "chat"])
+def test_spliced_text_chunk_is_the_rendered_chunk(kind):
+    """The per-token fast path (bytes made once per request) gives exactly the chunk the general
+    renderer gives, for text that needs JSON escapes."""
+    from llm_playground.model.engine.reports import RequestOutput
+    from llm_playground.server.responses import Choices
+    c = Choices(kind, "cmpl-x", ["r-0"], 2, 'tiny "model"', None, 3, None)
+    c.chunk_events([RequestOutput("r-0", [1], "a", False, sample_index=1)])     # the role chunk
+    out = RequestOutput("r-0", [2], 'é"\\\n\u2028', False, sample_index=1)
+    fast = c.chunk_events([out])
+    slow = c._event(c._choice_chunk(1, c.choices[1], out, []))
+    assert fast == slow
+    import json
+    doc = json.loads(fast[len(b"data: "):])
+    text = doc["choices"][0]["delta"]["content"] if kind == "chat" else doc["choices"][0]["text"]
+    assert text == out.text_delta and doc["choices"][0]["index"] == 1
