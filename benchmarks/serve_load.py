@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import json
 import os
 import random
 import socket
@@ -50,6 +49,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.bench_common import RESULTS_DIR, print_table, write_json  # noqa: E402
+from benchmarks.load_generator import _tokens_in, run_load  # noqa: E402,F401
 
 BLOCK = 16
 
@@ -218,60 +218,6 @@ def serve_forever(a) -> int:
     return 0
 
 
-_MID = '"finish_reason": null}]}'
-
-
-def _tokens_in(data: str, width: int) -> int:
-    """Tokens in one completion chunk. The load generator must not be the bottleneck it
-    measures, so a middle chunk (one choice, text of digits and spaces, no escapes) is read by
-    slicing; the last chunk, and anything unexpected, through json."""
-    if data.endswith(_MID) and data.count('"text": "') == 1:
-        start = data.index('"text": "') + 9
-        return (data.index('"', start) - start) // width
-    obj = json.loads(data)
-    if "error" in obj:
-        raise RuntimeError(f"stream error: {obj['error']['message']}")
-    return sum(len(c["text"]) for c in obj["choices"]) // width
-
-
-async def _one(client, url: str, prompt: list[int], n: int, width: int, sem) -> tuple:
-    body = {"model": "bench", "prompt": prompt, "max_tokens": n, "temperature": 0, "stream": True,
-            "ignore_eos": True}
-    async with sem:
-        t0 = time.perf_counter()
-        first, last, itl, tokens = None, None, [], 0
-        async with client.stream("POST", url, json=body) as r:
-            if r.status_code != 200:
-                raise RuntimeError(f"server answered {r.status_code}: {(await r.aread())[:200]!r}")
-            async for line in r.aiter_lines():
-                if not line.startswith("data: "):
-                    continue
-                data = line[6:]
-                if data == "[DONE]":
-                    break
-                k = _tokens_in(data, width)
-                if not k:
-                    continue
-                now = time.perf_counter()
-                tokens += k
-                if first is None:
-                    first = now - t0
-                elif last is not None:
-                    itl += [(now - last) / k] * k
-                last = now
-        return first, itl, tokens
-
-
-async def _load(url: str, reqs, width: int, concurrency: int) -> tuple[float, list]:
-    import httpx2
-    limits = httpx2.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    sem = asyncio.Semaphore(concurrency)
-    async with httpx2.AsyncClient(limits=limits, timeout=None) as client:
-        t0 = time.perf_counter()
-        res = await asyncio.gather(*(_one(client, url, p, o, width, sem) for p, o in reqs))
-        return time.perf_counter() - t0, res
-
-
 class Server:
     """The server process (`--role server`) while the block runs: `with Server(a) as url:`."""
 
@@ -321,8 +267,8 @@ def run_server(base: str, reqs, vocab: int, a, warm: bool) -> dict:
     url = base + "/v1/completions"
     if warm:
         w = warmup_requests(reqs, a.budget, 8192)
-        asyncio.run(_load(url, w, width, len(w)))
-    wall, res = asyncio.run(_load(url, reqs, width, a.concurrency or len(reqs)))
+        asyncio.run(run_load(url, w, width, len(w)))
+    wall, res = asyncio.run(run_load(url, reqs, width, a.concurrency or len(reqs)))
     tokens = sum(t for _, _, t in res)
     metrics = httpx2.get(base + "/metrics", timeout=10).text
     preempt = next((float(line.split()[-1]) for line in metrics.splitlines()

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 
 from llm_playground.model.engine.outcomes import FinishReason
-from llm_playground.server.errors import APIError, from_engine
+from llm_playground.server.errors import from_engine
 
 
 @dataclass
@@ -194,5 +194,3 @@ def _finish(reason: FinishReason | None) -> dict:
         return {"finish_reason": None}
     return {"finish_reason": reason.openai, "finish_detail": str(reason)}
 
-
-__all__ = ["Choices", "APIError"]

@@ -187,7 +187,7 @@ def test_queue_full_is_503_and_the_queued_finish():
 def test_client_that_leaves_a_non_streaming_request_aborts_it():
     """A non-streaming client that times out: its request is aborted (finish reason aborted in
     the metrics) and its blocks are free; the server goes on."""
-    from server_helpers import parse_prometheus, value
+    from server_helpers import value
     from tiny_engine import FakeClock
     s = server(tiny(clock=FakeClock(real_s=0.02)))
     try:
