@@ -68,25 +68,31 @@ class AttachedApp(App):
         self.query_one("#kv-grid").focus()
 
     def on_unmount(self) -> None:
+        """Stop reading the server's stream."""
         self.source.stop()
 
     def on_model_ready(self, msg: ModelReady) -> None:
+        """Show the server's model in the header and its block formula in the KV view."""
         info = msg.info
         self.sub_title = f"{info.name} · {info.device} · {info.dtype} · {info.num_blocks} blocks · {self.url}"
         self.query_one(KVView).set_model(info)
 
     def on_cache_updated(self, msg: CacheUpdated) -> None:
+        """A new pool snapshot from the server: to the KV view."""
         self.query_one(KVView).update_cache(msg)
 
     def on_server_stats(self, msg: ServerStats) -> None:
+        """The server's figures: to the line above the KV view."""
         self.query_one("#server-stats", Static).update(stats_text(msg.stats, msg.step))
 
     def on_load_failed(self, msg: LoadFailed) -> None:
+        """Not attached (unreachable, refused): say so in one line."""
         self.sub_title = "not attached"
         self.query_one("#server-stats", Static).update(msg.error)
         self.notify(msg.error, title="Not attached", severity="error", timeout=30)
 
     def on_engine_notice(self, msg: EngineNotice) -> None:
+        """A notice from the report source (connection lost, retrying)."""
         self.notify(msg.text, severity=msg.severity, timeout=8)
 
     @on(KVView.LoadTestRequested)

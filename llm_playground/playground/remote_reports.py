@@ -30,6 +30,7 @@ class ServerStats(Message):
     step: int = 0
 
     def can_replace(self, message: Message) -> bool:
+        """True for any older ServerStats (only the newest figures matter)."""
         return isinstance(message, ServerStats)
 
 
@@ -62,9 +63,11 @@ class RemoteReports:
         self._ready = False
 
     def start(self) -> None:
+        """Start the reading thread."""
         self._thread.start()
 
     def stop(self) -> None:
+        """Ask the reading thread to stop (it ends at the next event or retry)."""
         self._stop.set()
 
     def _run(self) -> None:

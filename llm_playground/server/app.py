@@ -150,9 +150,11 @@ class ServerThread:
 
     @property
     def state(self) -> ServerState:
+        """The running app's ServerState (bridge, metrics, model limits)."""
         return self.app.state.server
 
     def start(self, timeout: float = 30.0) -> "ServerThread":
+        """Start uvicorn on the bound socket; returns once it accepts connections."""
         self.thread.start()
         deadline = time.monotonic() + timeout
         while not self.server.started:
@@ -162,6 +164,7 @@ class ServerThread:
         return self
 
     def stop(self) -> None:
+        """Ask uvicorn to exit (the engine stops with the app's lifespan) and wait."""
         self.server.should_exit = True
         self.thread.join(15)
         self.sock.close()

@@ -97,6 +97,7 @@ class EngineBridge:
 
     @property
     def alive(self) -> bool:
+        """True while the engine thread runs."""
         return self._thread is not None and self._thread.is_alive()
 
     # ---- requests (event loop) ------------------------------------------------------------

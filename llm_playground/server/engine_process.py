@@ -145,6 +145,7 @@ class ProcessBridge(EngineBridge):
         return self.description
 
     def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Start the reader thread; outputs go to `loop` (default: the running loop)."""
         self._loop = loop or asyncio.get_running_loop()
         cache = self.description["cache"]
         self.latest = Snapshot(cache, [], 0, 0, 0)
@@ -154,6 +155,7 @@ class ProcessBridge(EngineBridge):
         self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
+        """Stop the engine process (its current step finishes first) and the reader."""
         self._stopping.set()
         try:
             self._send(("stop",))
@@ -167,6 +169,7 @@ class ProcessBridge(EngineBridge):
 
     @property
     def alive(self) -> bool:
+        """True while the engine process and the reader thread run."""
         return self._proc.is_alive() and self._thread is not None and self._thread.is_alive()
 
     def _send(self, msg: tuple) -> None:
@@ -175,6 +178,7 @@ class ProcessBridge(EngineBridge):
 
     # ---- requests (event loop) ------------------------------------------------------------
     def submit(self, prompts, params, prefix: str) -> RequestStream:
+        """Queue one engine request per prompt in the engine process (see EngineBridge.submit)."""
         if self.in_flight >= self.max_queue:
             raise QueueFull(f"the server holds {self.in_flight} requests (--max-queue "
                             f"{self.max_queue}); retry later")
@@ -192,6 +196,7 @@ class ProcessBridge(EngineBridge):
         return stream
 
     def close(self, stream: RequestStream, abort: bool) -> None:
+        """The HTTP request is over: with `abort`, end its engine requests; idempotent."""
         if stream.closed:
             return
         stream.closed = True

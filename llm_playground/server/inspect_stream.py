@@ -35,6 +35,7 @@ def stats_of(st) -> dict:
 
 @router.get("/inspect/reports")
 async def reports(request: Request):
+    """GET /inspect/reports: the read-only inspector stream (see the module docstring)."""
     st = request.app.state.server
     interval = st.config.report_interval_s
 

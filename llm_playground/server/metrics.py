@@ -42,12 +42,14 @@ class Histogram:
         self.count = 0
 
     def observe(self, value: float, times: int = 1) -> None:
+        """Count `value` `times` times."""
         i = next((j for j, b in enumerate(self.bounds) if value <= b), len(self.bounds))
         self.counts[i] += times
         self.sum += value * times
         self.count += times
 
     def lines(self, name: str) -> list[str]:
+        """The exposition lines: cumulative buckets up to +Inf, then _sum and _count."""
         out, acc = [], 0
         for b, c in zip(self.bounds + (math.inf,), self.counts):
             acc += c
@@ -76,27 +78,33 @@ class Metrics:
 
     # ---- writers (engine thread, routes) --------------------------------------------------
     def request_added(self, prompt_tokens: int) -> None:
+        """A request was queued on the engine with this many prompt tokens."""
         with self._lock:
             self.prompt_tokens += prompt_tokens
 
     def request_finished(self, reason) -> None:
+        """A sample finished, for this engine FinishReason."""
         key = str(reason) if reason is not None else "unknown"
         with self._lock:
             self.finished[key] = self.finished.get(key, 0) + 1
 
     def observe_ttft(self, seconds: float) -> None:
+        """A request's time to first token, in seconds."""
         with self._lock:
             self.ttft.observe(seconds)
 
     def observe_itl(self, seconds: float, tokens: int = 1) -> None:
+        """`tokens` tokens each `seconds` after the sample's previous one."""
         with self._lock:
             self.itl.observe(seconds, tokens)
 
     def observe_cache(self, cache, running: int, waiting: int) -> None:
+        """The pool and queue lengths without a step (start-up, the idle engine)."""
         with self._lock:
             self._cache(cache, running, waiting)
 
     def observe_step(self, report, now: float) -> None:
+        """One engine step: generated tokens, the pool, the queues, the rate window."""
         tokens = sum(len(o.new_token_ids) for o in report.outputs)
         with self._lock:
             self.steps += 1
@@ -107,6 +115,7 @@ class Metrics:
                 self._window.popleft()
 
     def http_response(self, status: int) -> None:
+        """One HTTP response with this status."""
         with self._lock:
             self.http[status] = self.http.get(status, 0) + 1
 

@@ -27,6 +27,7 @@ class _Body(BaseModel):
 
 
 class StreamOptions(_Body):
+    """`stream_options`: include_usage adds a last chunk with the usage."""
     include_usage: bool = False
 
 
@@ -81,6 +82,7 @@ class _Common(_Body):
 
     @property
     def include_usage(self) -> bool:
+        """True when the stream ends with a usage chunk."""
         return bool(self.stream_options and self.stream_options.include_usage)
 
 
@@ -94,6 +96,7 @@ class CompletionRequest(_Common):
     suffix: str | None = None
 
     def refuse_unsupported(self) -> None:
+        """400 for echo, best_of other than n, suffix (and the common ones)."""
         super().refuse_unsupported()
         if self.echo:
             raise APIError(400, "echo is not supported by this server", param="echo",
@@ -107,11 +110,13 @@ class CompletionRequest(_Common):
 
 
 class TextPart(_Body):
+    """One text part of a message's content list."""
     type: Literal["text"]
     text: str
 
 
 class ChatMessage(_Body):
+    """One chat message: a role and its content (a string or text parts)."""
     role: Literal["system", "user", "assistant", "developer", "tool"]
     content: str | list[TextPart] | None = None
 
@@ -132,6 +137,7 @@ class ChatCompletionRequest(_Common):
     tools: list | None = None
 
     def refuse_unsupported(self) -> None:
+        """400 for tools, and top_logprobs without logprobs (and the common ones)."""
         super().refuse_unsupported()
         if self.tools:
             raise APIError(400, "tools are not supported by this server", param="tools",
@@ -141,4 +147,5 @@ class ChatCompletionRequest(_Common):
 
     @property
     def requested_max_tokens(self) -> int | None:
+        """max_completion_tokens, else max_tokens, else None (the context's rest)."""
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens

@@ -49,6 +49,7 @@ class Choices:
 
     @property
     def done(self) -> bool:
+        """True once every choice has finished."""
         return self.finished == len(self.choices)
 
     def add(self, out) -> int:
@@ -68,6 +69,7 @@ class Choices:
         return i
 
     def usage(self) -> dict:
+        """OpenAI's usage: prompt, completion and total tokens."""
         completion = sum(c.tokens for c in self.choices)
         return {"prompt_tokens": self.prompt_tokens, "completion_tokens": completion,
                 "total_tokens": self.prompt_tokens + completion}

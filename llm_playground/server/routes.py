@@ -52,6 +52,7 @@ class ServerState:
 
 
 def state_of(request: Request) -> ServerState:
+    """The ServerState of the app serving `request`."""
     return request.app.state.server
 
 
@@ -62,6 +63,7 @@ class ClientGone(Exception):
 # ---- plain routes -------------------------------------------------------------------------
 @router.get("/health")
 async def health(request: Request):
+    """GET /health: 200 while the engine runs, 503 when it does not."""
     st = state_of(request)
     if not st.bridge.alive:
         raise APIError(503, "the engine thread is not running", code="engine_dead")
@@ -70,12 +72,14 @@ async def health(request: Request):
 
 @router.get("/v1/models")
 async def models(request: Request):
+    """GET /v1/models: the one served model."""
     st = state_of(request)
     return {"object": "list", "data": [_model_card(st)]}
 
 
 @router.get("/v1/models/{model_id:path}")
 async def model(request: Request, model_id: str):
+    """GET /v1/models/{id}: the served model, or 404."""
     st = state_of(request)
     _check_model(st, model_id)
     return _model_card(st)
@@ -83,6 +87,7 @@ async def model(request: Request, model_id: str):
 
 @router.get("/metrics")
 async def metrics(request: Request):
+    """GET /metrics: the Prometheus text (server/metrics.py)."""
     return PlainTextResponse(state_of(request).metrics.render(),
                              media_type="text/plain; version=0.0.4; charset=utf-8")
 
@@ -101,6 +106,7 @@ def _check_model(st: ServerState, name: str) -> None:
 # ---- generation ---------------------------------------------------------------------------
 @router.post("/v1/completions")
 async def completions(request: Request):
+    """POST /v1/completions."""
     st = state_of(request)
     req = _parse(CompletionRequest, await read_body(request, st.config.max_body_bytes))
     _check_model(st, req.model)
@@ -114,6 +120,7 @@ async def completions(request: Request):
 
 @router.post("/v1/chat/completions")
 async def chat_completions(request: Request):
+    """POST /v1/chat/completions (the prompt through the model's chat template)."""
     st = state_of(request)
     req = _parse(ChatCompletionRequest, await read_body(request, st.config.max_body_bytes))
     _check_model(st, req.model)
