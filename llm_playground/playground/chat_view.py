@@ -7,7 +7,8 @@ the engine worker) and `PromptChanged` (the app tells the Attention tab what F10
 worker's ChatProgress / ChatFinished, routed here by the app, stream into the last assistant
 message (playground/answer_view.py: cheap live updates, one full Markdown update at the end). A
 cancelled or failed answer keeps the text produced so far. Token colouring (F7, `token_colours`,
-view state) shows where the token boundaries fall; its handler is one small action.
+view state) shows where the token boundaries fall, or (F7's probability mode, `log_mode`) each
+token's probability in the log as in the considered panel; its handler is one small action.
 """
 from __future__ import annotations
 
@@ -252,9 +253,19 @@ class ChatView(Horizontal):
     def watch_token_colours(self, on: bool) -> None:
         """Redraw every answer in the new mode and keep the switch in step."""
         self.query_one("#token-colours", Switch).value = on
+        self._redraw_answers()
+
+    def _redraw_answers(self) -> None:
         tok = self.model.tokenizer if self.model else None
         for answer in self.query(AssistantMessage):
-            answer.show_tokens(tok, on)
+            answer.show_tokens(tok, self.log_mode())
+
+    def log_mode(self) -> ColourMode:
+        """How the log draws answers: boundaries (the switch), probability (F7's mode; answers
+        without recorded choices stay Markdown) or plain Markdown."""
+        if self.token_colours:
+            return ColourMode.BOUNDARIES
+        return ColourMode.PROBABILITY if self.colour_mode is ColourMode.PROBABILITY else ColourMode.OFF
 
     async def _start(self) -> bool:
         """Send the conversation to the engine; False (and a notification) when it cannot be."""
@@ -287,7 +298,7 @@ class ChatView(Horizontal):
         if msg.ticket != self.ticket or self._answer is None:
             return
         grew = await self._answer.stream(msg.texts, msg.token_ids, msg.finish_reasons,
-                                         self.model.tokenizer, self.token_colours)
+                                         self.model.tokenizer, self.log_mode())
         self.query_one(StatsStrip).show(msg.stats, live=True)
         if grew:                       # only a taller answer moves the end of the log
             self.query_one("#chat-log", VerticalScroll).scroll_end(animate=False)
@@ -299,7 +310,7 @@ class ChatView(Horizontal):
         answer, self._answer = self._answer, None
         try:
             await answer.finish(msg.texts, msg.token_ids, msg.finish_reasons, msg.error,
-                                self.model.tokenizer, self.token_colours)
+                                self.model.tokenizer, self.log_mode())
         finally:
             self.ticket = None
         self.query_one(StatsStrip).show(msg.stats)
@@ -358,11 +369,16 @@ class ChatView(Horizontal):
         """Boundaries colour the answers' token spans in the log; probability and speculation
         show the considered panel (speculation only says it has no data yet)."""
         self.colour_mode = mode
+        if self.token_colours == (mode is ColourMode.BOUNDARIES):
+            self._redraw_answers()          # the switch stays: its watcher would not redraw
         self.set_token_colours(mode is ColourMode.BOUNDARIES)
         self.query_one(ConsideredPanel).show_mode(mode)
 
     def on_choices(self, msg: ChoicesUpdated) -> None:
         """The worker's ChoicesUpdated (routed by the app) for the latest answer started."""
+        tok = self.model.tokenizer if self.model else None
+        if msg.ticket == self.ticket and self._answer is not None:   # the log's answer too
+            if self._answer.set_choices(msg.choices, tok, self.log_mode()):
+                self.query_one("#chat-log", VerticalScroll).scroll_end(animate=False)
         if msg.ticket == self._next_ticket:
-            self.query_one(ConsideredPanel).update_choices(msg.ticket, msg.choices,
-                                                           self.model.tokenizer if self.model else None)
+            self.query_one(ConsideredPanel).update_choices(msg.ticket, msg.choices, tok)
