@@ -8,7 +8,8 @@ about 10 ms there, so a streaming answer asks for one only when its height chang
 - the open block is plain text in a `Static` that asks for a layout only when its wrapped height
   changes, otherwise a repaint of its own lines;
 - when the answer ends, one full `Markdown.update` shows it as the model wrote it.
-With token colours on (F7's `boundaries`), each sample is drawn as coloured token spans instead
+While it streams, the open block keeps a few spare lines below it (STREAM_RESERVE_LINES), so
+that a new line of text rarely changes the answer's height. With token colours on (F7's `boundaries`), each sample is drawn as coloured token spans instead
 (token_spans.py), under the same height rule; in `probability` mode, an answer whose choices were
 recorded (`set_choices`, what the sampler considered) is drawn token by token in the colour of
 each token's probability, on the scale of the considered panel's strip (probability_strip.py).
@@ -30,11 +31,14 @@ from textual.widgets import Label, Markdown, Static
 from llm_playground.model.engine.outcomes import FinishReason
 from llm_playground.playground.colour_modes import ColourMode
 from llm_playground.playground.probability_strip import probability_text
-from llm_playground.playground.repaint import update_in_place
+from llm_playground.playground.repaint import release, update_in_place
 from llm_playground.playground.token_spans import group_spans, render_spans
 
 END_MARKER = "⟨end⟩"          # stands for the stop token that ended a sample
 END_STYLE = Style(dim=True, italic=True)
+# Spare lines a streaming answer keeps under its open block (repaint.update_in_place): a screen
+# layout about every 4th line of text instead of every line; gone when the answer ends.
+STREAM_RESERVE_LINES = 3
 FENCE = "```"
 
 
@@ -134,6 +138,8 @@ class AssistantMessage(Vertical):
             self.reasons[i] = reasons[i] if i < len(reasons) else None
             self.query_one(f"#tail-{i}", Static).update("")
             self.query_one(f"#tail-{i}", Static).display = False
+            release(self.query_one(f"#tail-{i}", Static))
+            release(self.query_one(f"#tok-{i}", Static))
             await self.query_one(f"#md-{i}", Markdown).update(self.texts[i])  # one full update
             self._shown_head[i] = self.texts[i]
         typed = [FinishReason(r) for r in self.reasons if r]
@@ -156,6 +162,7 @@ class AssistantMessage(Vertical):
         (`probability`, when this answer's choices were recorded) or as Markdown (otherwise);
         returns whether a layout was asked for."""
         streaming = self.status == "streaming"
+        reserve = STREAM_RESERVE_LINES if streaming else 0
         by_p = self._by_probability(mode) and tokenizer is not None
         colours = mode is ColourMode.BOUNDARIES or by_p
         grew = False
@@ -169,11 +176,11 @@ class AssistantMessage(Vertical):
             if by_p:
                 mine = self.choices[i] if i < len(self.choices) else ()
                 grew |= update_in_place(tok, probability_text(mine, tokenizer.id_to_bytes,
-                                                              tokenizer.is_special))
+                                                              tokenizer.is_special), reserve=reserve)
             elif colours and tokenizer is not None:
-                grew |= update_in_place(tok, self.token_text(i, tokenizer))
+                grew |= update_in_place(tok, self.token_text(i, tokenizer), reserve=reserve)
             elif streaming and not colours:
-                grew |= update_in_place(tail, self.texts[i][len(self._shown_head[i]):])
+                grew |= update_in_place(tail, self.texts[i][len(self._shown_head[i]):], reserve=reserve)
         return grew
 
     def token_text(self, i: int, tokenizer: Any) -> Text:

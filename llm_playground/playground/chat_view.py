@@ -216,6 +216,7 @@ class ChatView(Horizontal):
         figures (KV blocks, prefix hits) and its prompt (F10's weights) go with it."""
         self.cancel()
         self.ticket, self._answer = None, None        # a late message of the old answer is dropped
+        self._prompt_blinks(True)
         self.conversation.turns.clear()
         self.last_prompt_ids = []
         self.post_message(self.PromptChanged([]))
@@ -286,11 +287,17 @@ class ChatView(Horizontal):
         self.post_message(self.PromptChanged(list(ids)))
         self._answer = AssistantMessage(params.n, params.max_tokens)
         self.query_one(ConsideredPanel).begin_answer(self.ticket, record)
+        self._prompt_blinks(False)
         log = self.query_one("#chat-log", VerticalScroll)
         await log.mount(self._answer)
         log.scroll_end(animate=False)
         self.post_message(self.Generate(self.ticket, ids, params))
         return True
+
+    def _prompt_blinks(self, on: bool) -> None:
+        """The prompt's cursor blinks only while no answer streams (as the app was started): each
+        blink is a screen refresh of its own, UI-thread time taken from the engine."""
+        self.query_one("#prompt", Input).cursor_blink = on and getattr(self.app, "cursor_blink", True)
 
     # ---- worker messages (routed by the app) -------------------------------------------------
     async def show_progress(self, msg: ChatProgress) -> None:
@@ -313,6 +320,7 @@ class ChatView(Horizontal):
                                 self.model.tokenizer, self.log_mode())
         finally:
             self.ticket = None
+            self._prompt_blinks(True)
         self.query_one(StatsStrip).show(msg.stats)
         produced = msg.texts[0] if msg.texts else ""
         if produced:
