@@ -75,9 +75,10 @@ class LeaderRunner:
 
     def _fail(self, what: str, e: BaseException):
         self._check()                     # a spawned rank that died says so by name
-        self.dead = (f"tensor parallel: a rank stopped answering while {what} "
-                     f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
-                     "the run cannot go on (restart the engine)")
+        detail = (str(e).strip().splitlines() or [""])[0]
+        detail = detail.rsplit("] ", 1)[-1][:80]     # gloo prefixes its source file:line
+        self.dead = (f"tensor parallel: a rank stopped answering while {what}; the run cannot "
+                     f"go on (restart the engine) [{type(e).__name__}: {detail}]")
         raise TensorParallelError(self.dead) from e
 
     def _seeded(self, plan: StepPlan) -> StepPlan:
