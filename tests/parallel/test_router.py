@@ -113,5 +113,10 @@ def test_no_request_lost_when_a_replica_stops():
         assert all(f.replica == 1 - victim for f in got.values() if f.attempts == 2)
         assert [got[r].token_ids for r in rids] == want
         assert [r.alive for r in dp.report().replicas] == [True, False]
+        from llm_playground.playground.kv_view import parallel_text     # the KV tab's lines
+        text = parallel_text(dp.report())
+        assert "data parallel over 2 replicas" in text and "replica 1: stopped" in text
+        routed0 = dp.report().replicas[0].routed
+        assert f"replica 0: up" in text and f"· {routed0} routed" in text
     finally:
         dp.close()
