@@ -4,7 +4,8 @@
 (weights/loader.py's dataclass) on its own device: either a path (None: the default model) with
 a weight format, or random weights (`random=` ModelConfig fields, `seed`, `scale`), the same
 tensors in every process, generated tensor by tensor from the seed (so a Llama-3-8B-shaped model
-never needs a file, and its peak memory is the model plus one tensor). Random models get a
+never needs a file, and its peak memory is the model plus one tensor; on CUDA the tensors come
+from a CUDA generator, so they are the same on every GPU but not the same as the CPU's). Random models get a
 byte-level tokenizer (ids 0..255 are bytes) when the vocabulary has room, else none. This module
 does not shard (tp_shard.py) or build engines.
 """
