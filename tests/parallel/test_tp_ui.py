@@ -8,7 +8,7 @@ formula (kv_cache.bytes_per_block) for its one KV head; the strip's milliseconds
 ParallelReport's. What you should see: after a 3-token answer, "all-reduce N ms/step" at the
 end of the strip's second line; on the KV tab, under the formula, "tensor parallel over 2
 ranks" and one line per rank. Without tensor parallelism neither appears (the other UI tests'
-snapshots are unchanged).
+snapshots are unchanged). The KV tab's load test (F8) runs on the chat's TP engine and ends.
 """
 from __future__ import annotations
 
@@ -63,6 +63,13 @@ def test_strip_and_kv_tab_show_the_ranks():
             assert (f"rank 0: 4 query / 2 KV heads · {engine.runner.kv.bytes_per_block:,} B per block"
                     in body), body
             assert f"rank 1: 2 query / 1 KV heads · {rank1:,} B per block" in body, body
+            # the load test runs on the chat's own TP engine (a second engine has no ranks)
+            await pilot.press("f8")
+            worker = app.engine_worker
+            await _wait(pilot, lambda: worker.load_engine is not None)
+            assert worker.load_engine is engine
+            await _wait(pilot, lambda: not worker.load_running, timeout=120)
+            assert engine.runner.dead is None
 
     try:
         asyncio.run(run())
