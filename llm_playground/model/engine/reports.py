@@ -111,7 +111,8 @@ class ParallelReport:
     mode: str                                    # "tensor" or "data"
     world: int
     ranks: list[RankShare] = field(default_factory=list)
-    comm_s: float = 0.0                          # collectives of the step(s) collected this call
+    comm_s: float = 0.0                          # collectives run since the last report's
+    #   (taken when a step is collected: with overlap, the step collected and the one submitted)
     comm_calls: int = 0
     broadcast_s: float = 0.0                     # the plan's broadcast to the followers
     replicas: list[ReplicaLoad] = field(default_factory=list)

@@ -48,7 +48,7 @@ class LeaderRunner:
         self.dead: str | None = None
         self._seeds: dict[tuple[int, int], int] = {}
         self._rng = random.SystemRandom()
-        self.last_comm_s = 0.0            # collectives' time of the last collected step
+        self.last_comm_s = 0.0            # collectives' time since the engine last read it
         self.last_comm_calls = 0
         self.last_broadcast_s = 0.0       # the plan's broadcast, last submit
 
@@ -114,7 +114,9 @@ class LeaderRunner:
             if _is_comm_error(e):
                 self._fail("collecting the step", e)
             raise
-        self.last_comm_s, self.last_comm_calls = self.timer.take()
+        seconds, calls = self.timer.take()    # a call may collect two steps: add them up
+        self.last_comm_s += seconds
+        self.last_comm_calls += calls
         return result
 
     def discard_in_flight(self) -> None:
@@ -135,6 +137,8 @@ class LeaderRunner:
             return private_logits(self.runner.model, ids)
         except Exception as e:  # noqa: BLE001
             self._fail("computing logits", e)
+        finally:
+            self.timer.take()             # not a step's: keep it out of the next report
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Tell the followers to stop and wait for the processes we spawned."""
