@@ -6,7 +6,8 @@ its socket closed; the group's timeout is the backstop for a hung one). Both are
 second by hiding the processes from the check. What you should see: the request finishes with
 FinishReason.ERROR carrying that one line, `generate` raises RequestError with it, in well under
 the 20 s timeout; later requests fail at once with the same line; close() returns.
-Also: a follower whose rank 0 process is killed exits by itself (no orphan).
+A hung follower (stopped, not exited) fails the next step once rank 0's send times out
+(ParallelConfig.timeout_s). Also: a follower whose rank 0 process is killed exits by itself.
 """
 from __future__ import annotations
 
@@ -93,3 +94,23 @@ def _alive(pid: int) -> bool:
             return f.read().split()[2] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_hung_follower_fails_the_step_after_the_timeout():
+    """A follower that stops answering without exiting (SIGSTOP): rank 0's send of the plan
+    gives up after ParallelConfig.timeout_s and the request fails with the one line."""
+    timeout = 4.0
+    tp = start_tensor_parallel(tiny_source(4, 2), 2, engine_config(),
+                               ParallelConfig(timeout_s=timeout))
+    try:
+        assert len(tp.generate([1, 2, 3], PARAMS)) == 6
+        pid = tp.runner.procs[0][1].pid
+        os.kill(pid, signal.SIGSTOP)
+        t0 = time.monotonic()
+        with pytest.raises(RequestError, match="a rank stopped answering .*cannot go on"):
+            tp.generate([4, 5, 6], PARAMS)
+        took = time.monotonic() - t0
+        assert timeout * 0.9 < took < timeout + 10, took
+        os.kill(pid, signal.SIGCONT)
+    finally:
+        tp.close()

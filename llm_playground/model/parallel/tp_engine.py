@@ -9,8 +9,8 @@
   environment names the rank; ranks != 0 run the follower loop and exit inside this call.
 Groups: the default group carries the step's collectives (NCCL on CUDA, gloo on the CPU) with
 `ParallelConfig.timeout_s`; a second gloo group carries the pickled plans, with a long timeout
-(followers wait on it while the engine is idle: a dead peer is seen as a closed socket, not by
-the clock). Every rank loads the full model (weights/loader.py), slices it (tp_shard.py) and
+on the followers (they wait on it while the engine is idle: a dead rank 0 is seen as a closed
+socket, not by the clock) and timeout_s on rank 0 (a hung follower fails the send). Every rank loads the full model (weights/loader.py), slices it (tp_shard.py) and
 builds a ModelRunner with rank 0's block count. CUDA graphs are off under tensor parallelism
 (NCCL inside captured graphs is not done here). Not done: pipeline parallelism, sequence
 parallelism, overlapping the all-reduce with compute.
@@ -76,7 +76,10 @@ def _init_groups(rank: int, world: int, init_method: str, dev: torch.device, tim
         torch.cuda.set_device(dev)
     dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world,
                             timeout=timedelta(seconds=timeout_s))
-    return dist.new_group(backend="gloo", timeout=IDLE_TIMEOUT)
+    # A group's timeout is each process's own: followers wait for the next plan as long as the
+    # engine idles, rank 0's sends give up after timeout_s (a hung follower: a clear error).
+    idle = timedelta(seconds=timeout_s) if rank == 0 else IDLE_TIMEOUT
+    return dist.new_group(backend="gloo", timeout=idle)
 
 
 def _shard(source: ModelSource, world: int, rank: int, dev: torch.device, timer: CommTimer,
