@@ -45,7 +45,8 @@ def test_shares_match_the_layout(pair):
     for s in tp._shares:                                    # each with its own KV head
         assert all(h // group in s.kv_heads for h in s.q_heads)
     per_rank = [r.bytes_per_block for r in tp.rank_shares]
-    assert tp.kv_bytes_per_block == per_rank[0]             # rank 0's pool is its share
+    assert tp.runner.kv.bytes_per_block == per_rank[0]      # rank 0's pool is its share
+    assert tp.cache_report().bytes_per_block == sum(per_rank)   # a block, all ranks
 
 
 def test_prompt_logits_within_1e4(pair):

@@ -78,7 +78,8 @@ def test_the_apps_factory_builds_a_tp_engine(gguf):
     info, engine = real_factory(args)(lambda *a, **k: None)
     try:
         assert engine.world == 2 and info.num_heads == 4 and info.num_kv_heads == 2
-        assert info.bytes_per_block == engine.runner.kv.bytes_per_block     # rank 0's share
+        # a block over both ranks: 2 KV heads split 1 + 1, so the one-rank formula's bytes
+        assert info.bytes_per_block == 2 * engine.runner.kv.bytes_per_block
         assert len(engine.generate([104, 105], SamplingParams(max_tokens=3))) == 3
     finally:
         engine.close()

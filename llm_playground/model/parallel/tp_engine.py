@@ -143,6 +143,12 @@ class TensorParallelEngine(Engine):
         self.rank_shares = [RankShare(s.rank, len(s.q_heads), len(s.kv_heads), s.replicated_kv,
                                       p, p * nb) for s, p in zip(shares, per)]
 
+    @property
+    def kv_bytes_per_block(self) -> int:
+        """Bytes one block takes over all ranks (each holds its KV heads' part; a replicated KV
+        head counts on every rank that holds it): what the CacheReport's totals are made of."""
+        return sum(r.bytes_per_block for r in self.rank_shares)
+
     def step(self) -> StepReport:
         """Engine.step, plus the ParallelReport of the step."""
         report = super().step()
