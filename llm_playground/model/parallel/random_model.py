@@ -11,7 +11,7 @@ does not shard (tp_shard.py) or build engines.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -27,7 +27,6 @@ class ModelSource:
     random: dict | None = None        # ModelConfig fields: random weights of that shape
     seed: int = 0                     # random weights: the generator's seed
     scale: float = 0.5                # random weights: N(0, scale) entries; norms N(1, scale)
-    extra: dict = field(default_factory=dict)   # unused by the loader; callers' notes
 
     def __post_init__(self) -> None:
         if self.path is not None and self.random is not None:
