@@ -94,6 +94,9 @@ def _engine(args):
     t0 = time.perf_counter()
     config = engine_config_from_args(args)
     _say(f"loading {args.model or 'the default model'} ...")      # before the slow imports
+    from llm_playground.playground.parallel_engine import tensor_parallel_engine, tensor_parallel_size
+    if tensor_parallel_size(args) > 1:
+        return tensor_parallel_engine(args, config, _say), time.perf_counter() - t0
     from llm_playground.model.engine.engine import Engine
     from llm_playground.model.weights.loader import load_model
     loaded = load_model(args.model, config.dtype, config.device, progress=_say,

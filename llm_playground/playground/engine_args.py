@@ -11,7 +11,8 @@ What it does:
 - `parse_bytes` reads --kv-budget sizes such as 512M or 2GiB.
 
 What it does not do: load the model (--model is handed to model/weights/loader.load_model and
-is no EngineConfig field), build the Engine, or print errors: a bad value raises ValueError with
+is no EngineConfig field; nor is --tensor-parallel, read by playground/parallel_engine.py),
+build the Engine, or print errors: a bad value raises ValueError with
 a one-line message, and playground/cli.py's `main` prints it as `playground: error: ...` with
 exit status 1. Sampling flags (--temperature, --max-tokens, ...) are per subcommand and live in
 cli.py. Nothing here imports torch until `engine_config_from_args` runs, so `--help` stays quick.
@@ -70,6 +71,9 @@ def add_engine_flags(parser: argparse.ArgumentParser, top: bool = True) -> None:
     parser.add_argument("--block-size", type=int, default=d(None), help="KV block size in tokens (16)")
     parser.add_argument("--kv-blocks", type=int, default=d(None), help="number of KV blocks in the pool")
     parser.add_argument("--kv-budget", default=d(None), help="KV pool size, e.g. 512M or 2GiB")
+    parser.add_argument("--tensor-parallel", type=int, default=d(None), metavar="N",
+                        help="split the model over N ranks (processes; gloo on CPU, NCCL on "
+                        "CUDA, one GPU each): docs/PARALLEL.md (default 1)")
 
 
 def engine_config_from_args(args: argparse.Namespace) -> "EngineConfig":

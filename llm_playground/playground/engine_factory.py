@@ -46,6 +46,10 @@ def real_factory(args: Namespace) -> Callable[[Callable[..., None]], tuple[Model
         from llm_playground.model.engine.engine import Engine
         from llm_playground.model.weights.loader import load_model
 
+        from llm_playground.playground.parallel_engine import tensor_parallel_engine, tensor_parallel_size
+        if tensor_parallel_size(args) > 1:
+            engine = tensor_parallel_engine(args, config, progress)
+            return describe(engine, engine.loaded), engine
         progress("loading the model")
         loaded = load_model(getattr(args, "model", None), config.dtype, config.device, progress=progress,
                             fraction=lambda f: progress("loading the weights", done=f, total=1.0))

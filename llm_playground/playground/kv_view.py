@@ -70,6 +70,22 @@ def totals_text(cache: CacheReport, running: int, waiting: int, width: int = 0) 
     )
 
 
+def parallel_text(par) -> str:
+    """Each tensor-parallel rank's share (heads, bytes per block, pool), or each data-parallel
+    replica's pool and load, one line each (a ParallelReport, model/engine/reports.py)."""
+    if par.mode == "tensor":
+        lines = [f"tensor parallel over {par.world} ranks (each holds these KV heads of every block):"]
+        lines += [f"  rank {r.rank}: {r.q_heads} query / {r.kv_heads} KV heads"
+                  f"{' (replicated)' if r.replicated_kv else ''} · {r.bytes_per_block:,} B per block"
+                  f" · pool {human_bytes(r.kv_bytes)}" for r in par.ranks]
+        return "\n".join(lines)
+    lines = [f"data parallel over {par.world} replicas (each its own pool):"]
+    lines += [f"  replica {r.replica}: {'up' if r.alive else 'stopped'} · {r.num_used}/{r.num_blocks}"
+              f" blocks · {r.num_running} running · prefix hits {r.prefix_hits}/{r.prefix_queries}"
+              f" · {r.routed} routed" for r in par.replicas]
+    return "\n".join(lines)
+
+
 def block_text(block: BlockInfo) -> str:
     """One block's id, state, reference count, tokens and owners, as markup."""
     owners = ", ".join(f"seq {o}" for o in block.owners) or "none"
@@ -163,6 +179,9 @@ class KVView(Horizontal):
         with VerticalScroll(id="kv-right"):
             yield Static("waiting for the engine", id="kv-totals")
             yield Static("", id="kv-formula")
+            shares = Static("", id="kv-parallel")    # tensor / data parallel only
+            shares.display = False
+            yield shares
             with Horizontal(classes="field"):
                 yield Label("requests")
                 yield Input("8", id="kv-load-n", type="integer")
@@ -201,6 +220,10 @@ class KVView(Horizontal):
         if msg.load is not None:
             update_in_place(stats, load_text(msg.load), markup=True)
         update_in_place(self.query_one("#kv-tables", Static), tables_text(msg.sequences), markup=True)
+        shares = self.query_one("#kv-parallel", Static)
+        shares.display = msg.parallel is not None
+        if msg.parallel is not None:
+            update_in_place(shares, escape(parallel_text(msg.parallel)), markup=True)
         grid = self.query_one(BlockGrid)
         if grid.cursor is not None and grid.cursor < len(msg.cache.blocks):
             self._show_block(grid.cursor)

@@ -77,6 +77,7 @@ class ChatStats:
     cached_prompt_tokens: int = 0    # prompt tokens served by the prefix cache
     prefix_hits_total: int = 0       # engine-wide, cumulative
     prefix_queries_total: int = 0
+    comm_ms: float | None = None     # tensor parallel: the last step's collectives (rank 0), ms
 
 
 @dataclass
@@ -143,6 +144,7 @@ class CacheUpdated(Message):
     num_waiting: int = 0
     synthetic_running: int = 0       # requests from the "load" action still running
     load: LoadStats | None = None    # the load test's counts, while its picture is shown
+    parallel: object | None = None   # the step's ParallelReport (tensor / data parallel), or None
 
     def can_replace(self, message: Message) -> bool:
         """True for any older CacheUpdated."""

@@ -79,7 +79,7 @@ def test_no_flags_means_engine_config_defaults_and_help_names_them():
 def test_the_mapping_covers_every_engine_flag_and_names_real_fields():
     parser = argparse.ArgumentParser()
     add_engine_flags(parser)
-    dests = {a.dest for a in parser._actions} - {"help", "model"}   # --model goes to load_model
+    dests = {a.dest for a in parser._actions} - {"help", "model", "tensor_parallel"}   # --model: load_model; --tensor-parallel: parallel_engine
     assert dests == set(FLAG_FIELDS)
     assert set(FLAG_FIELDS.values()) <= {f.name for f in dataclasses.fields(EngineConfig)}
     assert len(set(FLAG_FIELDS.values())) == len(FLAG_FIELDS)

@@ -101,6 +101,8 @@ class LlamaDecoderLayer(nn.Module):
         else:
             x, residual = rms_norm(hidden, self.post_attention_norm, self.eps, residual)
             gate_up = self.gate_up_proj(x)                                   # (T, 2I)
-        if fused and fused_linear_ok(gate_up, self.down_proj.weight):       # MLP width small too
+        # (a tensor-parallel down_proj all-reduces its output: parallel/tp_layers.py; not fused)
+        if (fused and fused_linear_ok(gate_up, self.down_proj.weight)       # MLP width small too
+                and not getattr(self.down_proj, "reduces_output", False)):
             return silu_mul_linear(gate_up, self.down_proj.weight), residual  # (T, H)
         return self.down_proj(silu_and_mul(gate_up)), residual               # (T, H)
