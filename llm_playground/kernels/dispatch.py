@@ -133,3 +133,14 @@ def silu_mul_linear(gate_up, weight):
         from llm_playground.kernels import fused_linear
         return fused_linear.silu_mul_linear(gate_up, weight)
     return ref.silu_mul_linear_ref(gate_up, weight)
+
+
+def quant_linear(x, pw):
+    """x (T, K) @ W.T for a PackedWeight W (kernels/quant_layout.py): the Triton kernels on the
+    Triton path, the float32 oracle otherwise (the CPU model uses torch's int ops instead:
+    model/network/quant_linear.py)."""
+    if _use_triton(x):
+        from llm_playground.kernels import quant_matmul
+        return quant_matmul.quant_linear(x, pw)
+    from llm_playground.kernels.quant_layout import quant_linear_ref
+    return quant_linear_ref(x, pw)
