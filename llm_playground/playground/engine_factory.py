@@ -48,7 +48,8 @@ def real_factory(args: Namespace) -> Callable[[Callable[..., None]], tuple[Model
 
         progress("loading the model")
         loaded = load_model(getattr(args, "model", None), config.dtype, config.device, progress=progress,
-                            fraction=lambda f: progress("loading the weights", done=f, total=1.0))
+                            fraction=lambda f: progress("loading the weights", done=f, total=1.0),
+                            weights=config.weights, group_size=config.group_size)
         progress("allocating the KV cache")
         engine = Engine(loaded, config)
         return describe(engine, loaded), engine

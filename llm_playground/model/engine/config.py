@@ -58,8 +58,14 @@ class EngineConfig:
     # The cost grows with the pool (O(blocks) per step); throughput runs on a GPU-sized pool turn
     # it off and get the totals alone, computed from the owned blocks. cache_report() is always full.
     report_blocks: bool = True
-    # Used by Engine.from_path only: weight format / activation dtype and device for load_model.
+    # Used by Engine.from_path only: compute dtype (activations, KV) and device for load_model.
     dtype: str | None = None
+    # How the projections are stored (model/weights/loader.resolve_weights): native | float |
+    # int8 | int4; None = auto (CPU int8, CUDA float). Read by load_model, like dtype.
+    weights: str | None = None
+    # int8 / int4 group size (columns per scale), a multiple of 16; None = int8 per channel,
+    # int4 128 (smaller where 128 does not divide a row).
+    group_size: int | None = None
     # None: CUDA where torch sees a GPU (what the engine is fast on), else the CPU; resolved by
     # weights/loader.resolve_device, which also refuses "cuda" on a machine without one.
     device: str | None = None
@@ -75,7 +81,11 @@ class EngineConfig:
         for name in ("enable_prefix_caching", "enable_chunked_prefill", "cuda_graphs", "report_blocks"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
-        for name in ("attention", "dtype", "device"):
+        if self.group_size is not None:
+            self.group_size = as_integer("group_size", self.group_size)
+            if self.group_size < 16 or self.group_size % 16:
+                raise ValueError(f"group_size must be a multiple of 16, got {self.group_size}")
+        for name in ("attention", "dtype", "device", "weights"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, str):
                 raise ValueError(f"{name} must be a str, got {value!r}")

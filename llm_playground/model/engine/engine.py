@@ -109,7 +109,8 @@ class Engine:
         """Load the model at `path` (None: the default model) into an engine of EngineConfig `fields`."""
         from llm_playground.model.weights.loader import load_model
         config = EngineConfig(**fields)
-        loaded = load_model(path, config.dtype, config.device, progress=progress)
+        loaded = load_model(path, config.dtype, config.device, progress=progress,
+                            weights=config.weights, group_size=config.group_size)
         return cls(loaded, config)
 
     @property
