@@ -155,3 +155,51 @@ def test_group_size_is_checked(tmp_path):
         load_model(path, weights="int4", group_size=40, device="cpu")
     with pytest.raises(ModelLoadError, match="applies to --weights int8 or int4"):
         load_model(path, weights="float", group_size=32, device="cpu")
+
+
+INTERPRET_SCRIPT = r"""
+import sys
+from pathlib import Path
+import torch
+from llm_playground.kernels import dispatch
+from llm_playground.model.weights.loader import load_model
+from paged_helpers import Pager
+path = Path(sys.argv[1])
+exact = load_model(path, dtype="float32", device="cpu")             # dequantised, reference ops
+dispatch.set_backend("triton")
+quant = load_model(path, dtype="float32", weights="native", device="cpu")
+assert {m.backend for m in quant.model.modules() if hasattr(m, "backend")} == {"triton"}
+worst = 0.0
+pagers = [Pager(m.config, num_blocks=24, block_size=4, seed=1) for m in (exact, quant)]
+ids = list(range(5, 40, 3))
+for n in [len(ids), 1, 1]:                                           # prefill (GEMM), decodes (GEMV)
+    out = []
+    for loaded, pager, backend in ((exact, pagers[0], "reference"), (quant, pagers[1], "triton")):
+        dispatch.set_backend(backend)
+        out.append(loaded.model.compute_logits(loaded.model.forward(
+            torch.tensor(ids[-n:]), pager.batch([(0, n)]), pager.kv)))
+    worst = max(worst, ((out[1] - out[0]).abs().max() / out[0].abs().max()).item())
+    ids.append(int(out[0][-1].argmax()))
+print("WORST", worst)
+"""
+
+
+def test_native_weights_through_the_triton_kernels_interpreted(tmp_path):
+    """The CUDA path (QuantLinear -> kernels/quant_matmul.py) under TRITON_INTERPRET=1 on a Q4_1
+    file with float32 compute: the same logits as the dequantised float32 model to float32
+    rounding (prefill through the GEMM, decodes through the GEMV). Runs in a subprocess so the
+    interpreter variable is set before triton is imported."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    pytest.importorskip("triton")
+    path = tiny_quant_gguf(tmp_path, QT.Q4_1)
+    here = Path(__file__).parent
+    env = dict(os.environ, TRITON_INTERPRET="1", KERNELS_BACKEND="reference",
+               PYTHONPATH=os.pathsep.join([str(here), str(here.parents[1])]))
+    run = subprocess.run([sys.executable, "-c", INTERPRET_SCRIPT, str(path)], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    worst = float(run.stdout.split("WORST")[1])
+    assert 0 < worst < 1e-4, worst      # 0 would mean the two paths were one
