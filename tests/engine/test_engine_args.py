@@ -87,7 +87,8 @@ def test_the_mapping_covers_every_engine_flag_and_names_real_fields():
     samples = {"dtype": ("float16", "float16"), "device": ("cuda", "cuda"),
                "attention": ("atrous:2", "atrous:2"), "block_size": ("8", 8),
                "kv_blocks": ("5", 5), "kv_budget": ("3M", 3 * M),
-               "weights": ("int4", "int4"), "group_size": ("64", 64)}
+               "weights": ("int4", "int4"), "group_size": ("64", 64),
+               "kv_dtype": ("int8", "int8")}
     assert set(samples) == set(FLAG_FIELDS)
     default = EngineConfig()
     for dest, (text, value) in samples.items():

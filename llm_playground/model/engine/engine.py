@@ -80,7 +80,7 @@ class Engine:
             loaded.model, num_blocks, config.block_size, loaded.dtype, loaded.device,
             cuda_graphs=config.cuda_graphs, max_num_seqs=config.max_num_seqs,
             max_blocks_per_seq=self.bm.blocks_for(self.max_model_len),
-            capture_mask=self.pattern.spec)
+            capture_mask=self.pattern.spec, kv_dtype=config.kv_dtype)
         self.requests: dict[int | str, Request] = {}
         # The live sequences' reports and the reservation total, kept as they change (O(changes)
         # per report, model/engine/report_book.py).

@@ -134,7 +134,7 @@ class LlamaForCausalLM(nn.Module):
         residual = None
         for i, layer in enumerate(self.layers):
             hidden, residual = layer(hidden, residual, batch, kv.k[i], kv.v[i],
-                                     self.rope_cos, self.rope_sin)
+                                     self.rope_cos, self.rope_sin, kv.scales(i))
         hidden, _ = rms_norm(hidden, self.norm, self.config.rms_norm_eps, residual)
         return hidden                                                          # (T, H)
 
