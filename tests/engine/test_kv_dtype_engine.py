@@ -77,3 +77,24 @@ def test_decode_logits_read_from_8bit_kv(kv_dtype, tol):
         out.append(torch.stack(logits))                                     # (4, V)
     err = ((out[1] - out[0]).norm(dim=-1) / out[0].norm(dim=-1)).max().item()
     assert 0 < err < tol, err
+
+
+def test_header_and_kv_view_say_what_is_stored():
+    """The header's dtype text names the 8-bit KV, and the KV view's formula multiplies out to
+    the pool's real bytes per block (its tensors' sizes); the float cache keeps its old line."""
+    from llm_playground.playground.engine_factory import describe
+    from llm_playground.playground.kv_view import block_formula
+    e8 = engine(num_blocks=32, kv_dtype="int8")
+    info = describe(e8, e8.loaded)
+    assert info.dtype == "float32 weights, float32, int8 KV" and info.kv_dtype == "int8"
+    kv = e8.runner.kv
+    real = sum(t.numel() * t.element_size() for t in
+               (kv.k_pool, kv.v_pool, kv.k_scale_pool, kv.v_scale_pool)) // kv.num_blocks
+    line = block_formula(info)
+    assert "int8 K/V + f16 scale per token" in line and line.endswith(f"= {real:,} B")
+    mc = e8.loaded.config
+    assert 2 * mc.num_layers * mc.num_kv_heads * (mc.head_dim * info.dtype_bytes
+                                                  + info.kv_scale_bytes) * 4 == real
+    ef = engine(num_blocks=32)
+    plain = describe(ef, ef.loaded)
+    assert plain.dtype == "float32" and block_formula(plain).startswith("per block: 2 × ")
