@@ -15,7 +15,7 @@ are GPU time, not Python launch time; at N=1k on shape S a whole batch runs in a
 less than one eager launch of our kernel costs the host, so eager timing measured the launch
 (the "_eager" columns keep that figure for ours and SDPA's default).
 `--sweep` times a list of tile configurations first and reports the best (the one to keep in
-kernels/flash_prefill.py PREFILL_CONFIGS).
+kernels/prefill_configs.py PREFILL_CONFIGS).
 
     python benchmarks/prefill_attention.py [--sweep] [--json out.json] [--quick]
 """
@@ -31,7 +31,8 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import median_ms, median_ms_graph, paged_layout, print_table, write_json  # noqa: E402
-from llm_playground.kernels.flash_prefill import PACKED_CONFIGS, PREFILL_CONFIGS, flash_prefill  # noqa: E402
+from llm_playground.kernels.flash_prefill import flash_prefill  # noqa: E402
+from llm_playground.kernels.prefill_configs import PACKED_CONFIGS, PREFILL_CONFIGS  # noqa: E402
 
 SHAPES = {"S": (9, 3, 64), "L": (32, 8, 128)}
 SWEEP_PACKED = [(128, 128, 8, 3), (128, 128, 8, 2), (128, 64, 4, 3), (128, 64, 8, 3),
@@ -104,7 +105,7 @@ SWEEP_SHORT = [(128, 128, 8, 3), (128, 128, 8, 2), (128, 64, 4, 3), (128, 64, 8,
 def sweep_short(tokens: int, ns=(1024,), shapes=tuple(SHAPES),
                 causals=(True, False), configs=None, poly=False) -> list[dict]:
     """The packed path's tiles at given lengths (causal and full) against SDPA's default: the
-    candidates for kernels/flash_prefill.py SHORT_PACKED_CONFIGS (and PACKED_CONFIGS)."""
+    candidates for kernels/prefill_configs.py SHORT_PACKED_CONFIGS (and PACKED_CONFIGS)."""
     rows = []
     for name, n, causal in ((a, b, c) for a in shapes for b in ns for c in causals):
         shape = SHAPES[name]

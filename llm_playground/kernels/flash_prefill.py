@@ -25,12 +25,11 @@ table. One program computes one tile of BLOCK_M query tokens for one query head:
   formula of kernels/mask.py masks inside the visited tiles.
 
 The per-tile device functions (table tile, packed tile, softmax update) are in
-kernels/flash_prefill_tiles.py; this module holds the kernel's loops, the tile tables and the
-launcher.
+kernels/flash_prefill_tiles.py; this module holds the kernel's loops and the launcher.
 
 What it does not do: write K/V (kernels/kv_write.py), handle decode-only batches fast (that is
 kernels/paged_decode.py), or backward passes. Tile configuration: chosen on an H100 by
-benchmarks/prefill_attention.py (see PREFILL_CONFIGS, PACKED_CONFIGS, SHORT_PACKED_CONFIGS).
+benchmarks/prefill_attention.py, the tables and the pick in kernels/prefill_configs.py.
 """
 from __future__ import annotations
 
@@ -44,6 +43,7 @@ import triton.language as tl
 
 from llm_playground.kernels.flash_prefill_tiles import _attend_packed, _attend_tile
 from llm_playground.kernels.mask import DENSE, MaskSpec
+from llm_playground.kernels.prefill_configs import choose_config
 
 try:
     from triton.tools.tensor_descriptor import TensorDescriptor
@@ -53,44 +53,9 @@ _TMA_ENABLED = os.environ.get("PREFILL_TMA", "1") != "0"   # benchmarks compare 
 
 LOG2E = 1.4426950408889634
 
-# head_dim -> (BLOCK_M, BLOCK_N, num_warps, num_stages): the winners of the sweep in
-# benchmarks/prefill_attention.py on an H100 (2026-11-23, causal, N=4k, 16k tokens, block 16,
-# after the unmasked off-diagonal tiles and the FMA-folded scale): dim 64 (9/3 heads) 327 TFLOP/s,
-# dim 128 (32/8 heads) 402 TFLOP/s; 0.69-0.93x SDPA's default backend on S shapes, 0.57-0.75x on
-# L, 1.0-1.5x its flash backend. See benchmarks/results/prefill_attention-h100.json.
-PREFILL_CONFIGS = {
-    64: (128, 128, 4, 3),
-    128: (128, 64, 4, 4),
-}
-# The packed path (new tokens' K/V from the batch's packed tensors, TMA on Hopper): winners of the
-# sweep on an H100 (2026-11-23, third session, causal, N=4k): dim 64 379 TFLOP/s, dim 128 481.
-PACKED_CONFIGS = {
-    64: (128, 64, 4, 3),
-    128: (128, 128, 8, 3),
-}
-# Full (non-causal) attention, benchmarks only: dim 64 swept at N=4k/16k (fourth session, graph
-# timing): (64, 128, 4, 3) 421-422 TFLOP/s = 0.90-0.91x SDPA default; the causal tiles 0.84-0.87x.
-FULL_PACKED_CONFIGS = {
-    64: (64, 128, 4, 3),
-    128: (128, 128, 8, 3),
-}
-# Short prompts (max_q_len <= SHORT_Q_LEN): few key tiles per query tile, so smaller query tiles
-# (more programs, two per SM) win. (head_dim, causal) -> config; winners of
-# `prefill_attention.py --sweep-short` on an H100 (2026-11-23, fourth session, N=1k, CUDA-graph
-# timing): dim 64 causal 291 TFLOP/s (0.95x SDPA default; the long tiles 0.86x), full 385
-# (0.92x; 0.83x); dim 128 causal 359 (0.85x; 0.78x), full 473 (0.85x, the long tiles).
-SHORT_Q_LEN = 2048
-SHORT_PACKED_CONFIGS = {
-    (64, True): (64, 64, 4, 3),
-    (64, False): (128, 64, 8, 3),
-    (128, True): (64, 64, 4, 3),
-    (128, False): (128, 128, 8, 3),
-}
 # Head dims whose packed bf16 path computes half the exponentials by polynomial
 # (flash_prefill_tiles._exp2_poly); chosen by benchmarks/prefill_attention.py --poly-exp.
 POLY_EXP_DIMS: tuple[int, ...] = ()
-FP32_CONFIG = (64, 64, 4, 2)   # float32 (exactness runs, not the fast path): fits every head dim
-_INTERPRET_CONFIG = (16, 16, 4, 1)
 
 
 # seq_offset (the number of decodes before the prefill sequences) changes from step to step:
@@ -308,18 +273,8 @@ def flash_prefill(
     packed = k_new is not None and v_new is not None and not pattern
     if packed:
         _check_packed(k_new, v_new, T, Hkv, D)
-    if config is None:
-        if _interpreting():
-            config = _INTERPRET_CONFIG
-        elif q.element_size() > 2:    # float32 tiles take twice the shared memory of bf16 ones
-            config = FP32_CONFIG
-        elif packed and max_q_len <= SHORT_Q_LEN and (D, causal) in SHORT_PACKED_CONFIGS:
-            config = SHORT_PACKED_CONFIGS[(D, causal)]
-        else:
-            table = PREFILL_CONFIGS
-            if packed:
-                table = PACKED_CONFIGS if causal else FULL_PACKED_CONFIGS
-            config = table.get(D, table[128])
+    if config is None:          # kernels/prefill_configs.py: the swept tables
+        config = choose_config(D, causal, packed, max_q_len, q.element_size(), _interpreting())
     block_m, block_n, warps, stages = config
     if poly_exp is None:
         poly_exp = D in POLY_EXP_DIMS

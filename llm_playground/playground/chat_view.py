@@ -7,7 +7,8 @@ the engine worker) and `PromptChanged` (the app tells the Attention tab what F10
 worker's ChatProgress / ChatFinished, routed here by the app, stream into the last assistant
 message (playground/answer_view.py: cheap live updates, one full Markdown update at the end). A
 cancelled or failed answer keeps the text produced so far. Token colouring (F7, `token_colours`,
-view state) shows where the token boundaries fall; its handler is one small action.
+view state) shows where the token boundaries fall; its handler is one small action. The side
+panel's widgets and the reading of its sampling fields: playground/chat_side_panel.py.
 """
 from __future__ import annotations
 
@@ -20,26 +21,17 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.reactive import reactive
-from textual.widgets import Button, Input, Label, Static, Switch, TextArea
+from textual.widgets import Button, Input, Static, Switch, TextArea
 
 from llm_playground.model.engine.outcomes import FinishReason
 from llm_playground.model.engine.sampling_params import SamplingParams
 from llm_playground.playground.answer_view import AssistantMessage
 from llm_playground.playground.chat_session import Conversation, Turn
+from llm_playground.playground.chat_side_panel import SAMPLING_FIELDS, read_sampling_params, side_panel
 from llm_playground.playground.colour_modes import ColourMode
 from llm_playground.playground.considered_panel import CANDIDATES_PER_STAGE, ConsideredPanel
 from llm_playground.playground.messages import ChatFinished, ChatProgress, ChoicesUpdated, ModelInfo
 from llm_playground.playground.stats_strip import StatsStrip
-
-SAMPLING_FIELDS = (  # (id, label, default, type)
-    ("temperature", "temperature", "0.7", "number"),
-    ("top_p", "top-p", "0.9", "number"),
-    ("top_k", "top-k", "40", "integer"),
-    ("max_tokens", "max tokens", "256", "integer"),
-    ("seed", "seed", "0", "integer"),
-    ("n", "n samples", "1", "integer"),
-)
-
 
 class UserMessage(Static):
     """One user turn in the chat log."""
@@ -99,24 +91,7 @@ class ChatView(Horizontal):
             yield ConsideredPanel(id="chat-considered")
             yield StatsStrip(id="chat-stats")
             yield Input(placeholder="Type a message (Enter sends, Esc stops)", id="prompt")
-        with VerticalScroll(id="chat-side"):
-            yield Label("System prompt")
-            yield TextArea("", id="system-prompt", soft_wrap=True,
-                           placeholder="the model's default (loading…)")
-            for fid, label, default, kind in SAMPLING_FIELDS:
-                with Horizontal(classes="field"):
-                    yield Label(label)
-                    yield Input(default, id=f"param-{fid}", type=kind)
-            with Horizontal(classes="field"):
-                yield Label("token colours")
-                yield Switch(False, id="token-colours")
-            with Horizontal(id="chat-buttons"):
-                for label, bid, tip in (("Regen", "regenerate", "Regenerate the last answer (ctrl+r)"),
-                                        ("Clear", "clear", "Clear the conversation (ctrl+l)"),
-                                        ("Copy", "copy", "Copy the last answer (f6)")):
-                    button = Button(label, id=bid)
-                    button.tooltip = tip
-                    yield button
+        yield from side_panel()               # playground/chat_side_panel.py
 
     # ---- settings ----------------------------------------------------------------------------
     def set_model(self, info: ModelInfo) -> None:
@@ -143,12 +118,7 @@ class ChatView(Horizontal):
     def sampling_params(self) -> SamplingParams:
         """Read the side panel; raises ValueError with a readable message on bad values."""
         raw = {fid: self.query_one(f"#param-{fid}", Input).value.strip() for fid, *_ in SAMPLING_FIELDS}
-        try:
-            return SamplingParams(temperature=float(raw["temperature"] or 0), top_p=float(raw["top_p"] or 1),
-                                  top_k=int(raw["top_k"] or 0), max_tokens=int(raw["max_tokens"] or 256),
-                                  seed=int(raw["seed"]) if raw["seed"] else None, n=int(raw["n"] or 1))
-        except ValueError as error:
-            raise ValueError(f"sampling settings: {error}") from None
+        return read_sampling_params(raw)
 
     # ---- actions ------------------------------------------------------------------------------
     async def send(self, text: str) -> None:

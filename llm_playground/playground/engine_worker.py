@@ -10,12 +10,12 @@ It keeps, per chat generation, the text, ids and figures so far (playground/gene
 cancelled or failed generation keeps its output. Live pictures (progress, the cache) go out at
 most every PUBLISH_INTERVAL_S; what ends something goes out at once. The load test
 (playground/load_test.py) may run on an engine of its own (a small pool on the same model),
-stepped here too. What it does not do: draw anything, or decide what the user sees.
+stepped here too. The model loads on a thread of its own while this one polls cancellation
+(playground/background_load.py). What it does not do: draw anything, or decide what the user sees.
 """
 from __future__ import annotations
 
 import queue
-import threading
 import time
 from dataclasses import replace
 from typing import Any, Callable
@@ -24,10 +24,12 @@ from textual.worker import get_current_worker
 
 from llm_playground.model.engine.outcomes import FinishReason
 from llm_playground.model.engine.sampling_params import SamplingParams
+from llm_playground.playground.background_load import progress_message, run_factory
+from llm_playground.playground.error_hints import hint, hint_text, one_line
 from llm_playground.playground.generation import Generation
 from llm_playground.playground.load_test import LoadTest
 from llm_playground.playground.messages import (AttentionReady, CacheUpdated, ChatFinished, ChatProgress,
-                                 ChoicesUpdated, EngineNotice, LoadFailed, LoadProgress, ModelInfo, ModelReady,
+                                 ChoicesUpdated, EngineNotice, LoadFailed, ModelInfo, ModelReady,
                                  PatternChanged)
 
 ProgressFn = Callable[..., None]
@@ -42,15 +44,6 @@ EngineFactory = Callable[[ProgressFn], "tuple[ModelInfo, Any]"]
 PUBLISH_INTERVAL_S = 0.1
 IDLE_POLL_S = 0.1          # how often an idle worker checks for commands and cancellation
 MAX_STEP_FAILURES = 3      # consecutive failed steps before the worker stops stepping
-
-
-def one_line(error: BaseException) -> str:
-    """First line of the message; the class name only for unexpected errors (not bad input)."""
-    text = str(error).strip().splitlines()
-    if not text:
-        return type(error).__name__
-    expected = isinstance(error, ValueError) or type(error).__name__.endswith("LoadError")
-    return text[0] if expected else f"{type(error).__name__}: {text[0]}"
 
 
 class EngineWorker:
@@ -148,44 +141,24 @@ class EngineWorker:
                     self._handle_load(report)
 
     def _load(self, worker: Any) -> "tuple[ModelInfo, Any] | None":
-        """Run the factory in a daemon thread and wait for it here, polling cancellation: quitting
-        during a slow fetch or load does not wait for it to finish."""
-        box: dict[str, Any] = {}
-
-        def target() -> None:
-            """Run the factory, keeping its result or its error in `box`."""
-            try:
-                box["value"] = self._factory(self._load_progress)
-            except Exception as error:  # a bad path or file must not kill the app
-                box["error"] = error
-
-        thread = threading.Thread(target=target, name="engine-load", daemon=True)
-        thread.start()
-        while thread.is_alive():
-            thread.join(IDLE_POLL_S)
-            if worker.is_cancelled:
-                return None
-        if "error" in box:
-            self._post(LoadFailed(one_line(box["error"])))
+        """Run the factory off this thread, polling cancellation (playground/background_load.py):
+        quitting during a slow fetch or load does not wait for it. A failure posts LoadFailed."""
+        outcome = run_factory(self._factory, self._load_progress, lambda: worker.is_cancelled,
+                              IDLE_POLL_S)
+        if outcome is None:
             return None
-        return box["value"]
+        value, error = outcome
+        if error is not None:
+            self._post(LoadFailed(one_line(error)))
+            return None
+        return value
 
     def _has_work(self) -> bool:
         return _has_work(self.engine)
 
     def _load_progress(self, *args: Any, **kwargs: Any) -> None:
-        """Accept the loader's progress calls in any reasonable shape: (stage), (done, total),
-        (stage, done, total), (fraction) or keywords of the same names."""
-        stage = kwargs.get("stage") or next((a for a in args if isinstance(a, str)), "loading")
-        nums = [a for a in args if isinstance(a, (int, float)) and not isinstance(a, bool)]
-        done = kwargs.get("done", nums[0] if nums else None)
-        total = kwargs.get("total", nums[1] if len(nums) > 1 else None)
-        fraction = None
-        if done is not None and total:
-            fraction = max(0.0, min(1.0, float(done) / float(total)))
-        elif done is not None and isinstance(done, float) and 0.0 <= done <= 1.0:
-            fraction = done
-        self._post(LoadProgress(str(stage), fraction))
+        """Post one of the loader's progress calls as LoadProgress (background_load.py)."""
+        self._post(progress_message(*args, **kwargs))
 
     def _drain(self, block: bool) -> None:
         try:
@@ -217,7 +190,7 @@ class EngineWorker:
             elif kind == "load":
                 self._start_load(*cmd[1:])
         except Exception as error:  # bad input for one command: tell the user, keep serving
-            self._post(EngineNotice(_hint(kind, error), "error"))
+            self._post(EngineNotice(hint(kind, error), "error"))
 
     def _start_chat(self, ticket: int, prompt_ids: list[int], params: SamplingParams) -> None:
         gen = Generation(ticket, -1, params.n, len(prompt_ids))
@@ -225,7 +198,7 @@ class EngineWorker:
             gen.request_id = self.engine.add_request(prompt_ids, params)
         except Exception as error:
             gen.reasons = [FinishReason.ERROR] * gen.n
-            gen.error = _hint("chat", error)
+            gen.error = hint("chat", error)
             self._finish(gen)
             return
         self._gens[ticket] = gen
@@ -279,7 +252,7 @@ class EngineWorker:
             gen = self._gens[ticket]
             decoded[ticket] = decoded.get(ticket, 0) + gen.add_output(out)
             if out.finished and out.error:
-                gen.error = _hint_text("chat", out.error)
+                gen.error = hint_text("chat", out.error)
         worked = {s.request_id for s in report.sequences if s.status in ("running", "finished")}
         first_token = False
         for ticket in list(self._gens):
@@ -359,19 +332,3 @@ def _has_work(engine: Any) -> bool:
         return bool(engine.has_unfinished())
     except Exception:
         return False
-
-
-def _hint(kind: str, error: BaseException) -> str:
-    """One line saying what went wrong and what to do about it."""
-    return _hint_text(kind, one_line(error))
-
-
-def _hint_text(kind: str, msg: str) -> str:
-    low = msg.lower()
-    if kind == "chat" and ("block" in low or "cache" in low or "long" in low or "context" in low):
-        return f"{msg} - clear the chat (ctrl+l) or start with a larger --kv-blocks."
-    if kind == "pattern":
-        return f"{msg} - patterns: dense, local:W, atrous:K, sparse:W,K, streaming:S,W."
-    if kind == "attention":
-        return f"{msg} - send a prompt first, and pick a layer and head inside the model."
-    return msg

@@ -23,40 +23,49 @@ n samples sharing its blocks, sample i drawing with seed + i), beam search a `Be
 step has no per-kind branches. Errors in one request (empty prompt, too long, bad ids) finish it
 with FinishReason.ERROR and an ErrorKind; the others go on. Request ids: the caller's
 (`add_request(..., request_id="chat-3")`) or 0, 1, 2, ... Batch packing: batch_builder.py;
-admission checks, stop rules, outputs: request_rules.py. This module does not know about the UI.
+admission checks, stop rules, outputs: request_rules.py. Applying a step's result (appending
+tokens, stop rules, finishing and freeing sequences, eviction) lives in step_apply.py, the fault
+path in step_faults.py, and the call-and-wait API (`generate`, `iter_outputs`, `beam_search`,
+`add_beam_request`, `attention_weights`, `RequestError`) in conveniences.py: `Engine` inherits
+them as mixins, so its API is one class. This module does not know about the UI.
 """
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
-from llm_playground.model.engine import eviction, run_ahead, step_faults
+from llm_playground.model.engine import run_ahead
 from llm_playground.model.engine.batch_builder import plan_batch
 from llm_playground.model.engine.block_manager import BlockManager
-from llm_playground.model.engine.cache_report import cache_report, sequence_reports
+from llm_playground.model.engine.cache_report import cache_report
+from llm_playground.model.engine.conveniences import EngineConveniences, RequestError
 from llm_playground.model.engine.report_book import ReportBook
 from llm_playground.model.engine.config import EngineConfig, blocks_from_budget
 from llm_playground.model.engine.model_runner import ModelRunner
 from llm_playground.model.engine.outcomes import ErrorKind, FinishReason
-from llm_playground.model.engine.beam_search import BeamGroup, BeamHypothesis, BeamSearchParams
 from llm_playground.model.engine.sequence_group import GroupOps, SamplingGroup, SequenceGroup
-from llm_playground.model.engine.step_faults import InFlight
-from llm_playground.model.engine.step_plan import StepPlan, StepResult
+from llm_playground.model.engine.step_apply import StepApply
+from llm_playground.model.engine.step_faults import InFlight, StepFaults
+from llm_playground.model.engine.step_plan import StepPlan
 from llm_playground.model.engine.reports import CacheReport, RequestOutput, SequenceReport, StepReport
-from llm_playground.model.engine.request_rules import (check_prompt, collect_outputs, prompt_list,
-                                                      stop_reason, take_output)
+from llm_playground.model.engine.request_rules import (check_prompt, collect_outputs, prompt_list)
 from llm_playground.model.engine.sampling_params import SamplingParams
 from llm_playground.model.engine.scheduler import ScheduledSeq, Scheduler
-from llm_playground.model.engine.sequence import Request, Sequence, SeqStatus, TextState
+from llm_playground.model.engine.sequence import Request, Sequence, TextState
 from llm_playground.model.engine.attention_patterns import AttentionPattern, parse_pattern
 
+# RequestError is defined in conveniences.py; callers import it from here, as before.
+__all__ = ["Engine", "RequestError"]
 
-class RequestError(RuntimeError):
-    """A request finished with an error (raised by the convenience `generate`)."""
 
+class Engine(StepApply, StepFaults, EngineConveniences):
+    """Requests, scheduler, blocks and outcomes; the tensors live in `self.runner`.
 
-class Engine:
-    """Requests, scheduler, blocks and outcomes; the tensors live in `self.runner`."""
+    This class admits requests and runs steps; applying a step's result to sequences (stop
+    rules, finishing, freeing, eviction) is `StepApply` (model/engine/step_apply.py), a runner
+    fault is `StepFaults` (model/engine/step_faults.py), and the call-and-wait API (`generate`,
+    `iter_outputs`, `beam_search`, `add_beam_request`, `attention_weights`) is
+    `EngineConveniences` (model/engine/conveniences.py)."""
 
     def __init__(self, loaded, config: EngineConfig | None = None,
                  clock: Callable[[], float] = time.perf_counter) -> None:
@@ -204,7 +213,8 @@ class Engine:
         The report's token counts and step time are this call's (the step it scheduled); its
         outputs and time-to-first-token are those of the steps it applied. An exception out of
         the runner fails the requests of every step in flight, the engine goes on
-        (`_fail_steps`, model/engine/step_faults.py)."""
+        (`_fail_steps`, model/engine/step_faults.py); the ids are applied by `_apply`
+        (model/engine/step_apply.py)."""
         t0 = self.clock()
         sched = self.scheduler.schedule()
         if not sched.scheduled and not self.scheduler.running and self.scheduler.waiting:
@@ -318,109 +328,7 @@ class Engine:
             plan.batches.append(plan_batch(items, spec, self.bm, logits))
         return plan, rows
 
-    def _fail_steps(self, steps: list[InFlight], plan: StepPlan, error: Exception) -> StepResult:
-        """The runner raised in the middle of a step (an exception in the forward pass or in
-        sampling, the device out of memory; with overlap, out of `submit` of step N+1 or
-        `collect` of step N, so both steps in flight are failed: N+1 may have read N's draws on
-        the device, and an asynchronous device error can surface in either call): every request
-        with a sequence in those steps finishes with FinishReason.ERROR (ErrorKind.OUT_OF_MEMORY
-        or INTERNAL, its text so far kept), the K/V the steps wrote is never cached, their blocks
-        are freed, the runner forgets the steps it still holds, and the engine goes on with the
-        other requests (model/engine/step_faults.py). Returns the empty result the rows get."""
-        kind, message = step_faults.describe(error)
-        self.runner.discard_in_flight()
-        self._released_keys += plan.released_keys       # the runner may not have forgotten them
-        self.bm.resend_table_rows()                     # the device may have missed some rows
-        scheduled = [item for step in steps for item in step.scheduled]
-        for item in scheduled:
-            self.bm.discard_written(item.seq.seq_id, item.start)
-        for rid in step_faults.failed_requests(steps):
-            self.groups.pop(rid, None)                  # its group gets no more calls
-            req = self.requests.get(rid)
-            for seq in (req.seqs if req is not None else ()):
-                seq.num_pending = 0                     # its tokens on the device are dropped
-                if not seq.is_finished:
-                    self._finish_sequence(seq, FinishReason.ERROR, error=message, error_kind=kind)
-        return StepResult()
-
-    def _apply(self, rows: list[list], result: StepResult,
-               now: float) -> dict[int | str, float]:
-        """Give each row's result to its group, then append the tokens the groups hand back and
-        apply stop rules; returns time to first token per request that got its first token.
-        A row of a sequence that finished meanwhile (aborted, or stopped on the token before,
-        overlap scheduling) is dropped: its token is never emitted."""
-        appended: list[tuple[Sequence, int]] = []
-        touched: dict[int, SequenceGroup] = {}
-        for r, ((seq, group, _, ahead), toks, top) in enumerate(
-                zip(rows, result.tokens, result.top_logprobs)):
-            if ahead:
-                seq.num_pending -= 1
-            if seq.is_finished:          # aborted, or stopped one token earlier (overlap)
-                self.discarded_rows += 1
-                continue
-            pairs = group.take_row(seq, toks, top)
-            if result.choices and result.choices[r] is not None:
-                _keep_choices(pairs, toks, result.choices[r])
-            appended += pairs
-            touched.setdefault(id(group), group)
-        for group in touched.values():
-            group.end_rows()
-        ttft: dict[int | str, float] = {}
-        for seq, tok in appended:
-            seq.output_ids.append(tok)
-            if seq.first_token_time is None:
-                seq.first_token_time = now
-                ttft.setdefault(seq.request_id, now - seq.arrival_time)
-            seq.last_token_time = now
-            seq.new_tokens.append(tok)
-            self._book.touched(seq)
-            # A block whose last id was still on the device when it was written (overlap) is
-            # hashed into the prefix cache now that its ids are all known.
-            end = min(seq.num_computed, seq.num_tokens)
-            if self.bm.has_uncommitted(seq.seq_id, end):
-                self.bm.commit(seq.seq_id, seq.all_ids, end)
-            self._check_stop(seq, tok)
-        return ttft
-
-    def _check_stop(self, seq: Sequence, tok: int) -> None:
-        stop = stop_reason(seq, tok, self.model_config.eos_token_ids, self.max_model_len)
-        if stop is not None:
-            self._finish_sequence(seq, stop[0], flush=stop[1])
-
-    def _finish_sequence(self, seq: Sequence, reason: FinishReason, error: str | None = None,
-                        flush: bool = True, error_kind: ErrorKind | None = None) -> None:
-        """End `seq` (blocks freed by the scheduler); an abort or error is reported next step."""
-        if flush and seq.text is not None:
-            seq.delta = seq.delta + seq.text.finish()
-        seq.status = SeqStatus.FINISHED
-        seq.finish_reason = FinishReason(reason)
-        seq.error = error
-        if seq.finish_reason is FinishReason.ERROR:
-            seq.error_kind = ErrorKind(error_kind) if error_kind is not None else ErrorKind.INTERNAL
-        self._release(seq)
-        seq.just_finished = True
-        if seq.finish_reason in (FinishReason.ABORTED, FinishReason.ERROR):
-            self._pending.append(take_output(seq))    # reported next step
-
-    def _release(self, seq: Sequence) -> None:
-        """Free a finished sequence's blocks (scheduler.remove) and its random stream, keeping
-        its last SequenceReport (block table, cached prompt tokens, KV tokens as they were) for
-        the next StepReport: a request that ends within one step is still seen with its blocks."""
-        self._finished_reports += sequence_reports(self.bm, [seq])
-        self._book.released(seq)
-        self.scheduler.remove(seq)
-        self._released_keys.append((seq.serial, seq.sample_index))
-
-    def _evict(self, seq: Sequence) -> None:
-        table = self.bm.table(seq.seq_id)
-        plan = eviction.plan_eviction(seq.pattern.spec, table, seq.num_computed, self.bm.block_size)
-        if plan.empty:
-            return
-        self.bm.free_logical(seq.seq_id, plan.freed_logical)
-        self._book.touched(seq)
-        self._rerotations += [(delta, list(ids)) for delta, ids in plan.rerotate]
-
-    # ---- reports and conveniences ----------------------------------------------------------------
+    # ---- reports ------------------------------------------------------------------------------
     def _live_seqs(self) -> list[Sequence]:
         return [s for req in self.requests.values() for s in req.seqs if not s.is_finished]
 
@@ -431,63 +339,3 @@ class Engine:
     def cache_report(self) -> CacheReport:
         """The cache as it is now, without stepping."""
         return self._cache_report()
-
-    def iter_outputs(self, prompt_ids: list[int], params: SamplingParams | None = None,
-                     pattern: str | None = None,
-                     on_report: Callable[[StepReport], None] | None = None) -> Iterator[RequestOutput]:
-        """Run the engine until this request finishes, yielding its outputs as they come."""
-        yield from self._run(self.add_request(prompt_ids, params, pattern), on_report)
-
-    def _run(self, rid: int | str, on_report) -> Iterator[RequestOutput]:   # steps until rid is done
-        while rid in self.requests or any(o.request_id == rid for o in self._pending):
-            report = self.step()
-            if on_report is not None:
-                on_report(report)
-            yield from (out for out in report.outputs if out.request_id == rid)
-
-    def generate(self, prompt_ids: list[int], params: SamplingParams | None = None,
-                 on_report: Callable[[StepReport], None] | None = None,
-                 pattern: str | None = None) -> list[int]:
-        """Token ids of sample 0 (ids of all samples: use `iter_outputs`). Raises RequestError on error."""
-        ids: list[int] = []
-        for out in self.iter_outputs(prompt_ids, params, pattern, on_report):
-            if out.error:
-                raise RequestError(out.error)
-            if out.sample_index == 0:
-                ids += out.new_token_ids
-        return ids
-
-    def add_beam_request(self, prompt_ids: list[int], params: BeamSearchParams,
-                         pattern: str | None = None, request_id: int | str | None = None) -> int | str:
-        """Queue a beam search (see model/engine/beam_search.py); its outputs come when it ends, one
-        RequestOutput per hypothesis, best first (sample_index = rank)."""
-        group = BeamGroup(params)
-        return self.add_request(prompt_ids, group.sampling_params, pattern, request_id, group)
-
-    def beam_search(self, prompt_ids: list[int], params: BeamSearchParams,
-                    on_report: Callable[[StepReport], None] | None = None,
-                    pattern: str | None = None) -> list[BeamHypothesis]:
-        """Run one beam search to the end: hypotheses best first. Raises RequestError on error."""
-        group = BeamGroup(params)
-        rid = self.add_request(prompt_ids, group.sampling_params, pattern, group=group)
-        for out in self._run(rid, on_report):
-            if out.error:
-                raise RequestError(out.error)
-        return group.results
-
-    def attention_weights(self, prompt_ids: list[int], layer: int, head: int) -> list[list[float]]:
-        """One head's attention matrix over a prompt under the engine's pattern (reference path)."""
-        if not prompt_ids:
-            raise ValueError("attention_weights needs at least one token")
-        return self.runner.attention_weights(prompt_ids, layer, head, self.pattern.spec,
-                                             self.bm.block_size)
-
-
-def _keep_choices(pairs: list[tuple[Sequence, int]], tokens: list[int], choices: list) -> None:
-    """Give each appended token its TokenChoice (what the sampler considered), when the group
-    appends the row's draws as drawn, in order (SamplingGroup: the row's sequence, then the
-    n > 1 fork's children); a group that chooses tokens itself gets none."""
-    if len(pairs) == len(tokens) and [t for _, t in pairs] == tokens:
-        for (seq, _), choice in zip(pairs, choices):
-            if choice is not None:
-                seq.new_choices.append(choice)

@@ -243,6 +243,7 @@ class PendingChoices:
             part[3][:] = [move(t) for t in part[3]]
 
     def choices(self) -> list[TokenChoice | None]:
+        """One TokenChoice per row (None for rows that recorded none), read on the host."""
         out: list[TokenChoice | None] = [None] * self.num_rows
         for rows, names, ks, tensors in self.parts:
             cand, lp, entropy, kept = (t.cpu().numpy() for t in tensors)
