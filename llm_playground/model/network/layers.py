@@ -6,8 +6,9 @@ gate/up projection). All heavy lifting goes through the `kernels` dispatchers, s
 kernels replace the torch references on CUDA without a change here. Decode-sized batches (at most
 16 rows, on the Triton path, plain weights) fold each norm into the projection after it and the
 SwiGLU into the down projection (kernels/fused_linear.py): six launches per layer instead of
-nine. Weights may be plain tensors or weight-only int8 (model/network/linear.py); this module does not
-load files.
+nine. Projections may be plain (model/network/linear.py) or weight-only quantised
+(model/network/quant_linear.py; the fused kernels are then skipped); the caches may hold 8-bit
+codes with scales (kv_scales). This module does not load files.
 """
 from __future__ import annotations
 
