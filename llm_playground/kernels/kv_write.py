@@ -42,7 +42,8 @@ def _kv_write_kernel(K, V, KC, VC, Slots, stride_kt, stride_kh, stride_vt, strid
 
 @triton.jit
 def _quant_row(X, C, S, t, slot, stride_xt, stride_xh, stride_cs, stride_ch, stride_ss,
-               h, d, ok, HKV: tl.constexpr, QMAX: tl.constexpr, IS_INT: tl.constexpr):
+               h, d, ok, HKV: tl.constexpr, BLOCK_H: tl.constexpr, QMAX: tl.constexpr,
+               IS_INT: tl.constexpr):
     x = tl.load(X + t * stride_xt + h * stride_xh + d, mask=ok, other=0.0).to(tl.float32)
     amax = tl.max(tl.abs(x), 1)                                       # (BH,)
     scale = tl.maximum(amax / QMAX, 5.960464477539063e-08).to(tl.float16)  # kv_quant.MIN_SCALE
@@ -53,7 +54,7 @@ def _quant_row(X, C, S, t, slot, stride_xt, stride_xh, stride_cs, stride_ch, str
     else:
         y = tl.minimum(tl.maximum(y, -448.0), 448.0)
     tl.store(C + slot * stride_cs + h * stride_ch + d, y.to(C.dtype.element_ty), mask=ok)
-    hs = tl.arange(0, h.shape[0])
+    hs = tl.arange(0, BLOCK_H)
     tl.store(S + slot * stride_ss + hs, scale, mask=hs < HKV)
 
 
@@ -70,9 +71,9 @@ def _kv_write_quant_kernel(K, V, KC, VC, KS, VS, Slots, stride_kt, stride_kh, st
     d = tl.arange(0, BLOCK_D)[None, :]                                # (1, BD)
     ok = (h < HKV) & (d < D)
     _quant_row(K, KC, KS, t, slot, stride_kt, stride_kh, stride_cs, stride_ch, stride_ss,
-               h, d, ok, HKV, QMAX, IS_INT)
+               h, d, ok, HKV, BLOCK_H, QMAX, IS_INT)
     _quant_row(V, VC, VS, t, slot, stride_vt, stride_vh, stride_vcs, stride_vch, stride_ss,
-               h, d, ok, HKV, QMAX, IS_INT)
+               h, d, ok, HKV, BLOCK_H, QMAX, IS_INT)
 
 
 def write_kv(

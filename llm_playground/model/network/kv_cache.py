@@ -53,6 +53,9 @@ class KVCache:
         self.kv_dtype = kv_dtype or "auto"
         self.storage_dtype, self.quantised = kv_storage(dtype, kv_dtype)
         self.device = torch.device(device)
+        if self.kv_dtype == "fp8" and self.device.type == "cuda" and \
+                torch.cuda.get_device_capability(self.device) < (8, 9):
+            raise ValueError("kv_dtype fp8 needs a GPU with float8 (compute capability 8.9+); use int8")
         shape = (num_layers, num_blocks, block_size, num_kv_heads, head_dim)
         self.k_pool = torch.zeros(shape, dtype=self.storage_dtype, device=self.device)  # (L, NB, BS, Hkv, D)
         self.v_pool = torch.zeros(shape, dtype=self.storage_dtype, device=self.device)
