@@ -3,9 +3,10 @@ perplexity, each row named for what it stores. CPU, float32 oracle.
 
 Rows (the WAVE2 note's naming): the reference is the default model's Q4_1 weights dequantised to
 float32 (`--dtype float32`); then the weights as stored in the file (`--weights native`: Q4_1
-blocks, the Q8_0 head requantised per channel on the CPU), int8 per channel and int4 (group 64,
-min/scale) quantised at load from the dequantised weights, all with bfloat16 compute, and, when
-the KV cache has an int8 mode, the reference weights with an int8 KV cache.
+blocks, the Q8_0 head requantised per channel on the CPU), int8 per channel and int4 (groups 64
+and 32, min/scale) quantised at load from the dequantised weights, all with bfloat16 compute,
+and the reference weights with an int8 KV cache. (int4 of an already-4-bit file is a second
+rounding: at group 32 it meets Q4_1's own blocks, at 64 it does not.)
 
 - logits error: the quantised model against the float32 model holding *the same quantised
   weights dequantised* (each QuantLinear's packed weight -> float32), over every position of the
@@ -43,6 +44,7 @@ VARIANTS = [  # (row name, load_model kwargs)
     ("Q4_1 as stored (native), bf16 compute", dict(weights="native")),
     ("int8 weights (per channel), bf16 compute", dict(weights="int8")),
     ("int4 weights (g64, min/scale), bf16 compute", dict(weights="int4", group_size=64)),
+    ("int4 weights (g32, min/scale), bf16 compute", dict(weights="int4", group_size=32)),
 ]
 
 
