@@ -12,6 +12,8 @@ One decode step of B sequences (B = --batches, default 1 16 64), each with --con
 captured in a CUDA graph and timed by triton's do_bench_cudagraph (median); tok/s = B / step
 time. Also: prefill tok/s of one --prefill-token chunk at B = 1 (eager, do_bench), and each
 format's weight bytes. Ratios (x_bf16) are against bf16 in the same run and the same batch.
+KV rows: bf16 weights, the largest batch at --kv-context (default 1024) tokens each, float vs
+int8 KV cache: tok/s, the KV bytes read per step and per second, and blocks per GiB of pool.
 Targets (issue 19 + WAVE2 notes, Llama-3-8B shapes, batch 1): int4 >= 1.8x, int8 >= 1.4x bf16.
 
 CPU form (--device cpu): the default model (or --model PATH), 2 threads (--threads), batch 1,
@@ -80,14 +82,14 @@ def weight_bytes(model) -> int:
     return total
 
 
-def decode_batch(cfg, B: int, context: int, block_size: int, device: str):
+def decode_batch(cfg, B: int, context: int, block_size: int, device: str, kv_dtype=None):
     """(KVCache, AttentionBatch of B decodes at `context`, input ids (B,)): blocks scattered."""
     from llm_playground.model.network.batch import AttentionBatch
     from llm_playground.model.network.kv_cache import KVCache
     per_seq = -(-context // block_size)
     n_blocks = B * per_seq + 1
     kv = KVCache(cfg.num_layers, n_blocks, block_size, cfg.num_kv_heads, cfg.head_dim,
-                 torch.bfloat16, device)
+                 torch.bfloat16, device, kv_dtype=kv_dtype)
     g = torch.Generator().manual_seed(1)
     table = torch.randperm(n_blocks, generator=g)[:B * per_seq].view(B, per_seq).to(torch.int32)
     pos = context - 1
@@ -157,12 +159,42 @@ def run_gpu(a) -> list[dict]:
                     rows.append(row)
                     print(f"{name} {fmt} batch {B}: {tok_s:.0f} tok/s ({ms:.3f} ms/step)", flush=True)
                     del kv, batch, ids
+                if fmt == "bf16" and a.kv_context:
+                    rows += kv_rows(a, name, cfg, model)
             except Exception as e:                     # one failure is a row, not the end
                 traceback.print_exc()
                 rows.append({"model": name, "weights": fmt, "error": f"{type(e).__name__}: {e}"[:200]})
             del model
             gc.collect()
             torch.cuda.empty_cache()
+    return rows
+
+
+def kv_rows(a, name, cfg, model) -> list[dict]:
+    """bf16 weights, the largest batch at --kv-context tokens each: float vs int8 KV cache, with
+    the KV bytes the step must read (B x context x bytes per token) per second of step."""
+    from benchmarks.bench_common import median_ms_graph
+    rows, base = [], None
+    B = max(a.batches)
+    for kv_dtype in ("auto", "int8"):
+        kv, batch, ids = decode_batch(cfg, B, a.kv_context, 16, a.device, kv_dtype)
+
+        def step():
+            return model.compute_logits(model(ids, batch, kv)).argmax(-1)
+        step()
+        step()
+        torch.cuda.synchronize()
+        ms = median_ms_graph(step, rep_ms=a.rep_ms)
+        kv_bytes = B * a.kv_context * kv.bytes_per_block // kv.block_size
+        tok_s = B / (ms / 1e3)
+        base = base or tok_s
+        rows.append({"model": name, "weights": "bf16", "kv": kv_dtype, "batch": B,
+                     "context": a.kv_context, "step_ms": ms, "tok_s": tok_s,
+                     "x_float_kv": tok_s / base, "kv_gb_read": kv_bytes / 1e9,
+                     "kv_gb_s": kv_bytes / (ms / 1e3) / 1e9,
+                     "blocks_per_gib": (1 << 30) // kv.bytes_per_block})
+        print(f"{name} bf16 + {kv_dtype} KV batch {B} ctx {a.kv_context}: {tok_s:.0f} tok/s", flush=True)
+        del kv, batch, ids
     return rows
 
 
@@ -274,6 +306,8 @@ def main(argv=None) -> int:
     ap.add_argument("--batches", nargs="+", type=int, default=[1, 16, 64])
     ap.add_argument("--context", type=int, default=256, help="tokens already cached per sequence")
     ap.add_argument("--prefill-tokens", type=int, default=512, help="0 = no prefill timing")
+    ap.add_argument("--kv-context", type=int, default=1024,
+                    help="context of the float-vs-int8 KV rows (largest batch); 0 = skip them")
     ap.add_argument("--rep-ms", type=int, default=200, help="timing window per measurement")
     ap.add_argument("--model", default=None, help="CPU form: a GGUF path (default: the default model)")
     ap.add_argument("--threads", type=int, default=2)
@@ -286,8 +320,12 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     if a.device.startswith("cuda"):
         rows = run_gpu(a)
-        print_table(rows, ["model", "weights", "batch", "tok_s", "x_bf16", "step_ms", "weight_gb",
-                           "weight_gb_s", "prefill_tok_s", "error"])
+        print_table([r for r in rows if "kv" not in r],
+                    ["model", "weights", "batch", "tok_s", "x_bf16", "step_ms", "weight_gb",
+                     "weight_gb_s", "prefill_tok_s", "error"])
+        print_table([r for r in rows if "kv" in r],
+                    ["model", "kv", "batch", "context", "tok_s", "x_float_kv", "kv_gb_read",
+                     "kv_gb_s", "blocks_per_gib"])
         extra = {"context": a.context, "int4_group": INT4_GROUP}
     else:
         rows = run_cpu(a)
