@@ -33,11 +33,16 @@ import triton.language as tl
 
 from llm_playground.kernels.quant_layout import PackedWeight
 
-GEMV_BLOCK_N = 32
-GEMV_TILE_BYTES = 128      # codes per row per K tile: 256 int4 columns or 128 int8 columns
-GEMM_MAX_BLOCK_K = 64
-GEMM_BLOCK_N = 64
+# First guesses, not autotuned; the environment overrides them for a sweep on the GPU
+# (QUANT_GEMV_BLOCK_N=16 QUANT_GEMV_TILE_BYTES=256 QUANT_WARPS=8 python benchmarks/quant_decode.py).
+GEMV_BLOCK_N = int(os.environ.get("QUANT_GEMV_BLOCK_N", 32))
+GEMV_TILE_BYTES = int(os.environ.get("QUANT_GEMV_TILE_BYTES", 128))  # codes per row per K tile
+GEMM_MAX_BLOCK_K = int(os.environ.get("QUANT_GEMM_BLOCK_K", 64))
+GEMM_BLOCK_N = int(os.environ.get("QUANT_GEMM_BLOCK_N", 64))
+NUM_WARPS = int(os.environ.get("QUANT_WARPS", 4))
+SPLIT_WAVES = int(os.environ.get("QUANT_SPLIT_WAVES", 2))   # split-K aims at this many programs per SM
 _SM_COUNT: dict[int, int] = {}
+
 # triton 3.9's interpreter computes bf16 x bf16 tl.dot wrongly (values ~1e10 on 16x16 tiles,
 # checked 2026-12-07); under it the GEMM's dot runs in float32 (the codes are exact either way).
 _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
@@ -153,7 +158,7 @@ def _sm_count(device: torch.device) -> int:
 
 def _split(tiles: int, programs: int, device: torch.device) -> tuple[int, int]:
     """(splits, tiles per split): enough programs for two waves of the GPU, slices of >= 2 tiles."""
-    want = max(1, -(-2 * _sm_count(device) // max(programs, 1)))
+    want = max(1, -(-SPLIT_WAVES * _sm_count(device) // max(programs, 1)))
     splits = max(1, min(want, tiles // 2, 16))
     per = -(-tiles // splits)
     return -(-tiles // per), per
@@ -204,7 +209,7 @@ def quant_linear(x: torch.Tensor, pw: PackedWeight) -> torch.Tensor:
         _qgemv_kernel[(*p["grid"], splits)](
             x, pw.codes, pw.scales, mins, part, N, K, pw.codes.stride(0), pw.scales.stride(0),
             p["per"], p["tiles"], BITS=pw.bits, HAS_MIN=pw.mins is not None, G=pw.group_size,
-            GPT=p["gpt"], SUBK=p["subk"], BLOCK_N=GEMV_BLOCK_N, num_warps=4)
+            GPT=p["gpt"], SUBK=p["subk"], BLOCK_N=GEMV_BLOCK_N, num_warps=NUM_WARPS)
         y = part[0] if splits == 1 else part.sum(0)
         return y.to(x.dtype).view(1, N)
     part = torch.empty((splits, M, N), dtype=torch.float32, device=x.device)     # (S, M, N)
@@ -212,6 +217,6 @@ def quant_linear(x: torch.Tensor, pw: PackedWeight) -> torch.Tensor:
         x, pw.codes, pw.scales, mins, part, M, N, K, x.stride(0), pw.codes.stride(0),
         pw.scales.stride(0), p["per"], p["tiles"], BITS=pw.bits, HAS_MIN=pw.mins is not None,
         G=pw.group_size, BLOCK_M=p["block_m"], BLOCK_N=GEMM_BLOCK_N, BLOCK_K=p["block_k"],
-        DOT_F32=x.dtype == torch.float32 or _INTERPRET, num_warps=4)
+        DOT_F32=x.dtype == torch.float32 or _INTERPRET, num_warps=NUM_WARPS)
     y = part[0] if splits == 1 else part.sum(0)
     return y.to(x.dtype)
