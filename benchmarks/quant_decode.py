@@ -5,8 +5,9 @@ GPU form (default when CUDA is present): random weights of SmolLM2-135M and Llam
 built once per weight format so all three hold the same values before quantising:
     bf16   plain bfloat16 projections (cuBLAS, the fused norm/SwiGLU kernels at small batch)
     int8   per-channel int8 (kernels/quant_matmul.py), bf16 activations
-    int4   int4 group 128 with min/scale (Q4_1 style), bf16 activations
-The embedding table stays bf16 in every format; the output head is quantised with the rest.
+    int4   int4 group 128 with min/scale (Q4_1 style), bf16 activations; the head int8
+The embedding table stays bf16 in every format; the output head is quantised with the rest
+(int8 in the int4 format, as `--weights int4` does).
 One decode step of B sequences (B = --batches, default 1 16 64), each with --context tokens
 (default 256) already in a paged cache of scattered blocks: forward + output head + argmax,
 captured in a CUDA graph and timed by triton's do_bench_cudagraph (median); tok/s = B / step
@@ -63,8 +64,10 @@ def random_model(cfg, fmt: str, device: str, seed: int = 0):
                 p.normal_(0.0, 0.02, generator=g)
     if fmt == "int8":
         model.quantize_projections(lambda parts, w: quantize_int8(w, None))
-    elif fmt == "int4":
-        model.quantize_projections(lambda parts, w: quantize_int4(w, INT4_GROUP))
+    elif fmt == "int4":                       # the head at int8, as --weights int4 does
+        from llm_playground.model.weights.loader import HEAD_PARTS
+        model.quantize_projections(lambda parts, w: quantize_int8(w, None) if parts[0] in HEAD_PARTS
+                                   else quantize_int4(w, INT4_GROUP))
     return model.eval()
 
 

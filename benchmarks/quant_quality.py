@@ -6,7 +6,8 @@ float32 (`--dtype float32`); then the weights as stored in the file (`--weights 
 blocks, the Q8_0 head requantised per channel on the CPU), int8 per channel and int4 (groups 64
 and 32, min/scale) quantised at load from the dequantised weights, all with bfloat16 compute,
 and the reference weights with an int8 KV cache. (int4 of an already-4-bit file is a second
-rounding: at group 32 it meets Q4_1's own blocks, at 64 it does not.)
+rounding; `--weights int4` keeps the output head at int8 per channel, as llama.cpp's Q4 types
+keep theirs at 6-8 bits.)
 
 - logits error: the quantised model against the float32 model holding *the same quantised
   weights dequantised* (each QuantLinear's packed weight -> float32), over every position of the
@@ -98,6 +99,7 @@ def main(argv=None) -> int:
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--model", default=None, help="a GGUF (default: the default model)")
     ap.add_argument("--json", default=str(RESULTS_DIR))
+    ap.add_argument("--only", default=None, help="run the reference and the rows containing this")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     from llm_playground.model.network.kv_cache import KV_DTYPES
@@ -108,6 +110,8 @@ def main(argv=None) -> int:
     rows, ref = [], None
     variants = list(VARIANTS) + [("int8 KV (per token), float32 weights", dict(dtype="float32"))
                                  ] if "int8" in KV_DTYPES else list(VARIANTS)
+    if a.only:
+        variants = variants[:1] + [v for v in variants[1:] if a.only in v[0]]
     for name, kw in variants:
         t0 = time.perf_counter()
         kv = "int8" if "KV" in name else None

@@ -40,6 +40,7 @@ CPU_DEFAULT = "int8"      # measured fastest CPU decode (see docs / report); flo
 CUDA_DEFAULT = "bfloat16"
 INT4_GROUP_DEFAULT = 128  # gpt-fast's and AWQ's default: 6% of scale/min bytes at float16
                           # (int4_group: smaller when it does not divide the row)
+HEAD_PARTS = ("lm_head.weight", "model.embed_tokens.weight")   # the head (tied or not)
 LEGACY_INT8_NOTE = "--dtype int8 means --weights int8 --dtype bfloat16 now"
 
 
@@ -161,8 +162,9 @@ def make_packer(weight_format: str, group_size: int | None, native=None):
     from llm_playground.kernels.quant_layout import PackedWeight, quantize_int4, quantize_int8
     if weight_format == "int8":
         return lambda parts, w: quantize_int8(w, group_size)
-    if weight_format == "int4":
-        return lambda parts, w: quantize_int4(w, group_size or int4_group(w.shape[1]))
+    if weight_format == "int4":                 # the output head stays 8-bit, as llama.cpp's
+        return lambda parts, w: (quantize_int8(w, None) if parts[0] in HEAD_PARTS  # Q4 types do
+                                 else quantize_int4(w, group_size or int4_group(w.shape[1])))
 
     def pack(parts: list[str], w: torch.Tensor) -> PackedWeight:
         found = [native(p) for p in parts] if native is not None else [None]
