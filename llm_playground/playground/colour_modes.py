@@ -2,9 +2,9 @@
 
 One toggle cycles through them (WAVE2 decision: colouring by speculation is one mode of the same
 toggle, shared with the probability view). `boundaries` colours the reply's token spans so that
-neighbours differ (playground/token_spans.py); `probability` shows the reply in the
-"what the model considered" panel (playground/considered_panel.py), coloured by each drawn
-token's probability; `speculation` has no data until speculative decoding lands in the engine,
+neighbours differ (playground/token_spans.py); `probability` colours the replies in the log
+by each drawn token's probability (those sent in this mode: the others' choices were not
+recorded) and shows the "what the model considered" panel (playground/considered_panel.py); `speculation` has no data until speculative decoding lands in the engine,
 so it says so in one line instead of colouring anything.
 
 This module only names the modes and what each one says; it draws nothing.
