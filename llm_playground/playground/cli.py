@@ -100,7 +100,8 @@ def _engine(args):
     from llm_playground.model.engine.engine import Engine
     from llm_playground.model.weights.loader import load_model
     loaded = load_model(args.model, config.dtype, config.device, progress=_say,
-                        fraction=_WeightsPercent())
+                        fraction=_WeightsPercent(), weights=config.weights,
+                        group_size=config.group_size)
     _say("allocating the KV cache")
     engine = Engine(loaded, config)
     return engine, time.perf_counter() - t0

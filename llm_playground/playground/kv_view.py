@@ -40,7 +40,13 @@ def human_bytes(n: float) -> str:
 
 
 def block_formula(info: ModelInfo) -> str:
-    """How one block's bytes add up for this model, as one line of text."""
+    """How one block's bytes add up for this model, as one line of text (an 8-bit cache says
+    what it stores: codes of 1 B and a scale per token and head)."""
+    if info.kv_scale_bytes:
+        return (f"per block ({info.kv_dtype} K/V + f16 scale per token): 2 × {info.num_layers} "
+                f"layers × {info.num_kv_heads} KV heads × ({info.head_dim} dim × "
+                f"{info.dtype_bytes} B + {info.kv_scale_bytes} B) × {info.block_size} tokens = "
+                f"{info.bytes_per_block:,} B")
     return (f"per block: 2 × {info.num_layers} layers × {info.num_kv_heads} KV heads × "
             f"{info.head_dim} dim × {info.dtype_bytes} B × {info.block_size} tokens = "
             f"{info.bytes_per_block:,} B")

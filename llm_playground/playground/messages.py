@@ -37,6 +37,8 @@ class ModelInfo:
     tokenizer: Any                   # bpe.Tokenizer (read-only use from the UI thread)
     chat_template: str | None
     pattern: str = "dense"
+    kv_dtype: str = ""               # "" = the compute dtype; "int8" / "fp8": 8-bit codes + scales
+    kv_scale_bytes: int = 0          # bytes of scale per (token, KV head) for an 8-bit cache
 
 
 @dataclass

@@ -86,7 +86,9 @@ def test_the_mapping_covers_every_engine_flag_and_names_real_fields():
     # each flag, given a non-default value, sets exactly its own field
     samples = {"dtype": ("float16", "float16"), "device": ("cuda", "cuda"),
                "attention": ("atrous:2", "atrous:2"), "block_size": ("8", 8),
-               "kv_blocks": ("5", 5), "kv_budget": ("3M", 3 * M)}
+               "kv_blocks": ("5", 5), "kv_budget": ("3M", 3 * M),
+               "weights": ("int4", "int4"), "group_size": ("64", 64),
+               "kv_dtype": ("int8", "int8")}
     assert set(samples) == set(FLAG_FIELDS)
     default = EngineConfig()
     for dest, (text, value) in samples.items():
