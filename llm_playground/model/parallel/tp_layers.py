@@ -82,7 +82,7 @@ class RowParallel(nn.Module):
 
     def quantize_int8(self, act_dtype: torch.dtype = torch.bfloat16) -> None:
         """Quantise the inner shard (weight-only int8, per output row)."""
-        self.inner.quantize_int8(act_dtype)
+        self.inner = quantized_int8(self.inner, act_dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:     # (T, in / world) -> (T, out)
         """This rank's partial projection, summed over all ranks."""
@@ -112,7 +112,7 @@ class VocabParallelHead(nn.Module):
 
     def quantize_int8(self, act_dtype: torch.dtype = torch.bfloat16) -> None:
         """Quantise the inner shard (weight-only int8, per output row)."""
-        self.inner.quantize_int8(act_dtype)
+        self.inner = quantized_int8(self.inner, act_dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:     # (N, H) -> (N, V)
         """Local logits (N, V / world), all-gathered and concatenated in rank order."""
@@ -120,3 +120,12 @@ class VocabParallelHead(nn.Module):
         parts = [torch.empty_like(local) for _ in range(self.world)]
         self.timer.run(dist.all_gather, parts, local, group=self.group)
         return torch.cat(parts, dim=-1)[:, :self.vocab_size]                 # (N, V)
+
+
+def quantized_int8(linear: nn.Module, act_dtype: torch.dtype) -> nn.Module:
+    """A QuantLinear (model/network/quant_linear.py) holding `linear`'s shard as weight-only
+    int8, one scale per output row (what the single-rank loader makes of --weights int8)."""
+    from llm_playground.kernels.quant_layout import quantize_int8
+    from llm_playground.model.network.quant_linear import QuantLinear
+    w = linear.weight                                                      # (out, in) float
+    return QuantLinear(quantize_int8(w.float(), None), act_dtype, w.device)

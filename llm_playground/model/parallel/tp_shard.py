@@ -79,7 +79,10 @@ def shard_model(model, share: RankShare, group, timer: CommTimer):
 def quantize_shard(model, act_dtype: torch.dtype) -> None:
     """Weight-only int8 for every projection of a sharded model and its head shard (the
     embedding table stays as it is: it is a separate tensor from the head shard)."""
+    from llm_playground.model.parallel.tp_layers import quantized_int8
     for layer in model.layers:
-        for proj in (layer.qkv_proj, layer.o_proj, layer.gate_up_proj, layer.down_proj):
+        for name in ("qkv_proj", "gate_up_proj"):             # column shards: plain Linears
+            setattr(layer, name, quantized_int8(getattr(layer, name), act_dtype))
+        for proj in (layer.o_proj, layer.down_proj):           # row shards: RowParallel
             proj.quantize_int8(act_dtype)
     model.lm_head.quantize_int8(act_dtype)
