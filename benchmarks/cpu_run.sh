@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The CPU benchmarks at small sizes (a few minutes on a 2-core laptop), JSON into $OUT.
-#   bash benchmarks/cpu_run.sh [stage ...]    stages: decode overhead kv prefix chunked bpe
+#   bash benchmarks/cpu_run.sh [stage ...]    stages: decode overhead kv prefix chunked bpe serve
 #   (no stage = all). `make bench-cpu` runs it with the project's venv (STAGES="kv prefix" picks).
 # $OUT defaults to benchmarks/results/small/ (git-ignored), so a small run never replaces the
 # full-size results in benchmarks/results/ that benchmarks/README.md cites. Each file is named
@@ -14,19 +14,22 @@
 #   bpe       bpe_benchmark.py --size-mb 2, vocab 8,000: ours vs HF tokenizers, SentencePiece and
 #             tiktoken; needs the pinned Debian corpus (benchmarks/corpus.py, apt-get download)
 #             or BPE_CORPUS=FILE (any UTF-8 text; the JSON records its path)
+#   serve     serve_load.py: 32 streaming requests through the HTTP server (its own process) vs the
+#             in-process engine, tiny model, 1 torch thread per process, best of 3; needs fastapi,
+#             uvicorn and httpx2 (skipped with a note when they are missing)
 # The engine stages on the tiny model measure the engine's bookkeeping, not a model's speed.
 set -u -o pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-benchmarks/results/small}
 PY=${PY:-.venv/bin/python}
 THREADS=${THREADS:-2}
-STAGES="${*:-decode overhead kv prefix chunked bpe}"
+STAGES="${*:-decode overhead kv prefix chunked bpe serve}"
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 mkdir -p "$OUT"
 has() { case " $STAGES " in *" $1 "*) return 0;; esac; return 1; }
 for stage in $STAGES; do
-  case "$stage" in decode|overhead|kv|prefix|chunked|bpe) ;;
-    *) echo "cpu_run.sh: unknown stage '$stage' (decode overhead kv prefix chunked bpe)" >&2; exit 2;;
+  case "$stage" in decode|overhead|kv|prefix|chunked|bpe|serve) ;;
+    *) echo "cpu_run.sh: unknown stage '$stage' (decode overhead kv prefix chunked bpe serve)" >&2; exit 2;;
   esac
 done
 status=0
@@ -58,6 +61,14 @@ if has bpe; then
     run $PY benchmarks/bpe_benchmark.py --size-mb 2 --vocab-size 8000 --threads "$THREADS" --out "$OUT"
   else
     echo ">> bpe: skipped: the pinned corpus needs apt-get and dpkg-deb (Debian/Ubuntu); pass BPE_CORPUS=FILE" >&2
+  fi
+fi
+if has serve; then
+  if $PY -c 'import fastapi, uvicorn, httpx2' 2>/dev/null; then
+    run $PY benchmarks/serve_load.py --model tiny --device cpu --requests 32 --min-len 16 --max-len 64 \
+      --threads 1 --repeats 3 --json "$OUT/"
+  else
+    echo ">> serve: skipped: fastapi, uvicorn or httpx2 is not installed" >&2
   fi
 fi
 [ $status -eq 0 ] && echo ">> results in $OUT/" >&2

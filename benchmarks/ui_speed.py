@@ -19,7 +19,7 @@ This CPU may be shared with other work: the rates move with the load, so read th
 (measured side by side, alternating) rather than the absolute figures.
 
   python benchmarks/ui_speed.py                       # 3 rounds of the three modes
-  python benchmarks/ui_speed.py --rounds 1 --modes cli,ui-headless --max-tokens 64   # quick check
+  python benchmarks/ui_speed.py --rounds 1 --modes cli,ui-headless   # quick check (256 tokens each)
 """
 from __future__ import annotations
 

@@ -18,6 +18,7 @@ every argument):
         (decode-sized batches; fused_linear_ok(x, weight) says when the fused kernel applies)
     rope_write_kv(q, k, v, positions, cos, sin, k_cache, v_cache, slot_mapping,
                   return_k=False) -> rotated q (and the rotated k, packed, with return_k)
+    quant_linear(x, packed_weight) -> x @ W.T, W weight-only 4/8-bit (kernels/quant_layout.py)
 
 Dispatch: the Triton kernel runs when the tensors are on CUDA, the reference otherwise;
 `set_backend("reference" | "triton" | "auto")` (or the env var KERNELS_BACKEND) forces one.
@@ -27,6 +28,7 @@ from llm_playground.kernels.dispatch import (  # noqa: F401
     fused_linear_ok,
     get_backend,
     paged_attention,
+    quant_linear,
     rms_norm,
     rms_norm_linear,
     rope,

@@ -61,9 +61,10 @@ def _use_triton(t: torch.Tensor) -> bool:
 
 def paged_attention(q, k_cache, v_cache, cu_seqlens_q, context_lens, block_tables,
                     max_q_len, max_context_len, scale, mask=None, num_decodes=0, out=None,
-                    holes=True, k_new=None, v_new=None, prefix=True, num_verify=0,
-                    verify_q_len=0):
+                    holes=True, k_new=None, v_new=None, prefix=True, kv_scales=None,
+                    num_verify=0, verify_q_len=0):
     """Paged attention over the KV cache (Triton or reference); see paged_attention_ref.
+    kv_scales: (k_scale, v_scale) when the caches hold 8-bit codes (kernels/kv_quant.py).
     num_verify / verify_q_len (speculative verification rows after the decodes) only route the
     Triton path (kernels/triton_attention.py); the reference handles any q_len per sequence."""
     from llm_playground.kernels.mask import DENSE
@@ -73,23 +74,33 @@ def paged_attention(q, k_cache, v_cache, cu_seqlens_q, context_lens, block_table
         return triton_attention.paged_attention(q, k_cache, v_cache, cu_seqlens_q, context_lens,
                                                 block_tables, max_q_len, max_context_len, scale,
                                                 mask, num_decodes, out, holes, k_new, v_new,
-                                                prefix, num_verify, verify_q_len)
+                                                prefix, kv_scales, num_verify, verify_q_len)
     # The reference reads every key from the cache; k_new / v_new (the same values, packed) are
     # only a faster source for the Triton prefill kernel.
+    ks, vs = kv_scales if kv_scales is not None else (None, None)
     return ref.paged_attention_ref(q, k_cache, v_cache, cu_seqlens_q, context_lens, block_tables,
-                                   max_q_len, max_context_len, scale, mask, num_decodes, out, holes)
+                                   max_q_len, max_context_len, scale, mask, num_decodes, out, holes,
+                                   ks, vs)
 
 
-def write_kv(k, v, k_cache, v_cache, slot_mapping):
-    """Write k, v (T, Hkv, D) into the caches at slot_mapping (-1 = skip)."""
+def write_kv(k, v, k_cache, v_cache, slot_mapping, kv_scales=None):
+    """Write k, v (T, Hkv, D) into the caches at slot_mapping (-1 = skip); with kv_scales
+    (k_scale, v_scale), as 8-bit codes and per-token scales."""
+    ks, vs = kv_scales if kv_scales is not None else (None, None)
     if _use_triton(k):
         from llm_playground.kernels import kv_write
-        return kv_write.write_kv(k, v, k_cache, v_cache, slot_mapping)
-    return ref.write_kv_ref(k, v, k_cache, v_cache, slot_mapping)
+        return kv_write.write_kv(k, v, k_cache, v_cache, slot_mapping, ks, vs)
+    return ref.write_kv_ref(k, v, k_cache, v_cache, slot_mapping, ks, vs)
 
 
-def rope_write_kv(q, k, v, positions, cos, sin, k_cache, v_cache, slot_mapping, return_k=False):
-    """RoPE on q and k, then k and v into their slots; returns rotated q (and k if return_k)."""
+def rope_write_kv(q, k, v, positions, cos, sin, k_cache, v_cache, slot_mapping, return_k=False,
+                  kv_scales=None):
+    """RoPE on q and k, then k and v into their slots; returns rotated q (and k if return_k).
+    With kv_scales (8-bit caches) the rotation and the quantising write are two launches."""
+    if kv_scales is not None:
+        q, k = rope(q, k, positions, cos, sin)
+        write_kv(k, v, k_cache, v_cache, slot_mapping, kv_scales)
+        return (q, k) if return_k else q
     if _use_triton(q):
         from llm_playground.kernels import rope_triton as rope_kernel
         return rope_kernel.rope_write_kv(q, k, v, positions, cos, sin, k_cache, v_cache,
@@ -136,3 +147,14 @@ def silu_mul_linear(gate_up, weight):
         from llm_playground.kernels import fused_linear
         return fused_linear.silu_mul_linear(gate_up, weight)
     return ref.silu_mul_linear_ref(gate_up, weight)
+
+
+def quant_linear(x, pw):
+    """x (T, K) @ W.T for a PackedWeight W (kernels/quant_layout.py): the Triton kernels on the
+    Triton path, the float32 oracle otherwise (the CPU model uses torch's int ops instead:
+    model/network/quant_linear.py)."""
+    if _use_triton(x):
+        from llm_playground.kernels import quant_matmul
+        return quant_matmul.quant_linear(x, pw)
+    from llm_playground.kernels.quant_layout import quant_linear_ref
+    return quant_linear_ref(x, pw)

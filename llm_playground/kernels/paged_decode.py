@@ -50,14 +50,15 @@ MAX_SPLITS = 64
 
 @triton.jit
 def _decode_kernel(
-    Q, K, V, Out, PartO, PartLse, CtxLens, Tables,
+    Q, K, V, Out, PartO, PartLse, CtxLens, Tables, KS, VS,
     stride_qt, stride_qh, stride_kb, stride_ks, stride_kh, stride_vb, stride_vs, stride_vh,
+    stride_sb, stride_ss,
     stride_ot, stride_oh, stride_tb, stride_pt, stride_ph, stride_ps, stride_lt, stride_lh,
     qk_scale, tokens_per_split, window, stride, sinks,
     GROUP: tl.constexpr, QN: tl.constexpr, BLOCK_H: tl.constexpr, BS: tl.constexpr,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
     PATTERN: tl.constexpr, WINDOW_ONLY: tl.constexpr, SPLIT: tl.constexpr, DOT_F32: tl.constexpr,
-    PRECISION: tl.constexpr, IDX64: tl.constexpr,
+    PRECISION: tl.constexpr, IDX64: tl.constexpr, KV_QUANT: tl.constexpr,
 ):
     b = tl.program_id(0)
     kvh = tl.program_id(1)
@@ -119,6 +120,12 @@ def _decode_kernel(
                         mask=key_ok[:, None] & d_ok, other=0.0)                   # (BN, BD)
             v = tl.load(v_base + vrow[:, None] + offs_d[None, :],
                         mask=key_ok[:, None] & d_ok, other=0.0)                   # (BN, BD)
+            if KV_QUANT:   # 8-bit codes, one float16 scale per (token, KV head)
+                srow = blk * stride_sb + slot * stride_ss + kvh                   # (BN,)
+                ksc = tl.load(KS + srow, mask=key_ok, other=0.0).to(tl.float32)
+                vsc = tl.load(VS + srow, mask=key_ok, other=0.0).to(tl.float32)
+                k = (k.to(tl.float32) * ksc[:, None]).to(Q.dtype.element_ty)
+                v = (v.to(tl.float32) * vsc[:, None]).to(Q.dtype.element_ty)
             if DOT_F32:
                 k = k.to(tl.float32)
             s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale    # (BH, BN)
@@ -223,8 +230,12 @@ def paged_decode(
     query_per_seq: int = 1,
     num_splits: int | None = None,
     config: tuple[int, int, int] | None = None,  # (BLOCK_N, num_warps, num_stages)
+    k_scale: torch.Tensor | None = None,   # (NB, BS, Hkv) float16: the caches hold 8-bit codes
+    v_scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Decode attention of sequences 0..num_seqs-1 (query_per_seq tokens each) into `out`."""
+    """Decode attention of sequences 0..num_seqs-1 (query_per_seq tokens each) into `out`.
+    With k_scale / v_scale the caches are int8 / fp8 codes (kernels/kv_quant.py), dequantised
+    as they are loaded: half the bytes read per key."""
     _, Hq, D = q.shape
     _, BS, Hkv, _ = k_cache.shape
     if out is None:
@@ -256,10 +267,16 @@ def paged_decode(
         part_o = part_lse = out  # unused
     pattern = not mask.is_dense
     block_d = triton.next_power_of_2(D)
+    quant = k_scale is not None
+    if quant and (k_scale.stride() != v_scale.stride() or k_scale.stride(2) != 1):
+        raise ValueError("paged_decode: k_scale and v_scale must be (NB, BS, Hkv) alike, heads contiguous")
+    ks, vs = (k_scale, v_scale) if quant else (out, out)   # unread without KV_QUANT
     _decode_kernel[(num_seqs, Hkv, num_splits)](
-        q, k_cache, v_cache, out, part_o, part_lse, context_lens, block_tables,
+        q, k_cache, v_cache, out, part_o, part_lse, context_lens, block_tables, ks, vs,
         q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
-        v_cache.stride(0), v_cache.stride(1), v_cache.stride(2), out.stride(0), out.stride(1),
+        v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
+        k_scale.stride(0) if quant else 0, k_scale.stride(1) if quant else 0,
+        out.stride(0), out.stride(1),
         block_tables.stride(0),
         part_o.stride(0) if split else 0, part_o.stride(1) if split else 0,
         part_o.stride(2) if split else 0, part_lse.stride(0) if split else 0,
@@ -271,7 +288,7 @@ def paged_decode(
         DOT_F32=_interpreting() and q.dtype != torch.float32,
         PRECISION="ieee" if q.dtype == torch.float32 else "tf32",  # fp32 stays fp32
         IDX64=max(k_cache.numel(), v_cache.numel()) >= 2**31,  # 32-bit offsets save registers
-        num_warps=warps, num_stages=stages,
+        KV_QUANT=quant, num_warps=warps, num_stages=stages,
     )
     if split:
         _reduce_kernel[(T, Hq)](

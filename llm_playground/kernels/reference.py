@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from llm_playground.kernels.kv_quant import dequantize_kv, quantize_kv
 from llm_playground.kernels.mask import DENSE, MaskSpec
 
 
@@ -30,6 +31,8 @@ def paged_attention_ref(
     num_decodes: int = 0,
     out: torch.Tensor | None = None,  # (T, Hq, D) written in place when given
     holes: bool = True,          # a hint for the Triton kernel; the reference always skips holes
+    k_scale: torch.Tensor | None = None,  # (NB, BS, Hkv) float16: the caches hold 8-bit codes
+    v_scale: torch.Tensor | None = None,  # (kernels/kv_quant.py), dequantised as gathered
 ) -> torch.Tensor:
     """Causal attention of each sequence's new tokens over all its cached keys (prefix + new)."""
     T, Hq, D = q.shape
@@ -48,6 +51,9 @@ def paged_attention_ref(
         holes = table < 0
         k = k_cache[table.clamp(min=0)].reshape(n_blocks * BS, Hkv, D)[:n]  # (n, Hkv, D)
         v = v_cache[table.clamp(min=0)].reshape(n_blocks * BS, Hkv, D)[:n]
+        if k_scale is not None:                                        # 8-bit codes -> q's dtype
+            k = dequantize_kv(k, k_scale[table.clamp(min=0)].reshape(n_blocks * BS, Hkv)[:n], q.dtype)
+            v = dequantize_kv(v, v_scale[table.clamp(min=0)].reshape(n_blocks * BS, Hkv)[:n], q.dtype)
         qb = q[q0:q1]                                                  # (q_len, Hq, D)
         attn_mask = None
         is_causal = False
@@ -85,20 +91,30 @@ def write_kv_ref(
     k_cache: torch.Tensor,       # (NB, BS, Hkv, D)
     v_cache: torch.Tensor,       # (NB, BS, Hkv, D)
     slot_mapping: torch.Tensor,  # (T,) int64, -1 = skip
+    k_scale: torch.Tensor | None = None,   # (NB, BS, Hkv) float16: quantise into 8-bit codes
+    v_scale: torch.Tensor | None = None,
 ) -> None:
-    """Scatter new K/V rows into their physical slots (block_id * BS + offset)."""
+    """Scatter new K/V rows into their physical slots (block_id * BS + offset); with scales,
+    as 8-bit codes and one scale per (token, head) (kernels/kv_quant.py)."""
     keep = slot_mapping >= 0
     slots = slot_mapping[keep]
+    if k_scale is not None:
+        for x, cache, sc in ((k, k_cache, k_scale), (v, v_cache, v_scale)):
+            codes, scales = quantize_kv(x[keep], cache.dtype)
+            flat = cache.view(torch.uint8).view(-1, *cache.shape[2:])       # fp8 has no index_copy_
+            flat.index_copy_(0, slots, codes.view(torch.uint8))
+            sc.view(-1, sc.shape[2]).index_copy_(0, slots, scales)
+        return
     k_cache.view(-1, *k_cache.shape[2:]).index_copy_(0, slots, k[keep].to(k_cache.dtype))
     v_cache.view(-1, *v_cache.shape[2:]).index_copy_(0, slots, v[keep].to(v_cache.dtype))
 
 
 def rope_write_kv_ref(q, k, v, positions, cos, sin, k_cache, v_cache, slot_mapping,
-                      return_k=False):
+                      return_k=False, k_scale=None, v_scale=None):
     """RoPE on q and k, then the rotated k and v into their slots; returns the rotated q (and
     with return_k the rotated k)."""
     q, k = rope_ref(q, k, positions, cos, sin)
-    write_kv_ref(k, v, k_cache, v_cache, slot_mapping)
+    write_kv_ref(k, v, k_cache, v_cache, slot_mapping, k_scale, v_scale)
     return (q, k) if return_k else q
 
 

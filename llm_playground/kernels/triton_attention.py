@@ -41,11 +41,15 @@ def paged_attention(
     k_new: torch.Tensor | None = None,  # (T, Hkv, D) the new tokens' rotated keys, packed like q
     v_new: torch.Tensor | None = None,  # (T, Hkv, D) their values (dense masks: read from here)
     prefix: bool = True,         # False: no prefill chunk has cached tokens before it
+    kv_scales: tuple[torch.Tensor, torch.Tensor] | None = None,  # 8-bit caches (kv_quant.py)
     num_verify: int = 0,         # sequences num_decodes.. with verify_q_len new tokens each
     verify_q_len: int = 0,
 ) -> torch.Tensor:
-    """Mixed-batch paged attention: decodes by paged_decode, the rest by flash_prefill."""
-    if q.dim() != 3 or k_cache.dim() != 4 or k_cache.shape != v_cache.shape:
+    """Mixed-batch paged attention: decodes by paged_decode, the rest by flash_prefill.
+    With kv_scales the decode kernel reads the 8-bit codes itself; the prefill kernel reads the
+    blocks its sequences' tables name dequantised into a temporary cache (kv_quant.dequantized_view:
+    prefill is compute-bound, and flash_prefill stays one kernel for every cache dtype)."""
+    if q.dim() != 3 or k_cache.dim() != 4 or k_cache.shape != v_cache.shape:  # noqa: E501
         raise ValueError(f"paged_attention: expected q (T, Hq, D) and caches (NB, BS, Hkv, D), got "
                          f"{tuple(q.shape)}, {tuple(k_cache.shape)}, {tuple(v_cache.shape)}")
     if q.shape[1] % k_cache.shape[2] or q.shape[2] != k_cache.shape[3]:
@@ -54,9 +58,10 @@ def paged_attention(
     if out is None:
         out = torch.empty_like(q)
     num_seqs = context_lens.shape[0]
+    ks, vs = kv_scales if kv_scales is not None else (None, None)
     if num_decodes > 0:
         paged_decode(q, k_cache, v_cache, context_lens, block_tables, num_decodes,
-                     max_context_len, scale, mask, out)
+                     max_context_len, scale, mask, out, k_scale=ks, v_scale=vs)
     first = num_decodes
     if num_verify > 0 and verify_q_len > 0:
         # Verify rows start at token num_decodes (every decode row has one token): the decode
@@ -64,8 +69,14 @@ def paged_attention(
         t0, t1 = num_decodes, num_decodes + num_verify * verify_q_len
         paged_decode(q[t0:t1], k_cache, v_cache, context_lens[first:], block_tables[first:],
                      num_verify, max_context_len, scale, mask, out[t0:t1],
-                     query_per_seq=verify_q_len)
+                     query_per_seq=verify_q_len, k_scale=ks, v_scale=vs)
         first += num_verify
+    if num_seqs > first and max_q_len > 0 and kv_scales is not None:
+        from llm_playground.kernels.kv_quant import dequantized_view
+        # only the prefill rows' blocks; the decode and verify rows get empty (-1) tables
+        k_cache, v_cache, tail = dequantized_view(k_cache, v_cache, ks, vs,
+                                                  block_tables[first:], q.dtype)
+        block_tables = torch.cat([torch.full_like(block_tables[:first], -1), tail])
     if num_seqs > first and max_q_len > 0:
         flash_prefill(q, k_cache, v_cache, cu_seqlens_q, context_lens, block_tables, max_q_len,
                       scale, mask, out, first_seq=first, holes=holes, k_new=k_new,

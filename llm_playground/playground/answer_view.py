@@ -8,9 +8,12 @@ about 10 ms there, so a streaming answer asks for one only when its height chang
 - the open block is plain text in a `Static` that asks for a layout only when its wrapped height
   changes, otherwise a repaint of its own lines;
 - when the answer ends, one full `Markdown.update` shows it as the model wrote it.
-With token colours on, each sample is drawn as coloured token spans instead (token_spans.py),
-under the same height rule. A stop token (end of sequence) is not reply text: a small end
-marker stands for it.
+While it streams, the open block keeps a few spare lines below it (STREAM_RESERVE_LINES), so
+that a new line of text rarely changes the answer's height. With token colours on (F7's `boundaries`), each sample is drawn as coloured token spans instead
+(token_spans.py), under the same height rule; in `probability` mode, an answer whose choices were
+recorded (`set_choices`, what the sampler considered) is drawn token by token in the colour of
+each token's probability, on the scale of the considered panel's strip (probability_strip.py).
+A stop token (end of sequence) is not reply text: a small end marker stands for it.
 
 It does not talk to the engine; the chat view (chat_view.py) feeds it what the worker posted.
 """
@@ -26,11 +29,16 @@ from textual.containers import Vertical
 from textual.widgets import Label, Markdown, Static
 
 from llm_playground.model.engine.outcomes import FinishReason
-from llm_playground.playground.repaint import update_in_place
+from llm_playground.playground.colour_modes import ColourMode
+from llm_playground.playground.probability_strip import probability_text
+from llm_playground.playground.repaint import release, update_in_place
 from llm_playground.playground.token_spans import group_spans, render_spans
 
 END_MARKER = "⟨end⟩"          # stands for the stop token that ended a sample
 END_STYLE = Style(dim=True, italic=True)
+# Spare lines a streaming answer keeps under its open block (repaint.update_in_place): a screen
+# layout about every 4th line of text instead of every line; gone when the answer ends.
+STREAM_RESERVE_LINES = 3
 FENCE = "```"
 
 
@@ -85,6 +93,7 @@ class AssistantMessage(Vertical):
         self.ids: list[tuple[int, ...]] = [()] * n
         self.reasons: list[Any] = [None] * n
         self._shown_head = [""] * n        # finished blocks already appended to each Markdown
+        self.choices: tuple[tuple[Any, ...], ...] = ()   # TokenChoices per sample, when recorded
         self.status = "streaming"
 
     def compose(self) -> ComposeResult:
@@ -98,7 +107,7 @@ class AssistantMessage(Vertical):
         yield Label("", classes="answer-status")
 
     async def stream(self, texts: tuple[str, ...], ids: tuple[tuple[int, ...], ...],
-                     reasons: tuple[Any, ...], tokenizer: Any, colours: bool) -> bool:
+                     reasons: tuple[Any, ...], tokenizer: Any, mode: ColourMode) -> bool:
         """Show each sample's text so far: finished blocks as Markdown, the open one as text.
         Returns whether the answer may have grown taller (a layout was asked for)."""
         grew = False
@@ -115,11 +124,13 @@ class AssistantMessage(Vertical):
             elif not head.startswith(self._shown_head[i]):     # never for appended text
                 await self.query_one(f"#md-{i}", Markdown).update(head)
                 self._shown_head[i], grew = head, True
-        return self.show_tokens(tokenizer, colours) or grew
+        if self._by_probability(mode):
+            return grew              # drawn when the step's choices come (set_choices)
+        return self.show_tokens(tokenizer, mode) or grew
 
     async def finish(self, texts: tuple[str, ...], ids: tuple[tuple[int, ...], ...],
                      reasons: tuple[Any, ...], error: str | None, tokenizer: Any,
-                     colours: bool) -> None:
+                     mode: ColourMode) -> None:
         """Show the final texts in full as Markdown, and say what ended the answer."""
         for i in range(self.n):
             self.texts[i] = texts[i] if i < len(texts) else self.texts[i]
@@ -127,17 +138,33 @@ class AssistantMessage(Vertical):
             self.reasons[i] = reasons[i] if i < len(reasons) else None
             self.query_one(f"#tail-{i}", Static).update("")
             self.query_one(f"#tail-{i}", Static).display = False
+            release(self.query_one(f"#tail-{i}", Static))
+            release(self.query_one(f"#tok-{i}", Static))
             await self.query_one(f"#md-{i}", Markdown).update(self.texts[i])  # one full update
             self._shown_head[i] = self.texts[i]
         typed = [FinishReason(r) for r in self.reasons if r]
         self.status = ("abort" if FinishReason.ABORTED in typed else "error" if error else "done")
         self.query_one(".answer-status", Label).update(escape(describe_end(self.reasons, error, self.max_tokens)))
-        self.show_tokens(tokenizer, colours)
+        self.show_tokens(tokenizer, mode)
 
-    def show_tokens(self, tokenizer: Any, colours: bool) -> bool:
-        """Show every sample as coloured token spans (colours on) or as Markdown (off); returns
-        whether a layout was asked for."""
+    def set_choices(self, choices: Any, tokenizer: Any, mode: ColourMode) -> bool:
+        """What the sampler considered for each sample so far (the worker's ChoicesUpdated);
+        redrawn now in `probability` mode. Returns whether a layout was asked for."""
+        self.choices = tuple(tuple(c) for c in choices)
+        return self.show_tokens(tokenizer, mode) if self._by_probability(mode) else False
+
+    def _by_probability(self, mode: ColourMode) -> bool:
+        """Probability colours for this answer: the mode asks and its choices were recorded."""
+        return mode is ColourMode.PROBABILITY and any(self.choices)
+
+    def show_tokens(self, tokenizer: Any, mode: ColourMode) -> bool:
+        """Show every sample as coloured token spans (`boundaries`), by probability
+        (`probability`, when this answer's choices were recorded) or as Markdown (otherwise);
+        returns whether a layout was asked for."""
         streaming = self.status == "streaming"
+        reserve = STREAM_RESERVE_LINES if streaming else 0
+        by_p = self._by_probability(mode) and tokenizer is not None
+        colours = mode is ColourMode.BOUNDARIES or by_p
         grew = False
         for i in range(self.n):
             md = self.query_one(f"#md-{i}", Markdown)
@@ -146,10 +173,14 @@ class AssistantMessage(Vertical):
             md.display = not colours
             tail.display = streaming and not colours
             tok.display = colours
-            if colours and tokenizer is not None:
-                grew |= update_in_place(tok, self.token_text(i, tokenizer))
+            if by_p:
+                mine = self.choices[i] if i < len(self.choices) else ()
+                grew |= update_in_place(tok, probability_text(mine, tokenizer.id_to_bytes,
+                                                              tokenizer.is_special), reserve=reserve)
+            elif colours and tokenizer is not None:
+                grew |= update_in_place(tok, self.token_text(i, tokenizer), reserve=reserve)
             elif streaming and not colours:
-                grew |= update_in_place(tail, self.texts[i][len(self._shown_head[i]):])
+                grew |= update_in_place(tail, self.texts[i][len(self._shown_head[i]):], reserve=reserve)
         return grew
 
     def token_text(self, i: int, tokenizer: Any) -> Text:

@@ -34,6 +34,7 @@ from llm_playground.playground.engine_worker import EngineFactory, EngineWorker
 from llm_playground.playground.header_line import fit_header
 from llm_playground.playground.help_screen import HelpScreen
 from llm_playground.playground.kv_view import KVView
+from llm_playground.playground.off_ui_thread import is_live
 from llm_playground.playground.messages import (AttentionReady, CacheUpdated, ChatFinished, ChatProgress,
                                                 ChoicesUpdated, EngineNotice, LoadFailed, LoadProgress, ModelInfo,
                                                 ModelReady, PatternChanged, SpeculateChanged)
@@ -150,11 +151,13 @@ class PlaygroundApp(App):
         return self.query_one(ChatView)
 
     def _view(self, cls):
-        """The view of that class, or None while the app is shutting down (late worker messages)."""
+        """The view of that class, or None while the app is shutting down (late worker messages:
+        the view, or its children, may already be gone)."""
         try:
-            return self.query_one(cls)
+            view = self.query_one(cls)
         except NoMatches:
             return None
+        return view if is_live(view) else None
 
     # ---- the header --------------------------------------------------------------------------
     def show_model_line(self) -> None:

@@ -130,7 +130,7 @@ class AttentionView(Horizontal):
         self._mask_generation += 1
         generation = self._mask_generation
         self.query_one("#attn-mask-title", Label).update(f"mask [b]{escape(name)}[/], {n} tokens: computing…")
-        run_off_ui(self.app, mask_for, spec, n,
+        run_off_ui(self, mask_for, spec, n,
                    deliver=lambda result, error: self._take_mask(generation, n, result, error))
 
     def _take_mask(self, generation: int, n: int, result, error: BaseException | None) -> None:
@@ -179,7 +179,7 @@ class AttentionView(Horizontal):
     def show_weights(self, msg: AttentionReady) -> None:
         """Draw the weights as a heat map, square-root scaled against their maximum (scaled off
         the UI thread; `weights` is set when they are in)."""
-        run_off_ui(self.app, scaled_weights, msg.weights,
+        run_off_ui(self, scaled_weights, msg.weights,
                    deliver=lambda result, error: self._take_weights(msg, result, error))
 
     def _take_weights(self, msg: AttentionReady, weights, error: BaseException | None) -> None:

@@ -7,8 +7,9 @@ the engine worker) and `PromptChanged` (the app tells the Attention tab what F10
 worker's ChatProgress / ChatFinished, routed here by the app, stream into the last assistant
 message (playground/answer_view.py: cheap live updates, one full Markdown update at the end). A
 cancelled or failed answer keeps the text produced so far. Token colouring (F7, `token_colours`,
-view state) shows where the token boundaries fall; its handler is one small action. The side
-panel's widgets and the reading of its sampling fields: playground/chat_side_panel.py.
+view state) shows where the token boundaries fall, or (F7's probability mode, `log_mode`) each
+token's probability in the log as in the considered panel; its handler is one small action. The
+side panel's widgets and the reading of its sampling fields: playground/chat_side_panel.py.
 """
 from __future__ import annotations
 
@@ -26,12 +27,13 @@ from textual.widgets import Button, Input, Static, Switch, TextArea
 from llm_playground.model.engine.outcomes import FinishReason
 from llm_playground.model.engine.sampling_params import SamplingParams
 from llm_playground.playground.answer_view import AssistantMessage
+from llm_playground.playground.chat_colour_modes import ChatColourModes
 from llm_playground.playground.chat_session import Conversation, Turn
 from llm_playground.playground.chat_side_panel import (SAMPLING_FIELDS, SpeculateFields,
                                                        read_sampling_params, side_panel)
 from llm_playground.playground.colour_modes import ColourMode
 from llm_playground.playground.considered_panel import CANDIDATES_PER_STAGE, ConsideredPanel
-from llm_playground.playground.messages import ChatFinished, ChatProgress, ChoicesUpdated, ModelInfo
+from llm_playground.playground.messages import ChatFinished, ChatProgress, ModelInfo
 from llm_playground.playground.stats_strip import StatsStrip
 
 class UserMessage(Static):
@@ -40,7 +42,7 @@ class UserMessage(Static):
         super().__init__(f"[b]you[/b]  {escape(text)}", classes="user-message")
 
 
-class ChatView(Horizontal):
+class ChatView(ChatColourModes, Horizontal):
     """Conversation on the left, settings on the right."""
     BINDINGS = [
         Binding("escape", "stop", "Stop answer", id="chat.stop",
@@ -187,6 +189,7 @@ class ChatView(Horizontal):
         figures (KV blocks, prefix hits) and its prompt (F10's weights) go with it."""
         self.cancel()
         self.ticket, self._answer = None, None        # a late message of the old answer is dropped
+        self._prompt_blinks(True)
         self.conversation.turns.clear()
         self.last_prompt_ids = []
         self.post_message(self.PromptChanged([]))
@@ -217,17 +220,6 @@ class ChatView(Horizontal):
         if params.temperature > 0 and params.seed is not None:
             self.query_one("#param-seed", Input).value = str(params.seed + 1)
 
-    def set_token_colours(self, on: bool) -> None:
-        """Show every answer as coloured token spans (on) or as Markdown (off)."""
-        self.token_colours = on
-
-    def watch_token_colours(self, on: bool) -> None:
-        """Redraw every answer in the new mode and keep the switch in step."""
-        self.query_one("#token-colours", Switch).value = on
-        tok = self.model.tokenizer if self.model else None
-        for answer in self.query(AssistantMessage):
-            answer.show_tokens(tok, on)
-
     async def _start(self) -> bool:
         """Send the conversation to the engine; False (and a notification) when it cannot be."""
         info = self.model
@@ -247,11 +239,17 @@ class ChatView(Horizontal):
         self.post_message(self.PromptChanged(list(ids)))
         self._answer = AssistantMessage(params.n, params.max_tokens)
         self.query_one(ConsideredPanel).begin_answer(self.ticket, record)
+        self._prompt_blinks(False)
         log = self.query_one("#chat-log", VerticalScroll)
         await log.mount(self._answer)
         log.scroll_end(animate=False)
         self.post_message(self.Generate(self.ticket, ids, params))
         return True
+
+    def _prompt_blinks(self, on: bool) -> None:
+        """The prompt's cursor blinks only while no answer streams (as the app was started): each
+        blink is a screen refresh of its own, UI-thread time taken from the engine."""
+        self.query_one("#prompt", Input).cursor_blink = on and getattr(self.app, "cursor_blink", True)
 
     # ---- worker messages (routed by the app) -------------------------------------------------
     async def show_progress(self, msg: ChatProgress) -> None:
@@ -259,7 +257,7 @@ class ChatView(Horizontal):
         if msg.ticket != self.ticket or self._answer is None:
             return
         grew = await self._answer.stream(msg.texts, msg.token_ids, msg.finish_reasons,
-                                         self.model.tokenizer, self.token_colours)
+                                         self.model.tokenizer, self.log_mode())
         self.query_one(StatsStrip).show(msg.stats, live=True)
         self.query_one(ConsideredPanel).show_speculation(msg.token_ids, msg.stats.speculated,
                                                          self.model.tokenizer)
@@ -273,9 +271,10 @@ class ChatView(Horizontal):
         answer, self._answer = self._answer, None
         try:
             await answer.finish(msg.texts, msg.token_ids, msg.finish_reasons, msg.error,
-                                self.model.tokenizer, self.token_colours)
+                                self.model.tokenizer, self.log_mode())
         finally:
             self.ticket = None
+            self._prompt_blinks(True)
         self.query_one(StatsStrip).show(msg.stats)
         self.query_one(ConsideredPanel).show_speculation(msg.token_ids, msg.stats.speculated,
                                                          self.model.tokenizer)
@@ -323,22 +322,3 @@ class ChatView(Horizontal):
         """The token-colours switch turns colouring on or off."""
         if event.value != (self.colour_mode is ColourMode.BOUNDARIES):
             self.set_colour_mode(ColourMode.BOUNDARIES if event.value else ColourMode.OFF)
-
-    # ---- token colour modes (F7) and what the model considered (playground/considered_panel.py)
-    def cycle_colour_mode(self) -> ColourMode:
-        """F7: off -> boundaries -> speculation -> probability -> off; returns the new mode."""
-        self.set_colour_mode(self.colour_mode.next())
-        return self.colour_mode
-
-    def set_colour_mode(self, mode: ColourMode) -> None:
-        """Boundaries colour the answers' token spans in the log; probability and speculation
-        show the considered panel (speculation: the reply by accepted proposal / own token)."""
-        self.colour_mode = mode
-        self.set_token_colours(mode is ColourMode.BOUNDARIES)
-        self.query_one(ConsideredPanel).show_mode(mode)
-
-    def on_choices(self, msg: ChoicesUpdated) -> None:
-        """The worker's ChoicesUpdated (routed by the app) for the latest answer started."""
-        if msg.ticket == self._next_ticket:
-            self.query_one(ConsideredPanel).update_choices(msg.ticket, msg.choices,
-                                                           self.model.tokenizer if self.model else None)

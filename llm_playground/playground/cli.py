@@ -6,6 +6,8 @@
   streaming text to stdout; `--json` prints one JSON object instead (prompt ids, generated ids,
   text, finish reason, timings).
 - `playground chat --plain`: a line-based multi-turn chat in the terminal (`/reset`, `/exit`).
+- `playground serve ...`: the OpenAI-compatible HTTP server (playground/serve_cli.py, server/);
+  `playground --attach URL` opens the read-only KV inspector on one (playground/attach_app.py).
 stdout carries only the answer (or the JSON); stderr says what happens from the first moment:
 each loading stage as it starts, the weights' percentage on a terminal, and at the end the
 timings as llama.cpp prints them (load time, prompt eval and decode ms and tokens per second).
@@ -58,6 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     _sampling(chat, 512)
     chat.add_argument("--plain", action="store_true", help="line-based (the full-screen chat is "
                       "the default `playground`)")
+    from llm_playground.playground.serve_cli import add_serve_parser
+    add_serve_parser(sub, add_engine_flags)
+    parser.add_argument("--attach", metavar="URL", default=None,
+                        help="open the KV cache inspector on a running `playground serve` "
+                             "(read-only), e.g. http://127.0.0.1:8000")
     return parser
 
 
@@ -87,10 +94,14 @@ def _engine(args):
     t0 = time.perf_counter()
     config = engine_config_from_args(args)
     _say(f"loading {args.model or 'the default model'} ...")      # before the slow imports
+    from llm_playground.playground.parallel_engine import tensor_parallel_engine, tensor_parallel_size
+    if tensor_parallel_size(args) > 1:
+        return tensor_parallel_engine(args, config, _say), time.perf_counter() - t0
     from llm_playground.model.engine.engine import Engine
     from llm_playground.model.weights.loader import load_model
     loaded = load_model(args.model, config.dtype, config.device, progress=_say,
-                        fraction=_WeightsPercent())
+                        fraction=_WeightsPercent(), weights=config.weights,
+                        group_size=config.group_size)
     _say("allocating the KV cache")
     engine = Engine(loaded, config)
     return engine, time.perf_counter() - t0
@@ -242,6 +253,13 @@ def main(argv: list[str] | None = None) -> int:
     """Run the app (no subcommand) or a subcommand; errors become one line and exit status 1."""
     args = build_parser().parse_args(argv)
     try:
+        if args.command is None and args.attach:
+            from llm_playground.playground.attach_app import run_attached
+            run_attached(args)
+            return 0
+        if args.command == "serve":
+            from llm_playground.playground.serve_cli import cmd_serve
+            return cmd_serve(args, _engine)
         if args.command is None:
             from llm_playground.playground.app import run_app
             run_app(args)

@@ -2,11 +2,12 @@
 
 One toggle cycles through them (WAVE2 decision: colouring by speculation is one mode of the same
 toggle, shared with the probability view). `boundaries` colours the reply's token spans so that
-neighbours differ (playground/token_spans.py); `probability` shows the reply in the
-"what the model considered" panel (playground/considered_panel.py), coloured by each drawn
-token's probability; `speculation` shows the reply's tokens in the same panel, coloured by who
-chose them: a draft's accepted proposal or the target's own token (playground/
-speculation_colours.py; needs `--speculate` or the Chat settings' speculation on).
+neighbours differ (playground/token_spans.py); `probability` colours the replies in the log
+by each drawn token's probability (those sent in this mode: the others' choices were not
+recorded) and shows the "what the model considered" panel (playground/considered_panel.py);
+`speculation` shows the reply's tokens in that panel coloured by who chose them: a draft's
+accepted proposal or the model's own token (playground/speculation_colours.py; needs
+`--speculate` or the Chat settings' speculation on).
 
 This module only names the modes and what each one says; it draws nothing.
 """

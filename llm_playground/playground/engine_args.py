@@ -11,7 +11,8 @@ What it does:
 - `parse_bytes` reads --kv-budget sizes such as 512M or 2GiB.
 
 What it does not do: load the model (--model is handed to model/weights/loader.load_model and
-is no EngineConfig field), build the Engine, or print errors: a bad value raises ValueError with
+is no EngineConfig field; nor is --tensor-parallel, read by playground/parallel_engine.py),
+build the Engine, or print errors: a bad value raises ValueError with
 a one-line message, and playground/cli.py's `main` prints it as `playground: error: ...` with
 exit status 1. Sampling flags (--temperature, --max-tokens, ...) are per subcommand and live in
 cli.py. Nothing here imports torch until `engine_config_from_args` runs, so `--help` stays quick.
@@ -31,11 +32,14 @@ _UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 2**10, "kib": 2**10, "m": 2**20, "mb"
 # argparse dest of each engine flag -> the EngineConfig field it sets (--model sets none).
 FLAG_FIELDS: dict[str, str] = {
     "dtype": "dtype",
+    "weights": "weights",
+    "group_size": "group_size",
     "device": "device",
     "attention": "attention",
     "block_size": "block_size",
     "kv_blocks": "num_blocks",
     "kv_budget": "kv_cache_bytes",
+    "kv_dtype": "kv_dtype",
     "speculate": "speculate",
 }
 
@@ -62,8 +66,14 @@ def add_engine_flags(parser: argparse.ArgumentParser, top: bool = True) -> None:
     d = (lambda v: v) if top else (lambda v: argparse.SUPPRESS)  # noqa: E731
     parser.add_argument("--model", default=d(None), help="a .gguf file or a Hugging Face model "
                         "directory (default: SmolLM2-135M-Instruct, fetched once into the user cache)")
-    parser.add_argument("--dtype", default=d(None), help="float32 (exact) | bfloat16 | float16 | int8 "
-                        "(default: int8 weights on CPU, bfloat16 on CUDA)")
+    parser.add_argument("--dtype", default=d(None), help="compute dtype: float32 (exact) | bfloat16 | "
+                        "float16 (default bfloat16; int8, the old spelling, means --weights int8)")
+    parser.add_argument("--weights", default=d(None), choices=("native", "float", "int8", "int4"),
+                        help="how the weights are stored: native (a GGUF's Q4_0/Q4_1/Q8_0 as they "
+                        "are) | float (dequantised to --dtype) | int8 | int4 (quantised at load) "
+                        "(default: int8 on CPU, float on CUDA; float when --dtype is given)")
+    parser.add_argument("--group-size", type=int, default=d(None), help="int8/int4 columns per "
+                        "scale, a multiple of 16 (default: int8 per channel, int4 128)")
     parser.add_argument("--device", default=d(None), help="cpu or cuda[:N] (default: CUDA where "
                         "available, else cpu; the header says which)")
     parser.add_argument("--attention", default=d(None), metavar="PATTERN",
@@ -71,6 +81,12 @@ def add_engine_flags(parser: argparse.ArgumentParser, top: bool = True) -> None:
     parser.add_argument("--block-size", type=int, default=d(None), help="KV block size in tokens (16)")
     parser.add_argument("--kv-blocks", type=int, default=d(None), help="number of KV blocks in the pool")
     parser.add_argument("--kv-budget", default=d(None), help="KV pool size, e.g. 512M or 2GiB")
+    parser.add_argument("--tensor-parallel", type=int, default=d(None), metavar="N",
+                        help="split the model over N ranks (processes; gloo on CPU, NCCL on "
+                        "CUDA, one GPU each): docs/PARALLEL.md (default 1)")
+    parser.add_argument("--kv-dtype", default=d(None), choices=("auto", "int8", "fp8"),
+                        help="KV cache storage: auto (the compute dtype) | int8 | fp8 (e4m3, "
+                        "newer GPUs); 8-bit keeps a float16 scale per token: ~2x the blocks")
     parser.add_argument("--speculate", default=d(None), metavar="SPEC",
                         help="speculative decoding: off | ngram:K (prompt lookup) | "
                         "draft:PATH:K (a smaller model) | draft:layers=L:K (the first L layers) "

@@ -24,16 +24,25 @@ def describe(engine: Any, loaded: Any) -> ModelInfo:
     elem = loaded.dtype.itemsize if hasattr(loaded.dtype, "itemsize") else 2
     dtype = str(loaded.dtype).replace("torch.", "")
     fmt = getattr(loaded, "weight_format", "") or dtype
+    if fmt == "native":                      # "Q4_1 g32, head ..." -> "Q4_1"
+        fmt = (getattr(loaded, "weights", "") or "native").split()[0].rstrip(",")
+    kv = getattr(getattr(engine, "runner", None), "kv", None)
+    kv_quant = bool(getattr(kv, "quantised", False))
+    if kv_quant:
+        elem = kv.storage_dtype.itemsize
+        shown = f"{fmt} weights, {dtype}, {kv.kv_dtype} KV"
+    else:
+        shown = dtype if fmt == dtype else f"{fmt} weights, {dtype} KV"
     return ModelInfo(
         name=loaded.name, path=str(loaded.path),
         device=str(loaded.device) + (f" ({choice})" if (choice := getattr(loaded, "device_choice", "")) else ""),
-        dtype=dtype if fmt == dtype else f"{fmt} weights, {dtype} KV", dtype_bytes=elem,
+        dtype=shown, dtype_bytes=elem,
         num_layers=mc.num_layers, num_heads=mc.num_heads, num_kv_heads=mc.num_kv_heads,
         head_dim=mc.head_dim, max_position=mc.max_position, num_blocks=cache.num_blocks,
         block_size=cache.block_size, bytes_per_block=cache.bytes_per_block,
         tokenizer=loaded.tokenizer, chat_template=loaded.chat_template,
-        pattern=str(engine.pattern),
-        speculate=str(getattr(engine, "speculate", "off")))
+        pattern=str(engine.pattern), kv_dtype=kv.kv_dtype if kv_quant else "",
+        kv_scale_bytes=2 if kv_quant else 0, speculate=str(getattr(engine, "speculate", "off")))
 
 
 def real_factory(args: Namespace) -> Callable[[Callable[..., None]], tuple[ModelInfo, Any]]:
@@ -47,9 +56,14 @@ def real_factory(args: Namespace) -> Callable[[Callable[..., None]], tuple[Model
         from llm_playground.model.engine.engine import Engine
         from llm_playground.model.weights.loader import load_model
 
+        from llm_playground.playground.parallel_engine import tensor_parallel_engine, tensor_parallel_size
+        if tensor_parallel_size(args) > 1:
+            engine = tensor_parallel_engine(args, config, progress)
+            return describe(engine, engine.loaded), engine
         progress("loading the model")
         loaded = load_model(getattr(args, "model", None), config.dtype, config.device, progress=progress,
-                            fraction=lambda f: progress("loading the weights", done=f, total=1.0))
+                            fraction=lambda f: progress("loading the weights", done=f, total=1.0),
+                            weights=config.weights, group_size=config.group_size)
         progress("allocating the KV cache")
         engine = Engine(loaded, config)
         return describe(engine, loaded), engine

@@ -330,7 +330,8 @@ class EngineWorker:
             shows_load = load is not None and (self._last_is_load or not load.own_pool)
             stats = replace(load.stats) if shows_load else None
             self._post(CacheUpdated(report.cache, list(report.sequences), report.num_running,
-                                    report.num_waiting, len(load.request_ids) if load else 0, stats))
+                                    report.num_waiting, len(load.request_ids) if load else 0, stats,
+                                    getattr(report, "parallel", None)))
         except Exception as error:
             self._post(EngineNotice(f"cache report failed: {one_line(error)}", "warning"))
 

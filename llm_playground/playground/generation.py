@@ -99,6 +99,9 @@ class Generation:
             st.kv_blocks = len({b for s in mine for b in s.block_table if b >= 0})
             st.cached_prompt_tokens = max(s.num_cached_tokens for s in mine)
         st.prefix_hits_total = report.cache.prefix_hits
+        par = getattr(report, "parallel", None)       # tensor parallel: the step's collectives
+        if par is not None and par.comm_calls:
+            st.comm_ms = par.comm_s * 1e3
         st.prefix_queries_total = report.cache.prefix_queries
 
     def snapshot(self) -> ChatStats:

@@ -40,7 +40,13 @@ def human_bytes(n: float) -> str:
 
 
 def block_formula(info: ModelInfo) -> str:
-    """How one block's bytes add up for this model, as one line of text."""
+    """How one block's bytes add up for this model, as one line of text (an 8-bit cache says
+    what it stores: codes of 1 B and a scale per token and head)."""
+    if info.kv_scale_bytes:
+        return (f"per block ({info.kv_dtype} K/V + f16 scale per token): 2 × {info.num_layers} "
+                f"layers × {info.num_kv_heads} KV heads × ({info.head_dim} dim × "
+                f"{info.dtype_bytes} B + {info.kv_scale_bytes} B) × {info.block_size} tokens = "
+                f"{info.bytes_per_block:,} B")
     return (f"per block: 2 × {info.num_layers} layers × {info.num_kv_heads} KV heads × "
             f"{info.head_dim} dim × {info.dtype_bytes} B × {info.block_size} tokens = "
             f"{info.bytes_per_block:,} B")
@@ -68,6 +74,22 @@ def totals_text(cache: CacheReport, running: int, waiting: int, width: int = 0) 
         f"prefix cache  {cache.prefix_hits:,}/{cache.prefix_queries:,} tokens hit ({hit:.0f}%)\n"
         f"running {running}  waiting {waiting}  preemptions {cache.preemptions}"
     )
+
+
+def parallel_text(par) -> str:
+    """Each tensor-parallel rank's share (heads, bytes per block, pool), or each data-parallel
+    replica's pool and load, one line each (a ParallelReport, model/engine/reports.py)."""
+    if par.mode == "tensor":
+        lines = [f"tensor parallel over {par.world} ranks (each holds these KV heads of every block):"]
+        lines += [f"  rank {r.rank}: {r.q_heads} query / {r.kv_heads} KV heads"
+                  f"{' (replicated)' if r.replicated_kv else ''} · {r.bytes_per_block:,} B per block"
+                  f" · pool {human_bytes(r.kv_bytes)}" for r in par.ranks]
+        return "\n".join(lines)
+    lines = [f"data parallel over {par.world} replicas (each its own pool):"]
+    lines += [f"  replica {r.replica}: {'up' if r.alive else 'stopped'} · {r.num_used}/{r.num_blocks}"
+              f" blocks · {r.num_running} running · prefix hits {r.prefix_hits}/{r.prefix_queries}"
+              f" · {r.routed} routed" for r in par.replicas]
+    return "\n".join(lines)
 
 
 def block_text(block: BlockInfo) -> str:
@@ -163,6 +185,9 @@ class KVView(Horizontal):
         with VerticalScroll(id="kv-right"):
             yield Static("waiting for the engine", id="kv-totals")
             yield Static("", id="kv-formula")
+            shares = Static("", id="kv-parallel")    # tensor / data parallel only
+            shares.display = False
+            yield shares
             with Horizontal(classes="field"):
                 yield Label("requests")
                 yield Input("8", id="kv-load-n", type="integer")
@@ -201,6 +226,10 @@ class KVView(Horizontal):
         if msg.load is not None:
             update_in_place(stats, load_text(msg.load), markup=True)
         update_in_place(self.query_one("#kv-tables", Static), tables_text(msg.sequences), markup=True)
+        shares = self.query_one("#kv-parallel", Static)
+        shares.display = msg.parallel is not None
+        if msg.parallel is not None:
+            update_in_place(shares, escape(parallel_text(msg.parallel)), markup=True)
         grid = self.query_one(BlockGrid)
         if grid.cursor is not None and grid.cursor < len(msg.cache.blocks):
             self._show_block(grid.cursor)

@@ -70,7 +70,8 @@ class LoadTest:
         self.queue = plan_requests(n, vocab, prompt_len, max_tokens, seed)
         demand, largest = demand_blocks(self.queue, chat_cache.block_size)
         size = own_pool_size(chat_cache.num_blocks, demand, largest)
-        if size is None:
+        # Under tensor parallelism a second engine would need ranks of its own: share the chat's.
+        if size is None or getattr(chat_engine, "world", 1) > 1:
             self.engine, self.own_pool = chat_engine, False
         else:
             config = replace(chat_engine.config, num_blocks=size, kv_cache_bytes=None)

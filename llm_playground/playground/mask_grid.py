@@ -85,7 +85,7 @@ class HeatGrid(Widget):
         # matrix square on screen (small matrices are stretched, their rows repeated)
         side = max(2, min(2 * height, width))
         generation = self._generation
-        run_off_ui(self.app, self._pool, self._source, side, self._gamma,
+        run_off_ui(self, self._pool, self._source, side, self._gamma,
                    deliver=lambda result, error: self._take(generation, result, error))
 
     def _pool(self, source: torch.Tensor, side: int, gamma: float) -> tuple[torch.Tensor, list[Strip]]:

@@ -37,6 +37,8 @@ class ModelInfo:
     tokenizer: Any                   # bpe.Tokenizer (read-only use from the UI thread)
     chat_template: str | None
     pattern: str = "dense"
+    kv_dtype: str = ""               # "" = the compute dtype; "int8" / "fp8": 8-bit codes + scales
+    kv_scale_bytes: int = 0          # bytes of scale per (token, KV head) for an 8-bit cache
     speculate: str = "off"           # the engine's speculative decoding (--speculate)
 
 
@@ -78,6 +80,7 @@ class ChatStats:
     cached_prompt_tokens: int = 0    # prompt tokens served by the prefix cache
     prefix_hits_total: int = 0       # engine-wide, cumulative
     prefix_queries_total: int = 0
+    comm_ms: float | None = None     # tensor parallel: the last step's collectives (rank 0), ms
     # Speculative decoding: this chat's decode steps, the proposals verified in them and how
     # many the target accepted (the steps' counts: other requests' rows too, under the load
     # test), and per sample per token whether it was an accepted proposal (F7 speculation).
@@ -151,6 +154,7 @@ class CacheUpdated(Message):
     num_waiting: int = 0
     synthetic_running: int = 0       # requests from the "load" action still running
     load: LoadStats | None = None    # the load test's counts, while its picture is shown
+    parallel: object | None = None   # the step's ParallelReport (tensor / data parallel), or None
 
     def can_replace(self, message: Message) -> bool:
         """True for any older CacheUpdated."""

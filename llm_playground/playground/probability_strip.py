@@ -10,8 +10,9 @@ and a stop token (a special id such as <|im_end|>) is drawn as the marker ∎, n
 
 Click a span, or focus the strip and use ←/→/Home/End, to move the cursor (a token index); the
 strip posts `ProbabilityStrip.Picked` and the panel around it shows that token's candidates.
-`probability_colour` and `legend` are the scale, shared with anything else that colours by
-probability. The strip computes no probability: it only reads the choices.
+`probability_colour` and `legend` are the scale, and `probability_text` draws a reply on it without
+the strip's cursor (the chat log's answers in F7's probability mode use it). The strip computes
+no probability: it only reads the choices.
 """
 from __future__ import annotations
 
@@ -92,6 +93,22 @@ def units(choices: Sequence[TokenChoice], id_to_bytes: Callable[[int], bytes],
     return out
 
 
+def unit_style(i: int, unit: Unit) -> Style:
+    """The colours of span `i` of a reply: its probability's, shaded on every other span."""
+    bg, fg = probability_colour(unit.prob, shade=i % 2 == 1)
+    return Style(color=fg, bgcolor=bg)
+
+
+def probability_text(choices: Sequence[TokenChoice], id_to_bytes: Callable[[int], bytes],
+                     is_special: Callable[[int], bool]) -> Text:
+    """A reply's tokens (the TokenChoices of its sample) as spans coloured by probability, as
+    the strip draws them, without cursor or click targets."""
+    text = Text(no_wrap=False)
+    for i, u in enumerate(units(choices, id_to_bytes, is_special)):
+        text.append(u.text, unit_style(i, u))
+    return text
+
+
 class ProbabilityStrip(Static, can_focus=True):
     """One reply's tokens coloured by probability, with a token cursor (see the module doc)."""
 
@@ -143,8 +160,7 @@ class ProbabilityStrip(Static, can_focus=True):
         cursor_style = self.get_component_rich_style("probability-strip--cursor", partial=True)
         text = Text(no_wrap=False)
         for i, u in enumerate(self.units):
-            bg, fg = probability_colour(u.prob, shade=i % 2 == 1)
-            style = Style(color=fg, bgcolor=bg)
+            style = unit_style(i, u)
             if i == cur:
                 style += cursor_style
             style += Style.from_meta({"@click": f"pick({u.first})", "unit": i})

@@ -37,7 +37,8 @@ def format_stats(st: ChatStats) -> str:
     return (f"TTFT [b]{ttft}[/] · prefill [b]{_rate(st.prefill_tps, 0)}[/] tok/s · "
             f"decode [b]{_rate(st.decode_tps, 1)}[/] tok/s\n"
             f"in [b]{st.prompt_tokens}[/] · out [b]{st.output_tokens}[/] tok · KV [b]{st.kv_blocks}[/] blocks"
-            f" · prefix hits [b]{hits}[/]{spec}")
+            f" · prefix hits [b]{hits}[/]{spec}"
+            + (f" · all-reduce [b]{st.comm_ms:,.1f}[/] ms/step" if st.comm_ms is not None else ""))
 
 
 class StatsStrip(Horizontal):

@@ -82,7 +82,7 @@ def test_no_flags_means_engine_config_defaults_and_help_names_them():
 def test_the_mapping_covers_every_engine_flag_and_names_real_fields():
     parser = argparse.ArgumentParser()
     add_engine_flags(parser)
-    dests = {a.dest for a in parser._actions} - {"help", "model"}   # --model goes to load_model
+    dests = {a.dest for a in parser._actions} - {"help", "model", "tensor_parallel"}   # --model: load_model; --tensor-parallel: parallel_engine
     assert dests == set(FLAG_FIELDS)
     assert set(FLAG_FIELDS.values()) <= {f.name for f in dataclasses.fields(EngineConfig)}
     assert len(set(FLAG_FIELDS.values())) == len(FLAG_FIELDS)
@@ -90,6 +90,8 @@ def test_the_mapping_covers_every_engine_flag_and_names_real_fields():
     samples = {"dtype": ("float16", "float16"), "device": ("cuda", "cuda"),
                "attention": ("atrous:2", "atrous:2"), "block_size": ("8", 8),
                "kv_blocks": ("5", 5), "kv_budget": ("3M", 3 * M),
+               "weights": ("int4", "int4"), "group_size": ("64", 64),
+               "kv_dtype": ("int8", "int8"),
                "speculate": ("draft:small.gguf:2", "draft:small.gguf:2")}
     assert set(samples) == set(FLAG_FIELDS)
     default = EngineConfig()

@@ -27,7 +27,8 @@ if INTERPRET:
     _kernel_modules = ("llm_playground.kernels.flash_prefill_tiles", "llm_playground.kernels.flash_prefill",
                        "llm_playground.kernels.paged_decode", "llm_playground.kernels.triton_attention", "llm_playground.kernels.kv_write",
                        "llm_playground.kernels.rmsnorm", "llm_playground.kernels.swiglu", "llm_playground.kernels.rope_triton",
-                       "llm_playground.kernels.fused_linear")
+                       "llm_playground.kernels.fused_linear", "llm_playground.kernels.quant_matmul")
+    # kv_write and paged_decode are in the list above; kv_quant has no kernels
     if any(name in sys.modules for name in _kernel_modules):
         import triton  # noqa: F401  (already imported by whoever imported the kernels)
         for name in _kernel_modules:

@@ -44,13 +44,16 @@ def llama_cpp_permute(w: np.ndarray, n_head: int) -> np.ndarray:
 
 
 def write_gguf(hf, path, arch: str = "llama", dtype=None, overrides: dict | None = None,
-               raw_tensor: tuple[str, object] | None = None, tokenizer: bool = False) -> None:
+               raw_tensor: tuple[str, object] | None = None, tokenizer: bool = False,
+               quant=None) -> None:
     """Write hf's weights as a llama.cpp-style GGUF (tokenizer metadata only when asked).
 
     dtype: None = float32, or np.float16; overrides: metadata values replacing the true ones
     (e.g. {"feed_forward_length": 96}); raw_tensor: (gguf name, GGMLQuantizationType) to store
     that one tensor in a given raw type (zeros of the right byte shape); tokenizer: add a
-    byte-level BPE of 256 bytes, 2 merges and <|im_start|> / <|im_end|> (vocab_size must be 260).
+    byte-level BPE of 256 bytes, 2 merges and <|im_start|> / <|im_end|> (vocab_size must be 260);
+    quant: a GGMLQuantizationType, or {gguf name: type} (others float), to store the matrices
+    quantised by the gguf package (rows must be whole blocks: widths a multiple of 32).
     """
     import gguf
     cfg = hf.config
@@ -101,6 +104,10 @@ def write_gguf(hf, path, arch: str = "llama", dtype=None, overrides: dict | None
             qtype = raw_tensor[1]
             byte_shape = gguf.quants.quant_shape_to_byte_shape(a.shape, qtype)
             w.add_tensor(gname, np.zeros(byte_shape, dtype=np.uint8), raw_dtype=qtype)
+            continue
+        qtype = quant.get(gname) if isinstance(quant, dict) else quant
+        if qtype is not None and a.ndim == 2:
+            w.add_tensor(gname, gguf.quants.quantize(np.ascontiguousarray(a), qtype), raw_dtype=qtype)
             continue
         if dtype is not None and a.ndim == 2:
             a = a.astype(dtype)

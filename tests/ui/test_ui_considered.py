@@ -252,3 +252,77 @@ def test_considered_panel_snapshot(snap_compare):
         await pilot.pause(0.2)
 
     assert snap_compare(Host(tiny_engine()), terminal_size=(100, 30), run_before=before)
+
+
+def _log_spans(answer, i: int) -> list[tuple[str, str]]:
+    """(text, background) of each coloured run the log shows for sample i of an answer."""
+    shown = answer.query_one(f"#tok-{i}").content
+    return [(shown.plain[s.start:s.end], s.style.bgcolor and s.style.bgcolor.name) for s in shown.spans]
+
+
+def test_in_probability_mode_the_log_colours_the_answer_by_probability():
+    """F7 on probability: the answer in the chat log (every sample) is drawn token by token in the
+    colour of the probability the engine's sampler reported for it in the step that drew it (its
+    RequestOutputs' choices, stage 0 = the model's softmax), the same scale as the panel's strip;
+    the stop token is the strip's marker. Boundaries and off still draw as before, and an answer
+    sent in another mode (no choices recorded) stays Markdown."""
+    from llm_playground.playground.token_spans import group_spans, visible
+    from tiny_engine import answer_text
+    engine = tiny_engine(can_end=True)
+    reports = record_steps(engine)
+    app = make_app(engine)
+    tok = engine.tokenizer
+
+    def expected(request_id: int, sample: int) -> list[tuple[str, str]]:
+        """The oracle: spans of whole characters from the engine's ids, each coloured by the
+        product of its tokens' model probabilities, every other span shaded."""
+        choices = engine_choices(reports, request_id, sample)
+        ids = [c.token_id for c in choices]
+        assert ids == answer_text(reports, request_id, sample)[1]
+        out, at = [], 0
+        for span in group_spans([t for t in ids if t != IM_END], tok.id_to_bytes):
+            p = 1.0
+            for c in choices[at:at + len(span.ids)]:
+                p *= float(c.probs[0, c.drawn_index])
+            at += len(span.ids)
+            out.append((visible(span.text), probability_colour(p, shade=len(out) % 2 == 1)[0]))
+        if ids and ids[-1] == IM_END:
+            p = float(choices[-1].probs[0, choices[-1].drawn_index])
+            out.append((STOP_MARK, probability_colour(p, shade=len(out) % 2 == 1)[0]))
+        return out
+
+    async def run():
+        async with app.run_test(size=(120, 40)) as pilot:
+            await wait_for(pilot, lambda: app.model_info is not None)
+            chat = app.query_one(ChatView)
+
+            async def send(text: str) -> AssistantMessage:
+                turns = len(chat.conversation.turns)
+                await pilot.click("#prompt")
+                await pilot.press(*text, "enter")
+                await wait_for(pilot, lambda: chat.ticket is None and len(chat.conversation.turns) == turns + 2)
+                await pilot.pause(0.05)
+                return app.query(AssistantMessage).last()
+
+            plain_answer = await send("hi")                       # colours off: no choices
+            await pilot.press("f7", "f7", "f7")
+            assert chat.colour_mode is ColourMode.PROBABILITY
+            assert plain_answer.query_one("#md-0").display and not plain_answer.query_one("#tok-0").display
+            app.query_one("#param-n").value = "2"
+            answer = await send("the cat")
+            for i in range(2):
+                assert answer.query_one(f"#tok-{i}").display and not answer.query_one(f"#md-{i}").display
+                assert _log_spans(answer, i) == expected(1, i)
+            assert any(ids[-1] == IM_END for ids in answer.ids)   # a stop token was drawn
+            await pilot.press("f7")                                # off: Markdown again
+            await pilot.pause()
+            assert answer.query_one("#md-0").display and not answer.query_one("#tok-0").display
+            await pilot.press("f7")                                # boundaries: token spans
+            await pilot.pause()
+            assert answer.query_one("#tok-0").content.plain == answer.token_text(0, tok).plain
+            assert _log_spans(answer, 0) != expected(1, 0)
+            await pilot.press("f7", "f7")                          # probability again
+            await pilot.pause()
+            assert _log_spans(answer, 1) == expected(1, 1)
+
+    asyncio.run(run())

@@ -64,6 +64,8 @@ def test_playground_chats_in_a_real_terminal():
         tmux.wait_for(r"KV \d+ blocks ×", LOAD_TIMEOUT_S)               # header filled = model ready
         tmux.run("send-keys", "-t", tmux.session, "What is the capital of France?", "Enter")
         tmux.wait_for(r"out [1-9]\d* tok", REPLY_TIMEOUT_S)
+        # a decode rate needs two tokens: the strip (2 Hz) may first show "out 1 tok · decode -"
+        tmux.wait_for(r"decode [\d,.]+ tok/s", REPLY_TIMEOUT_S)
         # the chat column: an "assistant" label line, then the reply's first line
         reply = tmux.wait_for(r"(?m)^ {1,4}assistant +│.*\n {1,4}([^ │][^│]*?) *│", 10).group(1)
         assert re.search(r"[A-Za-z]{2,}", reply), reply

@@ -20,7 +20,7 @@ def make_app(engine: Engine | None = None, references=()) -> PlaygroundApp:
                          cursor_blink=False)
 
 
-async def wait_for(pilot, condition, timeout: float = 10.0, step: float = 0.02) -> None:
+async def wait_for(pilot, condition, timeout: float = 60.0, step: float = 0.02) -> None:
     """Let the app run until condition() is true; fail with a clear message after `timeout`."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout

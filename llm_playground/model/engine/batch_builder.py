@@ -19,6 +19,8 @@ This module does not schedule, allocate blocks, touch tensors or run the model.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from llm_playground.model.engine import eviction
@@ -67,9 +69,10 @@ def plan_batch(items: list[ScheduledSeq], spec, bm: BlockManager,
             else:
                 verifying = False
             draft_start = min(seq.draft_computed, start)
-            logits[j].verify = Verify(
+            # a new request, never the group's own (a steady row's request is shared by steps)
+            logits[j] = replace(logits[j], verify=Verify(
                 row=len(rows) - 1, k=k, proposals=tuple(proposals), draft_start=draft_start,
-                catchup_ids=() if proposals else tuple(seq.token_slice(draft_start, start + 1)))
+                catchup_ids=() if proposals else tuple(seq.token_slice(draft_start, start + 1))))
         elif end > p + len(seq.output_ids):    # its one token is still on the device (overlap)
             assert n == 1 and seq.num_pending == 1, "only a decode can wait for its id"
             deferred.append(len(ids))

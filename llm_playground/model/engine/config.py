@@ -64,8 +64,18 @@ class EngineConfig:
     # greedy output equals off token for token (float32), sampling keeps the target's
     # distribution (rejection sampling). Its verify rows run without overlap.
     speculate: str = "off"
-    # Used by Engine.from_path only: weight format / activation dtype and device for load_model.
+    # Used by Engine.from_path only: compute dtype (activations, KV) and device for load_model.
     dtype: str | None = None
+    # How the projections are stored (model/weights/loader.resolve_weights): native | float |
+    # int8 | int4; None = auto (CPU int8, CUDA float). Read by load_model, like dtype.
+    weights: str | None = None
+    # int8 / int4 group size (columns per scale), a multiple of 16; None = int8 per channel,
+    # int4 128 (smaller where 128 does not divide a row).
+    group_size: int | None = None
+    # KV cache storage (model/network/kv_cache.py): None / "auto" = the compute dtype; "int8" or
+    # "fp8" (e4m3, GPUs of compute capability 8.9+) = 8-bit codes with a float16 scale per
+    # token and KV head: ~1.94x the blocks in the same budget (head dim 64), some accuracy.
+    kv_dtype: str | None = None
     # None: CUDA where torch sees a GPU (what the engine is fast on), else the CPU; resolved by
     # weights/loader.resolve_device, which also refuses "cuda" on a machine without one.
     device: str | None = None
@@ -81,7 +91,13 @@ class EngineConfig:
         for name in ("enable_prefix_caching", "enable_chunked_prefill", "cuda_graphs", "report_blocks"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
-        for name in ("attention", "dtype", "device"):
+        if self.group_size is not None:
+            self.group_size = as_integer("group_size", self.group_size)
+            if self.group_size < 16 or self.group_size % 16:
+                raise ValueError(f"group_size must be a multiple of 16, got {self.group_size}")
+        if self.kv_dtype not in (None, "auto", "int8", "fp8"):
+            raise ValueError(f"kv_dtype must be auto, int8 or fp8, got {self.kv_dtype!r}")
+        for name in ("attention", "dtype", "device", "weights"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, str):
                 raise ValueError(f"{name} must be a str, got {value!r}")
@@ -112,7 +128,13 @@ def blocks_from_budget(cfg: EngineConfig, mc, dtype, device) -> int:
     """KV blocks that `cfg`'s budget buys for model config `mc` (kv_cache_bytes; on CUDA by
     default gpu_memory_utilization of the card minus what is used; on CPU a fixed budget)."""
     from llm_playground.model.network.kv_cache import bytes_per_block
-    per_block = bytes_per_block(mc.num_layers, mc.num_kv_heads, mc.head_dim, dtype, cfg.block_size)
+    if cfg.kv_dtype == "fp8" and str(device).split(":")[0] == "cuda":
+        import torch
+        if torch.cuda.get_device_capability(device) < (8, 9):
+            raise ValueError("kv_dtype fp8 needs a GPU with float8 (compute capability 8.9+, "
+                             "e.g. L4, H100); use int8")
+    per_block = bytes_per_block(mc.num_layers, mc.num_kv_heads, mc.head_dim, dtype, cfg.block_size,
+                                cfg.kv_dtype)
     budget = cfg.kv_cache_bytes
     if budget is None and str(device).split(":")[0] == "cuda":
         import torch    # the one question to the device the engine asks: how much is free

@@ -94,7 +94,7 @@ class Engine(StepApply, StepFaults, EngineConveniences, SpecControl):
             loaded.model, num_blocks, config.block_size, loaded.dtype, loaded.device,
             cuda_graphs=config.cuda_graphs, max_num_seqs=config.max_num_seqs,
             max_blocks_per_seq=self.bm.blocks_for(self.max_model_len),
-            capture_mask=self.pattern.spec)
+            capture_mask=self.pattern.spec, kv_dtype=config.kv_dtype)
         self.requests: dict[int | str, Request] = {}
         # The live sequences' reports and the reservation total, kept as they change (O(changes)
         # per report, model/engine/report_book.py).
@@ -121,7 +121,8 @@ class Engine(StepApply, StepFaults, EngineConveniences, SpecControl):
         """Load the model at `path` (None: the default model) into an engine of EngineConfig `fields`."""
         from llm_playground.model.weights.loader import load_model
         config = EngineConfig(**fields)
-        loaded = load_model(path, config.dtype, config.device, progress=progress)
+        loaded = load_model(path, config.dtype, config.device, progress=progress,
+                            weights=config.weights, group_size=config.group_size)
         return cls(loaded, config)
 
     @property

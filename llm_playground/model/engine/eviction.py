@@ -90,6 +90,7 @@ def rerotate_keys(kv, block_ids: Sequence[int], delta: int, cos: torch.Tensor, s
     kv: a KVCache (k[l] is (NB, BS, Hkv, D)); cos, sin: (max_pos, D/2) float32 RoPE tables in the
     rotate-half layout (kernels.reference.rope_ref), |delta| < max_pos. layer None = every layer.
     Duplicate ids are rotated once. Works on CPU and CUDA tensors; values are left untouched.
+    An 8-bit cache (kv.quantised) is dequantised, rotated in float32 and requantised.
     """
     ids = sorted(set(int(b) for b in block_ids))
     if not ids or delta == 0:
@@ -104,9 +105,22 @@ def rerotate_keys(kv, block_ids: Sequence[int], delta: int, cos: torch.Tensor, s
     s = sin[abs(delta)].to(kv.k[0].device, work) * (1 if delta > 0 else -1)      # sin(-x) = -sin(x)
     from llm_playground.model.engine.device_batch import host_to_device   # runner side only
     idx = host_to_device(ids, torch.long, kv.k[0].device)                       # (nb,) no sync
+    quantised = getattr(kv, "quantised", False)                  # 8-bit codes + scales
+    if quantised:
+        from llm_playground.kernels.kv_quant import dequantize_kv, quantize_kv
+        work = torch.float32
     for layer_id in layers:
         k_cache = kv.k[layer_id]                                  # (NB, BS, Hkv, D)
-        k = k_cache.index_select(0, idx).to(work)                  # (nb, BS, Hkv, D)
+        if quantised:                                             # dequantise, rotate, requantise
+            k_scale = kv.k_scale[layer_id]                        # (NB, BS, Hkv)
+            k = dequantize_kv(k_cache.index_select(0, idx), k_scale.index_select(0, idx), work)
+        else:
+            k = k_cache.index_select(0, idx).to(work)              # (nb, BS, Hkv, D)
         x1, x2 = k.chunk(2, dim=-1)                               # (nb, BS, Hkv, D/2) each
         rotated = torch.cat((x1 * c - x2 * s, x2 * c + x1 * s), dim=-1)
-        k_cache.index_copy_(0, idx, rotated.to(k_cache.dtype))
+        if quantised:
+            codes, scales = quantize_kv(rotated, k_cache.dtype)
+            k_cache.view(torch.uint8).index_copy_(0, idx, codes.view(torch.uint8))
+            k_scale.index_copy_(0, idx, scales)
+        else:
+            k_cache.index_copy_(0, idx, rotated.to(k_cache.dtype))

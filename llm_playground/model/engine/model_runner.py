@@ -52,12 +52,12 @@ class ModelRunner:
     def __init__(self, model, num_blocks: int, block_size: int, dtype: torch.dtype,
                  device: torch.device, cuda_graphs: bool = False, max_num_seqs: int = 1,
                  max_blocks_per_seq: int = 1, capture_mask: MaskSpec | None = None,
-                 draft=None) -> None:
+                 kv_dtype: str | None = None, draft=None) -> None:
         mc = model.config
         self.model = model
         self.device = torch.device(device)
         self.kv = KVCache(mc.num_layers, num_blocks, block_size, mc.num_kv_heads, mc.head_dim,
-                          dtype, self.device)
+                          dtype, self.device, kv_dtype=kv_dtype)   # kv_dtype: network/kv_cache.py
         # No sequence keeps more tokens in the cache than the pool holds, nor RoPE positions past
         # its table: size the RoPE tables and the graphs' block tables by that, not by the
         # context a model file claims (2^31 - 1 in a crafted one).

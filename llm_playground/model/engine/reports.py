@@ -83,6 +83,45 @@ class RequestOutput:
 
 
 @dataclass
+class RankShare:
+    """One tensor-parallel rank's share of the model and of every KV block (parallel/)."""
+    rank: int
+    q_heads: int
+    kv_heads: int
+    replicated_kv: bool              # its KV heads are also held by other ranks (GQA, vLLM)
+    bytes_per_block: int             # this rank's K and V of one block, all layers
+    kv_bytes: int                    # bytes_per_block x blocks: its pool
+
+
+@dataclass
+class ReplicaLoad:
+    """One data-parallel replica's pool and load as the router last heard (parallel/)."""
+    replica: int
+    alive: bool
+    num_running: int
+    num_blocks: int
+    num_used: int
+    prefix_hits: int
+    prefix_queries: int
+    routed: int                      # requests the router sent it, cumulative
+
+
+@dataclass
+class ParallelReport:
+    """Parallel serving's part of a step: the ranks' shares and the time rank 0 spent in the
+    step's collectives (all-reduces of the row-parallel projections, the logits' all_gather),
+    or the data-parallel replicas' pools."""
+    mode: str                                    # "tensor" or "data"
+    world: int
+    ranks: list[RankShare] = field(default_factory=list)
+    comm_s: float = 0.0                          # collectives run since the last report's
+    #   (taken when a step is collected: with overlap, the step collected and the one submitted)
+    comm_calls: int = 0
+    broadcast_s: float = 0.0                     # the plan's broadcast to the followers
+    replicas: list[ReplicaLoad] = field(default_factory=list)
+
+
+@dataclass
 class StepReport:
     """What one engine step did: its outputs, token counts, timings and throughputs, the live
     sequences, the cache after the step, and the queue lengths."""
@@ -99,6 +138,7 @@ class StepReport:
     cache: CacheReport                    # the pool after the step (finished sequences' blocks freed)
     num_running: int = 0
     num_waiting: int = 0
+    parallel: ParallelReport | None = None        # tensor / data parallel serving, else None
     # Speculative decoding: verifications whose result landed in this call, the tokens they
     # proposed and how many of those the target accepted (each row also emits one token of the
     # target's own: tokens per verify row = 1 + accepted / rows).

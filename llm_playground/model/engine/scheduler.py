@@ -129,15 +129,18 @@ class Scheduler:
         gone: set[int] = set()                   # preempted earlier in this step
         writes_in_place = self.bm.writes_in_place
 
-        decodes = [s for s in self.running if not s.in_prefill]
-        prefills = [s for s in self.running if s.in_prefill]
-        for seq in decodes + prefills:
+        # (sequence, its length ahead): decodes first, then prefill chunks. One pass, the length
+        # computed once (Sequence.num_tokens_ahead inlined: this loop runs per sequence per step).
+        decodes, prefills = [], []
+        for s in self.running:
+            total = len(s.prompt_ids) + len(s.output_ids) + s.num_pending
+            (prefills if total - s.num_computed > 1 else decodes).append((s, total))
+        for seq, total in decodes + prefills:
             if budget <= 0:
                 break
-            if seq.seq_id in gone:
+            if gone and seq.seq_id in gone:
                 continue
             start = seq.num_computed
-            total = seq.num_tokens_ahead
             if total == start:
                 continue                         # its row is in flight; nothing to compute yet
             if total - start == 1 and not _evicts(seq):

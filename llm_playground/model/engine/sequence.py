@@ -30,6 +30,10 @@ class SeqStatus(str, enum.Enum):
     FINISHED = "finished"
 
 
+# Read in the step loop once per sequence or more: a module constant, not `SeqStatus.FINISHED`
+# (an enum class attribute goes through a descriptor on every read).
+_FINISHED = SeqStatus.FINISHED
+
 class TextState:
     """Incremental detokenization with stop strings: release only text that cannot be the start
     of a stop string, and cut the output before the first stop string found."""
@@ -159,7 +163,7 @@ class Sequence:
     @property
     def is_finished(self) -> bool:
         """The sequence has an outcome (stop, length, abort or error)."""
-        return self.status is SeqStatus.FINISHED
+        return self.status is _FINISHED
 
     @property
     def in_prefill(self) -> bool:

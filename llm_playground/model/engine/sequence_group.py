@@ -189,10 +189,21 @@ class SamplingGroup(SequenceGroup):
 
     def __init__(self) -> None:
         self.forked = False
+        # seq_id -> its row's request once it is the same every step (its own one draw, no
+        # repetition penalty): built once, not per sequence per step. Nobody mutates a plan's
+        # LogitsRequest (the runner only reads it).
+        self._steady: dict[int, LogitsRequest] = {}
 
     def logits_request(self, seq: Sequence) -> LogitsRequest:
         """Draws for `seq`'s row: all n samples on the unforked prompt row, else its own."""
         p = seq.params
+        if p.repetition_penalty == 1.0 and (p.n == 1 or self.forked):
+            req = self._steady.get(seq.seq_id)
+            if req is None:
+                j = seq.sample_index
+                req = self._steady[seq.seq_id] = LogitsRequest(
+                    draws=[Draw((seq.serial, j), p, p.seed, j)])
+            return req
         indices = range(p.n) if p.n > 1 and not self.forked else (seq.sample_index,)
         seen = tuple(seq.all_ids) if p.repetition_penalty != 1.0 else ()
         return LogitsRequest(draws=[Draw((seq.serial, j), p, p.seed, j, seen) for j in indices])

@@ -6,8 +6,9 @@ gate/up projection). All heavy lifting goes through the `kernels` dispatchers, s
 kernels replace the torch references on CUDA without a change here. Decode-sized batches (at most
 16 rows, on the Triton path, plain weights) fold each norm into the projection after it and the
 SwiGLU into the down projection (kernels/fused_linear.py): six launches per layer instead of
-nine. Weights may be plain tensors or weight-only int8 (model/network/linear.py); this module does not
-load files.
+nine. Projections may be plain (model/network/linear.py) or weight-only quantised
+(model/network/quant_linear.py; the fused kernels are then skipped); the caches may hold 8-bit
+codes with scales (kv_scales). This module does not load files.
 """
 from __future__ import annotations
 
@@ -61,8 +62,10 @@ class LlamaDecoderLayer(nn.Module):
 
     def forward(self, hidden: torch.Tensor, residual: torch.Tensor | None, batch: AttentionBatch,
                 k_cache: torch.Tensor, v_cache: torch.Tensor, cos: torch.Tensor,
-                sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                sin: torch.Tensor, kv_scales: tuple[torch.Tensor, torch.Tensor] | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
         """hidden (T, H), residual (T, H) or None -> (mlp out (T, H), residual (T, H)).
+        kv_scales: (k_scale, v_scale) (NB, BS, Hkv) when the caches hold 8-bit codes.
 
         The residual add is folded into the next norm (kernels.rms_norm with residual), so the
         caller adds the last layer's output to the residual in the final norm.
@@ -85,16 +88,16 @@ class LlamaDecoderLayer(nn.Module):
             # Prefill chunks: keep the rotated k packed too, so the prefill kernel reads the new
             # tokens' K/V from (k_new, v) instead of gathering them back through the table.
             q, k_new = rope_write_kv(q, k, v, batch.positions, cos, sin, k_cache, v_cache,
-                                     batch.slot_mapping, return_k=True)
+                                     batch.slot_mapping, return_k=True, kv_scales=kv_scales)
             v_new = v
         else:
             q = rope_write_kv(q, k, v, batch.positions, cos, sin, k_cache, v_cache,
-                              batch.slot_mapping)  # rotated q (T, Hq, D); k, v into the cache
+                              batch.slot_mapping, kv_scales=kv_scales)  # rotated q (T, Hq, D)
         o = paged_attention(q, k_cache, v_cache, batch.cu_seqlens_q, batch.context_lens,
                             batch.block_tables, batch.max_q_len, batch.max_context_len,
                             self.scale, batch.mask, batch.num_decodes, holes=batch.has_holes,
                             k_new=k_new, v_new=v_new, prefix=batch.has_prefix,
-                            num_verify=batch.num_verify,
+                            kv_scales=kv_scales, num_verify=batch.num_verify,
                             verify_q_len=batch.verify_q_len)                 # (T, Hq, D)
         hidden = self.o_proj(o.reshape(T, self.q_size))                      # (T, H)
         if fused:
@@ -103,6 +106,8 @@ class LlamaDecoderLayer(nn.Module):
         else:
             x, residual = rms_norm(hidden, self.post_attention_norm, self.eps, residual)
             gate_up = self.gate_up_proj(x)                                   # (T, 2I)
-        if fused and fused_linear_ok(gate_up, self.down_proj.weight):       # MLP width small too
+        # (a tensor-parallel down_proj all-reduces its output: parallel/tp_layers.py; not fused)
+        if (fused and fused_linear_ok(gate_up, self.down_proj.weight)       # MLP width small too
+                and not getattr(self.down_proj, "reduces_output", False)):
             return silu_mul_linear(gate_up, self.down_proj.weight), residual  # (T, H)
         return self.down_proj(silu_and_mul(gate_up)), residual               # (T, H)

@@ -1,10 +1,8 @@
-"""A linear projection whose weight is either a plain tensor or weight-only int8.
+"""A linear projection over a plain float weight, and the check for torch's CPU int8 matmul.
 
-`Linear(weight)` computes x @ weight.T. `quantize_int8()` replaces the weight by int8 rows with
-one scale per output row (symmetric, absmax / 127) and runs through torch's CPU kernel
-`aten._weight_int8pack_mm` (activations stay bfloat16): about three times faster than a
-bfloat16 matmul at batch 1 on AVX-512 CPUs. It is lossy and therefore never used by the exact
-float32 mode. Nothing here reads files or knows about GGUF block quantization.
+`Linear(weight)` computes x @ weight.T. Quantised weights (int8, int4, GGUF blocks) are a
+different module, model/network/quant_linear.QuantLinear, which replaces a Linear after the float
+weights are loaded (LlamaForCausalLM.quantize_projections). Nothing here reads files.
 """
 from __future__ import annotations
 
@@ -14,11 +12,10 @@ from torch import nn
 
 
 class Linear(nn.Module):
-    """A bias-free linear layer over a fixed weight, optionally int8 with per-row scales."""
+    """A bias-free linear layer over a fixed float weight."""
     def __init__(self, weight: torch.Tensor) -> None:
         super().__init__()
-        self.weight = nn.Parameter(weight, requires_grad=False)   # (out, in), or int8 (out, in)
-        self.scales: torch.Tensor | None = None                   # (out,) when int8
+        self.weight = nn.Parameter(weight, requires_grad=False)   # (out, in)
 
     @property
     def out_features(self) -> int:
@@ -26,19 +23,8 @@ class Linear(nn.Module):
         return int(self.weight.shape[0])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:          # (T, in) -> (T, out)
-        """x (T, in) -> (T, out); the int8 matmul when quantized."""
-        if self.scales is None:
-            return F.linear(x, self.weight)
-        return torch.ops.aten._weight_int8pack_mm(x, self.weight, self.scales)
-
-    @torch.no_grad()
-    def quantize_int8(self, act_dtype: torch.dtype = torch.bfloat16) -> None:
-        """Symmetric per-output-row int8; the scales take the activations' dtype (the op wants it)."""
-        w = self.weight.float()                                          # (out, in)
-        scales = w.abs().amax(dim=1).clamp(min=1e-12) / 127.0            # (out,)
-        q = torch.round(w / scales[:, None]).clamp(-127, 127).to(torch.int8)
-        self.weight = nn.Parameter(q, requires_grad=False)
-        self.scales = scales.to(act_dtype)
+        """x (T, in) -> (T, out)."""
+        return F.linear(x, self.weight)
 
 
 def int8_supported() -> bool:

@@ -94,20 +94,37 @@ class LlamaForCausalLM(nn.Module):
                                                        fetch(p + "mlp.up_proj.weight")]))
             layer.down_proj.weight.copy_(fetch(p + "mlp.down_proj.weight"))
 
-    def quantize_int8(self, progress: Callable[[int, int], None] | None = None) -> None:
-        """Weight-only int8 for every projection and the output head (lossy; CPU speed mode).
-        `progress(done, total)` after each matrix: weight elements quantized so far, of all."""
-        if self.config.tie_word_embeddings:   # keep the embedding table, quantize a copy for the head
-            self.lm_head = Linear(self.embed_tokens.detach().clone())
-        projs = [p for layer in self.layers
-                 for p in (layer.qkv_proj, layer.o_proj, layer.gate_up_proj, layer.down_proj)]
-        projs.append(self.lm_head)
-        total, done = sum(p.weight.numel() for p in projs), 0
-        for proj in projs:
-            done += proj.weight.numel()
-            proj.quantize_int8(self.dtype)
+    def quantize_projections(self, pack: Callable[[list[str], torch.Tensor], "PackedWeight"],
+                             progress: Callable[[int, int], None] | None = None) -> None:
+        """Replace q|k|v, o, gate|up, down of every layer and the output head by
+        QuantLinear(pack(parts, weight)) (model/network/quant_linear.py): `parts` are the HF
+        names fused into the projection (the head of tied embeddings: the embedding table's),
+        `weight` the float (out, in) matrix it holds now. The embedding table stays float.
+        `progress(done, total)` after each matrix: weight elements quantised so far, of all."""
+        from llm_playground.model.network.quant_linear import QuantLinear
+        cfg = self.config
+        head_parts = ["model.embed_tokens.weight" if cfg.tie_word_embeddings else "lm_head.weight"]
+        jobs = []   # (owner, attribute, parts)
+        for i, layer in enumerate(self.layers):
+            p = f"model.layers.{i}."
+            jobs += [(layer, "qkv_proj", [p + f"self_attn.{n}_proj.weight" for n in "qkv"]),
+                     (layer, "o_proj", [p + "self_attn.o_proj.weight"]),
+                     (layer, "gate_up_proj", [p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight"]),
+                     (layer, "down_proj", [p + "mlp.down_proj.weight"])]
+        jobs.append((self, "lm_head", head_parts))
+        total = sum(getattr(o, a).weight.numel() for o, a, _ in jobs)
+        done = 0
+        for owner, attr, parts in jobs:
+            weight = getattr(owner, attr).weight                              # (out, in) float
+            done += weight.numel()
+            setattr(owner, attr, QuantLinear(pack(parts, weight), self.dtype, self.device))
             if progress is not None:
                 progress(done, total)
+
+    def quantize_int8(self, progress: Callable[[int, int], None] | None = None) -> None:
+        """Weight-only int8, one scale per output row, for every projection and the head."""
+        from llm_playground.kernels.quant_layout import quantize_int8
+        self.quantize_projections(lambda parts, w: quantize_int8(w, None), progress)
 
     # ---- forward -------------------------------------------------------------------------
     @torch.inference_mode()
@@ -117,7 +134,7 @@ class LlamaForCausalLM(nn.Module):
         residual = None
         for i, layer in enumerate(self.layers):
             hidden, residual = layer(hidden, residual, batch, kv.k[i], kv.v[i],
-                                     self.rope_cos, self.rope_sin)
+                                     self.rope_cos, self.rope_sin, kv.scales(i))
         hidden, _ = rms_norm(hidden, self.norm, self.config.rms_norm_eps, residual)
         return hidden                                                          # (T, H)
 

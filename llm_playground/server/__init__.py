@@ -1,0 +1,9 @@
+"""An OpenAI-compatible HTTP server on the project's engine (`playground serve`; docs/SERVER.md).
+
+config.py (ServerConfig), protocol.py (request bodies), bridge.py (the engine's thread and the
+asyncio request streams), routes.py and inspect_stream.py (the HTTP routes), responses.py (the
+OpenAI answer and chunk shapes), errors.py (the OpenAI error shape), auth.py (the API key),
+metrics.py (Prometheus text), report_codec.py (the inspector's JSON), app.py (the ASGI app).
+Import `llm_playground.server.app` for `build_app` / `serve` / `ServerThread` (FastAPI and uvicorn
+are only needed there and in the route modules).
+"""

@@ -1,0 +1,29 @@
+"""Smoke test for benchmarks/quant_decode.py's CPU form: main() on a tiny GGUF writes one row per
+weight format (each with a decode rate, the stored weights named) and a llama.cpp row that says
+why it is missing when the given Python cannot import llama_cpp. Not a timing test."""
+from __future__ import annotations
+
+import json
+import sys
+
+from benchmarks import quant_decode
+from tiny_gguf import write_tiny_gguf
+
+
+def test_quant_decode_cpu_json(tmp_path, monkeypatch):
+    path = write_tiny_gguf(tmp_path / "tiny.gguf")
+    out = tmp_path / "qd.json"
+    monkeypatch.delenv("LLAMA_CPP_PYTHON", raising=False)
+    rc = quant_decode.main(["--device", "cpu", "--model", str(path), "--new-tokens", "4",
+                            "--threads", "1", "--llama-cpp-python", sys.executable + "-missing",
+                            "--json", str(out)])
+    assert rc == 0
+    doc = json.loads(out.read_text())
+    assert doc["benchmark"] == "quant_decode" and doc["threads"] == 1
+    rows = doc["rows"]
+    ours = [r for r in rows if r["system"].startswith("ours")]
+    assert [r["weights"] for r in ours] == ["int8", "native", "int4", "float"]
+    assert all(r["decode_tok_s"] > 0 and "error" not in r for r in ours)
+    assert ours[2]["system"].startswith("ours int4") and ours[3]["dtype"] == "float32"
+    (cpp,) = [r for r in rows if r["system"] == "llama.cpp"]
+    assert cpp["error"].startswith("skipped: llama_cpp does not import")
