@@ -2,7 +2,7 @@
 # One script for the device machine: GPU kernel tests, then every GPU benchmark, JSON into $OUT.
 # Files are named <benchmark>-<device>.json (bench_common.result_path, e.g. throughput-h100.json) and
 # the test log gpu_tests-<device>.log, so copying them into benchmarks/results/ replaces the last run.
-#   bash benchmarks/gpu_run.sh [stage ...]     stages: tests prefill decode fused e2e throughput patterns chunked anatomy launches
+#   bash benchmarks/gpu_run.sh [stage ...]     stages: tests prefill decode fused e2e throughput patterns chunked anatomy launches speculation
 #   (no stage = all; add "sweep" to re-tune the prefill/decode tile configurations first)
 set -u -o pipefail
 cd "$(dirname "$0")/.."
@@ -10,7 +10,7 @@ OUT=${OUT:-/tmp/gpu_out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 PY=${PY:-python3}
-STAGES="${*:-prefill decode fused e2e throughput patterns chunked anatomy launches tests}"
+STAGES="${*:-prefill decode fused e2e throughput patterns chunked anatomy launches speculation tests}"
 SWEEP=""
 case " $STAGES " in *" sweep "*) SWEEP="--sweep";; esac
 has() { case " $STAGES " in *" $1 "*) return 0;; esac; return 1; }
@@ -48,9 +48,12 @@ fi
 if has launches; then
   $PY benchmarks/forward_launch_costs.py --json "$OUT" || status=1
 fi
+if has speculation; then
+  $PY benchmarks/speculation.py --gpu --json "$OUT" || status=1
+fi
 if has tests; then
   timeout -s INT ${TEST_TIMEOUT:-900} $PY -m pytest -q -m gpu -p no:cacheprovider tests/kernels \
     tests/model/test_llama_gpu.py tests/model/test_real_shapes_gpu.py tests/model/test_eviction_gpu.py \
-    tests/engine/test_engine_gpu.py tests/engine/test_overlap_gpu.py 2>&1 | tee "$OUT/gpu_tests-$SLUG.log" | tail -25 || status=1
+    tests/engine/test_engine_gpu.py tests/engine/test_overlap_gpu.py tests/engine/test_spec_gpu.py 2>&1 | tee "$OUT/gpu_tests-$SLUG.log" | tail -25 || status=1
 fi
 exit $status

@@ -7,7 +7,8 @@ every argument):
                     max_q_len, max_context_len, scale, mask=DENSE, num_decodes=0, out=None,
                     holes=True,   # holes=False: no table has a -1 inside its context
                     k_new=None, v_new=None,  # the new tokens' K/V packed (T, Hkv, D): fast prefill
-                    prefix=True)  # prefix=False: no prefill chunk follows cached tokens
+                    prefix=True,  # prefix=False: no prefill chunk follows cached tokens
+                    num_verify=0, verify_q_len=0)  # speculative verify rows after the decodes
     write_kv(k, v, k_cache, v_cache, slot_mapping)
     rms_norm(x, weight, eps, residual=None)
     silu_and_mul(gate_up)

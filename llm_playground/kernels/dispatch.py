@@ -61,9 +61,12 @@ def _use_triton(t: torch.Tensor) -> bool:
 
 def paged_attention(q, k_cache, v_cache, cu_seqlens_q, context_lens, block_tables,
                     max_q_len, max_context_len, scale, mask=None, num_decodes=0, out=None,
-                    holes=True, k_new=None, v_new=None, prefix=True, kv_scales=None):
+                    holes=True, k_new=None, v_new=None, prefix=True, kv_scales=None,
+                    num_verify=0, verify_q_len=0):
     """Paged attention over the KV cache (Triton or reference); see paged_attention_ref.
-    kv_scales: (k_scale, v_scale) when the caches hold 8-bit codes (kernels/kv_quant.py)."""
+    kv_scales: (k_scale, v_scale) when the caches hold 8-bit codes (kernels/kv_quant.py).
+    num_verify / verify_q_len (speculative verification rows after the decodes) only route the
+    Triton path (kernels/triton_attention.py); the reference handles any q_len per sequence."""
     from llm_playground.kernels.mask import DENSE
     mask = DENSE if mask is None else mask
     if _use_triton(q):
@@ -71,7 +74,7 @@ def paged_attention(q, k_cache, v_cache, cu_seqlens_q, context_lens, block_table
         return triton_attention.paged_attention(q, k_cache, v_cache, cu_seqlens_q, context_lens,
                                                 block_tables, max_q_len, max_context_len, scale,
                                                 mask, num_decodes, out, holes, k_new, v_new,
-                                                prefix, kv_scales)
+                                                prefix, kv_scales, num_verify, verify_q_len)
     # The reference reads every key from the cache; k_new / v_new (the same values, packed) are
     # only a faster source for the Triton prefill kernel.
     ks, vs = kv_scales if kv_scales is not None else (None, None)

@@ -7,6 +7,12 @@ of model/network/batch.py: sequences 0..num_decodes-1 are decodes (one new token
 cached prefix). With num_decodes == 0 every sequence goes through the prefill kernel, which is
 correct for one-token sequences too, only slower than the decode kernel.
 
+Speculative verification: the `num_verify` sequences right after the decodes each bring the same
+number of new tokens, `verify_q_len` (the last accepted token and K proposals): they go through the
+paged decode kernel with `query_per_seq = verify_q_len` (all query heads of a KV group and all
+K+1 tokens are rows of one query tile, causal among the tokens), which reads each K/V tile once
+per sequence as a plain decode does; the prefill kernel takes the sequences after them.
+
 This module only routes; the kernels live in kernels/paged_decode.py and kernels/flash_prefill.py.
 """
 from __future__ import annotations
@@ -36,6 +42,8 @@ def paged_attention(
     v_new: torch.Tensor | None = None,  # (T, Hkv, D) their values (dense masks: read from here)
     prefix: bool = True,         # False: no prefill chunk has cached tokens before it
     kv_scales: tuple[torch.Tensor, torch.Tensor] | None = None,  # 8-bit caches (kv_quant.py)
+    num_verify: int = 0,         # sequences num_decodes.. with verify_q_len new tokens each
+    verify_q_len: int = 0,
 ) -> torch.Tensor:
     """Mixed-batch paged attention: decodes by paged_decode, the rest by flash_prefill.
     With kv_scales the decode kernel reads the 8-bit codes itself; the prefill kernel reads the
@@ -54,14 +62,23 @@ def paged_attention(
     if num_decodes > 0:
         paged_decode(q, k_cache, v_cache, context_lens, block_tables, num_decodes,
                      max_context_len, scale, mask, out, k_scale=ks, v_scale=vs)
-    if num_seqs > num_decodes and max_q_len > 0 and kv_scales is not None:
+    first = num_decodes
+    if num_verify > 0 and verify_q_len > 0:
+        # Verify rows start at token num_decodes (every decode row has one token): the decode
+        # kernel reads views that begin there.
+        t0, t1 = num_decodes, num_decodes + num_verify * verify_q_len
+        paged_decode(q[t0:t1], k_cache, v_cache, context_lens[first:], block_tables[first:],
+                     num_verify, max_context_len, scale, mask, out[t0:t1],
+                     query_per_seq=verify_q_len, k_scale=ks, v_scale=vs)
+        first += num_verify
+    if num_seqs > first and max_q_len > 0 and kv_scales is not None:
         from llm_playground.kernels.kv_quant import dequantized_view
-        # only the prefill rows' blocks; the decode rows get empty (-1) tables in the view
+        # only the prefill rows' blocks; the decode and verify rows get empty (-1) tables
         k_cache, v_cache, tail = dequantized_view(k_cache, v_cache, ks, vs,
-                                                  block_tables[num_decodes:], q.dtype)
-        block_tables = torch.cat([torch.full_like(block_tables[:num_decodes], -1), tail])
-    if num_seqs > num_decodes and max_q_len > 0:
+                                                  block_tables[first:], q.dtype)
+        block_tables = torch.cat([torch.full_like(block_tables[:first], -1), tail])
+    if num_seqs > first and max_q_len > 0:
         flash_prefill(q, k_cache, v_cache, cu_seqlens_q, context_lens, block_tables, max_q_len,
-                      scale, mask, out, first_seq=num_decodes, holes=holes, k_new=k_new,
+                      scale, mask, out, first_seq=first, holes=holes, k_new=k_new,
                       v_new=v_new, prefix=prefix)
     return out

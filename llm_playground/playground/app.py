@@ -28,6 +28,7 @@ from textual.widgets import Footer, Header, Label, ProgressBar, TabbedContent, T
 from textual.widgets._header import HeaderTitle
 
 from llm_playground.playground.attention_view import AttentionView
+from llm_playground.playground.chat_side_panel import SpeculateFields, speculate_spec
 from llm_playground.playground.chat_view import ChatView
 from llm_playground.playground.engine_worker import EngineFactory, EngineWorker
 from llm_playground.playground.header_line import fit_header
@@ -36,7 +37,7 @@ from llm_playground.playground.kv_view import KVView
 from llm_playground.playground.off_ui_thread import is_live
 from llm_playground.playground.messages import (AttentionReady, CacheUpdated, ChatFinished, ChatProgress,
                                                 ChoicesUpdated, EngineNotice, LoadFailed, LoadProgress, ModelInfo,
-                                                ModelReady, PatternChanged)
+                                                ModelReady, PatternChanged, SpeculateChanged)
 from llm_playground.playground.tokenizer_sources import from_bpe
 from llm_playground.playground.tokenizer_view import REFERENCES, TokenizerView
 
@@ -261,6 +262,18 @@ class PlaygroundApp(App):
             return
         self.engine_worker.load_test(msg.n)
         self.action_show_tab("kv")
+
+    @on(SpeculateFields.Requested)
+    def _speculate(self, msg: SpeculateFields.Requested) -> None:
+        started = self.model_info.speculate if self.model_info else "off"
+        try:
+            self.engine_worker.set_speculate(speculate_spec(msg.on, msg.k_text, started))
+        except ValueError as error:
+            self.notify(f"{error}", title="Speculation", severity="error")
+
+    def on_speculate_changed(self, msg: SpeculateChanged) -> None:
+        """Say what the engine decodes with now."""
+        self.notify(f"Speculative decoding {msg.spec}: from the next step on.")
 
     @on(AttentionView.PatternRequested)
     def _pattern(self, msg: AttentionView.PatternRequested) -> None:

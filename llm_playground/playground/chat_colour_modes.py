@@ -49,7 +49,7 @@ class ChatColourModes:
 
     def set_colour_mode(self, mode: ColourMode) -> None:
         """Boundaries colour the answers' token spans in the log; probability and speculation
-        show the considered panel (speculation only says it has no data yet)."""
+        show the considered panel (speculation: the reply by accepted proposal / own token)."""
         self.colour_mode = mode
         if self.token_colours == (mode is ColourMode.BOUNDARIES):
             self._redraw_answers()          # the switch stays: its watcher would not redraw

@@ -3,7 +3,8 @@
 `side_panel()` yields the panel (`#chat-side`) from inside `ChatView.compose`: the system-prompt
 TextArea (`#system-prompt`), one label + Input row per entry of `SAMPLING_FIELDS` (its id,
 label, default text and Input type; the Input's id is `param-<field>`), the token-colours
-Switch (`#token-colours`) and the Regen / Clear / Copy buttons. `read_sampling_params` turns the
+Switch (`#token-colours`), the speculation Switch (`#speculate`) and its K (`#speculate-k`;
+`speculate_spec` says what they mean) and the Regen / Clear / Copy buttons. `read_sampling_params` turns the
 fields' texts into a `SamplingParams` (an empty field takes its neutral value), raising one
 readable ValueError on a bad value; the engine's own checks (model/engine/sampling_params.py)
 still apply on top.
@@ -14,7 +15,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from textual.containers import Horizontal, VerticalScroll
+from dataclasses import dataclass
+
+from textual import on
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message
 from textual.widget import Widget
 from textual.widgets import Button, Input, Label, Switch, TextArea
 
@@ -43,6 +49,7 @@ def side_panel() -> Iterator[Widget]:
         with Horizontal(classes="field"):
             yield Label("token colours")
             yield Switch(False, id="token-colours")
+        yield SpeculateFields()
         with Horizontal(id="chat-buttons"):
             for label, bid, tip in (("Regen", "regenerate", "Regenerate the last answer (ctrl+r)"),
                                     ("Clear", "clear", "Clear the conversation (ctrl+l)"),
@@ -50,6 +57,65 @@ def side_panel() -> Iterator[Widget]:
                 button = Button(label, id=bid)
                 button.tooltip = tip
                 yield button
+
+
+SPECULATE_K = 4      # proposals per step the toggle starts with
+
+
+def speculate_spec(on: bool, k_text: str, started_with: str = "off") -> str:
+    """The `--speculate` setting the toggle and K mean: off, or the method the engine was
+    started with (a draft model) at K, else prompt lookup at K. ValueError for a bad K."""
+    from llm_playground.model.engine.spec_config import parse_speculate
+    if not on:
+        return "off"
+    k = k_text.strip() or str(SPECULATE_K)
+    base = parse_speculate(started_with)
+    if base.uses_draft_model:
+        head = f"layers={base.draft_layers}" if base.draft_layers is not None else base.draft_path
+        return str(parse_speculate(f"draft:{head}:{k}"))
+    return str(parse_speculate(f"ngram:{k}"))
+
+
+class SpeculateFields(Vertical):
+    """The speculation toggle (`#speculate`) and its K (`#speculate-k`); a change (the switch,
+    or Enter in K) posts `SpeculateFields.Requested` with what they say (the app routes it to
+    the engine worker, which answers with SpeculateChanged)."""
+    DEFAULT_CSS = "SpeculateFields { height: auto; }"
+
+    @dataclass
+    class Requested(Message):
+        """The settings ask for speculation on or off with this K (text as typed)."""
+        on: bool
+        k_text: str
+
+    def compose(self) -> ComposeResult:
+        """Two setting rows: the switch and K."""
+        with Horizontal(classes="field"):
+            yield Label("speculate")
+            switch = Switch(False, id="speculate")
+            switch.tooltip = ("speculative decoding: prompt lookup (or the --speculate draft) "
+                              "proposes K tokens, the model verifies them in one step")
+            yield switch
+        with Horizontal(classes="field"):
+            yield Label("speculate K")
+            yield Input(str(SPECULATE_K), id="speculate-k", type="integer")
+
+    def show_setting(self, spec: str) -> None:
+        """Show the engine's setting (`--speculate` at start-up) without asking for it again."""
+        from llm_playground.model.engine.spec_config import parse_speculate
+        cfg = parse_speculate(spec)
+        switch = self.query_one("#speculate", Switch)
+        with switch.prevent(Switch.Changed):
+            switch.value = cfg.enabled
+        if cfg.enabled:
+            self.query_one("#speculate-k", Input).value = str(cfg.k)
+
+    @on(Switch.Changed, "#speculate")
+    @on(Input.Submitted, "#speculate-k")
+    def _changed(self, event: Message) -> None:
+        event.stop()
+        self.post_message(self.Requested(self.query_one("#speculate", Switch).value,
+                                         self.query_one("#speculate-k", Input).value))
 
 
 def read_sampling_params(raw: dict[str, str]) -> SamplingParams:

@@ -29,7 +29,8 @@ from llm_playground.model.engine.sampling_params import SamplingParams
 from llm_playground.playground.answer_view import AssistantMessage
 from llm_playground.playground.chat_colour_modes import ChatColourModes
 from llm_playground.playground.chat_session import Conversation, Turn
-from llm_playground.playground.chat_side_panel import SAMPLING_FIELDS, read_sampling_params, side_panel
+from llm_playground.playground.chat_side_panel import (SAMPLING_FIELDS, SpeculateFields,
+                                                       read_sampling_params, side_panel)
 from llm_playground.playground.colour_modes import ColourMode
 from llm_playground.playground.considered_panel import CANDIDATES_PER_STAGE, ConsideredPanel
 from llm_playground.playground.messages import ChatFinished, ChatProgress, ModelInfo
@@ -106,6 +107,7 @@ class ChatView(ChatColourModes, Horizontal):
         area.placeholder = "none (this model's template has no default)"
         if unedited:
             area.text = self.model_system_prompt or ""
+        self.query_one(SpeculateFields).show_setting(info.speculate)
 
     def set_model_failed(self, why: str) -> None:
         """No model will come: say so where the chat would otherwise say it is loading."""
@@ -257,6 +259,8 @@ class ChatView(ChatColourModes, Horizontal):
         grew = await self._answer.stream(msg.texts, msg.token_ids, msg.finish_reasons,
                                          self.model.tokenizer, self.log_mode())
         self.query_one(StatsStrip).show(msg.stats, live=True)
+        self.query_one(ConsideredPanel).show_speculation(msg.token_ids, msg.stats.speculated,
+                                                         self.model.tokenizer)
         if grew:                       # only a taller answer moves the end of the log
             self.query_one("#chat-log", VerticalScroll).scroll_end(animate=False)
 
@@ -272,6 +276,8 @@ class ChatView(ChatColourModes, Horizontal):
             self.ticket = None
             self._prompt_blinks(True)
         self.query_one(StatsStrip).show(msg.stats)
+        self.query_one(ConsideredPanel).show_speculation(msg.token_ids, msg.stats.speculated,
+                                                         self.model.tokenizer)
         produced = msg.texts[0] if msg.texts else ""
         if produced:
             self.conversation.turns.append(Turn("assistant", produced))

@@ -4,8 +4,10 @@ One toggle cycles through them (WAVE2 decision: colouring by speculation is one 
 toggle, shared with the probability view). `boundaries` colours the reply's token spans so that
 neighbours differ (playground/token_spans.py); `probability` colours the replies in the log
 by each drawn token's probability (those sent in this mode: the others' choices were not
-recorded) and shows the "what the model considered" panel (playground/considered_panel.py); `speculation` has no data until speculative decoding lands in the engine,
-so it says so in one line instead of colouring anything.
+recorded) and shows the "what the model considered" panel (playground/considered_panel.py);
+`speculation` shows the reply's tokens in that panel coloured by who chose them: a draft's
+accepted proposal or the model's own token (playground/speculation_colours.py; needs
+`--speculate` or the Chat settings' speculation on).
 
 This module only names the modes and what each one says; it draws nothing.
 """
@@ -29,8 +31,8 @@ class ColourMode(str, enum.Enum):
 
     @property
     def available(self) -> bool:
-        """False for a mode whose data the engine does not produce yet (speculation)."""
-        return self is not ColourMode.SPECULATION
+        """False for a mode whose data the engine does not produce (every mode has it now)."""
+        return True
 
     @property
     def note(self) -> str:
@@ -41,8 +43,8 @@ class ColourMode(str, enum.Enum):
 NOTES = {
     ColourMode.OFF: "token colours off",
     ColourMode.BOUNDARIES: "token colours: boundaries (each token its own colour)",
-    ColourMode.SPECULATION: ("token colours: speculation is unavailable: this engine has no "
-                             "speculative decoding yet, so no token was drafted or accepted"),
+    ColourMode.SPECULATION: ("token colours: speculation (green: a draft's proposal the model "
+                             "accepted; grey: the model's own token)"),
     ColourMode.PROBABILITY: ("token colours: probability (the model's, before the filters); "
                              "click a token or use ←/→ for what the model considered"),
 }

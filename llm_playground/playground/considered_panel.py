@@ -5,8 +5,10 @@ candidates before and after each sampling filter.
 `ProbabilityStrip` (playground/probability_strip.py: the reply's tokens coloured by the model's
 probability; click or ←/→ to pick one), the colour legend, and a `CandidatesTable`
 (playground/candidates_table.py) for the picked token. It is shown in the F7 colour modes
-`probability` and `speculation` (playground/colour_modes.py); in `speculation` it shows one line
-saying that mode has no data yet, and nothing else.
+`probability` and `speculation` (playground/colour_modes.py); in `speculation` it shows the
+reply's tokens coloured by who chose them (a draft's accepted proposal or the model's own token,
+playground/speculation_colours.py, from the per-token flags the engine reports and the host
+passes with `show_speculation`), or one line saying the reply has no such data, and nothing else.
 
 Data comes from `ChoicesUpdated` messages (playground/messages.py) that the engine worker posts
 with the `TokenChoice`s the engine's sampler reported in the same steps that drew the tokens;
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
@@ -28,6 +31,7 @@ from llm_playground.model.engine.token_choice import TokenChoice
 from llm_playground.playground.candidates_table import CandidatesTable
 from llm_playground.playground.colour_modes import ColourMode
 from llm_playground.playground.probability_strip import ProbabilityStrip, legend
+from llm_playground.playground.speculation_colours import NO_DATA, render_speculation, summary
 
 # Candidates per stage the Chat asks the engine for (SamplingParams.logprobs).
 CANDIDATES_PER_STAGE = 8
@@ -51,6 +55,7 @@ class ConsideredPanel(Vertical):
     ConsideredPanel > #considered-scroll { height: auto; max-height: 5; }
     ConsideredPanel > #considered-legend { height: 1; }
     ConsideredPanel > #considered-note { height: auto; width: 100%; color: $text-warning; }
+    ConsideredPanel.-speculation > #considered-note { color: $text; }
     ConsideredPanel.-speculation > #considered-scroll,
     ConsideredPanel.-speculation > #considered-legend,
     ConsideredPanel.-speculation > CandidatesTable { display: none; }
@@ -68,6 +73,7 @@ class ConsideredPanel(Vertical):
         self.choices: tuple[tuple[TokenChoice, ...], ...] = ()
         self.sample = 0
         self.tokenizer = None
+        self.spec: tuple = ()      # (ids per sample, speculated flags per sample) of the reply
 
     def compose(self) -> ComposeResult:
         """Head line, the strip (scrolls), the legend, the candidates table, the mode note."""
@@ -86,7 +92,9 @@ class ConsideredPanel(Vertical):
         self.set_class(mode is ColourMode.SPECULATION, "-speculation")
         note = self.query_one("#considered-note", Label)
         note.update("" if mode.available else mode.note)
-        note.display = not mode.available
+        note.display = not mode.available or mode is ColourMode.SPECULATION
+        if mode is ColourMode.SPECULATION:
+            self._show_speculation()
         if self.has_class("-shown"):
             self._show_sample()         # what came while the panel was hidden
 
@@ -101,6 +109,26 @@ class ConsideredPanel(Vertical):
         self.tokenizer = tokenizer
         if self.has_class("-shown"):     # hidden: kept, drawn when shown (no work per step)
             self._show_sample()
+
+    def show_speculation(self, ids: Sequence[Sequence[int]], flags: Sequence[Sequence[bool]],
+                         tokenizer) -> None:
+        """The reply's ids and, per token, whether it was a draft's accepted proposal (the
+        stats' `speculated`; empty when nothing was verified); drawn in `speculation` mode."""
+        self.spec = (tuple(map(tuple, ids)), tuple(map(tuple, flags)))
+        self.tokenizer = tokenizer
+        if self.mode is ColourMode.SPECULATION:
+            self._show_speculation()
+
+    def _show_speculation(self) -> None:
+        note = self.query_one("#considered-note", Label)
+        ids, flags = self.spec if self.spec else ((), ())
+        if not any(any(f) for f in flags) or self.tokenizer is None:
+            note.update(NO_DATA)
+            return
+        sample = min(self.sample, len(ids) - 1)
+        text = Text.from_markup(summary(flags[sample]) + "\n")
+        text.append_text(render_speculation(ids[sample], flags[sample], self.tokenizer))
+        note.update(text)
 
     def begin_answer(self, ticket: int, recorded: bool) -> None:
         """A new answer started; `recorded` says whether it asks the engine for its choices."""

@@ -3,7 +3,7 @@
 What it does:
 - `add_engine_flags(parser, top=...)` adds the flags that the app (`playground` with no
   subcommand) and every subcommand (`generate`, `chat`) share: --model, --dtype, --device,
-  --attention, --block-size, --kv-blocks and --kv-budget, with one spelling, help text and
+  --attention, --block-size, --kv-blocks, --kv-budget and --speculate, with one spelling, help text and
   default for all of them.
 - `engine_config_from_args(args)` turns a parsed namespace into the `EngineConfig`
   (model/engine/config.py). A flag left out keeps the EngineConfig default, so the defaults live
@@ -40,6 +40,7 @@ FLAG_FIELDS: dict[str, str] = {
     "kv_blocks": "num_blocks",
     "kv_budget": "kv_cache_bytes",
     "kv_dtype": "kv_dtype",
+    "speculate": "speculate",
 }
 
 
@@ -86,6 +87,10 @@ def add_engine_flags(parser: argparse.ArgumentParser, top: bool = True) -> None:
     parser.add_argument("--kv-dtype", default=d(None), choices=("auto", "int8", "fp8"),
                         help="KV cache storage: auto (the compute dtype) | int8 | fp8 (e4m3, "
                         "newer GPUs); 8-bit keeps a float16 scale per token: ~2x the blocks")
+    parser.add_argument("--speculate", default=d(None), metavar="SPEC",
+                        help="speculative decoding: off | ngram:K (prompt lookup) | "
+                        "draft:PATH:K (a smaller model) | draft:layers=L:K (the first L layers) "
+                        "(default off)")
 
 
 def engine_config_from_args(args: argparse.Namespace) -> "EngineConfig":

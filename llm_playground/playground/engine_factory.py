@@ -42,7 +42,7 @@ def describe(engine: Any, loaded: Any) -> ModelInfo:
         block_size=cache.block_size, bytes_per_block=cache.bytes_per_block,
         tokenizer=loaded.tokenizer, chat_template=loaded.chat_template,
         pattern=str(engine.pattern), kv_dtype=kv.kv_dtype if kv_quant else "",
-        kv_scale_bytes=2 if kv_quant else 0)
+        kv_scale_bytes=2 if kv_quant else 0, speculate=str(getattr(engine, "speculate", "off")))
 
 
 def real_factory(args: Namespace) -> Callable[[Callable[..., None]], tuple[ModelInfo, Any]]:

@@ -2,7 +2,8 @@
 
 Every engine call (add_request, abort, step, set_pattern, attention_weights, cache_report) happens
 on this thread, so the engine needs no locks and the UI thread never blocks on it. The UI talks
-to it by putting commands on a queue (`chat`, `cancel`, `set_pattern`, `attention`, `load_test`);
+to it by putting commands on a queue (`chat`, `cancel`, `set_pattern`, `set_speculate`,
+`attention`, `load_test`);
 the thread answers with the dataclass messages of playground/messages.py. It polls the worker's
 `is_cancelled` between steps and while idle (every 0.1 s), so the app can always quit.
 
@@ -30,7 +31,7 @@ from llm_playground.playground.generation import Generation
 from llm_playground.playground.load_test import LoadTest
 from llm_playground.playground.messages import (AttentionReady, CacheUpdated, ChatFinished, ChatProgress,
                                  ChoicesUpdated, EngineNotice, LoadFailed, ModelInfo, ModelReady,
-                                 PatternChanged)
+                                 PatternChanged, SpeculateChanged)
 
 ProgressFn = Callable[..., None]
 # A factory loads the model and builds the engine on the worker thread: (progress) -> (info, engine).
@@ -80,6 +81,10 @@ class EngineWorker:
     def set_pattern(self, spec: str) -> None:
         """Queue a switch of the engine's attention pattern to `spec`."""
         self._commands.put(("pattern", spec))
+
+    def set_speculate(self, spec: str) -> None:
+        """Queue a switch of the engine's speculative decoding to `spec` (between steps)."""
+        self._commands.put(("speculate", spec))
 
     def attention(self, prompt_ids: list[int], layer: int, head: int) -> None:
         """Queue a request for layer/head attention weights over `prompt_ids`."""
@@ -183,6 +188,9 @@ class EngineWorker:
                 self.engine.set_pattern(cmd[1])
                 self.info.pattern = cmd[1]
                 self._post(PatternChanged(cmd[1]))
+            elif kind == "speculate":
+                self.engine.set_speculate(cmd[1])
+                self._post(SpeculateChanged(str(self.engine.speculate)))
             elif kind == "attention":
                 _, ids, layer, head = cmd
                 weights = self.engine.attention_weights(ids, layer, head)

@@ -32,6 +32,7 @@ class Generation:
     texts: list[str] = field(default_factory=list)
     ids: list[list[int]] = field(default_factory=list)
     choices: list[list] = field(default_factory=list)     # TokenChoices per sample (params.logprobs set)
+    spec: list[list[bool]] = field(default_factory=list)  # per sample per token: accepted proposal
     reasons: list[FinishReason | None] = field(default_factory=list)
     error: str | None = None
     stats: ChatStats = field(default_factory=ChatStats)
@@ -46,6 +47,7 @@ class Generation:
         self.texts = [""] * self.n
         self.ids = [[] for _ in range(self.n)]
         self.choices = [[] for _ in range(self.n)]
+        self.spec = [[] for _ in range(self.n)]
         self.reasons = [None] * self.n
         self.stats.prompt_tokens = self.prompt_len
 
@@ -63,6 +65,8 @@ class Generation:
         self.ids[i].extend(out.new_token_ids)
         if getattr(out, "choices", None):
             self.choices[i].extend(out.choices)
+        flags = getattr(out, "speculated", None)
+        self.spec[i].extend(flags if flags else [False] * len(out.new_token_ids))
         if out.finished:
             self.reasons[i] = out.finish_reason
         self.changed = True
@@ -85,6 +89,11 @@ class Generation:
             st.decode_tps = self.decode_tokens / self.decode_s
             self.spark.append(decoded / report.step_time_s)
             st.recent_decode_tps = tuple(self.spark)
+            st.decode_steps += 1
+            st.spec_proposed += getattr(report, "spec_proposed", 0)
+            st.spec_accepted += getattr(report, "spec_accepted", 0)
+        if any(any(f) for f in self.spec):
+            st.speculated = tuple(map(tuple, self.spec))
         mine = [s for s in report.sequences if s.request_id == self.request_id]
         if mine:
             st.kv_blocks = len({b for s in mine for b in s.block_table if b >= 0})

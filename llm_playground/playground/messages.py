@@ -39,6 +39,7 @@ class ModelInfo:
     pattern: str = "dense"
     kv_dtype: str = ""               # "" = the compute dtype; "int8" / "fp8": 8-bit codes + scales
     kv_scale_bytes: int = 0          # bytes of scale per (token, KV head) for an 8-bit cache
+    speculate: str = "off"           # the engine's speculative decoding (--speculate)
 
 
 @dataclass
@@ -80,6 +81,13 @@ class ChatStats:
     prefix_hits_total: int = 0       # engine-wide, cumulative
     prefix_queries_total: int = 0
     comm_ms: float | None = None     # tensor parallel: the last step's collectives (rank 0), ms
+    # Speculative decoding: this chat's decode steps, the proposals verified in them and how
+    # many the target accepted (the steps' counts: other requests' rows too, under the load
+    # test), and per sample per token whether it was an accepted proposal (F7 speculation).
+    decode_steps: int = 0
+    spec_proposed: int = 0
+    spec_accepted: int = 0
+    speculated: tuple[tuple[bool, ...], ...] = ()
 
 
 @dataclass
@@ -158,6 +166,12 @@ class EngineNotice(Message):
     """Something the user should read (bad input, out of blocks...). Never fatal to the app."""
     text: str
     severity: str = "warning"        # "information" / "warning" / "error"
+
+
+@dataclass
+class SpeculateChanged(Message):
+    """The engine now decodes with this speculation setting (`off`, `ngram:K`, ...)."""
+    spec: str
 
 
 @dataclass

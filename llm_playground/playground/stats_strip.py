@@ -1,5 +1,6 @@
 """The Chat tab's live strip: TTFT, prefill and decode tokens/s with a sparkline, tokens in/out,
-KV blocks held by this chat, prefix-cache hits.
+KV blocks held by this chat, prefix-cache hits, and with speculative decoding the acceptance
+rate and tokens per decode step.
 
 It only formats a `ChatStats` (playground/messages.py); the numbers come from the engine's
 StepReports through the engine worker.
@@ -28,10 +29,15 @@ def format_stats(st: ChatStats) -> str:
     """The strip's two lines of markup for `st`; a figure not measured yet is a dash."""
     ttft = f"{st.ttft_s * 1000:,.0f} ms" if st.ttft_s is not None else "-"
     hits = f"{st.cached_prompt_tokens}/{st.prompt_tokens}" if st.prompt_tokens else "-"
+    spec = ""
+    if st.spec_proposed:        # speculative decoding verified something in this answer
+        per_step = (st.output_tokens - 1) / st.decode_steps if st.decode_steps else 0.0
+        spec = (f" · spec accept [b]{100 * st.spec_accepted / st.spec_proposed:.0f}%[/]"
+                f" · [b]{per_step:.2f}[/] tok/step")
     return (f"TTFT [b]{ttft}[/] · prefill [b]{_rate(st.prefill_tps, 0)}[/] tok/s · "
             f"decode [b]{_rate(st.decode_tps, 1)}[/] tok/s\n"
             f"in [b]{st.prompt_tokens}[/] · out [b]{st.output_tokens}[/] tok · KV [b]{st.kv_blocks}[/] blocks"
-            f" · prefix hits [b]{hits}[/]"
+            f" · prefix hits [b]{hits}[/]{spec}"
             + (f" · all-reduce [b]{st.comm_ms:,.1f}[/] ms/step" if st.comm_ms is not None else ""))
 
 

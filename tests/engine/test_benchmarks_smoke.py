@@ -136,3 +136,24 @@ def test_step_anatomy_json(tmp_path):
     s = doc["summary"]
     assert s["same_tokens"] is True and s["identical_requests"] == 1.0
     assert s["speedup_overlap"] == pytest.approx(off["seconds"] / on["seconds"])
+
+
+def test_speculation_json(tmp_path):
+    """The CPU mode on the tiny model: one row per prompt and dtype, ratios from the same run,
+    greedy output identical with speculation on (the benchmark's own check)."""
+    from benchmarks import speculation
+    out = tmp_path / "spec.json"
+    assert speculation.main(["--model", "tiny", "--new-tokens", "6", "--repeats", "1",
+                             "--dtypes", "float32", "--json", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["benchmark"] == "speculation" and doc["mode"] == "cpu" and doc["k"] == 4
+    kinds = {(r["kind"], r["prompt"]) for r in doc["rows"]}
+    assert {k for k, _ in kinds} == {"copying", "other"} and len(kinds) == 6
+    for r in doc["rows"]:
+        assert r["identical"] and r["ratio"] == pytest.approx(r["on_tok_s"] / r["off_tok_s"])
+        assert 0 <= r["acceptance"] <= 1 and r["tokens_per_step"] >= 1
+    est = speculation.estimates(doc["rows"], [{"model": "m", "batch": 1, "k": 4, "ratio_graph":
+                                               1.25, "ratio_eager": 1.5}], 4)
+    for e, r in zip(est, doc["rows"]):
+        f = r["verify_share"]
+        assert e["speedup"] == pytest.approx(r["tokens_per_step"] / (f * 1.25 + 1 - f))

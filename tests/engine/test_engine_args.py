@@ -35,6 +35,9 @@ CASES = [
       "--device", "cpu"],
      {"attention": "local:8", "dtype": "float32", "kv_cache_bytes": 64 * M, "block_size": 8,
       "device": "cpu"}),
+    (["--speculate", "ngram:4"], {"speculate": "ngram:4"}),
+    (["--speculate", "draft:layers=20:3", "--kv-blocks", "8"],
+     {"speculate": "draft:layers=20:3", "num_blocks": 8}),
 ]
 
 
@@ -88,7 +91,8 @@ def test_the_mapping_covers_every_engine_flag_and_names_real_fields():
                "attention": ("atrous:2", "atrous:2"), "block_size": ("8", 8),
                "kv_blocks": ("5", 5), "kv_budget": ("3M", 3 * M),
                "weights": ("int4", "int4"), "group_size": ("64", 64),
-               "kv_dtype": ("int8", "int8")}
+               "kv_dtype": ("int8", "int8"),
+               "speculate": ("draft:small.gguf:2", "draft:small.gguf:2")}
     assert set(samples) == set(FLAG_FIELDS)
     default = EngineConfig()
     for dest, (text, value) in samples.items():
@@ -114,6 +118,10 @@ BAD_VALUES = [
     (["--block-size", "0"], "block_size must be >= 1, got 0"),
     (["--attention", "wide:3"], "unknown attention pattern 'wide:3'"),
     (["--attention", "local"], "local takes 1 number"),
+    (["--speculate", "ngram"], "speculate 'ngram': K must be an integer"),
+    (["--speculate", "ngram:0"], "speculate 'ngram:0': K must be between 1 and 16"),
+    (["--speculate", "draft:4"], "speculate 'draft:4': draft needs a model and K"),
+    (["--speculate", "medusa:4"], "speculate 'medusa:4': unknown method 'medusa'"),
 ]
 
 

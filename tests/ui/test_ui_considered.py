@@ -5,7 +5,8 @@ A small host app mounts the panel alone and runs the real EngineWorker (the same
 the playground runs) on the tiny engine, so every choice on screen is one the engine's sampler
 reported in the step that drew the token: the tests compare with the engine's own
 RequestOutputs (record_steps) and with the ids the worker reported as generated. The last test
-drives the whole playground: F7 cycles off / boundaries / speculation / probability.
+drives the whole playground: F7 cycles off / boundaries / speculation / probability (the
+speculation mode with data: tests/ui/test_ui_speculation.py).
 """
 from __future__ import annotations
 
@@ -169,7 +170,8 @@ def test_neighbours_differ_and_a_stop_token_is_a_marker():
     assert all(a != b for a, b in zip(colours, colours[1:]))
 
 
-def test_speculation_is_shown_as_unavailable():
+def test_speculation_mode_without_speculation_says_so():
+    """Speculation off: the mode shows one line saying no token was verified, nothing else."""
     app = Host(tiny_engine())
 
     async def run():
@@ -179,7 +181,7 @@ def test_speculation_is_shown_as_unavailable():
             await pilot.pause()
             note = app.query_one("#considered-note")
             assert panel.display and note.display
-            assert "unavailable" in str(note.content) and "speculative decoding" in str(note.content)
+            assert "no token of this reply was verified" in str(note.content)
             assert not app.query_one("#considered-scroll").display
             assert not app.query_one(CandidatesTable).display
             panel.show_mode(ColourMode.OFF)

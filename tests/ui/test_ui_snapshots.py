@@ -49,7 +49,8 @@ def test_chat_view_snapshot(snap_compare):
     strip "TTFT 10 ms · prefill 1,800 tok/s · decode 100.0 tok/s" / "in 18 · out 256 tok · KV 69
     blocks · prefix hits 0/18" with a flat sparkline (every decode step 100 tok/s, drawn as a full
     band), the side panel (system prompt "none (this model's template has no default)", sampling
-    fields, token colours switch (off), Regen/Clear/Copy), the footer with the Chat tab's own keys
+    fields, token colours switch (off), the speculate switch (off) and "speculate K" 4,
+    Regen/Clear/Copy), the footer with the Chat tab's own keys
     first (esc Stop answer, ^r Regenerate), then the app's (F1 help, F2-F5 tabs, ^t)."""
     assert snap_compare(make_app(), terminal_size=SIZE, run_before=lambda p: _chat_once(p, "hi"))
 
@@ -58,7 +59,8 @@ def test_chat_token_colours_light_theme_snapshot(snap_compare):
     """The same exchange in the light theme with token colours on (the switch green): the answer
     is drawn as coloured token spans instead of Markdown in eight pastel colours, no two
     neighbours alike (playground/token_colours.py), · for spaces, a merge ("the", "ell", "ing",
-    "in") as one span; under it "stopped at max tokens (256)"."""
+    "in") as one span; under it "stopped at max tokens (256)"; the side panel ends with the
+    speculate switch and "speculate K" 4 before Regen/Clear/Copy."""
     async def before(pilot):
         await _chat_once(pilot, "hi")
         await pilot.press("ctrl+t", "f7")

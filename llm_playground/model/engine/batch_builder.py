@@ -9,17 +9,24 @@ for the evicted span (model/engine/eviction.py). Positions, slots and the batch'
 derived from those on the device (model/engine/device_batch.py): nothing here walks a block
 table. A decode of a token still on its way from the device (overlap scheduling:
 `seq.num_pending`) gets id 0 and a deferred entry naming the previous step's draw
-`seq.pending_draw`. The layout is the one model/engine/step_plan.py documents.
+`seq.pending_draw`. A speculative verification (`ScheduledSeq.spec`, model/engine/
+spec_planner.py) is a row of 1 + k tokens, the last accepted id and the k proposals (0 where the
+runner's draft model fills them in), with k + 1 logits rows and a `Verify` on its
+LogitsRequest; verify rows follow the decodes, and the first run of them with one length is
+named for the attention kernels (`num_verify`, `verify_q_len`). The layout is the one
+model/engine/step_plan.py documents.
 This module does not schedule, allocate blocks, touch tensors or run the model.
 """
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 
 from llm_playground.model.engine import eviction
 from llm_playground.model.engine.block_manager import BlockManager
 from llm_playground.model.engine.scheduler import ScheduledSeq
-from llm_playground.model.engine.step_plan import BatchPlan, LogitsRequest
+from llm_playground.model.engine.step_plan import BatchPlan, LogitsRequest, Verify
 
 
 def plan_batch(items: list[ScheduledSeq], spec, bm: BlockManager,
@@ -32,6 +39,9 @@ def plan_batch(items: list[ScheduledSeq], spec, bm: BlockManager,
     width = max_ctx = max_q = 0
     num_decodes = 0
     has_holes = has_prefix = has_offsets = False
+    num_verify = verify_q_len = 0
+    verifying = True           # still in the first run of verify rows of one length
+    j = 0                      # the next LogitsRequest
     for it in items:
         seq = it.seq
         sid = seq.seq_id
@@ -48,7 +58,22 @@ def plan_batch(items: list[ScheduledSeq], spec, bm: BlockManager,
             has_holes = has_holes or bm.num_holes(sid) > 0
         offsets.append(offset)
         p = len(seq.prompt_ids)
-        if end > p + len(seq.output_ids):    # its one token is still on the device (overlap)
+        if it.spec is not None:
+            k, proposals = it.spec
+            ids.append(seq.output_ids[start - p] if start >= p else seq.prompt_ids[start])
+            ids += proposals if proposals else [0] * k
+            has_prefix = has_prefix or start > 0
+            if verifying and n > 1 and (num_verify == 0 or n == verify_q_len) \
+                    and len(rows) - 1 == num_decodes + num_verify:
+                num_verify, verify_q_len = num_verify + 1, n
+            else:
+                verifying = False
+            draft_start = min(seq.draft_computed, start)
+            # a new request, never the group's own (a steady row's request is shared by steps)
+            logits[j] = replace(logits[j], verify=Verify(
+                row=len(rows) - 1, k=k, proposals=tuple(proposals), draft_start=draft_start,
+                catchup_ids=() if proposals else tuple(seq.token_slice(draft_start, start + 1))))
+        elif end > p + len(seq.output_ids):    # its one token is still on the device (overlap)
             assert n == 1 and seq.num_pending == 1, "only a decode can wait for its id"
             deferred.append(len(ids))
             deferred_draws.append(seq.pending_draw)
@@ -58,15 +83,21 @@ def plan_batch(items: list[ScheduledSeq], spec, bm: BlockManager,
         else:
             ids += seq.token_slice(start, end)
             has_prefix = has_prefix or start > 0
-        if n == 1:
+        if n == 1 and it.spec is None:
             num_decodes += 1
+        elif it.spec is None and n > 1 and num_verify:
+            verifying = False
         if n > max_q:
             max_q = n
         if end > max_ctx:
             max_ctx = end
         cu.append(cu[-1] + n)
-        if it.needs_logits:
+        if it.spec is not None:
+            logit_rows += range(cu[-1] - n, cu[-1])
+            j += 1
+        elif it.needs_logits:
             logit_rows.append(cu[-1] - 1)
+            j += 1
     return BatchPlan(
         mask=spec, input_ids=np.asarray(ids, dtype=np.int64),                      # (T,)
         seq_rows=np.asarray(rows, dtype=np.int32),                                # (B,)
@@ -76,6 +107,6 @@ def plan_batch(items: list[ScheduledSeq], spec, bm: BlockManager,
         logits_rows=np.asarray(logit_rows, dtype=np.int64), logits=logits,        # (N,)
         num_decodes=num_decodes, max_q_len=max_q, max_context_len=max_ctx,
         table_width=width, has_holes=has_holes, has_prefix=has_prefix,
-        has_offsets=has_offsets,
+        has_offsets=has_offsets, num_verify=num_verify, verify_q_len=verify_q_len,
         deferred_tokens=np.asarray(deferred, dtype=np.int64),                     # (P,)
         deferred_draws=np.asarray(deferred_draws, dtype=np.int64))                # (P,)

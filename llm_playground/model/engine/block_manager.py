@@ -217,6 +217,20 @@ class BlockManager:
                 if index.block_for(h) == b:
                     index.forget(h)
 
+    def roll_back(self, seq_id: int, num_valid: int) -> None:
+        """Speculation: only positions [0, num_valid) of seq_id hold accepted tokens. Blocks
+        wholly past them are freed (the tail first; never hashed, since commits hash only ids
+        known on the host) and the last kept block's fill drops to what it holds."""
+        bs, pool = self.block_size, self.pool
+        keep = self.blocks_for(num_valid)
+        for b in reversed(self.seq_tables.truncate(seq_id, keep)):
+            if b >= 0:
+                assert pool.hash_of(b) is None, "a rejected speculation's block was hashed"
+                pool.decref(b, seq_id)
+        table = self.seq_tables.table(seq_id)
+        if keep and table[keep - 1] >= 0 and pool.hash_of(table[keep - 1]) is None:
+            pool.unfill_to(table[keep - 1], num_valid - (keep - 1) * bs)
+
     # ---- freeing -----------------------------------------------------------------------------
     def free(self, seq_id: int) -> None:
         """Drop the sequence's table. Tail blocks are released first so that, among equally old

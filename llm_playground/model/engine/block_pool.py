@@ -193,6 +193,16 @@ class BlockPool:
                 self._unfilled -= n - old
         self._dirty.add(b)
 
+    def unfill_to(self, b: int, n: int) -> None:
+        """Block b (owned by one sequence, not hashed) holds only its first n tokens now: the
+        rest were a rejected speculation (model/engine/spec_planner.py)."""
+        old = self._fill[b]
+        if n < old:
+            self._fill[b] = n
+            if self._ref[b]:
+                self._unfilled += old - n
+        self._dirty.add(b)
+
     def copy_fill(self, src: int, dst: int) -> None:
         """dst (owned, fresh) is a copy-on-write copy of src: it holds what src holds."""
         self.fill_to(dst, self._fill[src])

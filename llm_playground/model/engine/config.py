@@ -58,6 +58,12 @@ class EngineConfig:
     # The cost grows with the pool (O(blocks) per step); throughput runs on a GPU-sized pool turn
     # it off and get the totals alone, computed from the owned blocks. cache_report() is always full.
     report_blocks: bool = True
+    # Speculative decoding (model/engine/spec_config.py): off | ngram:K | draft:PATH:K |
+    # draft:layers=L:K. Off by default: it pays only where proposals are often right (text that
+    # copies its prompt: prompt lookup), and a draft model costs memory and load time. Exact:
+    # greedy output equals off token for token (float32), sampling keeps the target's
+    # distribution (rejection sampling). Its verify rows run without overlap.
+    speculate: str = "off"
     # Used by Engine.from_path only: compute dtype (activations, KV) and device for load_model.
     dtype: str | None = None
     # How the projections are stored (model/weights/loader.resolve_weights): native | float |
@@ -114,6 +120,8 @@ class EngineConfig:
         if self.overlap is not None and not isinstance(self.overlap, bool):   # 1 is not True
             raise ValueError(f"overlap must be True, False or None (auto), got {self.overlap!r}")
         parse_pattern(self.attention)   # raises PatternError (a ValueError) with a one-line message
+        from llm_playground.model.engine.spec_config import parse_speculate
+        parse_speculate(self.speculate)  # ValueError of one line naming the setting
 
 
 def blocks_from_budget(cfg: EngineConfig, mc, dtype, device) -> int:

@@ -99,7 +99,8 @@ class DeviceBatch:
             max_context_len=plan.max_context_len, mask=plan.mask,
             num_decodes=plan.num_decodes,
             logits_indices=t64[o64[1]:o64[1] + N],                                 # (N,)
-            has_holes=plan.has_holes, has_prefix=plan.has_prefix)
+            has_holes=plan.has_holes, has_prefix=plan.has_prefix,
+            num_verify=plan.num_verify, verify_q_len=plan.verify_q_len)
         ids = t64[o64[0]:o64[0] + T]                                               # (T,)
         if P:
             if prev_ids is None:

@@ -12,17 +12,17 @@ plain-data `StepReport` (whose `sequences` still list the sequences that finishe
 as they were before their blocks were freed; built from state kept current as it changes,
 model/engine/report_book.py). With overlap scheduling (EngineConfig.overlap, the rules in
 model/engine/run_ahead.py) the step it submits stays in flight while the next call plans and
-submits the following one, and its ids are applied then, one call late and exactly.
-Nothing in this module touches a tensor.
+submits the following one, and its ids are applied then, one call late and exactly. With
+speculation (EngineConfig.speculate, model/engine/spec_planner.py) some decodes are widened into
+verify rows after scheduling. Nothing in this module touches a tensor.
 
 Every request has one `SequenceGroup` (model/engine/sequence_group.py; `self.groups`): it says
 what each logits row is for and takes the row's result, changing its sequences only through a
 `GroupOps` facade. Plain requests get a `SamplingGroup` (n > 1: the prompt's row is forked into
 n samples sharing its blocks, sample i drawing with seed + i), beam search a `BeamGroup`
 (model/engine/beam_search.py), callers may pass their own (`add_request(..., group=...)`); the
-step has no per-kind branches. Errors in one request (empty prompt, too long, bad ids) finish it
-with FinishReason.ERROR and an ErrorKind; the others go on. Request ids: the caller's
-(`add_request(..., request_id="chat-3")`) or 0, 1, 2, ... Batch packing: batch_builder.py;
+step has no per-kind branches. A bad request finishes with FinishReason.ERROR and an ErrorKind;
+the others go on. Request ids: the caller's or 0, 1, 2, ... Batch packing: batch_builder.py;
 admission checks, stop rules, outputs: request_rules.py. Applying a step's result (appending
 tokens, stop rules, finishing and freeing sequences, eviction) lives in step_apply.py, the fault
 path in step_faults.py, and the call-and-wait API (`generate`, `iter_outputs`, `beam_search`,
@@ -44,6 +44,7 @@ from llm_playground.model.engine.config import EngineConfig, blocks_from_budget
 from llm_playground.model.engine.model_runner import ModelRunner
 from llm_playground.model.engine.outcomes import ErrorKind, FinishReason
 from llm_playground.model.engine.sequence_group import GroupOps, SamplingGroup, SequenceGroup
+from llm_playground.model.engine.spec_planner import SpecControl, SpecPlanner, speculation_setup
 from llm_playground.model.engine.step_apply import StepApply
 from llm_playground.model.engine.step_faults import InFlight, StepFaults
 from llm_playground.model.engine.step_plan import StepPlan
@@ -58,19 +59,21 @@ from llm_playground.model.engine.attention_patterns import AttentionPattern, par
 __all__ = ["Engine", "RequestError"]
 
 
-class Engine(StepApply, StepFaults, EngineConveniences):
+class Engine(StepApply, StepFaults, EngineConveniences, SpecControl):
     """Requests, scheduler, blocks and outcomes; the tensors live in `self.runner`.
 
     This class admits requests and runs steps; applying a step's result to sequences (stop
     rules, finishing, freeing, eviction) is `StepApply` (model/engine/step_apply.py), a runner
     fault is `StepFaults` (model/engine/step_faults.py), and the call-and-wait API (`generate`,
     `iter_outputs`, `beam_search`, `add_beam_request`, `attention_weights`) is
-    `EngineConveniences` (model/engine/conveniences.py)."""
+    `EngineConveniences` (model/engine/conveniences.py); `set_speculate` is `SpecControl`
+    (model/engine/spec_planner.py)."""
 
     def __init__(self, loaded, config: EngineConfig | None = None,
-                 clock: Callable[[], float] = time.perf_counter) -> None:
+                 clock: Callable[[], float] = time.perf_counter, draft=None) -> None:
         """`loaded` is a weights.loader.LoadedModel; `clock` (seconds, monotonic) times arrivals,
-        first tokens and steps: tests inject a fake one to get exact rates."""
+        first tokens and steps: tests inject a fake one to get exact rates. `draft`: the
+        LoadedModel of `speculate="draft:PATH:K"` when the caller has it (else PATH is loaded)."""
         self.clock = clock
         self.config = config = config or EngineConfig()
         self.loaded = loaded
@@ -85,6 +88,8 @@ class Engine(StepApply, StepFaults, EngineConveniences):
         self.scheduler = Scheduler(self.bm, config.max_num_batched_tokens, config.max_num_seqs,
                                    config.enable_chunked_prefill, self.max_model_len)
         self.pattern: AttentionPattern = parse_pattern(config.attention)
+        spec, draft = speculation_setup(config.speculate, loaded, num_blocks, config.block_size,
+                                        draft)
         self.runner = ModelRunner(
             loaded.model, num_blocks, config.block_size, loaded.dtype, loaded.device,
             cuda_graphs=config.cuda_graphs, max_num_seqs=config.max_num_seqs,
@@ -95,23 +100,21 @@ class Engine(StepApply, StepFaults, EngineConveniences):
         # per report, model/engine/report_book.py).
         self._book = ReportBook(self.bm, self.max_model_len)
         self._pending: list[RequestOutput] = []      # outputs decided outside step (abort, errors)
-        # Sequences finished since the last report, as they were before their blocks were freed:
-        # the next StepReport lists them (status "finished") beside the live ones.
+        # Sequences finished since the last report, as they were before their blocks were
+        # freed: the next StepReport lists them beside the live ones.
         self._finished_reports: list[SequenceReport] = []
         self._next_request = 0
         self._next_seq = 0
         self._step = 0
         self.groups: dict[int | str, SequenceGroup] = {}   # request id -> its sequence group
-        # Work for the runner's next step: re-rotations decided by this step's evictions, and
-        # the random streams of finished requests to forget.
+        # For the runner's next step: re-rotations (evictions), random streams to forget.
         self._rerotations: list[tuple[int, list[int]]] = []
         self._released_keys: list[tuple[int, int]] = []
-        # Overlap scheduling: the step submitted last call whose result is not applied yet
-        # (its logits rows and scheduled sequences; None when none is in flight); see `step`.
+        # Overlap: the step submitted last call whose result is not applied yet (see `step`).
         self._in_flight: InFlight | None = None
-        # Logits rows whose result was dropped because their sequence had finished meanwhile
-        # (aborted, or stopped on the token before: the cost of overlap), cumulative.
+        # Logits rows dropped: their sequence had finished meanwhile (overlap), cumulative.
         self.discarded_rows = 0
+        self.set_speculate(spec, draft)
 
     @classmethod
     def from_path(cls, path: str | None = None, progress=None, **fields) -> "Engine":
@@ -221,6 +224,7 @@ class Engine(StepApply, StepFaults, EngineConveniences):
             freed = [g.on_stall() for g in list(self.groups.values())]   # each group is asked
             if any(freed):
                 sched = self.scheduler.schedule()    # groups held blocks the waiting need
+        spec_before = SpecPlanner.extend_step(self.spec_planner, sched, self.groups)  # verify rows
         # A sequence whose last token is still on its way (overlap) ends once that token landed.
         outgrown_late = [s for s in sched.outgrown if s.num_pending]
         for seq in sched.outgrown:
@@ -275,7 +279,8 @@ class Engine(StepApply, StepFaults, EngineConveniences):
             ttft_s=ttft, inter_token_latency_s=dt if sched.num_decode_tokens else 0.0,
             sequences=self._book.sequences() + finished,
             cache=self._cache_report(self.config.report_blocks),
-            num_running=len(self.scheduler.running), num_waiting=len(self.scheduler.waiting))
+            num_running=len(self.scheduler.running), num_waiting=len(self.scheduler.waiting),
+            **SpecPlanner.report_fields(self.spec_planner, spec_before))
 
     def _end_outgrown(self, seq: Sequence) -> None:
         """Finish a sequence the scheduler found to need more than the whole KV cache."""
@@ -294,13 +299,14 @@ class Engine(StepApply, StepFaults, EngineConveniences):
         for item in scheduled:
             seq = item.seq
             touched(seq)
-            seq.num_computed = item.end
+            # a verify row's proposals count once accepted (SpecPlanner.landed)
+            seq.num_computed = item.end if item.spec is None else item.start + 1
             bm.touch_written(seq.seq_id, item.start, item.end)
             end = min(item.end, seq.num_tokens)      # a token still on the device is not hashed
             if bm.has_uncommitted(seq.seq_id, end):
                 bm.commit(seq.seq_id, seq.all_ids, end)
         if self.overlap:
-            run_ahead.mark_run_ahead(rows, self.max_model_len)
+            run_ahead.mark_run_ahead(rows, self.max_model_len, self.spec_planner)
 
     def _plan(self, scheduled: list[ScheduledSeq], copies: list[tuple[int, int]]
               ) -> tuple[StepPlan, list[list]]:

@@ -23,6 +23,10 @@ a step) and turns it into a StepResult. Up to two steps may be submitted and not
 params set `logprobs` go through `sample_ids_with_choices` instead (same ids, plus what each
 filter stage considered: StepResult.choices), whose few tensors are copied to pinned memory
 beside the ids, so such a step overlaps too; a step where none asks never builds that report.
+Speculative verification (a LogitsRequest with `verify`, k + 1 logits rows): before the batch's
+forward the draft model, if the runner has one (model/engine/draft_runner.py), proposes into the
+row's placeholder ids; after it `spec_verify.verify_requests` accepts or rejects on the device,
+and the result's ids for the row are the m + 1 emitted tokens.
 After a fault (an exception out of `submit` or `collect`) the engine calls `discard_in_flight`:
 the steps submitted and not collected are dropped, and the next plan names no earlier draw.
 """
@@ -36,6 +40,7 @@ import torch
 from llm_playground.kernels.mask import MaskSpec
 from llm_playground.model.engine import eviction
 from llm_playground.model.engine import sampler as sampling
+from llm_playground.model.engine import spec_verify
 from llm_playground.model.engine.device_batch import DeviceBatch, host_to_device
 from llm_playground.model.engine.step_plan import BatchPlan, StepPlan, StepResult
 from llm_playground.model.network.kv_cache import KVCache
@@ -47,7 +52,7 @@ class ModelRunner:
     def __init__(self, model, num_blocks: int, block_size: int, dtype: torch.dtype,
                  device: torch.device, cuda_graphs: bool = False, max_num_seqs: int = 1,
                  max_blocks_per_seq: int = 1, capture_mask: MaskSpec | None = None,
-                 kv_dtype: str | None = None) -> None:
+                 kv_dtype: str | None = None, draft=None) -> None:
         mc = model.config
         self.model = model
         self.device = torch.device(device)
@@ -69,7 +74,10 @@ class ModelRunner:
                 # Capture every batch-size bucket now (as vLLM does at start-up), not in the
                 # middle of serving: a capture compiles and warms up, which would stall a step.
                 self.graph_runner.capture_all(capture_mask)
-        self._generators: dict[tuple[int, int], torch.Generator] = {}
+        self.draft = draft                 # DraftProposer (speculation with a draft) or None
+        if draft is not None:
+            draft.attach(self.kv)
+        self._generators: dict[tuple, torch.Generator] = {}
         self._submitted: deque[_Submitted] = deque()      # oldest first, at most MAX_IN_FLIGHT
         # (D,) int64 on the device: the draws of the last submitted step, which the next plan's
         # deferred input ids name (BatchPlan.deferred_draws).
@@ -103,17 +111,25 @@ class ModelRunner:
                                    self.model.rope_sin)
         for src, dst in plan.block_copies:
             self.kv.copy_block(src, dst)
+            if self.draft is not None:
+                self.draft.copy_block(src, dst)
         prev = self._last_ids
-        parts = [p for p in (self._logits(b, prev) for b in plan.batches) if p is not None]
+        parts, proposed = [], {}
+        for b in plan.batches:
+            part = self._logits(b, prev, proposed)
+            if part is not None:
+                parts.append(part)
         requests = [r for b in plan.batches for r in b.logits]
         ids, top, choices = torch.zeros(0, dtype=torch.long, device=self.device), None, None
+        verified = []
         if parts:
             logits = parts[0] if len(parts) == 1 else torch.cat(parts)                 # (N, V) f32
-            ids, top, choices = self._sample(logits, requests)
+            ids, top, choices, verified = self._sample(logits, requests, proposed)
         self._last_ids = ids
         for key in plan.released_keys:
             self._generators.pop(key, None)
-        self._submitted.append(_Submitted(requests, ids, top, choices))
+            self._generators.pop(spec_verify.draft_key(key), None)
+        self._submitted.append(_Submitted(requests, ids, top, choices, verified))
 
     @torch.inference_mode()
     def collect(self) -> StepResult:
@@ -134,10 +150,15 @@ class ModelRunner:
         """Steps submitted and not yet collected."""
         return len(self._submitted)
 
-    def _logits(self, plan: BatchPlan, prev_ids: torch.Tensor | None) -> torch.Tensor | None:
+    def _logits(self, plan: BatchPlan, prev_ids: torch.Tensor | None,
+                proposed: dict) -> torch.Tensor | None:
         """Logits (N, V) float32 of the batch's logits rows, in order; None when it has none.
-        prev_ids (D,): the previous step's draws, for the plan's deferred input ids."""
+        prev_ids (D,): the previous step's draws, for the plan's deferred input ids. The draft
+        model's proposals for the batch's verify rows go into `proposed` (by request id)."""
         batch, input_ids = self.batch.build(plan, prev_ids)
+        drafted = [r for r in plan.logits if r.verify is not None and not r.verify.proposals]
+        if drafted:
+            self._propose(plan, drafted, input_ids, proposed)
         if (self.graph_runner is not None and plan.num_decodes == plan.num_rows
                 and len(plan.logits) == plan.num_rows and self.graph_runner.can_run(batch)):
             return self.graph_runner.run(input_ids, batch).clone()                     # (B, V)
@@ -146,18 +167,52 @@ class ModelRunner:
             return None
         return self.model.compute_logits(hidden.index_select(0, batch.logits_indices))  # (N, V)
 
-    def _sample(self, logits: torch.Tensor, requests
-                ) -> tuple[torch.Tensor, tuple | None, sampling.PendingChoices | None]:
+    def _propose(self, plan: BatchPlan, drafted: list, input_ids: torch.Tensor,
+                 proposed: dict) -> None:
+        """The draft model's proposals for the batch's `drafted` verify rows, written into
+        their placeholder input ids (on the device) and kept in `proposed` for verification."""
+        if self.draft is None:
+            raise RuntimeError("a verify row asks for draft proposals, but the runner has no draft")
+        gens = [self._generator(r.draws[0], draft=True) for r in drafted]
+        props, probs = self.draft.propose(plan, [r.verify for r in drafted],
+                                          [r.draws[0].params for r in drafted], gens, self.batch)
+        kmax, cu = props.shape[1], plan.cu_seqlens_q
+        where, src = [], []
+        for j, r in enumerate(drafted):
+            v = r.verify
+            where += range(int(cu[v.row]) + 1, int(cu[v.row]) + 1 + v.k)
+            src += range(j * kmax, j * kmax + v.k)
+            proposed[id(r)] = (props[j, :v.k], None if probs is None else probs[j, :v.k])
+        dev = input_ids.device
+        input_ids.index_copy_(0, host_to_device(where, torch.long, dev),
+                              props.reshape(-1).index_select(0, host_to_device(src, torch.long, dev)))
+
+    def _sample(self, logits: torch.Tensor, requests, proposed: dict
+                ) -> tuple[torch.Tensor, tuple | None, sampling.PendingChoices | None, list]:
         """Every draw of every row in one batched `sample_ids` call, then the asked-for top
         logprobs, all on the device: ((D,) ids, (rows, top ids (M, k), top logprobs (M, k)) or
-        None, the draws' PendingChoices or None when none asked)."""
-        rows, params, gens, seen = [], [], [], []
+        None, the draws' PendingChoices or None when none asked, the verifications (request
+        index, ids (k+1,), m (1,)): spec_verify.verify_requests). A verification's draw slot in
+        the (D,) ids holds its last emitted id (no later plan names it: it never runs ahead)."""
+        rows, params, gens, seen, offsets, slots, vslots = [], [], [], [], [], [], []
+        o = 0
         for i, req in enumerate(requests):
+            offsets.append(o)
+            if req.verify is not None:
+                vslots.append(len(slots) + len(vslots))
+                o += req.num_rows
+                continue
             for d in req.draws:
-                rows.append(i)
+                slots.append(len(slots) + len(vslots))
+                rows.append(o)
                 params.append(d.params)
                 gens.append(self._generator(d))
                 seen.append(list(d.seen_ids))
+            o += 1
+        verified = []
+        if vslots:
+            verified = spec_verify.verify_requests(logits, requests, offsets, proposed,
+                                                   self._generator)
         ids = torch.zeros(0, dtype=torch.long, device=logits.device)
         choices = None
         if rows:
@@ -169,21 +224,31 @@ class ModelRunner:
                 ids, choices = sampling.sample_ids_with_choices(draw_logits, params, gens, seen)
             else:
                 ids = sampling.sample_ids(draw_logits, params, gens, seen)             # (D,)
+        if vslots:
+            full = torch.zeros(len(slots) + len(vslots), dtype=torch.long, device=logits.device)
+            last = torch.cat([v_ids.index_select(0, m) for _, v_ids, m in verified])
+            full.index_copy_(0, host_to_device(vslots, torch.long, logits.device), last)
+            if slots:
+                full.index_copy_(0, host_to_device(slots, torch.long, logits.device), ids)
+            ids = full
         want = [(i, r.top_logprobs) for i, r in enumerate(requests) if r.top_logprobs > 0]
         top = None
         if want:
-            idx = host_to_device([i for i, _ in want], torch.long, logits.device)
+            idx = host_to_device([offsets[i] for i, _ in want], torch.long, logits.device)
             lp = torch.log_softmax(logits.index_select(0, idx).float(), dim=-1)        # (M, V)
             k = min(max(n for _, n in want), lp.shape[1])
             top_lp, top_ids = torch.topk(lp, k, dim=-1)                                # (M, k)
             top = (want, top_ids, top_lp)
-        return ids, top, choices
+        return ids, top, choices, verified
 
-    def _generator(self, draw) -> torch.Generator:
-        g = self._generators.get(draw.key)
+    def _generator(self, draw, draft: bool = False) -> torch.Generator:
+        """The draw's random stream (its draft's with `draft`), made on first use."""
+        key = spec_verify.draft_key(draw.key) if draft else draw.key
+        g = self._generators.get(key)
         if g is None:
-            g = self._generators[draw.key] = sampling.make_generator(
-                draw.seed, draw.sample_index, self.device)
+            seed = spec_verify.draft_seed(draw.seed) if draft else draw.seed
+            g = self._generators[key] = sampling.make_generator(seed, draw.sample_index,
+                                                                self.device)
         return g
 
     # ---- outside the step loop -----------------------------------------------------------------
@@ -206,14 +271,23 @@ class _Submitted:
     logprobs, and what the sampler considered) on their way to the host. On CUDA the copies go
     into pinned memory without blocking and an event marks their end; `result` waits for it.
     On CPU they are plain tensors."""
-    __slots__ = ("requests", "ids", "top", "choices", "event")
+    __slots__ = ("requests", "ids", "top", "choices", "event", "verified")
 
     def __init__(self, requests, ids: torch.Tensor, top: tuple | None,
-                 choices: sampling.PendingChoices | None = None) -> None:
+                 choices: sampling.PendingChoices | None = None, verified: list = ()) -> None:
         self.requests = requests
         self.event = None
+        # verifications: (request index, emitted ids (k+1,), accepted (1,)) as one pair of
+        # flat tensors, so that one copy each brings them to the host
+        self.verified = None
+        if verified:
+            self.verified = ([i for i, _, _ in verified], torch.cat([v for _, v, _ in verified]),
+                             torch.cat([m for _, _, m in verified]))
         if ids.device.type == "cuda":
             ids = _to_pinned(ids)
+            if self.verified is not None:
+                self.verified = (self.verified[0], _to_pinned(self.verified[1]),
+                                 _to_pinned(self.verified[2]))
             if top is not None:
                 top = (top[0], _to_pinned(top[1]), _to_pinned(top[2]))
             if choices is not None:
@@ -240,8 +314,17 @@ class _Submitted:
             top_ids, top_lp = top_ids.numpy(), top_lp.numpy()
             for j, (i, n) in enumerate(want):
                 result.top_logprobs[i] = (top_ids[j, :n].astype(np.int64), top_lp[j, :n])
+        if self.verified is not None:
+            which, v_ids, v_m = self.verified
+            v_ids, v_m = v_ids.tolist(), v_m.tolist()
+            o = 0
+            for i, m in zip(which, v_m):
+                n = requests[i].verify.k + 1
+                result.tokens[i] = v_ids[o:o + m + 1]
+                o += n
         if self.choices is not None:
-            rows = [i for i, req in enumerate(requests) for _ in req.draws]      # (D,) row of each draw
+            rows = [i for i, req in enumerate(requests) if req.verify is None
+                    for _ in req.draws]                                         # (D,) row of each draw
             result.choices = _choices_per_row(len(requests), rows, self.choices.choices())
         return result
 

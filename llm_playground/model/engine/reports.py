@@ -77,6 +77,9 @@ class RequestOutput:
     # params.logprobs set: one TokenChoice (model/engine/token_choice.py) per new token id, in
     # order (what the sampler considered); None when not asked
     choices: list | None = None
+    # Speculative decoding: per new token, True for a draft's proposal the target accepted,
+    # False for the target's own token; None when this sequence never verified a proposal.
+    speculated: list | None = None
 
 
 @dataclass
@@ -136,3 +139,9 @@ class StepReport:
     num_running: int = 0
     num_waiting: int = 0
     parallel: ParallelReport | None = None        # tensor / data parallel serving, else None
+    # Speculative decoding: verifications whose result landed in this call, the tokens they
+    # proposed and how many of those the target accepted (each row also emits one token of the
+    # target's own: tokens per verify row = 1 + accepted / rows).
+    spec_rows: int = 0
+    spec_proposed: int = 0
+    spec_accepted: int = 0

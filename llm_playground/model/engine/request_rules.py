@@ -92,9 +92,12 @@ def take_output(seq: Sequence) -> RequestOutput:
                         finish_reason=seq.finish_reason, error=seq.error,
                         error_kind=seq.error_kind,
                         sample_index=seq.sample_index,
-                        choices=seq.new_choices if seq.params.logprobs is not None else None)
+                        choices=seq.new_choices if seq.params.logprobs is not None else None,
+                        speculated=seq.new_spec if seq.new_spec else None)
     seq.new_tokens, seq.delta, seq.just_finished = [], "", False
     seq.new_choices = []
+    if seq.new_spec:
+        seq.new_spec = []
     return out
 
 

@@ -4,7 +4,8 @@ With overlap (EngineConfig.overlap) the engine plans step N+1 while the device r
 (docs/RUNTIME.md). After a step is submitted, `mark_run_ahead` decides for each logits row
 whether its sequence decodes the drawn token next step without waiting for it on the host:
 yes when the sequence's group allows it (`SequenceGroup.can_run_ahead`: not beam search, not
-the prompt row that forks n > 1 samples, not a repetition penalty) and the token is not the
+the prompt row that forks n > 1 samples, not a repetition penalty, not a speculative
+verification, whose next plan depends on how many proposals it accepts) and the token is not the
 last by length (max_tokens or the context end: known in advance, so no row is wasted there).
 Such a sequence counts the token as pending (`Sequence.num_pending`, `pending_draw`: which draw
 of the step holds it), so the scheduler plans its next decode and the batch builder names the
@@ -27,11 +28,16 @@ def last_by_length(seq: Sequence, max_model_len: int) -> bool:
             or (not seq.pattern.evicts and seq.num_tokens_ahead + 1 >= max_model_len))
 
 
-def mark_run_ahead(rows: list[list], max_model_len: int) -> None:
+def mark_run_ahead(rows: list[list], max_model_len: int, spec=None) -> None:
     """rows: per logits row [sequence, group, index of its first draw, runs ahead]; sets the
-    last entry (and the sequence's pending count and draw) for the rows that run ahead."""
+    last entry (and the sequence's pending count and draw) for the rows that run ahead.
+    `spec` (a SpecPlanner or None): sequences that verify next step wait for their id."""
     for row in rows:
         seq, group, draw, _ = row
+        if seq.spec_k:          # a verification: the next plan depends on what it accepts
+            continue
+        if spec is not None and spec.wants_next(seq, group):
+            continue
         if group.can_run_ahead(seq) and not last_by_length(seq, max_model_len):
             seq.num_pending += 1
             seq.pending_draw = draw

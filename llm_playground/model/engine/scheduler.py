@@ -33,7 +33,7 @@ from llm_playground.model.engine.sequence import Sequence, SeqStatus
 class ScheduledSeq:
     """One sequence's share of a step: positions [start, start + num_tokens).
     A plain slotted class (not a dataclass): the scheduler makes one per sequence per step."""
-    __slots__ = ("seq", "start", "num_tokens", "end", "is_decode", "needs_logits")
+    __slots__ = ("seq", "start", "num_tokens", "end", "is_decode", "needs_logits", "spec")
 
     def __init__(self, seq: Sequence, start: int, num_tokens: int) -> None:
         self.seq = seq
@@ -49,6 +49,9 @@ class ScheduledSeq:
         # The last token of the sequence is computed: a new token gets sampled (fixed at
         # scheduling time, before the step appends anything).
         self.needs_logits = self.end == total
+        # Speculative verification (model/engine/spec_planner.py widens a decode to 1 + k
+        # tokens): (k, proposals) with proposals () when the draft model proposes; else None.
+        self.spec: tuple[int, tuple[int, ...]] | None = None
 
     def __repr__(self) -> str:
         return (f"ScheduledSeq(seq={self.seq.seq_id}, start={self.start}, "
@@ -242,6 +245,7 @@ class Scheduler:
         front of the queue to recompute."""
         self.bm.free(seq.seq_id)
         seq.num_computed = 0
+        seq.draft_computed = 0          # the draft model's K/V went with the blocks
         seq.status = SeqStatus.PREEMPTED
         self.waiting.appendleft(seq)
         self.num_preemptions += 1

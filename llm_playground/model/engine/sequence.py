@@ -126,6 +126,14 @@ class Sequence:
     # the last submitted step holds the latest of them (a plan names it there).
     num_pending: int = 0
     pending_draw: int = -1
+    # Speculative decoding (model/engine/spec_planner.py): the draft model's computed length
+    # (its own K/V, separate from num_computed), this step's verification (k proposals from
+    # position spec_start; 0 = none in flight), and per new token whether it was an accepted
+    # proposal (True) or the target's own token (False); empty when the sequence never verified.
+    draft_computed: int = 0
+    spec_k: int = 0
+    spec_start: int = 0
+    new_spec: list = field(default_factory=list)
 
     @property
     def all_ids(self) -> list[int]:

@@ -81,6 +81,7 @@ class GroupOps:
         child.output_ids = list(parent.output_ids)
         child.pattern, child.cacheable = parent.pattern, parent.cacheable
         child.num_computed = parent.num_computed
+        child.draft_computed = parent.draft_computed
         child.num_cached_tokens = parent.num_cached_tokens
         e.bm.fork(parent.seq_id, child.seq_id)
         e.scheduler.add_running(child)

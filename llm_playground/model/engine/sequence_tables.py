@@ -162,6 +162,19 @@ class SequenceTables:
         e.version = self._bump()
         self._rows.set(seq_id, index, -1)
 
+    def truncate(self, seq_id: int, n: int) -> list[int]:
+        """Keep the sequence's first n table entries; returns the entries removed (in order)."""
+        e = self._seqs[seq_id]
+        tail = e.table[n:]
+        if not tail:
+            return []
+        del e.table[n:]
+        e.holes -= tail.count(-1)
+        e.version = self._bump()
+        for i in range(n, n + len(tail)):
+            self._rows.set(seq_id, i, -1)
+        return tail
+
     def extend_chain(self, seq_id: int, h: int) -> None:
         """The sequence's next full block hashes to h."""
         self._seqs[seq_id].chain.append(h)

@@ -39,14 +39,25 @@ class StepApply:
         overlap scheduling) is dropped: its token is never emitted."""
         appended: list[tuple[Sequence, int]] = []
         touched: dict[int, SequenceGroup] = {}
+        verified: list[tuple[Sequence, int]] = []       # (sequence, proposals accepted)
+        flags: list[bool] = []      # per appended token: an accepted proposal (speculation)
+        spec = self.spec_planner
         for r, ((seq, group, _, ahead), toks, top) in enumerate(
                 zip(rows, result.tokens, result.top_logprobs)):
             if ahead:
                 seq.num_pending -= 1
             if seq.is_finished:          # aborted, or stopped one token earlier (overlap)
                 self.discarded_rows += 1
+                seq.spec_k = 0
+                continue
+            if seq.spec_k:               # a verification: m accepted proposals, then one more
+                pairs = [(seq, t) for t in toks]
+                verified.append((seq, len(toks) - 1))
+                flags += [True] * (len(toks) - 1) + [False]
+                appended += pairs
                 continue
             pairs = group.take_row(seq, toks, top)
+            flags += [False] * len(pairs)
             if result.choices and result.choices[r] is not None:
                 _keep_choices(pairs, toks, result.choices[r])
             appended += pairs
@@ -54,8 +65,12 @@ class StepApply:
         for group in touched.values():
             group.end_rows()
         ttft: dict[int | str, float] = {}
-        for seq, tok in appended:
+        for (seq, tok), proposed in zip(appended, flags):
+            if seq.is_finished:          # stopped on an earlier token of its verify row
+                continue
             seq.output_ids.append(tok)
+            if spec is not None:
+                seq.new_spec.append(proposed)
             if seq.first_token_time is None:
                 seq.first_token_time = now
                 ttft.setdefault(seq.request_id, now - seq.arrival_time)
@@ -68,6 +83,11 @@ class StepApply:
             if self.bm.has_uncommitted(seq.seq_id, end):
                 self.bm.commit(seq.seq_id, seq.all_ids, end)
             self._check_stop(seq, tok)
+        for seq, accepted in verified:
+            spec.landed(seq, accepted)   # K/V past the accepted tokens rolled back
+            end = min(seq.num_computed, seq.num_tokens)
+            if not seq.is_finished and self.bm.has_uncommitted(seq.seq_id, end):
+                self.bm.commit(seq.seq_id, seq.all_ids, end)
         return ttft
 
     def _check_stop(self, seq: Sequence, tok: int) -> None:
@@ -97,6 +117,8 @@ class StepApply:
         self._finished_reports += sequence_reports(self.bm, [seq])
         self._book.released(seq)
         self.scheduler.remove(seq)
+        if self.spec_planner is not None:
+            self.spec_planner.forget(seq)
         self._released_keys.append((seq.serial, seq.sample_index))
 
     def _evict(self, seq: Sequence) -> None:

@@ -25,7 +25,9 @@ Layout of one `BatchPlan` (packed, no padding; the layout network/batch.py docum
                                                       previous step drew as its draw
                                                       deferred_draws[p] (overlap scheduling)
     table_width                          int          columns of the table the batch reads
-Rows q_len == 1 come first (`num_decodes`). Each logits row has one `LogitsRequest`, in order.
+Rows q_len == 1 come first (`num_decodes`), then speculative verify rows (`num_verify` of them
+share one q_len, K + 1), then the rest. Each logits row has one `LogitsRequest`, in order,
+except that a verification's request covers its k + 1 rows (`Verify`).
 Context lengths are starts + q_len. Token t of row b sits at position p = starts[b] + t; its
 slot is table[seq_rows[b], p // block_size] * block_size + p % block_size.
 
@@ -66,12 +68,36 @@ class Draw:
     seen_ids: tuple[int, ...] = ()       # ids for the repetition penalty (empty when it is 1.0)
 
 
+@dataclass(frozen=True)
+class Verify:
+    """Speculative verification of one batch row: its tokens are the last accepted id and `k`
+    proposals (input_ids[cu[row] : cu[row] + k + 1]), and its LogitsRequest covers the k + 1
+    logits rows of those tokens, in order. Proposals come from the plan (prompt lookup) or,
+    when `proposals` is empty, from the runner's draft model, which first computes its own K/V
+    for positions [draft_start, start] (`catchup_ids`, the last of them the row's first input)
+    and then proposes k tokens into the row's placeholder ids (model/engine/draft_runner.py).
+    The row's one draw decides acceptance (model/engine/spec_verify.py); its result is the m + 1
+    ids emitted (m proposals accepted, then the target's own token)."""
+    row: int                             # the batch row
+    k: int
+    proposals: tuple[int, ...] = ()      # () = the draft model proposes
+    draft_start: int = 0
+    catchup_ids: tuple[int, ...] = ()
+
+
 @dataclass
 class LogitsRequest:
     """What to do with one logits row: sample `draws` (several draws from one row: the n > 1
-    fork of a prompt), and/or return the `top_logprobs` best log-probabilities (beam search)."""
+    fork of a prompt), and/or return the `top_logprobs` best log-probabilities (beam search).
+    With `verify` set it covers that verification's k + 1 logits rows (one draw)."""
     draws: list[Draw] = field(default_factory=list)
     top_logprobs: int = 0
+    verify: Verify | None = None
+
+    @property
+    def num_rows(self) -> int:
+        """Logits rows this request covers: 1, or k + 1 for a verification."""
+        return 1 if self.verify is None else self.verify.k + 1
 
 
 @dataclass
@@ -94,6 +120,10 @@ class BatchPlan:
     has_offsets: bool = False            # some rope_offsets entry is not 0
     deferred_tokens: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))   # (P,)
     deferred_draws: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))    # (P,)
+    # Speculative verification: rows num_decodes .. num_decodes + num_verify - 1 are verify
+    # rows of verify_q_len tokens each (the attention kernels' decode path takes them).
+    num_verify: int = 0
+    verify_q_len: int = 0
 
     @property
     def num_rows(self) -> int:
@@ -127,8 +157,8 @@ class StepPlan:
 
     @property
     def num_logits_rows(self) -> int:
-        """Logits rows over all batches of the step."""
-        return sum(len(b.logits) for b in self.batches)
+        """Logits rows over all batches of the step (a verification counts its k + 1)."""
+        return sum(r.num_rows for b in self.batches for r in b.logits)
 
     @property
     def num_draws(self) -> int:
@@ -139,7 +169,7 @@ class StepPlan:
 @dataclass
 class StepResult:
     """What the runner hands back, per logits row in plan order (batches concatenated):
-    `tokens[i]` has one id per draw of row i; `top_logprobs[i]` is (ids, logprobs) sorted best
+    `tokens[i]` has one id per draw of row i (a verification: its m + 1 emitted ids); `top_logprobs[i]` is (ids, logprobs) sorted best
     first, numpy int64 / float32, or None when the row asked for none. `choices` is empty unless
     some draw's params set `logprobs`; then `choices[i]` is, parallel to `tokens[i]`, a
     TokenChoice per draw (None for a draw that did not ask), or None for a row with none."""

@@ -48,6 +48,12 @@ class AttentionBatch:
     # False when no prefill chunk follows cached tokens (every chunk starts at position 0): the
     # prefill kernel's packed path then compiles without the cached-prefix loop. True is correct.
     has_prefix: bool = True
+    # Speculative verification: sequences num_decodes..num_decodes+num_verify-1 each have
+    # verify_q_len new tokens (the last accepted token and K proposals), so the Triton path runs
+    # them through the decode kernel with several query tokens per sequence. 0 = none; the
+    # reference path and the prefill kernel are correct for them either way.
+    num_verify: int = 0
+    verify_q_len: int = 0
 
     @property
     def num_seqs(self) -> int:

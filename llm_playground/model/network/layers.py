@@ -97,7 +97,8 @@ class LlamaDecoderLayer(nn.Module):
                             batch.block_tables, batch.max_q_len, batch.max_context_len,
                             self.scale, batch.mask, batch.num_decodes, holes=batch.has_holes,
                             k_new=k_new, v_new=v_new, prefix=batch.has_prefix,
-                            kv_scales=kv_scales)                                 # (T, Hq, D)
+                            kv_scales=kv_scales, num_verify=batch.num_verify,
+                            verify_q_len=batch.verify_q_len)                 # (T, Hq, D)
         hidden = self.o_proj(o.reshape(T, self.q_size))                      # (T, H)
         if fused:
             gate_up, residual = rms_norm_linear(hidden, self.post_attention_norm, self.eps,
