@@ -26,6 +26,8 @@ def _non_default_batch() -> AttentionBatch:
         logits_indices=torch.tensor([0, 3]),
         has_holes=False,
         has_prefix=False,
+        num_verify=1,                 # the 3-token row read as a speculative verify row
+        verify_q_len=3,
     )
 
 
