@@ -104,17 +104,24 @@ class EngineBridge:
     def submit(self, prompts: list[list[int]], params: SamplingParams, prefix: str) -> RequestStream:
         """Queue one engine request per prompt (ids `prefix-0`, `prefix-1`, ...); raises
         QueueFull when max_queue requests are already in the server."""
+        rids, stream = self._admit(len(prompts), params, prefix, "thread")
+        for rid, ids in zip(rids, prompts):
+            self._commands.put(("add", stream, rid, ids, params))
+        return stream
+
+    def _admit(self, num_prompts: int, params: SamplingParams, prefix: str, where: str
+               ) -> tuple[list[str], RequestStream]:
+        """The queue-limit and liveness checks of `submit` (QueueFull, RuntimeError naming the
+        engine `where` runs), then the request ids and the stream, counted in flight."""
         if self.in_flight >= self.max_queue:
             raise QueueFull(f"the server holds {self.in_flight} requests (--max-queue "
                             f"{self.max_queue}); retry later")
         if not self.alive:
-            raise RuntimeError("the engine thread is not running")
-        rids = [f"{prefix}-{i}" for i in range(len(prompts))]
+            raise RuntimeError(f"the engine {where} is not running")
+        rids = [f"{prefix}-{i}" for i in range(num_prompts)]
         stream = RequestStream(rids, params.n, arrival=self.clock())
         self.in_flight += 1
-        for rid, ids in zip(rids, prompts):
-            self._commands.put(("add", stream, rid, ids, params))
-        return stream
+        return rids, stream
 
     def close(self, stream: RequestStream, abort: bool) -> None:
         """The HTTP request is over: with `abort`, end its engine requests (blocks freed).

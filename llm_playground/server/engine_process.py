@@ -31,7 +31,7 @@ from typing import Any, Callable
 
 from llm_playground.model.engine.outcomes import ErrorKind, FinishReason
 from llm_playground.model.engine.reports import RequestOutput
-from llm_playground.server.bridge import EngineBridge, QueueFull, RequestStream, Snapshot
+from llm_playground.server.bridge import EngineBridge, RequestStream, Snapshot
 
 log = logging.getLogger("llm_playground.server")
 START_TIMEOUT_S = 600.0          # a model fetched and loaded in the child
@@ -179,14 +179,7 @@ class ProcessBridge(EngineBridge):
     # ---- requests (event loop) ------------------------------------------------------------
     def submit(self, prompts, params, prefix: str) -> RequestStream:
         """Queue one engine request per prompt in the engine process (see EngineBridge.submit)."""
-        if self.in_flight >= self.max_queue:
-            raise QueueFull(f"the server holds {self.in_flight} requests (--max-queue "
-                            f"{self.max_queue}); retry later")
-        if not self.alive:
-            raise RuntimeError("the engine process is not running")
-        rids = [f"{prefix}-{i}" for i in range(len(prompts))]
-        stream = RequestStream(rids, params.n, arrival=self.clock())
-        self.in_flight += 1
+        rids, stream = self._admit(len(prompts), params, prefix, "process")
         for rid, ids in zip(rids, prompts):
             stream.remaining[rid] = params.n
             self._streams[rid] = stream

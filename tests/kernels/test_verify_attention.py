@@ -79,8 +79,6 @@ def test_mixed_batch_with_verify_rows_bf16_interpreted():
 @pytest.mark.parametrize("k", [2, 4, 8])
 @pytest.mark.parametrize("shape", [(9, 3, 64), (32, 8, 128)], ids=["smollm2", "llama3-8b"])
 def test_verify_rows_real_shapes_gpu(k, shape):
-    if not torch.cuda.is_available():
-        pytest.skip("needs CUDA")
     hq, hkv, d = shape
     B = 16
     ctx = [300 + 97 * i for i in range(B)]
