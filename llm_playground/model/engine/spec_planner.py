@@ -14,10 +14,11 @@ hash ids known on the host and the rejected ids never are.
 Who speculates (the rest decode as usual, in the same batch; `why_not` names the reason):
 plain sampling groups (not beam search, whose group picks tokens itself; an n > 1 request once
 its prompt row has forked, each sample on its own), dense-like attention patterns (a sliding
-pattern frees and re-rotates blocks between steps: refused), no `logprobs` (its TokenChoices
-are per draw), and with a draft model no repetition penalty (the draft's proposals never reach
-the host before the target's filters need them). k is capped by max_tokens, the context end and
-the step's token budget.
+pattern frees and re-rotates blocks between steps: refused), and with a draft model no
+repetition penalty (the draft's proposals never reach the host before the target's filters
+need them). `logprobs` requests speculate too: each emitted token gets the TokenChoice plain
+decoding gives it (model/engine/spec_verify.py `verify_choices`). k is capped by max_tokens,
+the context end and the step's token budget.
 
 Backoff (so that prompts that do not copy stay as fast as without speculation): each sequence
 keeps its own k, grown by 2 after a fully accepted row and shrunk by 1 otherwise (transformers'
@@ -112,8 +113,6 @@ class SpecPlanner:
             return "its prompt row forks the n samples"
         if seq.pattern.evicts:
             return "a sliding attention pattern frees and re-rotates blocks between steps"
-        if p.logprobs is not None:
-            return "logprobs report what the sampler considered per draw"
         if self.config.uses_draft_model and p.repetition_penalty != 1.0:
             return "a repetition penalty needs the draft's proposals on the host"
         return None
