@@ -139,8 +139,7 @@ class ModelRunner:
         return self._submitted.popleft().result()
 
     def discard_in_flight(self) -> None:
-        """Forget the steps submitted and not collected (a fault failed their requests): their
-        results are never read, and the next plan may name no draw of theirs."""
+        """Forget the steps in flight (a fault failed their requests): the next plan names none."""
         self._submitted.clear()
         self._last_ids = None
 
@@ -156,6 +155,8 @@ class ModelRunner:
         model's proposals for the batch's verify rows go into `proposed` (by request id)."""
         batch, input_ids = self.batch.build(plan, prev_ids)
         drafted = [r for r in plan.logits if r.verify is not None and not r.verify.proposals]
+        if plan.draft_catchups and self.draft is not None:
+            self.draft.catch_up(plan, self.batch)
         if drafted:
             self._propose(plan, drafted, input_ids, proposed)
         if (self.graph_runner is not None and plan.num_decodes == plan.num_rows
@@ -190,10 +191,9 @@ class ModelRunner:
                 ) -> tuple[torch.Tensor, tuple | None, sampling.PendingChoices | None, list]:
         """Every draw of every row in one batched `sample_ids` call, then the asked-for top
         logprobs, all on the device: ((D,) ids, (rows, top ids (M, k), top logprobs (M, k)) or
-        None, the draws' PendingChoices or None when none asked, (the verifications (request
-        index, ids (k+1,), m (1,)): spec_verify.verify_requests, and their TokenChoices or None:
-        spec_verify.verify_choices)). A verification's draw slot in
-        the (D,) ids holds its last emitted id (no later plan names it: it never runs ahead)."""
+        None, the draws' PendingChoices or None, (the verifications (request index, ids (k+1,),
+        m (1,)): spec_verify.verify_requests, their TokenChoices or None: verify_choices)). A
+        verification's draw slot in the (D,) ids holds its last emitted id (it never runs ahead)."""
         rows, params, gens, seen, offsets, slots, vslots = [], [], [], [], [], [], []
         o = 0
         for i, req in enumerate(requests):

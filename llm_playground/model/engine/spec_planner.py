@@ -20,6 +20,13 @@ need them). `logprobs` requests speculate too: each emitted token gets the Token
 decoding gives it (model/engine/spec_verify.py `verify_choices`). k is capped by max_tokens,
 the context end and the step's token budget.
 
+A draft model with its own cache must first compute its K/V for what the target has (a whole
+prompt the first time, all of it again after a preemption): the draft's catch-up of a step,
+all rows together, is at most the step's token budget. A row whose draft lags more than what
+is left only catches up this step (`ScheduledSeq.catchup`, a draft-only forward of at most
+that many ids) and verifies once level; so a long prompt's draft prefill is spread over steps
+like the target's chunked prefill, and no draft forward is larger than the budget.
+
 Backoff (so that prompts that do not copy stay as fast as without speculation): each sequence
 keeps its own k, grown by 2 after a fully accepted row and shrunk by 1 otherwise (transformers'
 assisted generation heuristic); a row with nothing accepted also pauses the sequence's
@@ -71,6 +78,7 @@ class SpecPlanner:
         self.token_budget = token_budget
         # draft:layers=L: the draft's K/V are the target's first layers, always up to date
         self.shares_target_cache = config.draft_layers is not None
+        self.catches_up = config.uses_draft_model and not self.shares_target_cache
         self._state: dict[int, _SeqSpec] = {}
         self.stats = SpecStats()
 
@@ -121,7 +129,9 @@ class SpecPlanner:
         """Widen the step's eligible decodes into verify rows, in place; then order the step's
         rows as the batch builder wants them: decodes, verify rows (longest first), the rest."""
         budget = self.token_budget - sum(it.num_tokens for it in sched.scheduled)
-        bm, bs, cfg = self.bm, self.bm.block_size, self.config
+        bm, cfg = self.bm, self.config
+        # a draft with its own cache: its catch-up tokens of the step, all rows together
+        draft_left = self.token_budget if self.catches_up else 0
         widened = False
         for it in sched.scheduled:
             seq = it.seq
@@ -142,6 +152,16 @@ class SpecPlanner:
                     self.max_model_len - n - 1, budget)
             if k <= 0:
                 continue
+            lag = 0                      # the draft's catch-up ids up to the row's input
+            if self.catches_up:
+                behind = min(seq.draft_computed, it.start)
+                lag = it.start + 1 - behind
+                if lag > draft_left:     # too far behind: only catch up (bounded), verify later
+                    c = min(lag - 1, draft_left)
+                    if c > 0:
+                        it.catchup, seq.draft_computed = (behind, c), behind + c
+                        draft_left -= c
+                    continue
             proposals: tuple[int, ...] = ()
             if cfg.method == "ngram":
                 ids = st.index.sync(seq.prompt_ids, seq.output_ids)
@@ -162,6 +182,7 @@ class SpecPlanner:
             it.num_tokens, it.end, it.spec = 1 + k, start + 1 + k, (k, proposals)
             seq.spec_k, seq.spec_start = k, start
             budget -= k
+            draft_left -= lag
             widened = True
         if widened:
             sched.scheduled.sort(key=lambda s: (0, 0) if s.spec is None and s.num_tokens == 1
