@@ -147,9 +147,13 @@ def _run_one(engine, ids: list[int], params, echo: bool) -> dict:
     out_ids, text, reason, ttft = [], [], None, None
     pre_tok = pre_s = dec_tok = dec_s = 0.0
     reports = []
+    proposed = accepted = 0
     for out in engine.iter_outputs(ids, params, on_report=reports.append):
         if out.error:
             raise RequestError(out.error)
+        if out.speculation_refused:
+            _say(f"note: {out.speculation_refused}")
+        proposed, accepted = proposed + out.spec_proposed, accepted + out.spec_accepted
         out_ids += out.new_token_ids
         text.append(out.text_delta)
         if echo and out.text_delta:
@@ -161,8 +165,13 @@ def _run_one(engine, ids: list[int], params, echo: bool) -> dict:
         elif r.num_decode_tokens:
             dec_tok, dec_s = dec_tok + r.num_decode_tokens, dec_s + r.step_time_s
         ttft = ttft if ttft is not None else next(iter(r.ttft_s.values()), None)
+    rows = sum(r.spec_rows for r in reports)
+    spec = None if getattr(engine, "spec_planner", None) is None else {
+        "verify_rows": rows, "proposed": proposed, "accepted": accepted,
+        "acceptance": accepted / proposed if proposed else None,
+        "tokens_per_verify_row": 1 + accepted / rows if rows else None}
     return {"prompt_ids": ids, "generated_ids": out_ids, "text": "".join(text),
-            "finish_reason": reason,
+            "finish_reason": reason, "speculation": spec,
             "timings": {"total_s": time.perf_counter() - t0, "ttft_s": ttft,
                         "prefill_tokens": int(pre_tok), "prefill_s": pre_s,
                         "prefill_tokens_per_s": pre_tok / pre_s if pre_s else None,
@@ -201,6 +210,9 @@ def _run_beams(engine, ids: list[int], args) -> int:
     from llm_playground.model.engine.beam_search import BeamSearchParams
     if args.temperature != 0.0:
         raise ValueError("beam search is deterministic: drop --temperature with --beams")
+    if getattr(engine, "spec_planner", None) is not None:
+        from llm_playground.model.engine.spec_planner import BEAM_SEARCH
+        _say(f"note: speculation off for this request: {BEAM_SEARCH}")
     params = BeamSearchParams(beam_width=args.beams, max_tokens=args.max_tokens,
                               length_penalty=args.length_penalty)
     t0 = time.perf_counter()

@@ -67,6 +67,10 @@ class Generation:
             self.choices[i].extend(out.choices)
         flags = getattr(out, "speculated", None)
         self.spec[i].extend(flags if flags else [False] * len(out.new_token_ids))
+        self.stats.spec_proposed += getattr(out, "spec_proposed", 0)
+        self.stats.spec_accepted += getattr(out, "spec_accepted", 0)
+        if getattr(out, "speculation_refused", None):
+            self.stats.spec_refused = out.speculation_refused
         if out.finished:
             self.reasons[i] = out.finish_reason
         self.changed = True
@@ -90,8 +94,6 @@ class Generation:
             self.spark.append(decoded / report.step_time_s)
             st.recent_decode_tps = tuple(self.spark)
             st.decode_steps += 1
-            st.spec_proposed += getattr(report, "spec_proposed", 0)
-            st.spec_accepted += getattr(report, "spec_accepted", 0)
         if any(any(f) for f in self.spec):
             st.speculated = tuple(map(tuple, self.spec))
         mine = [s for s in report.sequences if s.request_id == self.request_id]

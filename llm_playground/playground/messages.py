@@ -81,13 +81,15 @@ class ChatStats:
     prefix_hits_total: int = 0       # engine-wide, cumulative
     prefix_queries_total: int = 0
     comm_ms: float | None = None     # tensor parallel: the last step's collectives (rank 0), ms
-    # Speculative decoding: this chat's decode steps, the proposals verified in them and how
-    # many the target accepted (the steps' counts: other requests' rows too, under the load
-    # test), and per sample per token whether it was an accepted proposal (F7 speculation).
+    # Speculative decoding: this chat's decode steps, the proposals its own samples verified
+    # and how many the target accepted (RequestOutput's counts: other requests' rows, the load
+    # test's, are not in them), per sample per token whether it was an accepted proposal (F7
+    # speculation), and why this answer decodes without speculation when the engine refused it.
     decode_steps: int = 0
     spec_proposed: int = 0
     spec_accepted: int = 0
     speculated: tuple[tuple[bool, ...], ...] = ()
+    spec_refused: str | None = None
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """The Chat tab's live strip: TTFT, prefill and decode tokens/s with a sparkline, tokens in/out,
 KV blocks held by this chat, prefix-cache hits, and with speculative decoding the acceptance
-rate and tokens per decode step.
+rate of this answer's own proposals and tokens per decode step (or, when the engine refused to
+speculate for it, "spec off here" with the reason as the text's tooltip).
 
 It only formats a `ChatStats` (playground/messages.py); the numbers come from the engine's
 StepReports through the engine worker.
@@ -34,6 +35,8 @@ def format_stats(st: ChatStats) -> str:
         per_step = (st.output_tokens - 1) / st.decode_steps if st.decode_steps else 0.0
         spec = (f" · spec accept [b]{100 * st.spec_accepted / st.spec_proposed:.0f}%[/]"
                 f" · [b]{per_step:.2f}[/] tok/step")
+    elif st.spec_refused:       # the engine speculates, this answer cannot (tooltip: why)
+        spec = " · spec [b]off[/] here"
     return (f"TTFT [b]{ttft}[/] · prefill [b]{_rate(st.prefill_tps, 0)}[/] tok/s · "
             f"decode [b]{_rate(st.decode_tps, 1)}[/] tok/s\n"
             f"in [b]{st.prompt_tokens}[/] · out [b]{st.output_tokens}[/] tok · KV [b]{st.kv_blocks}[/] blocks"
@@ -78,7 +81,10 @@ class StatsStrip(Horizontal):
             return
         self._shown_at = now
         self.stats = stats
-        update_in_place(self.query_one("#stats-text", Static), format_stats(stats), markup=True)
+        text = self.query_one("#stats-text", Static)
+        update_in_place(text, format_stats(stats), markup=True)
+        if text.tooltip != stats.spec_refused:
+            text.tooltip = stats.spec_refused
         spark = self.query_one("#stats-spark", Sparkline)
         if list(spark.data or []) != list(stats.recent_decode_tps):
             spark.data = list(stats.recent_decode_tps)

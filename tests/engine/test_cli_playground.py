@@ -99,3 +99,32 @@ def test_chat_plain_with_piped_input_prints_only_the_replies(tiny, monkeypatch, 
     assert cli.main(["chat", "--plain", "--max-tokens", "4", "--kv-blocks", "64"]) == 0
     assert len(replies) == 2
     assert capsys.readouterr().out == "".join(r + "\n" for r in replies)
+
+
+def test_generate_json_reports_speculation_and_says_what_it_refuses(tiny, capsys):
+    """--speculate: the JSON's speculation figures are the engine's own counts for the request
+    (oracle: the same request on an engine, summed from its outputs and reports), and a
+    pattern speculation refuses is said on stderr, with the output unchanged."""
+    argv = ["generate", "--prompt", "hello hello", "--max-tokens", "12", "--json", "--kv-blocks",
+            "64", "--speculate", "draft:layers=1:3"]
+    assert cli.main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    ids = tiny.tokenizer.encode_ordinary("hello hello")
+    e = engine(speculate="draft:layers=1:3")
+    e.add_request(ids, SamplingParams(max_tokens=12))
+    rows = proposed = accepted = 0
+    while e.has_unfinished():
+        r = e.step()
+        rows += r.spec_rows
+        proposed += sum(o.spec_proposed for o in r.outputs)
+        accepted += sum(o.spec_accepted for o in r.outputs)
+    spec = out["speculation"]
+    assert rows > 0 and spec["verify_rows"] == rows
+    assert (spec["proposed"], spec["accepted"]) == (proposed, accepted)
+    assert spec["acceptance"] == accepted / proposed
+    assert spec["tokens_per_verify_row"] == 1 + accepted / rows
+    assert out["generated_ids"] == engine().generate(ids, SamplingParams(max_tokens=12))
+    assert cli.main(argv[:-2] + ["--speculate", "ngram:3", "--attention", "local:8"]) == 0
+    cap = capsys.readouterr()
+    assert "note: speculation off for this request: the sliding attention pattern local:8" in cap.err
+    assert json.loads(cap.out)["speculation"]["verify_rows"] == 0

@@ -12,7 +12,7 @@ none occurs in these cases (the test prints any it finds).
   separate model: everything accepted, so the draft's own cache, catch-up and rollback are
   exercised at full length) and self-speculation from the first layer;
 - a mixed batch in one engine: speculating and plain sequences side by side (beam search, n > 1,
-  a repetition penalty, logprobs, a sliding pattern: the refused combinations decode plainly),
+  a repetition penalty, logprobs, a sliding pattern: those refused decode plainly),
   chunked prefill under a tiny token budget, overlap on, a pool small enough to preempt;
 - after every step: no hashed block holds ids other than the sequence's own (no rejected
   proposal was committed to the prefix cache), invariants hold, and nothing leaks at the end;
@@ -148,7 +148,7 @@ def mixed_workload(e) -> None:
     e.add_request(ps[1], SamplingParams(max_tokens=10))                   # may stop on EOS
     e.add_request(ps[2], SamplingParams(max_tokens=9, n=3, ignore_eos=True))   # forks, then each
     e.add_request(ps[3], SamplingParams(repetition_penalty=1.3, max_tokens=10, ignore_eos=True))
-    e.add_request(ps[4], SamplingParams(logprobs=2, max_tokens=8))        # refused: logprobs
+    e.add_request(ps[4], SamplingParams(logprobs=2, max_tokens=8))        # TokenChoices too
     e.add_request(ps[5], greedy, pattern="local:12")                      # refused: sliding
     e.add_request(ps[6], greedy, pattern="atrous:3")                      # allowed: no eviction
     e.add_request(ps[0][:8] + ps[7], greedy)                              # prefix hit on ps[0]

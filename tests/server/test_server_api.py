@@ -146,6 +146,32 @@ def test_completion_logprobs_are_the_samplers(srv, client):
 
 
 @pytest.mark.parametrize("stream", [False, True])
+def test_logprobs_with_speculation_are_those_without(srv, stream):
+    """A server whose engine speculates (self-speculation from the first layer): the tokens and
+    log-probabilities are those of the engine without speculation, token for token."""
+    prompt = "hello hello hello"
+    want = _engine_choices(srv, ids_of(srv, prompt), 3, 12)
+    e = tiny(speculate="draft:layers=1:3")
+    s = server(e)
+    try:
+        c = openai.OpenAI(base_url=s.url + "/v1", api_key="x", max_retries=0)
+        r = c.completions.create(model=MODEL, prompt=prompt, max_tokens=12, temperature=0,
+                                 logprobs=3, stream=stream)
+        chunks = list(r) if stream else [r]
+    finally:
+        s.stop()
+    assert e.spec_planner.stats.rows > 0, "the server's engine verified nothing"
+    tok = srv.state.tokenizer
+    tokens = [t for ch in chunks if ch.choices[0].logprobs for t in ch.choices[0].logprobs.tokens]
+    lps = [v for ch in chunks if ch.choices[0].logprobs for v in ch.choices[0].logprobs.token_logprobs]
+    tops = [d for ch in chunks if ch.choices[0].logprobs for d in ch.choices[0].logprobs.top_logprobs]
+    assert tokens == [tok.decode([c.token_id]) for c in want]
+    assert lps == pytest.approx([c.logprob(0) for c in want], abs=1e-4)
+    assert tops == [{tok.decode([t]): pytest.approx(v, abs=1e-4) for t, v in c.top(0, 3)}
+                    for c in want]
+
+
+@pytest.mark.parametrize("stream", [False, True])
 def test_chat_logprobs_are_the_samplers(srv, client, stream):
     messages = [{"role": "user", "content": "hey"}]
     want = _engine_choices(srv, chat_ids(srv, messages), 2, 5)

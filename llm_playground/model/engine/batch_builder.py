@@ -13,8 +13,9 @@ table. A decode of a token still on its way from the device (overlap scheduling:
 spec_planner.py) is a row of 1 + k tokens, the last accepted id and the k proposals (0 where the
 runner's draft model fills them in), with k + 1 logits rows and a `Verify` on its
 LogitsRequest; verify rows follow the decodes, and the first run of them with one length is
-named for the attention kernels (`num_verify`, `verify_q_len`). The layout is the one
-model/engine/step_plan.py documents.
+named for the attention kernels (`num_verify`, `verify_q_len`). A decode whose draft model
+only catches up this step (`ScheduledSeq.catchup`) adds a `DraftCatchup` of those ids. The
+layout is the one model/engine/step_plan.py documents.
 This module does not schedule, allocate blocks, touch tensors or run the model.
 """
 from __future__ import annotations
@@ -26,7 +27,7 @@ import numpy as np
 from llm_playground.model.engine import eviction
 from llm_playground.model.engine.block_manager import BlockManager
 from llm_playground.model.engine.scheduler import ScheduledSeq
-from llm_playground.model.engine.step_plan import BatchPlan, LogitsRequest, Verify
+from llm_playground.model.engine.step_plan import BatchPlan, DraftCatchup, LogitsRequest, Verify
 
 
 def plan_batch(items: list[ScheduledSeq], spec, bm: BlockManager,
@@ -34,7 +35,7 @@ def plan_batch(items: list[ScheduledSeq], spec, bm: BlockManager,
     """The `BatchPlan` of `items`, all under mask `spec`; `logits` has one entry per item that
     needs logits, in order (what to sample from its row)."""
     ids, rows, starts, offsets, cu, logit_rows = [], [], [], [], [0], []
-    deferred, deferred_draws = [], []
+    deferred, deferred_draws, catchups = [], [], []
     bs, table_of, row_of = bm.block_size, bm.table, bm.table_row
     width = max_ctx = max_q = 0
     num_decodes = 0
@@ -58,6 +59,10 @@ def plan_batch(items: list[ScheduledSeq], spec, bm: BlockManager,
             has_holes = has_holes or bm.num_holes(sid) > 0
         offsets.append(offset)
         p = len(seq.prompt_ids)
+        if it.catchup is not None:
+            c_start, c_n = it.catchup
+            catchups.append(DraftCatchup(len(rows) - 1, c_start,
+                                         tuple(seq.token_slice(c_start, c_start + c_n))))
         if it.spec is not None:
             k, proposals = it.spec
             ids.append(seq.output_ids[start - p] if start >= p else seq.prompt_ids[start])
@@ -108,5 +113,6 @@ def plan_batch(items: list[ScheduledSeq], spec, bm: BlockManager,
         num_decodes=num_decodes, max_q_len=max_q, max_context_len=max_ctx,
         table_width=width, has_holes=has_holes, has_prefix=has_prefix,
         has_offsets=has_offsets, num_verify=num_verify, verify_q_len=verify_q_len,
+        draft_catchups=catchups,
         deferred_tokens=np.asarray(deferred, dtype=np.int64),                     # (P,)
         deferred_draws=np.asarray(deferred_draws, dtype=np.int64))                # (P,)

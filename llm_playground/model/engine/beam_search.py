@@ -231,7 +231,8 @@ class BeamGroup(SequenceGroup):
         rid = self.request.request_id
         self.ops.finish_request([RequestOutput(
             request_id=rid, new_token_ids=list(h.token_ids), text_delta=self.ops.decode(h.token_ids),
-            finished=True, finish_reason=h.finish_reason, sample_index=rank)
+            finished=True, finish_reason=h.finish_reason, sample_index=rank,
+            speculation_refused=self.spec_refusal if rank == 0 else None)
             for rank, h in enumerate(self.finished)])
 
     def on_stall(self) -> bool:

@@ -11,9 +11,12 @@ Two kinds (`--speculate draft:PATH:K` / `draft:layers=L:K`, model/engine/spec_co
   be below the target's layer count (the draft is never the full target).
 
 `DraftProposer.propose(plan, verifies, generators)` runs, inside the target's step and before
-the target's forward: one catch-up forward per row over the positions the draft lacks
-(`Verify.draft_start` .. the row's start: a whole prompt the first time, then one or two ids),
-whose last logits give proposal 1, then k - 1 one-token forwards for proposals 2..k. Each
+the target's forward: one catch-up forward over the rows' positions the draft lacks
+(`Verify.draft_start` .. the row's start: one or two ids once the draft is level), whose last
+logits give proposal 1, then k - 1 one-token forwards for proposals 2..k. A draft far behind
+(a long prompt, a recompute after preemption) first catches up over several steps in
+draft-only forwards without logits (`catch_up`, the plan's `DraftCatchup`s): the engine sizes
+every draft catch-up by the step's token budget (model/engine/spec_planner.py). Each
 proposal is chosen with the sampler's filters (greedy: the argmax; else drawn from the filtered
 draft distribution, whose rows are kept for the rejection sampling). All on the device, no sync.
 The draft's K/V for rejected proposals is simply left behind: the engine moves the draft's
@@ -118,6 +121,22 @@ class DraftProposer:
         V = logits.shape[1]
         probs = [p if p is not None else torch.zeros(R, V, device=logits.device) for p in probs]
         return proposals, torch.stack(probs, dim=1)                              # (R, kmax, V)
+
+    def catch_up(self, plan: BatchPlan, device_batch) -> None:
+        """The draft's K/V for the plan's `draft_catchups` (positions the target has and the
+        draft lacks), in one draft-only forward without logits."""
+        entries = plan.draft_catchups
+        if not self.own_cache or not entries:
+            return
+        q_lens = np.array([len(e.ids) for e in entries], dtype=np.int32)
+        order = np.argsort(q_lens > 1, kind="stable")        # one-id rows first, as plans are
+        ids = np.concatenate([np.asarray(entries[i].ids, dtype=np.int64) for i in order])
+        cu = np.concatenate([[0], np.cumsum(q_lens[order])]).astype(np.int32)
+        rows = plan.seq_rows[[entries[i].row for i in order]]
+        starts = np.array([entries[i].start for i in order], dtype=np.int32)
+        batch, input_ids = device_batch.build(
+            self._plan(plan, rows, starts, cu, ids, np.zeros(0, np.int64), False), None)
+        self.model(input_ids, batch, self.kv)                                    # (T, H)
 
     def _plan(self, target: BatchPlan, rows, starts, cu, ids, logits_rows,
               from_device: bool) -> BatchPlan:

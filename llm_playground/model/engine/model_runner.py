@@ -1,18 +1,16 @@
 """`ModelRunner`: runs a `StepPlan` on the network and returns sampled ids. It owns the tensors.
 
 What it owns: the network (model/network/llama.py), the one KV storage (model/network/
-kv_cache.py), the persistent device batch (model/engine/device_batch.py: the block tables of
-the live sequences on the device, updated by the rows each plan says changed), the decode CUDA graphs
-(model/engine/cuda_graphs.py), one torch.Generator per draw key, and the sampler
+kv_cache.py), the persistent device batch (model/engine/device_batch.py: the live sequences'
+block tables on the device, updated by the rows each plan says changed), the decode CUDA
+graphs (model/engine/cuda_graphs.py), one torch.Generator per draw key, and the sampler
 (model/engine/sampler.py). One call per step: `execute(plan) -> StepResult`.
-What it does not know: requests, sequences, the scheduler, block ownership or stop rules. A plan
-says which tokens go where (slots, block tables) and what to draw from which logits rows; the
-runner never decides either. See docs/RUNTIME.md for how overlap scheduling, speculative
-verification, tensor parallelism and a runner in another process fit this seam.
+It does not know requests, sequences, the scheduler, block ownership or stop rules: a plan says
+which tokens go where and what to draw from which logits rows (docs/RUNTIME.md: how overlap,
+speculation, tensor parallelism and a runner in another process fit this seam).
 
 Order inside `submit`: write the block-table rows that changed, re-rotate compacted keys
-(sliding patterns), copy-on-write block copies,
-one forward per batch plan (a pure-decode batch replays a CUDA graph when one is captured; a
+(sliding patterns), copy-on-write block copies, one forward per batch plan (a pure-decode batch replays a CUDA graph when one is captured; a
 decode whose input the previous step drew gets it by a device-side gather, overlap scheduling),
 logits of the rows that need them, then every draw in one batched `sample_ids` call (a row may
 feed several draws: the n > 1 fork of a prompt) and the top log-probabilities rows asked for,
@@ -26,7 +24,8 @@ beside the ids, so such a step overlaps too; a step where none asks never builds
 Speculative verification (a LogitsRequest with `verify`, k + 1 logits rows): before the batch's
 forward the draft model, if the runner has one (model/engine/draft_runner.py), proposes into the
 row's placeholder ids; after it `spec_verify.verify_requests` accepts or rejects on the device,
-and the result's ids for the row are the m + 1 emitted tokens.
+and the result's ids for the row are the m + 1 emitted tokens (with `logprobs`, a TokenChoice
+each: `spec_verify.verify_choices`).
 After a fault (an exception out of `submit` or `collect`) the engine calls `discard_in_flight`:
 the steps submitted and not collected are dropped, and the next plan names no earlier draw.
 """
@@ -121,7 +120,7 @@ class ModelRunner:
                 parts.append(part)
         requests = [r for b in plan.batches for r in b.logits]
         ids, top, choices = torch.zeros(0, dtype=torch.long, device=self.device), None, None
-        verified = []
+        verified = ([], None)
         if parts:
             logits = parts[0] if len(parts) == 1 else torch.cat(parts)                 # (N, V) f32
             ids, top, choices, verified = self._sample(logits, requests, proposed)
@@ -140,8 +139,7 @@ class ModelRunner:
         return self._submitted.popleft().result()
 
     def discard_in_flight(self) -> None:
-        """Forget the steps submitted and not collected (a fault failed their requests): their
-        results are never read, and the next plan may name no draw of theirs."""
+        """Forget the steps in flight (a fault failed their requests): the next plan names none."""
         self._submitted.clear()
         self._last_ids = None
 
@@ -157,6 +155,8 @@ class ModelRunner:
         model's proposals for the batch's verify rows go into `proposed` (by request id)."""
         batch, input_ids = self.batch.build(plan, prev_ids)
         drafted = [r for r in plan.logits if r.verify is not None and not r.verify.proposals]
+        if plan.draft_catchups and self.draft is not None:
+            self.draft.catch_up(plan, self.batch)
         if drafted:
             self._propose(plan, drafted, input_ids, proposed)
         if (self.graph_runner is not None and plan.num_decodes == plan.num_rows
@@ -191,9 +191,9 @@ class ModelRunner:
                 ) -> tuple[torch.Tensor, tuple | None, sampling.PendingChoices | None, list]:
         """Every draw of every row in one batched `sample_ids` call, then the asked-for top
         logprobs, all on the device: ((D,) ids, (rows, top ids (M, k), top logprobs (M, k)) or
-        None, the draws' PendingChoices or None when none asked, the verifications (request
-        index, ids (k+1,), m (1,)): spec_verify.verify_requests). A verification's draw slot in
-        the (D,) ids holds its last emitted id (no later plan names it: it never runs ahead)."""
+        None, the draws' PendingChoices or None, (the verifications (request index, ids (k+1,),
+        m (1,)): spec_verify.verify_requests, their TokenChoices or None: verify_choices)). A
+        verification's draw slot in the (D,) ids holds its last emitted id (it never runs ahead)."""
         rows, params, gens, seen, offsets, slots, vslots = [], [], [], [], [], [], []
         o = 0
         for i, req in enumerate(requests):
@@ -209,10 +209,11 @@ class ModelRunner:
                 gens.append(self._generator(d))
                 seen.append(list(d.seen_ids))
             o += 1
-        verified = []
+        verified, vchoices = [], None
         if vslots:
             verified = spec_verify.verify_requests(logits, requests, offsets, proposed,
                                                    self._generator)
+            vchoices = spec_verify.verify_choices(logits, requests, offsets, verified)
         ids = torch.zeros(0, dtype=torch.long, device=logits.device)
         choices = None
         if rows:
@@ -239,7 +240,7 @@ class ModelRunner:
             k = min(max(n for _, n in want), lp.shape[1])
             top_lp, top_ids = torch.topk(lp, k, dim=-1)                                # (M, k)
             top = (want, top_ids, top_lp)
-        return ids, top, choices, verified
+        return ids, top, choices, (verified, vchoices)
 
     def _generator(self, draw, draft: bool = False) -> torch.Generator:
         """The draw's random stream (its draft's with `draft`), made on first use."""
@@ -271,27 +272,28 @@ class _Submitted:
     logprobs, and what the sampler considered) on their way to the host. On CUDA the copies go
     into pinned memory without blocking and an event marks their end; `result` waits for it.
     On CPU they are plain tensors."""
-    __slots__ = ("requests", "ids", "top", "choices", "event", "verified")
+    __slots__ = ("requests", "ids", "top", "choices", "event", "verified", "vchoices")
 
     def __init__(self, requests, ids: torch.Tensor, top: tuple | None,
-                 choices: sampling.PendingChoices | None = None, verified: list = ()) -> None:
+                 choices: sampling.PendingChoices | None = None, verified: tuple = ([], None)
+                 ) -> None:
         self.requests = requests
         self.event = None
+        verified, self.vchoices = verified        # vchoices: (request indices, PendingChoices)
         # verifications: (request index, emitted ids (k+1,), accepted (1,)) as one pair of
         # flat tensors, so that one copy each brings them to the host
-        self.verified = None
-        if verified:
-            self.verified = ([i for i, _, _ in verified], torch.cat([v for _, v, _ in verified]),
-                             torch.cat([m for _, _, m in verified]))
+        self.verified = None if not verified else (
+            [i for i, _, _ in verified], torch.cat([v for _, v, _ in verified]),
+            torch.cat([m for _, _, m in verified]))
         if ids.device.type == "cuda":
             ids = _to_pinned(ids)
             if self.verified is not None:
-                self.verified = (self.verified[0], _to_pinned(self.verified[1]),
-                                 _to_pinned(self.verified[2]))
+                self.verified = (self.verified[0], *map(_to_pinned, self.verified[1:]))
             if top is not None:
                 top = (top[0], _to_pinned(top[1]), _to_pinned(top[2]))
-            if choices is not None:
-                choices.to_host(_to_pinned)
+            for pending in (choices, self.vchoices and self.vchoices[1]):
+                if pending:
+                    pending.to_host(_to_pinned)
             self.event = torch.cuda.Event()
             self.event.record()
         self.ids, self.top, self.choices = ids, top, choices
@@ -319,13 +321,15 @@ class _Submitted:
             v_ids, v_m = v_ids.tolist(), v_m.tolist()
             o = 0
             for i, m in zip(which, v_m):
-                n = requests[i].verify.k + 1
                 result.tokens[i] = v_ids[o:o + m + 1]
-                o += n
+                o += requests[i].verify.k + 1
         if self.choices is not None:
             rows = [i for i, req in enumerate(requests) if req.verify is None
                     for _ in req.draws]                                         # (D,) row of each draw
             result.choices = _choices_per_row(len(requests), rows, self.choices.choices())
+        if self.vchoices is not None:
+            result.choices = spec_verify.place_choices(result.choices, requests, result.tokens,
+                                                       *self.vchoices)
         return result
 
 
@@ -339,9 +343,8 @@ def _to_pinned(t: torch.Tensor) -> torch.Tensor:
 def _choices_per_row(num_rows: int, rows: list[int], choices: list) -> list:
     """Per logits row, its draws' TokenChoices (parallel to StepResult.tokens[i]), or None for
     a row none of whose draws asked."""
-    per_row: list = [None] * num_rows
+    per_row: dict[int, list] = {}
     for i, choice in zip(rows, choices):
-        if per_row[i] is None:
-            per_row[i] = []
-        per_row[i].append(choice)
-    return [None if r is None or all(c is None for c in r) else r for r in per_row]
+        per_row.setdefault(i, []).append(choice)
+    return [r if r and any(c is not None for c in r) else None
+            for r in (per_row.get(i) for i in range(num_rows))]

@@ -80,6 +80,14 @@ class RequestOutput:
     # Speculative decoding: per new token, True for a draft's proposal the target accepted,
     # False for the target's own token; None when this sequence never verified a proposal.
     speculated: list | None = None
+    # ... and the proposals this sample's verifications landed since its last output, and how
+    # many of them the target accepted (acceptance = accepted / proposed, exact per sample)
+    spec_proposed: int = 0
+    spec_accepted: int = 0
+    # Once, in the first output after the engine decided it: why this sample decodes without
+    # speculation although the engine speculates (one line: beam search, a sliding pattern,
+    # a draft model with a repetition penalty); None otherwise.
+    speculation_refused: str | None = None
 
 
 @dataclass
@@ -141,7 +149,17 @@ class StepReport:
     parallel: ParallelReport | None = None        # tensor / data parallel serving, else None
     # Speculative decoding: verifications whose result landed in this call, the tokens they
     # proposed and how many of those the target accepted (each row also emits one token of the
-    # target's own: tokens per verify row = 1 + accepted / rows).
+    # target's own: `spec_tokens_per_row` = 1 + accepted / rows).
     spec_rows: int = 0
     spec_proposed: int = 0
     spec_accepted: int = 0
+
+    @property
+    def spec_acceptance(self) -> float | None:
+        """Accepted / proposed of this call's verifications (None when none landed)."""
+        return self.spec_accepted / self.spec_proposed if self.spec_proposed else None
+
+    @property
+    def spec_tokens_per_row(self) -> float | None:
+        """Tokens emitted per verification (1 + accepted / rows; None when none landed)."""
+        return 1 + self.spec_accepted / self.spec_rows if self.spec_rows else None

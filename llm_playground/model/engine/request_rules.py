@@ -93,11 +93,15 @@ def take_output(seq: Sequence) -> RequestOutput:
                         error_kind=seq.error_kind,
                         sample_index=seq.sample_index,
                         choices=seq.new_choices if seq.params.logprobs is not None else None,
-                        speculated=seq.new_spec if seq.new_spec else None)
+                        speculated=seq.new_spec if seq.new_spec else None,
+                        spec_proposed=seq.new_spec_proposed, spec_accepted=seq.new_spec_accepted,
+                        speculation_refused=seq.new_spec_refusal)
     seq.new_tokens, seq.delta, seq.just_finished = [], "", False
     seq.new_choices = []
     if seq.new_spec:
         seq.new_spec = []
+    seq.new_spec_proposed = seq.new_spec_accepted = 0
+    seq.new_spec_refusal = None
     return out
 
 

@@ -23,6 +23,9 @@ row (model/engine/token_choice.py: candidates' log-probabilities per stage, entr
 drawn). `sample_ids_with_choices` stops before the host: it returns the ids and a
 `PendingChoices` whose few (R, S, C) tensors are still on the device (the runner copies them to
 pinned memory with the ids, no sync) and become TokenChoices on the host in `choices()`.
+`choices_for` runs the same stages over rows whose ids were chosen elsewhere (a speculative
+verification, model/engine/spec_verify.py) and reports them without a draw: the TokenChoice
+each emitted token would have had from plain decoding at its position.
 `sample` and `sample_ids` never build a recorder: no extra work when no row asks.
 """
 from __future__ import annotations
@@ -109,10 +112,22 @@ def sample_ids_with_choices(logits: torch.Tensor, params: list[SamplingParams],
     return ids, rec.pending(ids, logits.shape[-1])
 
 
+def choices_for(logits: torch.Tensor, params: list[SamplingParams], seen: list[list[int]],
+                ids: torch.Tensor) -> "PendingChoices":
+    """What the sampler considers on `logits` (N, V) with `params` / `seen`, reported for the
+    ids (N,) int64 chosen elsewhere (a speculative verification: the emitted token and the
+    target's distribution at its position): the stages of `sample_ids_with_choices`, no random
+    draw (no generator is touched), no sync."""
+    rec = _Recorder(params)
+    _draw(logits, params, [None] * logits.shape[0], seen, rec, draw=False)
+    return rec.pending(ids, logits.shape[-1])
+
+
 def _draw(logits: torch.Tensor, params: list[SamplingParams], generators: list[torch.Generator | None],
-          seen: list[list[int]], rec: "_Recorder | None") -> torch.Tensor:
+          seen: list[list[int]], rec: "_Recorder | None", draw: bool = True) -> torch.Tensor:
     """The sampler itself: (N,) int64 ids on the logits' device; `rec` (None on the normal
-    path) is shown each stage's logits."""
+    path) is shown each stage's logits. `draw` False stops after the filters (the ids then
+    returned are the argmax, only for `choices_for`'s recorder)."""
     N = logits.shape[0]
     if N == 0:
         return torch.empty(0, dtype=torch.long, device=logits.device)
@@ -154,6 +169,8 @@ def _draw(logits: torch.Tensor, params: list[SamplingParams], generators: list[t
         sub = apply_min_p(sub, min_p)
         if rec is not None:
             rec.add(tc.MIN_P, sub, rows, lambda p: p.min_p > 0)
+    if not draw:
+        return out
     probs = sub.softmax(dim=-1)                                              # (M, V)
     drawn = []
     for j, i in enumerate(rows):   # torch.multinomial(probs[j], 1)'s one-sample path, no check

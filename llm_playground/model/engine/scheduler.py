@@ -33,7 +33,8 @@ from llm_playground.model.engine.sequence import Sequence, SeqStatus
 class ScheduledSeq:
     """One sequence's share of a step: positions [start, start + num_tokens).
     A plain slotted class (not a dataclass): the scheduler makes one per sequence per step."""
-    __slots__ = ("seq", "start", "num_tokens", "end", "is_decode", "needs_logits", "spec")
+    __slots__ = ("seq", "start", "num_tokens", "end", "is_decode", "needs_logits", "spec",
+                 "catchup")
 
     def __init__(self, seq: Sequence, start: int, num_tokens: int) -> None:
         self.seq = seq
@@ -52,6 +53,9 @@ class ScheduledSeq:
         # Speculative verification (model/engine/spec_planner.py widens a decode to 1 + k
         # tokens): (k, proposals) with proposals () when the draft model proposes; else None.
         self.spec: tuple[int, tuple[int, ...]] | None = None
+        # The draft model's catch-up alone (no verification this step): (first position,
+        # count) of the ids its own cache lacks, sized by the step's token budget; else None.
+        self.catchup: tuple[int, int] | None = None
 
     def __repr__(self) -> str:
         return (f"ScheduledSeq(seq={self.seq.seq_id}, start={self.start}, "

@@ -130,10 +130,15 @@ class Sequence:
     # (its own K/V, separate from num_computed), this step's verification (k proposals from
     # position spec_start; 0 = none in flight), and per new token whether it was an accepted
     # proposal (True) or the target's own token (False); empty when the sequence never verified.
+    # Since the last output: the proposals its verifications landed and how many were accepted,
+    # and, once, why it decodes without speculation while the engine speculates.
     draft_computed: int = 0
     spec_k: int = 0
     spec_start: int = 0
     new_spec: list = field(default_factory=list)
+    new_spec_proposed: int = 0
+    new_spec_accepted: int = 0
+    new_spec_refusal: str | None = None
 
     @property
     def all_ids(self) -> list[int]:

@@ -147,6 +147,9 @@ class SequenceGroup:
 
     request: Request
     ops: GroupOps
+    # Why the group's rows decode without speculation while the engine speculates, for a group
+    # that reports its outputs itself (beam search); set by model/engine/spec_planner.py.
+    spec_refusal: str | None = None
 
     def bind(self, request: Request, ops: GroupOps) -> None:
         """Called once by the engine when the request is added (sequence 0 exists, not yet run)."""

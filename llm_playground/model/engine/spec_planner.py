@@ -11,13 +11,23 @@ once the row's result lands, `landed` gives back the blocks past the accepted to
 (`BlockManager.roll_back`); their prefix-cache hashes are never committed, because commits only
 hash ids known on the host and the rejected ids never are.
 
-Who speculates (the rest decode as usual, in the same batch; `why_not` names the reason):
+Who speculates (the rest decode as usual, in the same batch; `why_not` names the reason, and a
+refused sample's next output says it once, `RequestOutput.speculation_refused`; a beam
+search's on its best hypothesis):
 plain sampling groups (not beam search, whose group picks tokens itself; an n > 1 request once
 its prompt row has forked, each sample on its own), dense-like attention patterns (a sliding
-pattern frees and re-rotates blocks between steps: refused), no `logprobs` (its TokenChoices
-are per draw), and with a draft model no repetition penalty (the draft's proposals never reach
-the host before the target's filters need them). k is capped by max_tokens, the context end and
-the step's token budget.
+pattern frees and re-rotates blocks between steps: refused), and with a draft model no
+repetition penalty (the draft's proposals never reach the host before the target's filters
+need them). `logprobs` requests speculate too: each emitted token gets the TokenChoice plain
+decoding gives it (model/engine/spec_verify.py `verify_choices`). k is capped by max_tokens,
+the context end and the step's token budget.
+
+A draft model with its own cache must first compute its K/V for what the target has (a whole
+prompt the first time, all of it again after a preemption): the draft's catch-up of a step,
+all rows together, is at most the step's token budget. A row whose draft lags more than what
+is left only catches up this step (`ScheduledSeq.catchup`, a draft-only forward of at most
+that many ids) and verifies once level; so a long prompt's draft prefill is spread over steps
+like the target's chunked prefill, and no draft forward is larger than the budget.
 
 Backoff (so that prompts that do not copy stay as fast as without speculation): each sequence
 keeps its own k, grown by 2 after a fully accepted row and shrunk by 1 otherwise (transformers'
@@ -39,6 +49,9 @@ from llm_playground.model.engine.sequence_group import SamplingGroup
 from llm_playground.model.engine.spec_config import SpecConfig
 
 MAX_PAUSE = 16   # steps a sequence waits at most after a verify with nothing accepted
+FORK_PENDING = "its prompt row forks the n samples"    # for now: each sample speculates later
+BEAM_SEARCH = ("beam search picks each step's tokens from all beams' candidates, not one draw "
+               "per row that a proposal could be checked against")
 
 
 class _SeqSpec:
@@ -70,7 +83,9 @@ class SpecPlanner:
         self.token_budget = token_budget
         # draft:layers=L: the draft's K/V are the target's first layers, always up to date
         self.shares_target_cache = config.draft_layers is not None
+        self.catches_up = config.uses_draft_model and not self.shares_target_cache
         self._state: dict[int, _SeqSpec] = {}
+        self._refused: set[int] = set()         # sequences told why they do not speculate
         self.stats = SpecStats()
 
     @classmethod
@@ -107,22 +122,24 @@ class SpecPlanner:
         """Why `seq` does not speculate now (None: it may)."""
         p = seq.params
         if not isinstance(group, SamplingGroup):
-            return "its group picks tokens itself (beam search)"
+            return BEAM_SEARCH
         if p.n > 1 and not group.forked:
-            return "its prompt row forks the n samples"
+            return FORK_PENDING
         if seq.pattern.evicts:
-            return "a sliding attention pattern frees and re-rotates blocks between steps"
-        if p.logprobs is not None:
-            return "logprobs report what the sampler considered per draw"
+            return (f"the sliding attention pattern {seq.pattern.name} frees and re-rotates "
+                    f"blocks between steps, which the rollback of rejected proposals does not handle")
         if self.config.uses_draft_model and p.repetition_penalty != 1.0:
-            return "a repetition penalty needs the draft's proposals on the host"
+            return ("a repetition penalty with a draft model: the target's penalty needs the "
+                    "draft's proposals on the host, and they stay on the device")
         return None
 
     def extend(self, sched: SchedulerOutput, groups: dict) -> None:
         """Widen the step's eligible decodes into verify rows, in place; then order the step's
         rows as the batch builder wants them: decodes, verify rows (longest first), the rest."""
         budget = self.token_budget - sum(it.num_tokens for it in sched.scheduled)
-        bm, bs, cfg = self.bm, self.bm.block_size, self.config
+        bm, cfg = self.bm, self.config
+        # a draft with its own cache: its catch-up tokens of the step, all rows together
+        draft_left = self.token_budget if self.catches_up else 0
         widened = False
         for it in sched.scheduled:
             seq = it.seq
@@ -130,7 +147,14 @@ class SpecPlanner:
                 continue
             st = self._state.get(seq.seq_id)
             if st is None:
-                if self.why_not(seq, groups.get(seq.request_id)) is not None:
+                if seq.seq_id in self._refused:
+                    continue
+                group = groups.get(seq.request_id)
+                why = self.why_not(seq, group)
+                if why is not None:
+                    if why != FORK_PENDING:        # for good: the request's output says why
+                        self._refused.add(seq.seq_id)
+                        self._tell(seq, group, why)
                     continue
                 st = self._state[seq.seq_id] = _SeqSpec(cfg.k)
             if st.wait:
@@ -143,6 +167,16 @@ class SpecPlanner:
                     self.max_model_len - n - 1, budget)
             if k <= 0:
                 continue
+            lag = 0                      # the draft's catch-up ids up to the row's input
+            if self.catches_up:
+                behind = min(seq.draft_computed, it.start)
+                lag = it.start + 1 - behind
+                if lag > draft_left:     # too far behind: only catch up (bounded), verify later
+                    c = min(lag - 1, draft_left)
+                    if c > 0:
+                        it.catchup, seq.draft_computed = (behind, c), behind + c
+                        draft_left -= c
+                    continue
             proposals: tuple[int, ...] = ()
             if cfg.method == "ngram":
                 ids = st.index.sync(seq.prompt_ids, seq.output_ids)
@@ -163,10 +197,20 @@ class SpecPlanner:
             it.num_tokens, it.end, it.spec = 1 + k, start + 1 + k, (k, proposals)
             seq.spec_k, seq.spec_start = k, start
             budget -= k
+            draft_left -= lag
             widened = True
         if widened:
             sched.scheduled.sort(key=lambda s: (0, 0) if s.spec is None and s.num_tokens == 1
                                  else (1, -s.num_tokens) if s.spec is not None else (2, 0))
+
+    @staticmethod
+    def _tell(seq: Sequence, group, why: str) -> None:
+        """The sample's next output (a beam search's final one) says why it does not speculate."""
+        note = f"speculation off for this request: {why}"
+        if isinstance(group, SamplingGroup):
+            seq.new_spec_refusal = note
+        elif group is not None and group.spec_refusal is None:
+            group.spec_refusal = note
 
     def wants_next(self, seq: Sequence, group) -> bool:
         """Overlap: whether `seq` should wait for its drawn id (instead of running ahead)
@@ -183,6 +227,8 @@ class SpecPlanner:
         go back; the draft's length and the backoff move on."""
         k, start = seq.spec_k, seq.spec_start
         seq.spec_k = 0
+        seq.new_spec_proposed += k
+        seq.new_spec_accepted += accepted
         stats = self.stats
         stats.rows += 1
         stats.proposed += k
@@ -210,6 +256,7 @@ class SpecPlanner:
     def forget(self, seq: Sequence) -> None:
         """The sequence ended: drop its state."""
         self._state.pop(seq.seq_id, None)
+        self._refused.discard(seq.seq_id)
 
 
 def speculation_setup(spec, loaded, num_blocks: int, block_size: int, draft_model=None):

@@ -205,3 +205,44 @@ def verify_requests(logits: torch.Tensor, requests: list, offsets: list[int], pr
     ids, m = accept_rows(target, proposals, ks, [r.draws[0].params for r in reqs],
                          [generator_of(r.draws[0]) for r in reqs], q)
     return [(i, ids[r, :reqs[r].verify.k + 1], m[r:r + 1]) for r, i in enumerate(which)]
+
+
+def verify_choices(logits: torch.Tensor, requests: list, offsets: list[int],
+                   verified: list) -> tuple[list[int], sampling.PendingChoices] | None:
+    """The TokenChoices of the step's verifications whose draw sets `logprobs`: for each of
+    their k + 1 rows, what plain decoding's sampler considers there (the target's logits row j
+    after the same filters, with the repetition penalty counting the sequence's ids and
+    d_1..d_j) reported for the id emitted there (rows past the accepted ones are dropped on
+    the host, `place_choices`). logits (N, V), offsets and verified as `verify_requests`
+    takes and gives. Returns (request indices, their PendingChoices) or None; no sync."""
+    want = [(i, v_ids) for i, v_ids, _ in verified
+            if requests[i].draws[0].params.logprobs is not None]
+    if not want:
+        return None
+    rows, params, seen = [], [], []
+    for i, _ in want:
+        req = requests[i]
+        draw, v = req.draws[0], req.verify
+        rows += range(offsets[i], offsets[i] + v.k + 1)
+        params += [draw.params] * (v.k + 1)
+        if draw.params.repetition_penalty != 1.0:   # never with a draft model (planner refuses)
+            seen += [list(draw.seen_ids) + list(v.proposals[:j]) for j in range(v.k + 1)]
+        else:
+            seen += [[]] * (v.k + 1)
+    idx = host_to_device(rows, torch.long, logits.device)
+    ids = torch.cat([v_ids for _, v_ids in want])                                  # (sum k+1,)
+    return [i for i, _ in want], sampling.choices_for(logits.index_select(0, idx), params,
+                                                      seen, ids)
+
+
+def place_choices(per_row: list, requests: list, tokens: list[list[int]],
+                  which: list[int], pending: sampling.PendingChoices) -> list:
+    """StepResult.choices with the verifications' TokenChoices put in (host side): request
+    which[r] gets the first m + 1 of its k + 1 choices, parallel to its emitted tokens."""
+    per_row = list(per_row) if per_row else [None] * len(requests)
+    choices = pending.choices()
+    o = 0
+    for i in which:
+        per_row[i] = choices[o:o + len(tokens[i])]
+        o += requests[i].verify.k + 1
+    return per_row

@@ -41,6 +41,7 @@ class StepApply:
         touched: dict[int, SequenceGroup] = {}
         verified: list[tuple[Sequence, int]] = []       # (sequence, proposals accepted)
         flags: list[bool] = []      # per appended token: an accepted proposal (speculation)
+        picks: list = []            # per appended token: its TokenChoice or None
         spec = self.spec_planner
         for r, ((seq, group, _, ahead), toks, top) in enumerate(
                 zip(rows, result.tokens, result.top_logprobs)):
@@ -50,25 +51,26 @@ class StepApply:
                 self.discarded_rows += 1
                 seq.spec_k = 0
                 continue
+            row_choices = result.choices[r] if result.choices else None
             if seq.spec_k:               # a verification: m accepted proposals, then one more
                 pairs = [(seq, t) for t in toks]
                 verified.append((seq, len(toks) - 1))
                 flags += [True] * (len(toks) - 1) + [False]
-                appended += pairs
-                continue
-            pairs = group.take_row(seq, toks, top)
-            flags += [False] * len(pairs)
-            if result.choices and result.choices[r] is not None:
-                _keep_choices(pairs, toks, result.choices[r])
+            else:
+                pairs = group.take_row(seq, toks, top)
+                flags += [False] * len(pairs)
+                touched.setdefault(id(group), group)
+            picks += _choices_of(pairs, toks, row_choices)
             appended += pairs
-            touched.setdefault(id(group), group)
         for group in touched.values():
             group.end_rows()
         ttft: dict[int | str, float] = {}
-        for (seq, tok), proposed in zip(appended, flags):
+        for (seq, tok), proposed, choice in zip(appended, flags, picks):
             if seq.is_finished:          # stopped on an earlier token of its verify row
                 continue
             seq.output_ids.append(tok)
+            if choice is not None:
+                seq.new_choices.append(choice)
             if spec is not None:
                 seq.new_spec.append(proposed)
             if seq.first_token_time is None:
@@ -131,11 +133,12 @@ class StepApply:
         self._rerotations += [(delta, list(ids)) for delta, ids in plan.rerotate]
 
 
-def _keep_choices(pairs: list[tuple[Sequence, int]], tokens: list[int], choices: list) -> None:
-    """Give each appended token its TokenChoice (what the sampler considered), when the group
-    appends the row's draws as drawn, in order (SamplingGroup: the row's sequence, then the
-    n > 1 fork's children); a group that chooses tokens itself gets none."""
-    if len(pairs) == len(tokens) and [t for _, t in pairs] == tokens:
-        for (seq, _), choice in zip(pairs, choices):
-            if choice is not None:
-                seq.new_choices.append(choice)
+def _choices_of(pairs: list[tuple[Sequence, int]], tokens: list[int], choices: list | None
+                ) -> list:
+    """Per appended pair its TokenChoice (what the sampler considered) or None: the row's
+    choices when the group appends the row's tokens as drawn, in order (SamplingGroup: the
+    row's sequence, then the n > 1 fork's children; a verification: its m + 1 emitted ids);
+    a group that chooses tokens itself gets none."""
+    if choices is not None and len(pairs) == len(tokens) and [t for _, t in pairs] == tokens:
+        return list(choices)
+    return [None] * len(pairs)

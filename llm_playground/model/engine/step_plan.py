@@ -85,6 +85,18 @@ class Verify:
     catchup_ids: tuple[int, ...] = ()
 
 
+@dataclass(frozen=True)
+class DraftCatchup:
+    """The draft model's own catch-up over one batch row, without a verification: its K/V
+    for positions [start, start + len(ids)) (ids the target has computed already), in a
+    draft-only forward that needs no logits (model/engine/draft_runner.py). The engine sizes
+    these by the step's token budget (model/engine/spec_planner.py), so a long prompt's draft
+    prefill is spread over steps, never one forward larger than the budget."""
+    row: int                             # the batch row
+    start: int
+    ids: tuple[int, ...]
+
+
 @dataclass
 class LogitsRequest:
     """What to do with one logits row: sample `draws` (several draws from one row: the n > 1
@@ -124,6 +136,7 @@ class BatchPlan:
     # rows of verify_q_len tokens each (the attention kernels' decode path takes them).
     num_verify: int = 0
     verify_q_len: int = 0
+    draft_catchups: list[DraftCatchup] = field(default_factory=list)
 
     @property
     def num_rows(self) -> int:
