@@ -113,3 +113,20 @@ def tiny_factory(num_blocks: int = 256, block_size: int = 4):
 def process_server(num_blocks: int = 256, **config) -> ServerThread:
     """A started server whose engine (the tiny model) runs in a process of its own."""
     return ServerThread(config=ServerConfig(port=0, **config), factory=tiny_factory(num_blocks)).start()
+
+
+def replica_tiny(num_blocks: int = 256, block_size: int = 4, real_s: float = 0.0) -> Engine:
+    """One data-parallel replica's engine (runs in its process): the tiny model on one torch
+    thread (two replicas share the 2 cores); `real_s` > 0 sleeps that long per engine clock call
+    (3 per step), so a test can act while requests run."""
+    import torch
+    from tiny_engine import FakeClock
+    torch.set_num_threads(1)
+    return tiny(num_blocks, block_size, clock=FakeClock(real_s=real_s) if real_s else None)
+
+
+def dp_server(n: int = 2, num_blocks: int = 256, real_s: float = 0.0, **config) -> ServerThread:
+    """A started server with `n` data-parallel replicas of the tiny model, each in its process."""
+    import functools
+    factories = [functools.partial(replica_tiny, num_blocks, 4, real_s) for _ in range(n)]
+    return ServerThread(config=ServerConfig(port=0, **config), factories=factories).start()
