@@ -246,6 +246,7 @@ class DataParallelBridge:
         if index in self.down:
             return
         self.down.add(index)
+        self.replicas[index].metrics.engine_gone()
         if self.router is not None:
             self.router.forget(index)
         orphans = [p for p in list(self._parts.values()) if p.replica == index and p.open]

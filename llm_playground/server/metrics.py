@@ -118,6 +118,13 @@ class Metrics:
             while self._window and self._window[0][0] < now - TOKENS_WINDOW_S:
                 self._window.popleft()
 
+    def engine_gone(self) -> None:
+        """The engine's process died: its queues and pool read zero (counters keep their totals)."""
+        with self._lock:
+            self.running = self.waiting = self.num_blocks = 0
+            self.blocks = dict.fromkeys(STATES, 0)
+            self._window.clear()
+
     def http_response(self, status: int) -> None:
         """One HTTP response with this status."""
         with self._lock:

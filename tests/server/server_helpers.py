@@ -72,23 +72,30 @@ def parse_prometheus(text: str) -> dict:
         assert fam["type"] is not None, name
         if fam["type"] == "counter":
             assert name.endswith("_total")
-        if fam["type"] == "histogram":
-            buckets = [(k[1], v) for k, v in fam["samples"].items() if k[0] == name + "_bucket"]
-            les = [float(re.search(r'le="([^"]+)"', lab).group(1).replace("+Inf", "inf")) for lab, _ in buckets]
-            assert les == sorted(les) and math.isinf(les[-1]), name
-            counts = [v for _, v in buckets]
-            assert counts == sorted(counts), f"{name}: buckets not cumulative"
-            assert counts[-1] == fam["samples"][(name + "_count", "")]
-            assert (name + "_sum", "") in fam["samples"]
+        if fam["type"] == "histogram":              # per label set (a replica's, the total)
+            groups: dict = {}
+            for (sample, lab), v in fam["samples"].items():
+                if sample == name + "_bucket":
+                    le = re.search(r'le="([^"]+)"', lab).group(1)
+                    rest = re.sub(r',?le="[^"]+"', "", lab).replace("{,", "{").replace("{}", "")
+                    groups.setdefault(rest, []).append((float(le.replace("+Inf", "inf")), v))
+            assert groups, name
+            for rest, buckets in groups.items():
+                les = [le for le, _ in buckets]
+                assert les == sorted(les) and math.isinf(les[-1]), name
+                counts = [v for _, v in buckets]
+                assert counts == sorted(counts), f"{name}: buckets not cumulative"
+                assert counts[-1] == fam["samples"][(name + "_count", rest)]
+                assert (name + "_sum", rest) in fam["samples"]
     return fams
 
 
 def value(fams: dict, family: str, labels: str = "") -> float:
     """One sample's value: value(f, "playground_kv_blocks", 'state="used"')."""
     fam = fams[family]
-    if fam["type"] == "histogram":
-        return fam["samples"][(family + "_count", "")]
     key = (family, "{" + labels + "}" if labels else "")
+    if fam["type"] == "histogram":
+        return fam["samples"][(family + "_count", key[1])]
     return fam["samples"].get(key, 0.0)
 
 
