@@ -163,3 +163,44 @@ def test_killed_replica_requests_finish_and_all_dead_is_503():
         assert httpx2.get(srv.url + "/metrics").status_code == 200      # the server stays up
     finally:
         srv.stop()
+
+
+def cache_of(engine):
+    return engine.cache_report()
+
+
+def pool(cache) -> list:
+    return [(b.block_id, b.state, b.ref_count, b.owners) for b in cache.blocks]
+
+
+def test_attached_inspector_switches_replica(dp):
+    import asyncio
+
+    from llm_playground.playground.attach_app import AttachedApp
+    from llm_playground.playground.kv_view import KVView
+    client(dp).completions.create(model=MODEL, prompt="one replica caches this prompt", max_tokens=4)
+    wait_idle(dp.url)
+    time.sleep(0.3)                                  # the idle replicas' last pictures come through
+    bridge = dp.state.bridge
+    want = [asyncio.run_coroutine_threadsafe(bridge.call(cache_of, i), bridge._loop).result(30)
+            for i in range(2)]
+    assert pool(want[0]) != pool(want[1])            # earlier tests left different pools
+    app = AttachedApp(dp.url)
+
+    async def run():
+        async with app.run_test(size=(140, 40)) as pilot:
+            kv = app.query_one(KVView)
+
+            async def shows(i):
+                deadline = time.monotonic() + 30
+                while not (kv.cache is not None and pool(kv.cache) == pool(want[i])
+                           and f"replica {i + 1}/2" in app.sub_title):
+                    assert time.monotonic() < deadline, (i, app.sub_title)
+                    await pilot.pause(0.05)
+            await shows(0)
+            await pilot.press("f6")
+            await shows(1)
+            await pilot.press("f6")
+            await shows(0)
+            assert any(c.title == "Next replica" for c in app.get_system_commands(app.screen))
+    asyncio.run(run())
