@@ -103,6 +103,7 @@ def test_inspector_stream_per_replica(dp):
 
 
 PROMPTS = ["alpha beta gamma", "delta epsilon", "zeta eta theta iota", "kappa lambda"]
+N = [1, 2, 1, 1]                                     # samples per request
 
 
 def test_killed_replica_requests_finish_and_all_dead_is_503():
@@ -114,15 +115,15 @@ def test_killed_replica_requests_finish_and_all_dead_is_503():
         got: dict = {}
         chunks = [0] * len(PROMPTS)
 
-        def run(i):
-            text, usage = "", None
+        def run(i):                                  # request 1 has two (greedy: equal) samples
+            texts, usage = ["", ""][:N[i]], None
             for ch in c.completions.create(model=MODEL, prompt=PROMPTS[i], max_tokens=40, temperature=0,
-                                           stream=True, stream_options={"include_usage": True}):
-                if ch.choices:
-                    text += ch.choices[0].text
+                                           n=N[i], stream=True, stream_options={"include_usage": True}):
+                for choice in ch.choices:
+                    texts[choice.index] += choice.text
                     chunks[i] += 1
                 usage = ch.usage or usage
-            got[i] = (text, usage.completion_tokens)
+            got[i] = (texts, usage.completion_tokens)
 
         threads = [threading.Thread(target=run, args=(i,)) for i in range(len(PROMPTS))]
         for t in threads:
@@ -134,14 +135,16 @@ def test_killed_replica_requests_finish_and_all_dead_is_503():
         bridge = srv.state.bridge
         assert [r.in_flight for r in bridge.replicas] == [2, 2]   # the router spread them
         at_kill = list(chunks)
-        bridge.replicas[0]._proc.kill()
+        victim = next(p.replica for p in bridge._parts.values() if len(p.samples) == 2)
+        bridge.replicas[victim]._proc.kill()            # the one running the two-sample request
         for t in threads:
             t.join(60)
-        assert max(at_kill) < 40                     # killed mid-stream, tokens already out
-        assert got == {i: (want[i, 0][0], 40) for i in range(len(PROMPTS))}
+        assert all(at_kill[i] < 40 * N[i] for i in range(len(N)))   # killed mid-stream
+        assert got == {i: ([want[i, 0][0]] * N[i], 40 * N[i]) for i in range(len(PROMPTS))}
         fams = wait_idle(srv.url)
-        assert value(fams, "playground_router_resent_total") == 2
-        assert value(fams, "playground_replica_up", 'replica="0"') == 0
+        # its two samples re-sent one by one (each with its own streamed tokens), and one more
+        assert value(fams, "playground_router_resent_total") == 3
+        assert value(fams, "playground_replica_up", f'replica="{victim}"') == 0
         assert httpx2.get(srv.url + "/health").json()["status"] == "degraded"
         assert c.completions.create(model=MODEL, prompt=PROMPTS[0], max_tokens=40,
                                     temperature=0).choices[0].text == want[0, 0][0]
@@ -151,10 +154,10 @@ def test_killed_replica_requests_finish_and_all_dead_is_503():
             "model": MODEL, "prompt": PROMPTS[1], "max_tokens": 40, "temperature": 0})))
         t.start()
         deadline = time.monotonic() + 30
-        while bridge.replicas[1].in_flight == 0:
+        while bridge.replicas[1 - victim].in_flight == 0:
             assert time.monotonic() < deadline
             time.sleep(0.01)
-        bridge.replicas[1]._proc.kill()
+        bridge.replicas[1 - victim]._proc.kill()
         t.join(60)
         for r in (late["r"], httpx2.post(srv.url + "/v1/completions", json={"model": MODEL, "prompt": "a"})):
             assert r.status_code == 503, r.text
