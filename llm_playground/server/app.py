@@ -11,7 +11,8 @@ own thread, started and stopped with the app's lifespan), the metrics, the route
 plain ASGI middleware (`Guard`) that checks the API key (server/auth.py) before any route runs
 and counts responses by status. `serve(...)` runs it in the foreground (`playground serve`);
 `ServerThread` runs it on a free port in a background thread (the tests, the benchmark). Either
-can put the engine in a process of its own (`factory=`, server/engine_process.py).
+can put the engine in a process of its own (`factory=`, server/engine_process.py) or run
+data-parallel replicas behind the router (`factories=`, server/dp_bridge.py).
 """
 from __future__ import annotations
 
