@@ -7,15 +7,21 @@ widget, fed the same CacheUpdated messages by playground/remote_reports.py inste
 worker) under a line of the server's figures: steps, running and waiting sequences, requests in
 the server, generated tokens per second, mean time to first token and inter-token latency. The
 KV view's load test is refused with a notice (drive load at the server: benchmarks/
-serve_load.py). The API key, when the server has one, comes from PLAYGROUND_API_KEY.
+serve_load.py). On a data-parallel server (`serve --data-parallel N`) it shows one replica's pool
+at a time: F6 ("Next replica", also in the command palette) moves to the next one (its own
+stream, `?replica=i`); the header says which. The API key, when the server has one, comes from
+PLAYGROUND_API_KEY.
 """
 from __future__ import annotations
 
 import os
 from argparse import Namespace
+from collections.abc import Iterable
+
+from functools import partial
 
 from textual import on
-from textual.app import App, ComposeResult
+from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.widgets import Footer, Header, Static
 
@@ -46,13 +52,26 @@ class AttachedApp(App):
         Binding("ctrl+q", "quit", "Quit", id="attach.quit", tooltip="Leave the inspector (the server goes on)"),
         Binding("ctrl+t", "toggle_theme", "Dark/light", id="attach.theme",
                 tooltip="Switch between the dark and the light theme"),
+        Binding("f6", "next_replica", "Next replica", id="attach.replica",
+                tooltip="Show the next data-parallel replica's pool (serve --data-parallel N)"),
     ]
 
     def __init__(self, url: str, api_key: str | None = None, source=None) -> None:
         super().__init__()
         self.url = url
-        self.source = source or RemoteReports(url, self.post_message, api_key)
+        self.api_key = api_key
+        self.replica = 0
+        self._generation = 0             # messages of a replaced source are dropped
+        self.source = source or self._source(0)
         self.sub_title = f"connecting to {url}…"
+
+    def _source(self, replica: int) -> RemoteReports:
+        gen = self._generation
+
+        def post(msg) -> None:
+            if gen == self._generation:
+                self.post_message(msg)
+        return RemoteReports(self.url, post, self.api_key, replica=replica)
 
     def compose(self) -> ComposeResult:
         """Header, the server's figures, the KV view, the footer."""
@@ -74,7 +93,10 @@ class AttachedApp(App):
     def on_model_ready(self, msg: ModelReady) -> None:
         """Show the server's model in the header and its block formula in the KV view."""
         info = msg.info
-        self.sub_title = f"{info.name} · {info.device} · {info.dtype} · {info.num_blocks} blocks · {self.url}"
+        n = getattr(self.source, "replicas", 1)
+        which = f"replica {self.replica + 1}/{n} (F6: next) · " if n > 1 else ""
+        self.sub_title = (f"{which}{info.name} · {info.device} · {info.dtype} · {info.num_blocks} "
+                          f"blocks · {self.url}")
         self.query_one(KVView).set_model(info)
 
     def on_cache_updated(self, msg: CacheUpdated) -> None:
@@ -99,6 +121,25 @@ class AttachedApp(App):
     def _load_test(self, msg: KVView.LoadTestRequested) -> None:
         self.notify("Attached read-only: the load test runs in the local app. Drive the server "
                     "with a load generator (benchmarks/serve_load.py) and watch here.", severity="warning")
+
+    def action_next_replica(self) -> None:
+        """Read the next data-parallel replica's stream (a notice on a one-engine server)."""
+        n = getattr(self.source, "replicas", 1)
+        if n <= 1:
+            self.notify("This server runs one engine (no --data-parallel replicas).", severity="warning")
+            return
+        self.source.stop()
+        self._generation += 1
+        self.replica = (self.replica + 1) % n
+        self.sub_title = f"switching to replica {self.replica + 1}/{n}…"
+        self.source = self._source(self.replica)
+        self.source.start()
+
+    def get_system_commands(self, screen) -> Iterable[SystemCommand]:
+        """The stock palette commands, then one per key binding, described in words."""
+        yield from super().get_system_commands(screen)
+        for b in self.BINDINGS:
+            yield SystemCommand(b.description, f"{b.tooltip} · {b.key}", partial(self.run_action, b.action))
 
     def action_toggle_theme(self) -> None:
         """Switch between the dark and the light theme."""

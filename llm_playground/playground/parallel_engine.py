@@ -30,7 +30,8 @@ def tensor_parallel_engine(args: Any, config, say: Callable[[str], None] = lambd
     from llm_playground.model.parallel.tp_engine import start_tensor_parallel
     n = tensor_parallel_size(args)
     say(f"starting {n} tensor-parallel ranks (each loads and slices the model)")
-    engine = start_tensor_parallel(ModelSource(path=getattr(args, "model", None),
-                                               dtype=config.dtype), n, config)
+    source = ModelSource(path=getattr(args, "model", None), dtype=config.dtype,
+                         weights=config.weights, group_size=config.group_size)
+    engine = start_tensor_parallel(source, n, config)
     atexit.register(engine.close)
     return engine

@@ -6,7 +6,9 @@ engine worker would: `ModelReady` once (a ModelInfo without tokenizer), then `Ca
 report (the same CacheReport / SequenceReports, rebuilt by server/report_codec.py), plus
 `ServerStats` with the server's headline figures. A lost connection is an `EngineNotice` and a
 retry every RETRY_S; a refused key or a URL that is no playground server is a `LoadFailed`
-(one line) and the source stops. Read-only: it never sends anything but the GET.
+(one line) and the source stops. `replica=i` reads data-parallel replica i's stream
+(`?replica=i`); the model event says how many the server runs (`replicas`, 1 for one engine).
+Read-only: it never sends anything but the GET.
 """
 from __future__ import annotations
 
@@ -53,8 +55,11 @@ def parse_events(lines) -> Any:
 class RemoteReports:
     """Reads a server's inspector stream on a daemon thread; posts app messages."""
 
-    def __init__(self, url: str, post: Callable[[Any], Any], api_key: str | None = None) -> None:
+    def __init__(self, url: str, post: Callable[[Any], Any], api_key: str | None = None,
+                 replica: int = 0) -> None:
         self.url = url.rstrip("/")
+        self.replica = replica
+        self.replicas = 1                 # the server's engine count, from its model event
         self.post = post
         self.api_key = api_key
         self._stop = threading.Event()
@@ -75,7 +80,8 @@ class RemoteReports:
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
         while not self._stop.is_set():
             try:
-                with httpx2.stream("GET", self.url + "/inspect/reports", headers=headers,
+                path = "/inspect/reports" + (f"?replica={self.replica}" if self.replica else "")
+                with httpx2.stream("GET", self.url + path, headers=headers,
                                    timeout=httpx2.Timeout(10.0, read=30.0)) as r:
                     if r.status_code in (401, 403, 404):
                         self.post(LoadFailed(self._refusal(r)))
@@ -109,6 +115,7 @@ class RemoteReports:
     def _event(self, name: str, data: str) -> None:
         doc = json.loads(data)
         if name == "model":
+            self.replicas = int(doc.get("replicas", 1))
             if not self._ready:
                 self._ready = True
                 self.post(ModelReady(decode_info(doc)))

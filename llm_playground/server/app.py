@@ -11,7 +11,8 @@ own thread, started and stopped with the app's lifespan), the metrics, the route
 plain ASGI middleware (`Guard`) that checks the API key (server/auth.py) before any route runs
 and counts responses by status. `serve(...)` runs it in the foreground (`playground serve`);
 `ServerThread` runs it on a free port in a background thread (the tests, the benchmark). Either
-can put the engine in a process of its own (`factory=`, server/engine_process.py).
+can put the engine in a process of its own (`factory=`, server/engine_process.py) or run
+data-parallel replicas behind the router (`factories=`, server/dp_bridge.py).
 """
 from __future__ import annotations
 
@@ -78,13 +79,29 @@ def describe_engine(engine, model_name: str) -> dict:
             "pattern": str(engine.pattern)}
 
 
-def build_app(engine=None, config: ServerConfig | None = None, factory=None) -> FastAPI:
+def build_app(engine=None, config: ServerConfig | None = None, factory=None,
+              factories=None) -> FastAPI:
     """The FastAPI app serving `engine` (its thread starts with the app's lifespan), or, with
     `factory` (a picklable callable returning an Engine), an engine built and stepped in a
-    process of its own (server/engine_process.py; the model loads before this returns)."""
+    process of its own (server/engine_process.py; the model loads before this returns), or,
+    with `factories` (one per replica), data-parallel replicas behind the prefix-aware router
+    (server/dp_bridge.py)."""
     config = config or ServerConfig()
     metrics = Metrics()
-    if factory is not None:
+    if factories is not None:
+        from llm_playground.server.dp_bridge import DataParallelBridge
+        from llm_playground.server.dp_metrics import DataParallelMetrics
+        bridge = DataParallelBridge(list(factories), config.max_queue, config.report_interval_s)
+        metrics = DataParallelMetrics(bridge)
+        ds = bridge.launch()
+        d = ds[0]
+        name = config.model_name or d["name"]
+        state = dict(tokenizer=d["tokenizer"], chat_template=d["chat_template"],
+                     max_model_len=min(x["max_model_len"] for x in ds), vocab_size=d["vocab_size"],
+                     num_blocks=min(x["num_blocks"] for x in ds), block_size=d["block_size"],
+                     info={**d["info"], "name": name},
+                     replica_info=[{**x["info"], "name": name} for x in ds])
+    elif factory is not None:
         from llm_playground.server.engine_process import ProcessBridge
         bridge = ProcessBridge(factory, metrics, config.max_queue, config.report_interval_s)
         d = bridge.launch()
@@ -120,11 +137,12 @@ def build_app(engine=None, config: ServerConfig | None = None, factory=None) -> 
     return app
 
 
-def serve(engine, config: ServerConfig, log_level: str = "info", factory=None) -> None:
+def serve(engine, config: ServerConfig, log_level: str = "info", factory=None,
+          factories=None) -> None:
     """Run the server in the foreground until Ctrl-C (`playground serve`); `factory`: the
-    engine in its own process (see build_app)."""
+    engine in its own process, `factories`: data-parallel replicas (see build_app)."""
     import uvicorn
-    uvicorn.run(build_app(engine, config, factory), host=config.host, port=config.port,
+    uvicorn.run(build_app(engine, config, factory, factories), host=config.host, port=config.port,
                 log_level=log_level, timeout_graceful_shutdown=5)
 
 
@@ -134,10 +152,10 @@ class ServerThread:
     connections wait in its backlog until uvicorn accepts them."""
 
     def __init__(self, engine=None, config: ServerConfig | None = None, log_level: str = "warning",
-                 factory=None) -> None:
+                 factory=None, factories=None) -> None:
         import uvicorn
         self.config = config or ServerConfig(port=0)
-        self.app = build_app(engine, self.config, factory)
+        self.app = build_app(engine, self.config, factory, factories)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((self.config.host, self.config.port))

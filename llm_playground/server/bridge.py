@@ -39,6 +39,11 @@ class QueueFull(Exception):
     """More requests than ServerConfig.max_queue are in the server."""
 
 
+class EngineUnavailable(RuntimeError):
+    """No engine is running to take the request (the thread or process died; every
+    data-parallel replica is down): 503."""
+
+
 @dataclass
 class Snapshot:
     """The pool as the last step left it (plain data, safe to read from the event loop)."""
@@ -117,7 +122,7 @@ class EngineBridge:
             raise QueueFull(f"the server holds {self.in_flight} requests (--max-queue "
                             f"{self.max_queue}); retry later")
         if not self.alive:
-            raise RuntimeError(f"the engine {where} is not running")
+            raise EngineUnavailable(f"the engine {where} is not running")
         rids = [f"{prefix}-{i}" for i in range(num_prompts)]
         stream = RequestStream(rids, params.n, arrival=self.clock())
         self.in_flight += 1

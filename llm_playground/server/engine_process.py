@@ -128,7 +128,16 @@ class ProcessBridge(EngineBridge):
 
     def launch(self, timeout: float = START_TIMEOUT_S) -> dict:
         """Start the child and wait for its engine; returns describe_for_parent's dict."""
+        self.spawn()
+        return self.wait_ready(timeout)
+
+    def spawn(self) -> None:
+        """Start the child (its model loads there); `wait_ready` waits for it. Several bridges
+        spawned first and waited for after load their models at the same time."""
         self._proc.start()
+
+    def wait_ready(self, timeout: float = START_TIMEOUT_S) -> dict:
+        """Wait for the spawned child's engine; returns describe_for_parent's dict."""
         if not self._conn.poll(timeout):
             self._proc.kill()
             raise RuntimeError(f"the engine process did not start in {timeout:g} s")
@@ -213,8 +222,7 @@ class ProcessBridge(EngineBridge):
                 msg = self._conn.recv()
             except (EOFError, OSError):
                 if not self._stopping.is_set():
-                    log.error("the engine process went away")
-                    self._fail_streams("the engine process went away")
+                    self._gone()
                 return
             kind = msg[0]
             if kind == "step":
@@ -246,6 +254,12 @@ class ProcessBridge(EngineBridge):
             elif kind == "step_failed":
                 log.error("engine step failed: %s", msg[1])
                 self._fail_streams(f"the engine failed a step: {msg[1]}")
+
+    def _gone(self) -> None:
+        """The pipe closed without a stop: the process died. Fail what it was running (a
+        data-parallel replica re-sends it instead: server/dp_bridge.py)."""
+        log.error("the engine process went away")
+        self._fail_streams("the engine process went away")
 
     def _fail_streams(self, why: str) -> None:
         items = []

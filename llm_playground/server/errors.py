@@ -55,7 +55,8 @@ def sse_error(err: APIError) -> bytes:
 
 _ENGINE_STATUS = {ErrorKind.INVALID_REQUEST: 400, ErrorKind.CONTEXT_LENGTH_EXCEEDED: 400,
                   ErrorKind.KV_CACHE_TOO_SMALL: 400, ErrorKind.UNSUPPORTED: 400,
-                  ErrorKind.OUT_OF_MEMORY: 503, ErrorKind.INTERNAL: 500}
+                  ErrorKind.OUT_OF_MEMORY: 503, ErrorKind.INTERNAL: 500,
+                  ErrorKind.UNAVAILABLE: 503}
 
 
 def from_engine(kind: ErrorKind | None, message: str | None) -> APIError:

@@ -48,13 +48,17 @@ class Histogram:
         self.sum += value * times
         self.count += times
 
-    def lines(self, name: str) -> list[str]:
+    def lines(self, name: str, label: str = "") -> list[str]:
         """The exposition lines: cumulative buckets up to +Inf, then _sum and _count."""
+        return [_sample(n, _join(label, lab), v) for n, lab, v in self.samples(name)]
+
+    def samples(self, name: str) -> list[tuple[str, str, object]]:
+        """(sample name, labels, value): cumulative buckets up to +Inf, then _sum and _count."""
         out, acc = [], 0
         for b, c in zip(self.bounds + (math.inf,), self.counts):
             acc += c
-            out.append(f'{name}_bucket{{le="{_le(b)}"}} {acc}')
-        return out + [f"{name}_sum {_num(self.sum)}", f"{name}_count {self.count}"]
+            out.append((f"{name}_bucket", f'le="{_le(b)}"', acc))
+        return out + [(f"{name}_sum", "", _num(self.sum)), (f"{name}_count", "", self.count)]
 
 
 class Metrics:
@@ -114,6 +118,13 @@ class Metrics:
             while self._window and self._window[0][0] < now - TOKENS_WINDOW_S:
                 self._window.popleft()
 
+    def engine_gone(self) -> None:
+        """The engine's process died: its queues and pool read zero (counters keep their totals)."""
+        with self._lock:
+            self.running = self.waiting = self.num_blocks = 0
+            self.blocks = dict.fromkeys(STATES, 0)
+            self._window.clear()
+
     def http_response(self, status: int) -> None:
         """One HTTP response with this status."""
         with self._lock:
@@ -140,57 +151,93 @@ class Metrics:
     def render(self) -> str:
         """The exposition text (ends with a newline)."""
         with self._lock:
-            out: list[str] = []
+            return render_families(self.families())
 
-            def family(name: str, kind: str, help_: str, samples: list[str]) -> None:
-                out.extend([f"# HELP {name} {help_}", f"# TYPE {name} {kind}", *samples])
+    def families(self, label: str = "") -> list[tuple[str, str, str, list[str]]]:
+        """(name, type, help, sample lines) per family, in exposition order; `label` (e.g.
+        'replica="0"') is put first in every sample's labels. The caller holds no lock: read
+        under `self._lock` (render) or from a merged copy."""
+        p = "playground_"
+        out: list[tuple[str, str, str, list[str]]] = []
 
-            p = "playground_"
-            family(p + "requests_running", "gauge", "Sequences running in the engine.",
-                   [f"{p}requests_running {self.running}"])
-            family(p + "requests_waiting", "gauge", "Sequences waiting for the engine (queued or preempted).",
-                   [f"{p}requests_waiting {self.waiting}"])
-            family(p + "kv_blocks", "gauge", "KV cache blocks per state.",
-                   [f'{p}kv_blocks{{state="{s}"}} {self.blocks[s]}' for s in STATES])
-            family(p + "kv_blocks_total", "gauge", "KV cache blocks in the pool.",
-                   [f"{p}kv_blocks_total {self.num_blocks}"])
-            used = self.blocks["used"] + self.blocks["shared"]
-            family(p + "kv_usage_ratio", "gauge", "Share of the KV blocks owned by a sequence.",
-                   [f"{p}kv_usage_ratio {_num(used / self.num_blocks if self.num_blocks else 0.0)}"])
-            family(p + "prefix_cache_hit_tokens_total", "counter",
-                   "Prompt tokens served from the prefix cache.",
-                   [f"{p}prefix_cache_hit_tokens_total {self.prefix_hits}"])
-            family(p + "prefix_cache_query_tokens_total", "counter",
-                   "Prompt tokens looked up in the prefix cache.",
-                   [f"{p}prefix_cache_query_tokens_total {self.prefix_queries}"])
-            rate = self.prefix_hits / self.prefix_queries if self.prefix_queries else 0.0
-            family(p + "prefix_cache_hit_rate", "gauge",
-                   "Prefix-cache hit tokens over query tokens since the start.",
-                   [f"{p}prefix_cache_hit_rate {_num(rate)}"])
-            family(p + "preemptions_total", "counter", "Sequences preempted to free KV blocks.",
-                   [f"{p}preemptions_total {self.preemptions}"])
-            family(p + "engine_steps_total", "counter", "Engine steps run.",
-                   [f"{p}engine_steps_total {self.steps}"])
-            family(p + "prompt_tokens_total", "counter", "Prompt tokens of the requests queued.",
-                   [f"{p}prompt_tokens_total {self.prompt_tokens}"])
-            family(p + "generation_tokens_total", "counter", "Tokens generated.",
-                   [f"{p}generation_tokens_total {self.generation_tokens}"])
-            family(p + "generation_tokens_per_second", "gauge",
-                   f"Tokens generated per second over the last {TOKENS_WINDOW_S:g} s.",
-                   [f"{p}generation_tokens_per_second {_num(self.tokens_per_second())}"])
-            family(p + "request_finished_total", "counter",
-                   "Samples finished, by the engine's finish reason.",
-                   [f'{p}request_finished_total{{finish_reason="{r}"}} {c}'
-                    for r, c in sorted(self.finished.items())])
-            family(p + "http_responses_total", "counter", "HTTP responses by status code.",
-                   [f'{p}http_responses_total{{code="{c}"}} {n}' for c, n in sorted(self.http.items())])
-            family(p + "time_to_first_token_seconds", "histogram",
-                   "From the server queueing a request to its first generated token.",
-                   self.ttft.lines(p + "time_to_first_token_seconds"))
-            family(p + "inter_token_latency_seconds", "histogram",
-                   "Time between a sample's consecutive tokens.",
-                   self.itl.lines(p + "inter_token_latency_seconds"))
-            return "\n".join(out) + "\n"
+        def family(name: str, kind: str, help_: str, samples: list[tuple[str, str, object]]) -> None:
+            out.append((name, kind, help_, [_sample(n, _join(label, lab), v) for n, lab, v in samples]))
+
+        def one(name: str, kind: str, help_: str, v) -> None:
+            family(p + name, kind, help_, [(p + name, "", v)])
+
+        one("requests_running", "gauge", "Sequences running in the engine.", self.running)
+        one("requests_waiting", "gauge", "Sequences waiting for the engine (queued or preempted).", self.waiting)
+        family(p + "kv_blocks", "gauge", "KV cache blocks per state.",
+               [(p + "kv_blocks", f'state="{s}"', self.blocks[s]) for s in STATES])
+        one("kv_blocks_total", "gauge", "KV cache blocks in the pool.", self.num_blocks)
+        used = self.blocks["used"] + self.blocks["shared"]
+        one("kv_usage_ratio", "gauge", "Share of the KV blocks owned by a sequence.",
+            _num(used / self.num_blocks if self.num_blocks else 0.0))
+        one("prefix_cache_hit_tokens_total", "counter", "Prompt tokens served from the prefix cache.",
+            self.prefix_hits)
+        one("prefix_cache_query_tokens_total", "counter", "Prompt tokens looked up in the prefix cache.",
+            self.prefix_queries)
+        rate = self.prefix_hits / self.prefix_queries if self.prefix_queries else 0.0
+        one("prefix_cache_hit_rate", "gauge", "Prefix-cache hit tokens over query tokens since the start.",
+            _num(rate))
+        one("preemptions_total", "counter", "Sequences preempted to free KV blocks.", self.preemptions)
+        one("engine_steps_total", "counter", "Engine steps run.", self.steps)
+        one("prompt_tokens_total", "counter", "Prompt tokens of the requests queued.", self.prompt_tokens)
+        one("generation_tokens_total", "counter", "Tokens generated.", self.generation_tokens)
+        one("generation_tokens_per_second", "gauge",
+            f"Tokens generated per second over the last {TOKENS_WINDOW_S:g} s.", _num(self.tokens_per_second()))
+        family(p + "request_finished_total", "counter", "Samples finished, by the engine's finish reason.",
+               [(p + "request_finished_total", f'finish_reason="{r}"', c) for r, c in sorted(self.finished.items())])
+        family(p + "http_responses_total", "counter", "HTTP responses by status code.",
+               [(p + "http_responses_total", f'code="{c}"', n) for c, n in sorted(self.http.items())])
+        for name, hist, help_ in (
+                ("time_to_first_token_seconds", self.ttft,
+                 "From the server queueing a request to its first generated token."),
+                ("inter_token_latency_seconds", self.itl, "Time between a sample's consecutive tokens.")):
+            family(p + name, "histogram", help_, hist.samples(p + name))
+        return out
+
+    def merge(self, other: "Metrics") -> None:
+        """Add `other`'s figures to these (a whole-server total of several engines' metrics;
+        gauges add too: running requests, blocks per state)."""
+        with other._lock:
+            self.running += other.running
+            self.waiting += other.waiting
+            for s in STATES:
+                self.blocks[s] += other.blocks[s]
+            self.num_blocks += other.num_blocks
+            self.prefix_hits += other.prefix_hits
+            self.prefix_queries += other.prefix_queries
+            self.preemptions += other.preemptions
+            self.steps += other.steps
+            self.prompt_tokens += other.prompt_tokens
+            self.generation_tokens += other.generation_tokens
+            for k, v in other.finished.items():
+                self.finished[k] = self.finished.get(k, 0) + v
+            for k, v in other.http.items():
+                self.http[k] = self.http.get(k, 0) + v
+            for mine, theirs in ((self.ttft, other.ttft), (self.itl, other.itl)):
+                mine.counts = [a + b for a, b in zip(mine.counts, theirs.counts)]
+                mine.sum += theirs.sum
+                mine.count += theirs.count
+            self._window = deque(sorted([*self._window, *other._window]))
+
+
+def render_families(families: list[tuple[str, str, str, list[str]]]) -> str:
+    """The exposition text of `families` (Metrics.families' tuples; ends with a newline)."""
+    out: list[str] = []
+    for name, kind, help_, samples in families:
+        out.extend([f"# HELP {name} {help_}", f"# TYPE {name} {kind}", *samples])
+    return "\n".join(out) + "\n"
+
+
+def _join(*labels: str) -> str:
+    return ",".join(lab for lab in labels if lab)
+
+
+def _sample(name: str, labels: str, value) -> str:
+    return f"{name}{{{labels}}} {value}" if labels else f"{name} {value}"
 
 
 def _le(bound: float) -> str:

@@ -23,7 +23,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from pydantic import ValidationError
 
-from llm_playground.server.bridge import EngineBridge, QueueFull
+from llm_playground.server.bridge import EngineBridge, EngineUnavailable, QueueFull
 from llm_playground.server.errors import APIError, from_validation, sse_error
 from llm_playground.server.protocol import ChatCompletionRequest, CompletionRequest
 from llm_playground.server.responses import Choices
@@ -49,6 +49,7 @@ class ServerState:
     block_size: int
     info: dict                      # the inspector's model description (server/inspect_stream.py)
     created: int
+    replica_info: list | None = None   # data parallel: each replica's description (its device)
 
 
 def state_of(request: Request) -> ServerState:
@@ -63,11 +64,19 @@ class ClientGone(Exception):
 # ---- plain routes -------------------------------------------------------------------------
 @router.get("/health")
 async def health(request: Request):
-    """GET /health: 200 while the engine runs, 503 when it does not."""
+    """GET /health: 200 while the engine runs, 503 when it does not. Data parallel: each
+    replica's liveness; "degraded" while some are down, 503 once all are."""
     st = state_of(request)
+    up = st.bridge.up() if hasattr(st.bridge, "up") else None
     if not st.bridge.alive:
-        raise APIError(503, "the engine thread is not running", code="engine_dead")
-    return {"status": "ok"}
+        msg = "the engine thread is not running"
+        if up is not None:
+            msg = f"all {len(up)} data-parallel replicas are down"
+        raise APIError(503, msg, code="engine_dead")
+    if up is None:
+        return {"status": "ok"}
+    return {"status": "ok" if all(up) else "degraded", "replicas_alive": sum(up),
+            "replicas": [{"replica": i, "alive": ok} for i, ok in enumerate(up)]}
 
 
 @router.get("/v1/models")
@@ -225,6 +234,8 @@ async def _generate(request: Request, st: ServerState, kind: str, prompts, param
         handle = st.bridge.submit(prompts, params, prefix)
     except QueueFull as e:
         raise APIError(503, str(e), code="queue_full") from None
+    except EngineUnavailable as e:
+        raise APIError(503, str(e), code="engine_unavailable") from None
     choices = Choices(kind, ("chatcmpl-" if kind == "chat" else "cmpl-") + prefix,
                       handle.request_ids, params.n, st.model_name, st.tokenizer,
                       sum(len(p) for p in prompts), k)

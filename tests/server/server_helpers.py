@@ -72,23 +72,30 @@ def parse_prometheus(text: str) -> dict:
         assert fam["type"] is not None, name
         if fam["type"] == "counter":
             assert name.endswith("_total")
-        if fam["type"] == "histogram":
-            buckets = [(k[1], v) for k, v in fam["samples"].items() if k[0] == name + "_bucket"]
-            les = [float(re.search(r'le="([^"]+)"', lab).group(1).replace("+Inf", "inf")) for lab, _ in buckets]
-            assert les == sorted(les) and math.isinf(les[-1]), name
-            counts = [v for _, v in buckets]
-            assert counts == sorted(counts), f"{name}: buckets not cumulative"
-            assert counts[-1] == fam["samples"][(name + "_count", "")]
-            assert (name + "_sum", "") in fam["samples"]
+        if fam["type"] == "histogram":              # per label set (a replica's, the total)
+            groups: dict = {}
+            for (sample, lab), v in fam["samples"].items():
+                if sample == name + "_bucket":
+                    le = re.search(r'le="([^"]+)"', lab).group(1)
+                    rest = re.sub(r',?le="[^"]+"', "", lab).replace("{,", "{").replace("{}", "")
+                    groups.setdefault(rest, []).append((float(le.replace("+Inf", "inf")), v))
+            assert groups, name
+            for rest, buckets in groups.items():
+                les = [le for le, _ in buckets]
+                assert les == sorted(les) and math.isinf(les[-1]), name
+                counts = [v for _, v in buckets]
+                assert counts == sorted(counts), f"{name}: buckets not cumulative"
+                assert counts[-1] == fam["samples"][(name + "_count", rest)]
+                assert (name + "_sum", rest) in fam["samples"]
     return fams
 
 
 def value(fams: dict, family: str, labels: str = "") -> float:
     """One sample's value: value(f, "playground_kv_blocks", 'state="used"')."""
     fam = fams[family]
-    if fam["type"] == "histogram":
-        return fam["samples"][(family + "_count", "")]
     key = (family, "{" + labels + "}" if labels else "")
+    if fam["type"] == "histogram":
+        return fam["samples"][(family + "_count", key[1])]
     return fam["samples"].get(key, 0.0)
 
 
@@ -113,3 +120,20 @@ def tiny_factory(num_blocks: int = 256, block_size: int = 4):
 def process_server(num_blocks: int = 256, **config) -> ServerThread:
     """A started server whose engine (the tiny model) runs in a process of its own."""
     return ServerThread(config=ServerConfig(port=0, **config), factory=tiny_factory(num_blocks)).start()
+
+
+def replica_tiny(num_blocks: int = 256, block_size: int = 4, real_s: float = 0.0) -> Engine:
+    """One data-parallel replica's engine (runs in its process): the tiny model on one torch
+    thread (two replicas share the 2 cores); `real_s` > 0 sleeps that long per engine clock call
+    (3 per step), so a test can act while requests run."""
+    import torch
+    from tiny_engine import FakeClock
+    torch.set_num_threads(1)
+    return tiny(num_blocks, block_size, clock=FakeClock(real_s=real_s) if real_s else None)
+
+
+def dp_server(n: int = 2, num_blocks: int = 256, real_s: float = 0.0, **config) -> ServerThread:
+    """A started server with `n` data-parallel replicas of the tiny model, each in its process."""
+    import functools
+    factories = [functools.partial(replica_tiny, num_blocks, 4, real_s) for _ in range(n)]
+    return ServerThread(config=ServerConfig(port=0, **config), factories=factories).start()

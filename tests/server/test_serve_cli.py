@@ -33,6 +33,8 @@ def test_flags_map_to_the_configs(monkeypatch):
     (["serve", "--max-queue", "0"], "max_queue"),
     (["serve", "--max-body", "-5"], "max_body_bytes"),
     (["--attach", "localhost:8000"], "--attach"),
+    (["serve", "--data-parallel", "0"], "--data-parallel"),
+    (["serve", "--data-parallel", "2", "--tensor-parallel", "2"], "--tensor-parallel"),
 ])
 def test_bad_values_are_one_line(monkeypatch, capsys, argv, needle):
     def no_load(*a, **k):
@@ -41,3 +43,18 @@ def test_bad_values_are_one_line(monkeypatch, capsys, argv, needle):
     assert cli.main(argv) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("playground: error:") and needle in err[0]
+
+
+def test_replica_devices(monkeypatch):
+    import torch
+
+    from llm_playground.playground.serve_cli import replica_devices
+    assert replica_devices("cpu", 3) == ["cpu"] * 3
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert replica_devices(None, 2) == ["cpu", "cpu"]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert replica_devices(None, 2) == ["cuda:0", "cuda:1"]
+    assert replica_devices("cuda", 2) == ["cuda:0", "cuda:1"]
+    assert replica_devices("cuda:1", 2) == ["cuda:1", "cuda:1"]       # an index asked for: shared
+    assert replica_devices(None, 3) == ["cuda"] * 3                   # fewer GPUs than replicas

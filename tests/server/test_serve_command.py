@@ -1,5 +1,5 @@
 """`playground serve` as a user runs it: a real process on a tiny GGUF file, on a free port,
-with and without --engine-process. The oracle is `playground generate --json` on the same file
+with and without --engine-process, and with two data-parallel replicas. The oracle is `playground generate --json` on the same file
 (greedy, the same text); Ctrl-C (SIGINT) ends the server cleanly."""
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("extra", [[], ["--engine-process"]])
+@pytest.mark.parametrize("extra", [[], ["--engine-process"], ["--data-parallel", "2"]])
 def test_serve_command_answers_like_generate(gguf_path, capsys, extra):
     argv = ["--model", str(gguf_path), "--dtype", "float32", "--device", "cpu", "--kv-blocks", "64"]
     assert cli.main(["generate", *argv, "--prompt", "hello there", "--max-tokens", "8", "--json"]) == 0

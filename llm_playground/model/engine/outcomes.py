@@ -58,6 +58,7 @@ class ErrorKind(str, Enum):
     UNSUPPORTED = "unsupported"                    # a combination the engine refuses (says which)
     OUT_OF_MEMORY = "out_of_memory"                # the device ran out of memory in the step; retry smaller
     INTERNAL = "internal"                          # a bug or a device fault: the message has the exception
+    UNAVAILABLE = "unavailable"                    # no engine left to run it (a server's replicas all died)
 
     def __str__(self) -> str:
         return self.value

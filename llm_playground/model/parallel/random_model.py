@@ -23,7 +23,9 @@ from llm_playground.model.network.config import ModelConfig
 class ModelSource:
     """Where a process gets its model: `path` (None = the default model) or `random` weights."""
     path: str | None = None
-    dtype: str | None = None          # weight format (loader.WEIGHT_FORMATS); None = device default
+    dtype: str | None = None          # --dtype (loader.WEIGHT_FORMATS: int8 the old spelling)
+    weights: str | None = None        # --weights (loader.WEIGHTS); None = the loader's default
+    group_size: int | None = None     # --group-size (int8 / int4)
     random: dict | None = None        # ModelConfig fields: random weights of that shape
     seed: int = 0                     # random weights: the generator's seed
     scale: float = 0.5                # random weights: N(0, scale) entries; norms N(1, scale)
@@ -32,19 +34,31 @@ class ModelSource:
         if self.path is not None and self.random is not None:
             raise ValueError("ModelSource: give a path or random weights, not both")
 
+    def weight_format(self, device: str | torch.device) -> str:
+        """The weight format --dtype / --weights resolve to on `device` (loader.resolve_weights:
+        a float dtype name, int8, int4 or native)."""
+        from llm_playground.model.weights import loader
+        return loader.resolve_weights(self.dtype, self.weights, torch.device(device))[0]
+
     def load(self, device: str | torch.device, float_weights: bool = False):
-        """The LoadedModel on `device`. float_weights: an int8 format loads as bfloat16 (the
-        caller quantises after sharding); returns (loaded, weight format asked for)."""
+        """The LoadedModel on `device`. float_weights: int8 / int4 formats load as float weights
+        of the compute dtype (the caller quantises after sharding); returns (loaded, weight
+        format asked for)."""
         from llm_playground.model.weights import loader
         dev = torch.device(device)
-        fmt, act = loader.resolve_dtype(self.dtype, dev)
-        build_fmt = "bfloat16" if (float_weights and fmt == "int8") else fmt
+        fmt, act, _ = loader.resolve_weights(self.dtype, self.weights, dev)
+        as_float = float_weights and fmt in ("int8", "int4")
+        build_fmt = str(act).removeprefix("torch.") if as_float else fmt
         if self.random is None:
-            loaded = loader.load_model(self.path, build_fmt, str(dev))
+            if as_float:
+                loaded = loader.load_model(self.path, build_fmt, str(dev), weights="float")
+            else:
+                loaded = loader.load_model(self.path, self.dtype, str(dev), weights=self.weights,
+                                           group_size=self.group_size)
             return loaded, fmt
         cfg = ModelConfig(**self.random)
         model = loader.build_model(cfg, random_weights(cfg, self.seed, self.scale, dev),
-                                   build_fmt, act, dev)
+                                   build_fmt, act, dev, group_size=None if as_float else self.group_size)
         loaded = loader.LoadedModel(model=model, config=cfg, tokenizer=_byte_tokenizer(cfg),
                                     chat_template=None, name="random", path=Path("random"),
                                     dtype=act, device=dev, weight_format=build_fmt)

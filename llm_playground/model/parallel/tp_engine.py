@@ -35,7 +35,7 @@ from llm_playground.model.parallel.random_model import ModelSource
 from llm_playground.model.parallel.tp_layers import CommTimer
 from llm_playground.model.parallel.tp_plan import shard_plan
 from llm_playground.model.parallel.tp_runner import LeaderRunner, TensorParallelError, follower_loop
-from llm_playground.model.parallel.tp_shard import quantize_shard, shard_model
+from llm_playground.model.parallel.tp_shard import QUANTISED, check_weights, quantize_shard, shard_model
 
 IDLE_TIMEOUT = timedelta(days=7)   # the control group: followers wait on it while idle
 
@@ -90,9 +90,9 @@ def _shard(source: ModelSource, world: int, rank: int, dev: torch.device, timer:
         loaded, fmt = source.load(dev, float_weights=True)
     shares = shard_plan(loaded.config, world)                 # ShardError: a clear one line
     shard_model(loaded.model, shares[rank], dist.group.WORLD, timer)
-    if fmt == "int8":
-        quantize_shard(loaded.model, loaded.dtype)
-        loaded.weight_format = "int8"
+    if fmt in QUANTISED:
+        quantize_shard(loaded.model, loaded.dtype, fmt, source.group_size)
+        loaded.weight_format = fmt
     return loaded, shares
 
 
@@ -200,6 +200,7 @@ def start_tensor_parallel(source: ModelSource, world: int, config: EngineConfig 
         if rank != 0:
             _follower_main(rank, world, "env://", source, config.device, pconf)   # exits
     dev = _device(0, config.device)
+    check_weights(source.weight_format(dev))    # refuse before anything loads
     timer = CommTimer(dev)
     loaded, fmt = source.load(dev, float_weights=True)
     shard_plan(loaded.config, world)            # refuse before any process starts

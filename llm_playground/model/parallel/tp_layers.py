@@ -80,9 +80,9 @@ class RowParallel(nn.Module):
         """Output width (the full hidden size: the partial sums have it)."""
         return int(self.inner.weight.shape[0])
 
-    def quantize_int8(self, act_dtype: torch.dtype = torch.bfloat16) -> None:
-        """Quantise the inner shard (weight-only int8, per output row)."""
-        self.inner = quantized_int8(self.inner, act_dtype)
+    def quantize(self, act_dtype: torch.dtype = torch.bfloat16, pack=None) -> None:
+        """Quantise the inner shard (`pack`: see `quantized`; default int8 per output row)."""
+        self.inner = quantized(self.inner, act_dtype, pack)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:     # (T, in / world) -> (T, out)
         """This rank's partial projection, summed over all ranks."""
@@ -110,9 +110,9 @@ class VocabParallelHead(nn.Module):
         """This rank's rows of the head (V / world, H)."""
         return self.inner.weight
 
-    def quantize_int8(self, act_dtype: torch.dtype = torch.bfloat16) -> None:
-        """Quantise the inner shard (weight-only int8, per output row)."""
-        self.inner = quantized_int8(self.inner, act_dtype)
+    def quantize(self, act_dtype: torch.dtype = torch.bfloat16, pack=None) -> None:
+        """Quantise the inner shard (`pack`: see `quantized`; default int8 per output row)."""
+        self.inner = quantized(self.inner, act_dtype, pack)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:     # (N, H) -> (N, V)
         """Local logits (N, V / world), all-gathered and concatenated in rank order."""
@@ -122,10 +122,12 @@ class VocabParallelHead(nn.Module):
         return torch.cat(parts, dim=-1)[:, :self.vocab_size]                 # (N, V)
 
 
-def quantized_int8(linear: nn.Module, act_dtype: torch.dtype) -> nn.Module:
-    """A QuantLinear (model/network/quant_linear.py) holding `linear`'s shard as weight-only
-    int8, one scale per output row (what the single-rank loader makes of --weights int8)."""
+def quantized(linear: nn.Module, act_dtype: torch.dtype, pack=None) -> nn.Module:
+    """A QuantLinear (model/network/quant_linear.py) holding `linear`'s shard packed by
+    `pack(float (out, in)) -> PackedWeight` (kernels/quant_layout.py); None = weight-only int8,
+    one scale per output row (what the single-rank loader makes of --weights int8)."""
     from llm_playground.kernels.quant_layout import quantize_int8
     from llm_playground.model.network.quant_linear import QuantLinear
     w = linear.weight                                                      # (out, in) float
-    return QuantLinear(quantize_int8(w.float(), None), act_dtype, w.device)
+    packed = pack(w.float()) if pack is not None else quantize_int8(w.float(), None)
+    return QuantLinear(packed, act_dtype, w.device)

@@ -12,8 +12,9 @@ rank's `RankShare` (tp_plan.py):
 Each decoder layer's head counts (num_heads, num_kv_heads, q_size, kv_size) and the model's
 `config` become the rank's, so the ModelRunner sizes this rank's KV pool by its own KV heads
 (same blocks, same block table, fewer heads) without knowing about parallelism. The network
-code is not changed beyond one condition in layers.py (see tp_layers.py). Int8 weights are
-quantised after slicing (`quantize_shard`). It does not start processes or move tensors between
+code is not changed beyond one condition in layers.py (see tp_layers.py). Int8 and int4
+weights are quantised after slicing (`quantize_shard`, the single-rank loader's packing rule
+per shard); `--weights native` (a GGUF's own blocks) cannot be sliced: `check_weights` refuses it. It does not start processes or move tensors between
 devices: the model must already sit on the rank's device.
 """
 from __future__ import annotations
@@ -76,13 +77,39 @@ def shard_model(model, share: RankShare, group, timer: CommTimer):
     return model
 
 
-def quantize_shard(model, act_dtype: torch.dtype) -> None:
-    """Weight-only int8 for every projection of a sharded model and its head shard (the
-    embedding table stays as it is: it is a separate tensor from the head shard)."""
-    from llm_playground.model.parallel.tp_layers import quantized_int8
+QUANTISED = ("int8", "int4")        # weight formats a shard is quantised to after slicing
+
+
+def check_weights(weight_format: str) -> None:
+    """ValueError (one line) for a weight format the shards cannot hold."""
+    if weight_format == "native":
+        raise ValueError("--weights native is not supported with --tensor-parallel: a GGUF's own "
+                         "blocks cannot be sliced per rank; use --weights int8, int4 or float")
+
+
+def quantize_shard(model, act_dtype: torch.dtype, weight_format: str = "int8",
+                   group_size: int | None = None) -> None:
+    """Weight-only int8 or int4 for every projection of a sharded model and its head shard, as
+    the single-rank loader packs them (loader.make_packer: int8 per row or per `group_size`;
+    int4 per `group_size` or loader.int4_group of the shard's width, the head int8 per row).
+    The embedding table stays as it is: it is a separate tensor from the head shard."""
+    from llm_playground.kernels.quant_layout import quantize_int4, quantize_int8
+    from llm_playground.model.parallel.tp_layers import quantized
+    from llm_playground.model.weights.loader import int4_group
+    if weight_format not in QUANTISED:
+        raise ValueError(f"quantize_shard: weight format {weight_format!r} is not one of {QUANTISED}")
+
+    def pack(w: torch.Tensor):                                 # (out, in) float
+        if weight_format == "int8":
+            return quantize_int8(w, group_size)
+        return quantize_int4(w, group_size or int4_group(w.shape[1]))
+
+    def head(w: torch.Tensor):
+        return quantize_int8(w, group_size if weight_format == "int8" else None)
+
     for layer in model.layers:
         for name in ("qkv_proj", "gate_up_proj"):             # column shards: plain Linears
-            setattr(layer, name, quantized_int8(getattr(layer, name), act_dtype))
+            setattr(layer, name, quantized(getattr(layer, name), act_dtype, pack))
         for proj in (layer.o_proj, layer.down_proj):           # row shards: RowParallel
-            proj.quantize_int8(act_dtype)
-    model.lm_head.quantize_int8(act_dtype)
+            proj.quantize(act_dtype, pack)
+    model.lm_head.quantize(act_dtype, head)
