@@ -229,7 +229,8 @@ class Server:
         import httpx2
         port = free_port()
         self.log = log = tempfile.NamedTemporaryFile("w+", prefix="serve_load-", suffix=".log", delete=False)
-        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+        root = str(Path(__file__).resolve().parents[1])          # the repository first, then the caller's path
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
         self.proc = proc = subprocess.Popen(server_argv(a, port), stdout=log, stderr=subprocess.STDOUT, env=env)
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + a.start_timeout

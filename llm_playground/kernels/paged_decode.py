@@ -266,7 +266,7 @@ def paged_decode(
     else:
         part_o = part_lse = out  # unused
     pattern = not mask.is_dense
-    block_d = triton.next_power_of_2(D)
+    block_d = max(16, triton.next_power_of_2(D))     # tl.dot needs K >= 16: small heads are padded (masked by d_ok)
     quant = k_scale is not None
     if quant and (k_scale.stride() != v_scale.stride() or k_scale.stride(2) != 1):
         raise ValueError("paged_decode: k_scale and v_scale must be (NB, BS, Hkv) alike, heads contiguous")
