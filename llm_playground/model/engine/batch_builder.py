@@ -29,13 +29,31 @@ from llm_playground.model.engine.scheduler import ScheduledSeq
 from llm_playground.model.engine.step_plan import BatchPlan, LogitsRequest, Verify
 
 
+def group_by_mask(items: list[ScheduledSeq]) -> dict:
+    """The step's items per attention mask (MaskSpec), in order of first appearance: one batch
+    plan each. One mask (the common case) is found by identity, without hashing per item."""
+    if not items:
+        return {}
+    first = items[0].seq.pattern.spec
+    for it in items:
+        if it.seq.pattern.spec is not first:
+            break
+    else:
+        return {first: items}
+    by_mask: dict = {}
+    for it in items:
+        by_mask.setdefault(it.seq.pattern.spec, []).append(it)
+    return by_mask
+
+
 def plan_batch(items: list[ScheduledSeq], spec, bm: BlockManager,
                logits: list[LogitsRequest]) -> BatchPlan:
     """The `BatchPlan` of `items`, all under mask `spec`; `logits` has one entry per item that
     needs logits, in order (what to sample from its row)."""
     ids, rows, starts, offsets, cu, logit_rows = [], [], [], [], [0], []
     deferred, deferred_draws = [], []
-    bs, table_of, row_of = bm.block_size, bm.table, bm.table_row
+    # seq id -> table / mirror row: the block manager's dicts, read by subscript (no call)
+    bs, tables, row_of = bm.block_size, bm.tables_by_seq, bm.rows_by_seq
     width = max_ctx = max_q = 0
     num_decodes = 0
     has_holes = has_prefix = has_offsets = False
@@ -45,11 +63,11 @@ def plan_batch(items: list[ScheduledSeq], spec, bm: BlockManager,
     for it in items:
         seq = it.seq
         sid = seq.seq_id
-        table = table_of(sid)
+        table = tables[sid]
         if len(table) > width:
             width = len(table)
         start, end, n = it.start, it.end, it.num_tokens
-        rows.append(row_of(sid))
+        rows.append(row_of[sid])
         starts.append(start)
         offset = 0
         if seq.pattern.evicts:

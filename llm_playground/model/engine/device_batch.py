@@ -143,3 +143,10 @@ def _pack(parts: list, dtype, align: int, device: torch.device) -> tuple[torch.T
     for part, start in zip(parts, offsets):
         flat[start:start + len(part)] = part
     return _host(flat, device), offsets
+
+
+def to_pinned(t: torch.Tensor) -> torch.Tensor:
+    """A pinned host tensor that `t` (on CUDA) is being copied into, without blocking."""
+    host = torch.empty(t.shape, dtype=t.dtype, device="cpu", pin_memory=True)
+    host.copy_(t, non_blocking=True)
+    return host

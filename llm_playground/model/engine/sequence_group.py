@@ -147,6 +147,13 @@ class SequenceGroup:
 
     request: Request
     ops: GroupOps
+    # Whether the class overrides `end_rows` (set for every subclass): the engine calls it only
+    # then, and skips the bookkeeping per row of groups whose end_rows does nothing.
+    wants_end_rows = False
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.wants_end_rows = cls.end_rows is not SequenceGroup.end_rows
 
     def bind(self, request: Request, ops: GroupOps) -> None:
         """Called once by the engine when the request is added (sequence 0 exists, not yet run)."""

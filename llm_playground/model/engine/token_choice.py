@@ -75,3 +75,14 @@ class TokenChoice:
         row = self.logprobs[s]
         order = np.argsort(-row, kind="stable")[:k]
         return [(int(self.candidate_ids[j]), float(row[j])) for j in order if np.isfinite(row[j])]
+
+
+def choices_per_row(num_rows: int, rows: list[int], choices: list) -> list:
+    """Per logits row, its draws' TokenChoices (parallel to StepResult.tokens[i]), or None for
+    a row none of whose draws asked."""
+    per_row: list = [None] * num_rows
+    for i, choice in zip(rows, choices):
+        if per_row[i] is None:
+            per_row[i] = []
+        per_row[i].append(choice)
+    return [None if r is None or all(c is None for c in r) else r for r in per_row]
