@@ -30,6 +30,7 @@ model.engine_config, ...); its Engine takes the same EngineConfig fields used he
 
   python benchmarks/host_cost.py                       # this tree (overlap off) and --base
   python benchmarks/host_cost.py --trees ours --overlap on
+  python benchmarks/host_cost.py --before /work/main     # + a checkout of this layout, "before"
 """
 from __future__ import annotations
 
@@ -191,16 +192,18 @@ def child_args(a) -> list[str]:
     return ["--requests", str(a.requests), "--min-len", str(a.min_len), "--max-len",
             str(a.max_len), "--budget", str(a.budget), "--max-num-seqs", str(a.max_num_seqs),
             "--seed", str(a.seed), "--repeats", str(a.repeats), "--top", str(a.top),
+            "--overlap", a.overlap,
             *([] if a.count_forward else ["--no-count-forward"])]
 
 
-def measure_base(a) -> dict:
-    """The old tree's row, from a subprocess that imports it under its own module names."""
-    env = dict(os.environ, PYTHONPATH=a.base)
-    cmd = [sys.executable, __file__, "--child", "base", *child_args(a)]
-    out = subprocess.run(cmd, env=env, cwd=a.base, capture_output=True, text=True)
+def measure_tree(layout: str, path: str, a) -> dict:
+    """The row of the tree at `path` (module names of `layout`), from a subprocess that imports
+    it first on its path."""
+    env = dict(os.environ, PYTHONPATH=path)
+    cmd = [sys.executable, __file__, "--child", layout, *child_args(a)]
+    out = subprocess.run(cmd, env=env, cwd=path, capture_output=True, text=True)
     if out.returncode != 0:
-        raise RuntimeError(f"the old tree's run failed:\n{out.stderr[-3000:]}")
+        raise RuntimeError(f"the run of {path} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -208,6 +211,8 @@ def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trees", nargs="+", choices=["ours", "base"], default=["ours", "base"])
     ap.add_argument("--base", default=DEFAULT_BASE, help="the old tree (a plain export of ff0aedf)")
+    ap.add_argument("--before", help="also measure another checkout of this layout (e.g. the "
+                    "commit before a change), in a subprocess: row 'before'")
     ap.add_argument("--requests", type=int, default=64)
     ap.add_argument("--min-len", type=int, default=16)
     ap.add_argument("--max-len", type=int, default=128)
@@ -215,14 +220,14 @@ def parse_args(argv=None):
     ap.add_argument("--max-num-seqs", type=int, default=256)
     ap.add_argument("--overlap", choices=["on", "off"], default="off",
                     help="this tree's overlap scheduling (the old tree has none)")
-    ap.add_argument("--repeats", type=int, default=3, help="unprofiled runs for the time")
+    ap.add_argument("--repeats", type=int, default=2, help="unprofiled runs for the time")
     ap.add_argument("--top", type=int, default=25, help="functions by call count kept in the JSON")
     ap.add_argument("--no-count-forward", dest="count_forward", action="store_false",
                     help="skip the run that counts the forward's calls too")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default=str(ROOT / "benchmarks" / "results"),
                     help="a file, or a folder for host_cost-<device>.json")
-    ap.add_argument("--child", choices=["base"], help=argparse.SUPPRESS)
+    ap.add_argument("--child", choices=["ours", "base"], help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     for name in ("requests", "min_len", "max_len", "budget", "max_num_seqs", "repeats"):
         if getattr(a, name) < 1:
@@ -240,23 +245,28 @@ def main(argv=None) -> int:
         return 0
     sys.path.insert(0, str(ROOT))
     from benchmarks.bench_common import print_table, write_json
-    rows = [measure("ours", a) if t == "ours" else measure_base(a) for t in a.trees]
-    for r in rows:
-        if r["tree"] == "ours":
-            r["tree"] = f"ours (overlap {a.overlap})"
+    rows = []
+    if a.before:
+        rows.append(dict(measure_tree("ours", a.before, a), tree=f"before (overlap {a.overlap})",
+                         path=a.before))
+    for t in a.trees:
+        if t == "ours":
+            rows.append(dict(measure("ours", a), tree=f"ours (overlap {a.overlap})"))
+        else:
+            rows.append(dict(measure_tree("base", a.base, a), path=a.base))
     print(f"host cost: {a.requests} requests, lengths {a.min_len}-{a.max_len}, budget {a.budget}, "
           f"tiny random Llama, float32, CPU")
     print_table(rows, ["tree", "steps", "output_tokens", "calls_per_token", "host_calls_per_step",
                        "host_calls_per_token", "host_ms_per_step", "forward_ms_per_step"])
-    base = next((r for r in rows if r["tree"] == "base"), None)
-    if base is not None:
-        for r in rows:
-            if r is not base:
-                print(f"{r['tree']} / base: host calls per token "
-                      f"{r['host_calls_per_token'] / base['host_calls_per_token']:.3f}x, "
-                      f"host ms per step {r['host_ms_per_step'] / base['host_ms_per_step']:.3f}x")
+    ours = next((r for r in rows if r["tree"].startswith("ours")), None)
+    for ref in (r for r in rows if r is not ours):
+        if ours is not None:
+            print(f"ours / {ref['tree']}: host calls per token "
+                  f"{ours['host_calls_per_token'] / ref['host_calls_per_token']:.3f}x, "
+                  f"host ms per step {ours['host_ms_per_step'] / ref['host_ms_per_step']:.3f}x")
     summary = {k: getattr(a, k) for k in ("requests", "min_len", "max_len", "budget",
-                                          "max_num_seqs", "overlap", "seed", "repeats", "base")}
+                                          "max_num_seqs", "overlap", "seed", "repeats", "base",
+                                          "before")}
     write_json(a.json, "host_cost", rows, {"summary": summary})
     return 0
 

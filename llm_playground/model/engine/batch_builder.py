@@ -50,8 +50,14 @@ def plan_batch(items: list[ScheduledSeq], spec, bm: BlockManager,
                logits: list[LogitsRequest]) -> BatchPlan:
     """The `BatchPlan` of `items`, all under mask `spec`; `logits` has one entry per item that
     needs logits, in order (what to sample from its row)."""
-    ids, rows, starts, offsets, cu, logit_rows = [], [], [], [], [0], []
+    ids, rows, starts, cu, logit_rows = [], [], [], [], []
+    offsets = None             # per row its RoPE offset, once a row evicts (else all 0)
     deferred, deferred_draws = [], []
+    # The leading rows that are plain decodes (one token, its logits, no verify) have
+    # cu_seqlens_q and logits rows 0, 1, 2, ...: counted, not appended; `cu` and `logit_rows`
+    # hold the rest's entries, t the tokens so far.
+    lead = t = 0
+    leading = True
     # seq id -> table / mirror row: the block manager's dicts, read by subscript (no call)
     bs, tables, row_of = bm.block_size, bm.tables_by_seq, bm.rows_by_seq
     width = max_ctx = max_q = 0
@@ -69,12 +75,37 @@ def plan_batch(items: list[ScheduledSeq], spec, bm: BlockManager,
         start, end, n = it.start, it.end, it.num_tokens
         rows.append(row_of[sid])
         starts.append(start)
-        offset = 0
         if seq.pattern.evicts:
             offset = eviction.rope_offset(table, start, bs)
             has_offsets = has_offsets or offset != 0
             has_holes = has_holes or bm.num_holes(sid) > 0
-        offsets.append(offset)
+            offsets = [0] * (len(rows) - 1) if offsets is None else offsets
+            offsets.append(offset)
+        elif offsets is not None:
+            offsets.append(0)
+        if n == 1 and it.needs_logits and it.spec is None:
+            # A decode of the sequence's last token (most rows): no lengths needed.
+            if seq.num_pending:        # its one token is still on the device (overlap)
+                assert seq.num_pending == 1, "only a decode can wait for its id"
+                deferred.append(len(ids))
+                deferred_draws.append(seq.pending_draw)
+                ids.append(0)
+            else:
+                out = seq.output_ids
+                ids.append(out[-1] if out else seq.prompt_ids[-1])
+            num_decodes += 1
+            max_q = max_q or 1
+            if end > max_ctx:
+                max_ctx = end
+            t += 1
+            if leading:
+                lead += 1
+            else:
+                cu.append(t)
+                logit_rows.append(t - 1)
+            j += 1
+            continue
+        leading = False
         p = len(seq.prompt_ids)
         if it.spec is not None:
             k, proposals = it.spec
@@ -109,20 +140,23 @@ def plan_batch(items: list[ScheduledSeq], spec, bm: BlockManager,
             max_q = n
         if end > max_ctx:
             max_ctx = end
-        cu.append(cu[-1] + n)
+        t += n
+        cu.append(t)
         if it.spec is not None:
-            logit_rows += range(cu[-1] - n, cu[-1])
+            logit_rows += range(t - n, t)
             j += 1
         elif it.needs_logits:
-            logit_rows.append(cu[-1] - 1)
+            logit_rows.append(t - 1)
             j += 1
     return BatchPlan(
         mask=spec, input_ids=np.asarray(ids, dtype=np.int64),                      # (T,)
         seq_rows=np.asarray(rows, dtype=np.int32),                                # (B,)
         starts=np.asarray(starts, dtype=np.int32),                                # (B,)
-        cu_seqlens_q=np.asarray(cu, dtype=np.int32),                              # (B + 1,)
-        rope_offsets=np.asarray(offsets, dtype=np.int32),                         # (B,)
-        logits_rows=np.asarray(logit_rows, dtype=np.int64), logits=logits,        # (N,)
+        cu_seqlens_q=np.asarray([*range(lead + 1), *cu], dtype=np.int32),         # (B + 1,)
+        rope_offsets=(np.zeros(len(rows), dtype=np.int32) if offsets is None      # (B,)
+                      else np.asarray(offsets, dtype=np.int32)),
+        logits_rows=np.asarray([*range(lead), *logit_rows], dtype=np.int64),      # (N,)
+        logits=logits,
         num_decodes=num_decodes, max_q_len=max_q, max_context_len=max_ctx,
         table_width=width, has_holes=has_holes, has_prefix=has_prefix,
         has_offsets=has_offsets, num_verify=num_verify, verify_q_len=verify_q_len,

@@ -33,6 +33,8 @@ def prompt_list(prompt_ids) -> tuple[list, tuple[ErrorKind, str] | None]:
     except TypeError:
         return [], (ErrorKind.INVALID_REQUEST, f"the prompt must be a list of token ids, got "
                     f"{type(prompt_ids).__name__}")
+    if set(map(type, ids)) <= {int}:     # plain ints (the usual case): no call per id
+        return ids, None
     return [int(t) if isinstance(t, numbers.Integral) and not isinstance(t, bool) else t
             for t in ids], None
 
@@ -44,7 +46,7 @@ def check_prompt(ids: list[int], params: SamplingParams, pattern: AttentionPatte
     V = vocab_size
     if not ids:
         return invalid, "empty prompt: at least one token is needed"
-    wrong_type = [t for t in ids if type(t) is not int]
+    wrong_type = [t for t in ids if type(t) is not int] if set(map(type, ids)) - {int} else []
     if wrong_type:
         return invalid, (f"prompt token id {wrong_type[0]!r:.40} is not an integer "
                          f"({type(wrong_type[0]).__name__})")

@@ -205,7 +205,8 @@ class SamplingGroup(SequenceGroup):
         """Draws for `seq`'s row: all n samples on the unforked prompt row, else its own."""
         p = seq.params
         if p.repetition_penalty == 1.0 and (p.n == 1 or self.forked):
-            req = self._steady.get(seq.seq_id)
+            steady = self._steady
+            req = steady[seq.seq_id] if seq.seq_id in steady else None
             if req is None:
                 j = seq.sample_index
                 req = self._steady[seq.seq_id] = LogitsRequest(
