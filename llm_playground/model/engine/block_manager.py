@@ -33,7 +33,9 @@ class BlockManager:
     of `num_blocks` blocks of `block_size` tokens. The per-step reads `has`, `table`,
     `find_table`, `num_holes`, `table_snapshots`, `table_rows`, `has_uncommitted`, `ref_count`,
     `block_hash` and `state` are the bound methods of the part that owns the fact (set in
-    __init__: one call instead of a forwarding method)."""
+    __init__: one call instead of a forwarding method); `tables_by_seq` and `rows_by_seq` are
+    the owners' dicts themselves (seq id -> table, -> mirror row), read only, for the batch
+    builder's per-row subscripts (no call at all)."""
 
     def __init__(self, num_blocks: int, block_size: int, enable_prefix_caching: bool = True) -> None:
         if num_blocks < 1 or block_size < 1:

@@ -16,6 +16,8 @@ slot mappings on the GPU the same way). Deferred input ids (overlap scheduling) 
 from the previous step's draws. Per batch the host makes two copies (int64 and int32 parts
 packed, each part 16-byte aligned, which the kernels' pointer specialisation prefers); on CUDA
 they come from pinned memory without blocking, so the host never waits for the previous step.
+`host_to_device` and `to_pinned` are the small host <-> device copies the runner makes around a
+step (through pinned memory on CUDA, without blocking).
 This module does not decide what runs; it only keeps the tables and derives.
 """
 from __future__ import annotations

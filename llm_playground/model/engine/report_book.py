@@ -1,12 +1,14 @@
 """The numbers a StepReport shows, kept current as sequences change: reports at O(changes).
 
-`ReportBook` holds one published `SequenceReport` per live sequence (grouped by request, in
-the order the requests came and their sequences were made, which is the order reports list
-them) and the running sum of the live sequences' reservations (cache_report.reserved_tokens).
+`ReportBook` holds one published `SequenceReport` per live sequence, in one dict in the order
+reports list them (grouped by request, in the order the requests came and their sequences were
+made; re-sorted only after a fork joins a request that is not the newest), and the running sum
+of the live sequences' reservations (cache_report.reserved_tokens).
 The engine tells it what happened: a sequence was made (`added`), changed (`touched`: it ran,
 got a token, was preempted, had blocks evicted) or ended (`released`). `sequences()` rebuilds
 the reports of the sequences touched since the last call, copying a block table only when its
-version moved on (SequenceTables.version), and returns the list of every live one. So a report
+version moved on (the table records' `version`, read without a call per sequence), and returns
+the list of every live one (benchmarks/host_cost.py counts the calls). So a report
 costs O(sequences that changed) in Python, plus one pointer per live sequence for the list,
 instead of a copy of every table of every sequence, waiting ones included, every step.
 

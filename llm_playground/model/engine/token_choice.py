@@ -15,6 +15,7 @@ probability: so `top(stage, k)` is exact for every stage, which is what an OpenA
 `logprobs` / `top_logprobs` answer needs (stage 0 = the model's log-probabilities, as vLLM
 returns by default; the last stage = the distribution the id was drawn from).
 
+`choices_per_row` groups a step's choices (one per draw) by logits row, as StepResult carries them.
 This module does not compute anything (the sampler does) and imports no torch.
 """
 from __future__ import annotations
