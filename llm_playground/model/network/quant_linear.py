@@ -108,15 +108,20 @@ class QuantLinear(nn.Module):
         if self.backend == "triton":
             from llm_playground.kernels.dispatch import quant_linear
             return quant_linear(x, self.packed)
+        # (dtype and width checks in Python: a no-op .to() or slice still costs a dispatch,
+        # about 1 us, and at batch 1 on the CPU a layer is mostly such per-op costs)
         if self.backend == "int8pack":
             if self._kp != self.in_features:
                 x = F.pad(x, (0, self._kp - self.in_features))
-            return torch.ops.aten._weight_int8pack_mm(x, self._codes, self._scales.to(x.dtype))
+            scales = self._scales if self._scales.dtype == x.dtype else self._scales.to(x.dtype)
+            return torch.ops.aten._weight_int8pack_mm(x, self._codes, scales)
         if self.backend == "float":
-            return F.linear(x, self._w.to(x.dtype))
-        xb = x.to(torch.bfloat16)
+            return F.linear(x, self._w if self._w.dtype == x.dtype else self._w.to(x.dtype))
+        xb = x if x.dtype == torch.bfloat16 else x.to(torch.bfloat16)
         if self._kp != self.in_features:
             xb = F.pad(xb, (0, self._kp - self.in_features))
         y = torch.ops.aten._weight_int4pack_mm_for_cpu(xb, self._int4, self.packed.group_size,
                                                        self._sz)     # (T, N16)
-        return y[:, :self._out].to(x.dtype)
+        if y.shape[1] != self._out:
+            y = y[:, :self._out]
+        return y if y.dtype == x.dtype else y.to(x.dtype)
