@@ -213,6 +213,8 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default=None, help="CPU form: a GGUF path (default: the default model)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--new-tokens", type=int, default=64)
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="CPU form: rounds over all systems; each row keeps its best")
     ap.add_argument("--no-transformers", dest="transformers", action="store_false",
                     help="CPU form: skip the transformers float32 row")
     ap.add_argument("--llama-cpp-python", default=None, help="CPU form: a Python that imports "
@@ -234,9 +236,9 @@ def main(argv=None) -> int:
         from benchmarks.quant_decode_cpu import load_1min, run_cpu
         load_start = load_1min()
         rows = run_cpu(a)
-        print_table(rows, ["system", "dtype", "decode_tok_s", "x_llama_cpp", "x_transformers",
+        print_table(rows, ["system", "version", "dtype", "decode_tok_s", "x_llama_cpp", "x_transformers",
                            "agree_float32", "load", "error"])
-        extra = {"threads": a.threads, "new_tokens": a.new_tokens, "batch": 1,
+        extra = {"threads": a.threads, "new_tokens": a.new_tokens, "batch": 1, "rounds": a.rounds,
                  "load_start": load_start, "load_end": load_1min(),
                  "note": "shared CPU: ratios within one run only"}
     extra["wall_s"] = time.perf_counter() - t0

@@ -11,9 +11,10 @@ tokens after a short prompt:
                  llama-cpp-python (`import llama_cpp`) or llama-cpp-py-sync (`import
                  llama_cpp_py_sync`, prebuilt wheels on PyPI), whichever imports; else its row
                  says why it is missing.
-Every row carries the 1-minute load average when it finished (`load`): the CPU is shared with
-other jobs, so compare ratios within one run (x_llama_cpp, x_transformers), not figures across
-runs. A failing row records its error; the others still run. Not a correctness check.
+Every system is loaded once, then --rounds rounds (default 3) run each in turn; a row keeps its
+best round, the 1-minute load average after it (`load`) and every round's rate and load. The CPU
+is shared with other jobs: compare ratios within one run (x_llama_cpp, x_transformers), not
+figures across runs. A failing row records its error; the others still run. Not a correctness check.
 """
 from __future__ import annotations
 
@@ -102,25 +103,29 @@ def engine_decode(loaded, prompt_ids: list[int], new: int) -> dict:
     return {"decode_tok_s": dec_tok / dec_s, "ids": ids}
 
 
-def transformers_decode(gguf: Path, prompt_ids: list[int], new: int) -> dict:
-    """transformers float32 eager on the same GGUF: decode tok/s of `new` greedy tokens
-    (generate's time less one prefill, over new - 1 tokens), and the tokens."""
-    from transformers import AutoModelForCausalLM
-    m = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name,
-                                             dtype=torch.float32, attn_implementation="eager").eval()
+def transformers_runner(gguf: Path, prompt_ids: list[int], new: int):
+    """transformers float32 eager loaded once from the same GGUF -> run() giving decode tok/s of
+    `new` greedy tokens (generate's time less one prefill, over new - 1 tokens), the tokens."""
+    import transformers
+    m = transformers.AutoModelForCausalLM.from_pretrained(
+        str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32,
+        attn_implementation="eager").eval()
     x = torch.tensor([prompt_ids])
-    with torch.inference_mode():
-        m(x[:, :8])                                                   # warm-up
-        t = time.perf_counter()
-        m(x, use_cache=True)
-        pre = time.perf_counter() - t
-        t = time.perf_counter()
-        out = m.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=new,
-                         min_new_tokens=new, do_sample=False)
-        total = time.perf_counter() - t
-    return {"decode_tok_s": (new - 1) / max(total - pre, 1e-9),
-            "ids": out[0, len(prompt_ids):].tolist(), "version": "transformers " +
-            __import__("transformers").__version__}
+
+    def run() -> dict:
+        with torch.inference_mode():
+            m(x[:, :8])                                               # warm-up
+            t = time.perf_counter()
+            m(x, use_cache=True)
+            pre = time.perf_counter() - t
+            t = time.perf_counter()
+            out = m.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=new,
+                             min_new_tokens=new, do_sample=False)
+            total = time.perf_counter() - t
+        return {"decode_tok_s": (new - 1) / max(total - pre, 1e-9),
+                "ids": out[0, len(prompt_ids):].tolist(),
+                "version": "transformers " + transformers.__version__}
+    return run
 
 
 def llama_cpp_python(choice: str | None) -> tuple[str | None, str, str]:
@@ -164,46 +169,61 @@ def agreeing_prefix(a: list[int], b: list[int]) -> int:
 
 
 def run_cpu(a) -> list[dict]:
-    """All rows of the CPU form (module docstring), with x_llama_cpp / x_transformers ratios."""
+    """All rows of the CPU form (module docstring): every system loaded once, then --rounds
+    rounds, each running every system in turn (so a burst of load from other jobs hits them
+    alike); a row's decode_tok_s is its best round (`rounds`: all, `loads`: the load after
+    each), and x_llama_cpp / x_transformers divide best by best."""
     from llm_playground.model.weights.loader import load_model
     torch.set_num_threads(a.threads)
-    rows, path, prompt_ids, exact = [], None, [], None
+    rows, runners, path, prompt_ids = [], [], None, []
     for label, weights, dtype in OURS:
         try:
             loaded = load_model(a.model, dtype=dtype, weights=weights, device="cpu")
             path = loaded.path
             prompt_ids = loaded.tokenizer.encode_ordinary(PROMPT)
-            r = engine_decode(loaded, prompt_ids, a.new_tokens)
-            ids = r.pop("ids")
-            exact = ids if label == "float" else exact
             rows.append({"system": f"ours {loaded.weights}" + (" (CPU default)" if weights is None else ""),
-                         "weights": label, "dtype": str(loaded.dtype).removeprefix("torch."),
-                         **r, "ids": ids, "load": load_1min()})
-            print({k: v for k, v in rows[-1].items() if k != "ids"}, flush=True)
-            del loaded
+                         "weights": label, "dtype": str(loaded.dtype).removeprefix("torch.")})
+            runners.append((rows[-1], lambda m=loaded: engine_decode(m, prompt_ids, a.new_tokens)))
         except Exception as e:
             traceback.print_exc()
             rows.append({"system": f"ours --weights {label}", "weights": label,
-                         "error": f"{type(e).__name__}: {e}"[:200], "load": load_1min()})
+                         "error": f"{type(e).__name__}: {e}"[:200]})
     if not a.transformers:
         rows.append({"system": "transformers float32", "error": "skipped: --no-transformers"})
     else:
         try:
-            r = transformers_decode(path, prompt_ids, a.new_tokens)
-            rows.append({"system": f"{r.pop('version')} float32 eager (same GGUF)", **r,
-                         "load": load_1min()})
+            rows.append({"system": "transformers float32 eager (same GGUF)"})
+            runners.append((rows[-1], transformers_runner(path, prompt_ids, a.new_tokens)))
         except Exception as e:
-            rows.append({"system": "transformers float32", "error": f"{type(e).__name__}: {e}"[:300]})
+            rows[-1] = {"system": "transformers float32", "error": f"{type(e).__name__}: {e}"[:300]}
     python, module, why = llama_cpp_python(a.llama_cpp_python)
     if python is None:
         rows.append({"system": "llama.cpp", "error": why})
     else:
-        try:
-            r = llama_cpp_decode(python, module, path, prompt_ids, a.new_tokens, a.threads)
-            rows.append({"system": f"llama.cpp: {r.pop('version')} (same GGUF)", **r,
-                         "load": load_1min()})
-        except Exception as e:
-            rows.append({"system": "llama.cpp", "error": f"{type(e).__name__}: {e}"[:300]})
+        rows.append({"system": "llama.cpp (same GGUF)"})
+        runners.append((rows[-1], lambda: llama_cpp_decode(python, module, path, prompt_ids,
+                                                           a.new_tokens, a.threads)))
+    for _ in range(a.rounds):
+        for row, run in runners:
+            if "error" in row:
+                continue
+            try:
+                r = run()
+            except Exception as e:
+                traceback.print_exc()
+                row["error"] = f"{type(e).__name__}: {e}"[:300]
+                continue
+            row.setdefault("rounds", []).append(r["decode_tok_s"])
+            row.setdefault("loads", []).append(load_1min())
+            row.setdefault("ids", r["ids"])
+            if "version" in r:
+                row["version"] = r["version"]
+            print(row["system"], f"{r['decode_tok_s']:.1f} tok/s, load {row['loads'][-1]}", flush=True)
+    for row in rows:
+        if row.get("rounds"):
+            best = max(range(len(row["rounds"])), key=row["rounds"].__getitem__)
+            row["decode_tok_s"], row["load"] = row["rounds"][best], row["loads"][best]
+    exact = next((r.get("ids") for r in rows if r.get("weights") == "float"), None)
     refs = {key: next((r["decode_tok_s"] for r in rows if r["system"].startswith(prefix)
                        and "decode_tok_s" in r), None)
             for key, prefix in (("x_llama_cpp", "llama.cpp"), ("x_transformers", "transformers"))}

@@ -15,7 +15,7 @@ def test_quant_decode_cpu_json(tmp_path, monkeypatch):
     out = tmp_path / "qd.json"
     monkeypatch.delenv("LLAMA_CPP_PYTHON", raising=False)
     rc = quant_decode.main(["--device", "cpu", "--model", str(path), "--new-tokens", "4",
-                            "--threads", "1", "--llama-cpp-python", sys.executable + "-missing",
+                            "--threads", "1", "--rounds", "2", "--llama-cpp-python", sys.executable + "-missing",
                             "--no-transformers", "--json", str(out)])
     assert rc == 0
     doc = json.loads(out.read_text())
@@ -25,6 +25,7 @@ def test_quant_decode_cpu_json(tmp_path, monkeypatch):
     assert [r["weights"] for r in ours] == ["default", "int8", "native", "int4", "float"]
     assert all(r["decode_tok_s"] > 0 and "error" not in r and r["load"] >= 0 for r in ours)
     assert ours[0]["system"].endswith("(CPU default)")
+    assert all(len(r["rounds"]) == 2 and r["decode_tok_s"] == max(r["rounds"]) for r in ours)
     assert ours[3]["system"].startswith("ours int4") and ours[4]["dtype"] == "float32"
     assert ours[4]["agree_float32"] == len(ours[4]["ids"]) == 4       # float32 against itself
     (hf,) = [r for r in rows if r["system"].startswith("transformers")]
