@@ -75,11 +75,19 @@ class QuantLinear(nn.Module):
         n16 = -(-N // 16) * 16
         codes = torch.zeros(n16, kp, dtype=torch.int32)
         codes[:N] = pw.unpacked_codes()
+        scale = pw.scales.float()                                             # (N, Kp/G)
+        zero = (pw.mins.float() + 8 * scale if pw.mins is not None        # s*q + m =
+                else torch.zeros_like(scale))                             # s*(q - 8) + (m + 8 s)
+        # The op takes bfloat16 scales: rounding one shifts every weight of its group by
+        # (q - 8) * (s_bf16 - s), which the group's dot product adds up coherently. The zero
+        # absorbs that shift's mean over the group's own codes, so each group's weights keep
+        # their mean; what is left averages out (tests/model/test_quant_weights.py).
+        scale_b = scale.to(torch.bfloat16).float()
+        centred = (codes[:N].float() - 8).view(N, -1, G).mean(-1)                  # (N, Kp/G)
         scales = torch.zeros(n16, kp // G, dtype=torch.float32)
-        scales[:N] = pw.scales.float()
+        scales[:N] = scale_b
         zeros = torch.zeros_like(scales)
-        if pw.mins is not None:                    # s*q + m = s*(q - 8) + (m + 8 s)
-            zeros[:N] = pw.mins.float() + 8 * pw.scales.float()
+        zeros[:N] = zero - centred * (scale_b - scale)
         self._int4 = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, 1)   # (N16, Kp/2)
         self._sz = torch.stack([scales, zeros], -1).transpose(0, 1).contiguous().to(torch.bfloat16)
         self._kp = kp
