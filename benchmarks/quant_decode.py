@@ -17,13 +17,13 @@ KV rows: bf16 weights, the largest batch at --kv-context (default 1024) tokens e
 int8 KV cache: tok/s, the KV bytes read per step and per second, and blocks per GiB of pool.
 Targets (issue 19 + WAVE2 notes, Llama-3-8B shapes, batch 1): int4 >= 1.8x, int8 >= 1.4x bf16.
 
-CPU form (--device cpu): the default model (or --model PATH), 2 threads (--threads), batch 1,
---new-tokens greedy tokens after a short prompt, through the real Engine, for --weights int8,
-native and int4, and float32; then llama.cpp (llama-cpp-python) on the same GGUF in the same
-run when `llama_cpp` imports (in this Python, or in --llama-cpp-python / $LLAMA_CPP_PYTHON: a
-separate venv, run as a subprocess with the same prompt ids), else that row says why it is
-missing. The CPU is shared with other
-jobs: compare ratios from one run, not figures across runs.
+CPU form (--device cpu, benchmarks/quant_decode_cpu.py): the default model (or --model PATH),
+2 threads (--threads), batch 1, --new-tokens greedy tokens through the real Engine for the CPU
+default and --weights int8, native, int4 and float32; transformers float32 on the same GGUF
+(--no-transformers skips it); then llama.cpp on the same GGUF in a subprocess of the Python that
+--llama-cpp-python / $LLAMA_CPP_PYTHON names (llama-cpp-python or llama-cpp-py-sync), else that
+row says why it is missing. Each row has the load average; the CPU is shared with other jobs:
+compare ratios from one run, not figures across runs.
 
     python benchmarks/quant_decode.py [--json PATH] [--models smollm2 llama8b] [--batches 1 16 64]
     python benchmarks/quant_decode.py --device cpu [--threads 2] [--new-tokens 64]
@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import gc
-import os
 import sys
 import time
 import traceback
@@ -201,107 +200,6 @@ def kv_rows(a, name, cfg, model) -> list[dict]:
     return rows
 
 
-PROMPT = "The history of the printing press begins in the fifteenth century, when"
-
-
-def engine_decode(loaded, prompt_ids: list[int], new: int) -> dict:
-    from llm_playground.model.engine.config import EngineConfig
-    from llm_playground.model.engine.engine import Engine
-    from llm_playground.model.engine.sampling_params import SamplingParams
-    e = Engine(loaded, EngineConfig(num_blocks=-(-(len(prompt_ids) + new + 8) // 16) + 8,
-                                    enable_prefix_caching=False))
-    e.generate(prompt_ids[:4], SamplingParams(max_tokens=4, ignore_eos=True))     # warm-up
-    e.add_request(prompt_ids, SamplingParams(max_tokens=new, ignore_eos=True))
-    dec_tok = dec_s = 0.0
-    while e.has_unfinished():
-        r = e.step()
-        if not r.num_prefill_tokens:
-            dec_tok, dec_s = dec_tok + r.num_decode_tokens, dec_s + r.step_time_s
-    return {"decode_tok_s": dec_tok / dec_s}
-
-
-LLAMA_CPP_SCRIPT = r"""
-import json, sys, time
-import llama_cpp
-path, ids, new, threads = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-llm = llama_cpp.Llama(model_path=path, n_threads=threads, n_threads_batch=threads,
-                      n_ctx=len(ids) + new + 16, verbose=False)
-llm.eval(ids[:4])                                   # warm-up
-llm.reset()
-llm.eval(ids)
-t0 = time.perf_counter()
-for _ in range(new):
-    tok = llm.sample(temp=0.0)
-    llm.eval([tok])
-print("RESULT", json.dumps({"decode_tok_s": new / (time.perf_counter() - t0),
-                            "version": getattr(llama_cpp, "__version__", "?")}))
-"""
-
-
-def llama_cpp_decode(python: str, path: Path, prompt_ids: list[int], new: int, threads: int) -> dict:
-    """llama.cpp (llama-cpp-python, run by interpreter `python`, which may be another venv's) on
-    the same GGUF and the same prompt ids: decode tok/s of `new` greedy tokens."""
-    import json
-    import subprocess
-    run = subprocess.run([python, "-c", LLAMA_CPP_SCRIPT, str(path), json.dumps(prompt_ids),
-                          str(new), str(threads)], capture_output=True, text=True, timeout=600)
-    if run.returncode != 0 or "RESULT" not in run.stdout:
-        last = (run.stderr.strip().splitlines() or ["no output"])[-1]
-        raise RuntimeError(f"llama.cpp run failed ({python}): {last}")
-    return json.loads(run.stdout.split("RESULT", 1)[1])
-
-
-def llama_cpp_python(a) -> tuple[str | None, str]:
-    """(interpreter that imports llama_cpp, or None; why not)."""
-    import subprocess
-    python = a.llama_cpp_python or os.environ.get("LLAMA_CPP_PYTHON") or sys.executable
-    try:
-        probe = subprocess.run([python, "-c", "import llama_cpp"], capture_output=True, text=True)
-    except OSError as e:                                  # no such interpreter
-        probe, last = None, str(e)
-    if probe is not None and probe.returncode == 0:
-        return python, ""
-    if probe is not None:
-        last = (probe.stderr.strip().splitlines() or ["?"])[-1]
-    return None, (f"skipped: llama_cpp does not import in {python} ({last}); install the optional "
-                  f"benchmark dependency llama-cpp-python (built from source) and pass "
-                  f"--llama-cpp-python or LLAMA_CPP_PYTHON")
-
-
-def run_cpu(a) -> list[dict]:
-    from llm_playground.model.weights.loader import load_model
-    torch.set_num_threads(a.threads)
-    rows, path = [], None
-    for weights, dtype in (("int8", None), ("native", None), ("int4", None), ("float", "float32")):
-        try:
-            loaded = load_model(a.model, dtype=dtype, weights=weights, device="cpu")
-            path = loaded.path
-            prompt_ids = loaded.tokenizer.encode_ordinary(PROMPT)
-            r = engine_decode(loaded, prompt_ids, a.new_tokens)
-            rows.append({"system": f"ours {loaded.weights}", "weights": weights,
-                         "dtype": str(loaded.dtype).removeprefix("torch."), **r})
-            print(rows[-1], flush=True)
-            del loaded
-        except Exception as e:
-            traceback.print_exc()
-            rows.append({"system": f"ours --weights {weights}", "error": f"{type(e).__name__}: {e}"[:200]})
-    python, why = llama_cpp_python(a)
-    if python is None:
-        rows.append({"system": "llama.cpp", "error": why})
-    else:
-        try:
-            r = llama_cpp_decode(python, path, prompt_ids, a.new_tokens, a.threads)
-            rows.append({"system": f"llama.cpp {r.pop('version')} (same GGUF)", **r})
-        except Exception as e:
-            rows.append({"system": "llama.cpp", "error": f"{type(e).__name__}: {e}"[:300]})
-    ref = next((r["decode_tok_s"] for r in rows if r["system"].startswith("llama.cpp")
-                and "decode_tok_s" in r), None)
-    for r in rows:
-        if ref and "decode_tok_s" in r:
-            r["x_llama_cpp"] = r["decode_tok_s"] / ref
-    return rows
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -315,8 +213,12 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default=None, help="CPU form: a GGUF path (default: the default model)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--new-tokens", type=int, default=64)
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="CPU form: rounds over all systems; each row keeps its best")
+    ap.add_argument("--no-transformers", dest="transformers", action="store_false",
+                    help="CPU form: skip the transformers float32 row")
     ap.add_argument("--llama-cpp-python", default=None, help="CPU form: a Python that imports "
-                    "llama_cpp (e.g. a separate venv's); default $LLAMA_CPP_PYTHON, else this one")
+                    "llama_cpp or llama_cpp_py_sync (e.g. a separate venv's); default $LLAMA_CPP_PYTHON, else this one")
     ap.add_argument("--json", default=str(RESULTS_DIR),
                     help="a file, or a folder for quant_decode-<device>.json (default benchmarks/results/)")
     a = ap.parse_args(argv)
@@ -331,9 +233,13 @@ def main(argv=None) -> int:
                      "kv_gb_s", "blocks_per_gib"])
         extra = {"context": a.context, "int4_group": INT4_GROUP}
     else:
+        from benchmarks.quant_decode_cpu import load_1min, run_cpu
+        load_start = load_1min()
         rows = run_cpu(a)
-        print_table(rows, ["system", "dtype", "decode_tok_s", "x_llama_cpp", "error"])
-        extra = {"threads": a.threads, "new_tokens": a.new_tokens, "batch": 1,
+        print_table(rows, ["system", "version", "dtype", "decode_tok_s", "x_llama_cpp", "x_transformers",
+                           "agree_float32", "load", "error"])
+        extra = {"threads": a.threads, "new_tokens": a.new_tokens, "batch": 1, "rounds": a.rounds,
+                 "load_start": load_start, "load_end": load_1min(),
                  "note": "shared CPU: ratios within one run only"}
     extra["wall_s"] = time.perf_counter() - t0
     out = write_json(a.json, "quant_decode", rows, extra)

@@ -15,15 +15,20 @@ def test_quant_decode_cpu_json(tmp_path, monkeypatch):
     out = tmp_path / "qd.json"
     monkeypatch.delenv("LLAMA_CPP_PYTHON", raising=False)
     rc = quant_decode.main(["--device", "cpu", "--model", str(path), "--new-tokens", "4",
-                            "--threads", "1", "--llama-cpp-python", sys.executable + "-missing",
-                            "--json", str(out)])
+                            "--threads", "1", "--rounds", "2", "--llama-cpp-python", sys.executable + "-missing",
+                            "--no-transformers", "--json", str(out)])
     assert rc == 0
     doc = json.loads(out.read_text())
     assert doc["benchmark"] == "quant_decode" and doc["threads"] == 1
     rows = doc["rows"]
     ours = [r for r in rows if r["system"].startswith("ours")]
-    assert [r["weights"] for r in ours] == ["int8", "native", "int4", "float"]
-    assert all(r["decode_tok_s"] > 0 and "error" not in r for r in ours)
-    assert ours[2]["system"].startswith("ours int4") and ours[3]["dtype"] == "float32"
+    assert [r["weights"] for r in ours] == ["default", "int8", "native", "int4", "float"]
+    assert all(r["decode_tok_s"] > 0 and "error" not in r and r["load"] >= 0 for r in ours)
+    assert ours[0]["system"].endswith("(CPU default)")
+    assert all(len(r["rounds"]) == 2 and r["decode_tok_s"] == max(r["rounds"]) for r in ours)
+    assert ours[3]["system"].startswith("ours int4") and ours[4]["dtype"] == "float32"
+    assert ours[4]["agree_float32"] == len(ours[4]["ids"]) == 4       # float32 against itself
+    (hf,) = [r for r in rows if r["system"].startswith("transformers")]
+    assert hf["error"] == "skipped: --no-transformers"
     (cpp,) = [r for r in rows if r["system"] == "llama.cpp"]
-    assert cpp["error"].startswith("skipped: llama_cpp does not import")
+    assert cpp["error"].startswith("skipped: neither llama_cpp nor llama_cpp_py_sync imports")

@@ -30,7 +30,7 @@ do), and does not run attention (kernels/ does).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -108,10 +108,14 @@ class AttentionPattern:
     """A parsed attention pattern: its canonical name and the MaskSpec the kernels read."""
     name: str       # canonical string, parse_pattern(name) gives this pattern back
     spec: MaskSpec  # what the kernels and the reference path read
+    # True when old blocks fall out of reach (a window and no stride): local and streaming.
+    # Derived from `spec` once, a plain field: the engine reads it per sequence per step.
+    evicts: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if format_pattern(self.spec) != self.name:
             raise PatternError(f"pattern name {self.name!r} does not match its spec {self.spec}")
+        object.__setattr__(self, "evicts", self.spec.window > 0 and self.spec.stride == 0)
 
     def __str__(self) -> str:
         return self.name
@@ -120,11 +124,6 @@ class AttentionPattern:
     def kind(self) -> str:
         """The pattern's family, its name up to any ':' (dense, local, streaming, ...)."""
         return self.name.partition(":")[0]
-
-    @property
-    def evicts(self) -> bool:
-        """True when old blocks fall out of reach (a window and no stride): local and streaming."""
-        return self.spec.window > 0 and self.spec.stride == 0
 
     def token_mask(self, n: int, device: str | torch.device = "cpu") -> torch.Tensor:
         """(n, n) bool, [i, j] = query i may attend to key j (logical positions 0..n-1)."""

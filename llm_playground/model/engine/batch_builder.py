@@ -30,13 +30,37 @@ from llm_playground.model.engine.scheduler import ScheduledSeq
 from llm_playground.model.engine.step_plan import BatchPlan, DraftCatchup, LogitsRequest, Verify
 
 
+def group_by_mask(items: list[ScheduledSeq]) -> dict:
+    """The step's items per attention mask (MaskSpec), in order of first appearance: one batch
+    plan each. One mask (the common case) is found by identity, without hashing per item."""
+    if not items:
+        return {}
+    first = items[0].seq.pattern.spec
+    for it in items:
+        if it.seq.pattern.spec is not first:
+            break
+    else:
+        return {first: items}
+    by_mask: dict = {}
+    for it in items:
+        by_mask.setdefault(it.seq.pattern.spec, []).append(it)
+    return by_mask
+
+
 def plan_batch(items: list[ScheduledSeq], spec, bm: BlockManager,
                logits: list[LogitsRequest]) -> BatchPlan:
     """The `BatchPlan` of `items`, all under mask `spec`; `logits` has one entry per item that
     needs logits, in order (what to sample from its row)."""
-    ids, rows, starts, offsets, cu, logit_rows = [], [], [], [], [0], []
+    ids, rows, starts, cu, logit_rows = [], [], [], [], []
+    offsets = None             # per row its RoPE offset, once a row evicts (else all 0)
     deferred, deferred_draws, catchups = [], [], []
-    bs, table_of, row_of = bm.block_size, bm.table, bm.table_row
+    # The leading rows that are plain decodes (one token, its logits, no verify) have
+    # cu_seqlens_q and logits rows 0, 1, 2, ...: counted, not appended; `cu` and `logit_rows`
+    # hold the rest's entries, t the tokens so far.
+    lead = t = 0
+    leading = True
+    # seq id -> table / mirror row: the block manager's dicts, read by subscript (no call)
+    bs, tables, row_of = bm.block_size, bm.tables_by_seq, bm.rows_by_seq
     width = max_ctx = max_q = 0
     num_decodes = 0
     has_holes = has_prefix = has_offsets = False
@@ -46,18 +70,44 @@ def plan_batch(items: list[ScheduledSeq], spec, bm: BlockManager,
     for it in items:
         seq = it.seq
         sid = seq.seq_id
-        table = table_of(sid)
+        table = tables[sid]
         if len(table) > width:
             width = len(table)
         start, end, n = it.start, it.end, it.num_tokens
-        rows.append(row_of(sid))
+        rows.append(row_of[sid])
         starts.append(start)
-        offset = 0
         if seq.pattern.evicts:
             offset = eviction.rope_offset(table, start, bs)
             has_offsets = has_offsets or offset != 0
             has_holes = has_holes or bm.num_holes(sid) > 0
-        offsets.append(offset)
+            offsets = [0] * (len(rows) - 1) if offsets is None else offsets
+            offsets.append(offset)
+        elif offsets is not None:
+            offsets.append(0)
+        if n == 1 and it.needs_logits and it.spec is None and it.catchup is None:
+            # A decode of the sequence's last token (most rows): no lengths needed; a row with
+            # a verify or a draft catch-up takes the general path below.
+            if seq.num_pending:        # its one token is still on the device (overlap)
+                assert seq.num_pending == 1, "only a decode can wait for its id"
+                deferred.append(len(ids))
+                deferred_draws.append(seq.pending_draw)
+                ids.append(0)
+            else:
+                out = seq.output_ids
+                ids.append(out[-1] if out else seq.prompt_ids[-1])
+            num_decodes += 1
+            max_q = max_q or 1
+            if end > max_ctx:
+                max_ctx = end
+            t += 1
+            if leading:
+                lead += 1
+            else:
+                cu.append(t)
+                logit_rows.append(t - 1)
+            j += 1
+            continue
+        leading = False
         p = len(seq.prompt_ids)
         if it.catchup is not None:
             c_start, c_n = it.catchup
@@ -96,20 +146,23 @@ def plan_batch(items: list[ScheduledSeq], spec, bm: BlockManager,
             max_q = n
         if end > max_ctx:
             max_ctx = end
-        cu.append(cu[-1] + n)
+        t += n
+        cu.append(t)
         if it.spec is not None:
-            logit_rows += range(cu[-1] - n, cu[-1])
+            logit_rows += range(t - n, t)
             j += 1
         elif it.needs_logits:
-            logit_rows.append(cu[-1] - 1)
+            logit_rows.append(t - 1)
             j += 1
     return BatchPlan(
         mask=spec, input_ids=np.asarray(ids, dtype=np.int64),                      # (T,)
         seq_rows=np.asarray(rows, dtype=np.int32),                                # (B,)
         starts=np.asarray(starts, dtype=np.int32),                                # (B,)
-        cu_seqlens_q=np.asarray(cu, dtype=np.int32),                              # (B + 1,)
-        rope_offsets=np.asarray(offsets, dtype=np.int32),                         # (B,)
-        logits_rows=np.asarray(logit_rows, dtype=np.int64), logits=logits,        # (N,)
+        cu_seqlens_q=np.asarray([*range(lead + 1), *cu], dtype=np.int32),         # (B + 1,)
+        rope_offsets=(np.zeros(len(rows), dtype=np.int32) if offsets is None      # (B,)
+                      else np.asarray(offsets, dtype=np.int32)),
+        logits_rows=np.asarray([*range(lead), *logit_rows], dtype=np.int64),      # (N,)
+        logits=logits,
         num_decodes=num_decodes, max_q_len=max_q, max_context_len=max_ctx,
         table_width=width, has_holes=has_holes, has_prefix=has_prefix,
         has_offsets=has_offsets, num_verify=num_verify, verify_q_len=verify_q_len,

@@ -33,7 +33,9 @@ class BlockManager:
     of `num_blocks` blocks of `block_size` tokens. The per-step reads `has`, `table`,
     `find_table`, `num_holes`, `table_snapshots`, `table_rows`, `has_uncommitted`, `ref_count`,
     `block_hash` and `state` are the bound methods of the part that owns the fact (set in
-    __init__: one call instead of a forwarding method)."""
+    __init__: one call instead of a forwarding method); `tables_by_seq` and `rows_by_seq` are
+    the owners' dicts themselves (seq id -> table, -> mirror row), read only, for the batch
+    builder's per-row subscripts (no call at all)."""
 
     def __init__(self, num_blocks: int, block_size: int, enable_prefix_caching: bool = True) -> None:
         if num_blocks < 1 or block_size < 1:
@@ -63,6 +65,11 @@ class BlockManager:
         self.ref_count = pool.ref_count        # (block) -> sequences holding it
         self.block_hash = pool.hash_of         # (block) -> prefix-cache hash or None
         self.state = pool.state                # (block) -> FREE / CACHED / USED / SHARED
+        # The same two facts as plain containers, for the per-sequence fast paths below
+        # (a subscript instead of a call; read only, the parts stay their owners).
+        self.tables_by_seq = tables.tables_by_seq   # seq id -> its table (the live lists)
+        self.rows_by_seq = tables.rows_by_seq       # seq id -> its row of the mirror
+        self._refs = pool.ref_counts                # block -> ref count
 
     # ---- sizes and reads ---------------------------------------------------------------------
     def blocks_for(self, num_tokens: int) -> int:
@@ -107,9 +114,9 @@ class BlockManager:
     def writes_in_place(self, seq_id: int, pos: int) -> bool:
         """Whether position pos falls in a block the sequence already has and holds alone, so
         writing it needs no allocation and no copy (the scheduler's decode fast path)."""
-        table = self.table(seq_id)
+        table = self.tables_by_seq[seq_id]
         i = pos // self.block_size
-        return i < len(table) and table[i] >= 0 and self.ref_count(table[i]) == 1
+        return i < len(table) and table[i] >= 0 and self._refs[table[i]] == 1
 
     # ---- prefix cache ------------------------------------------------------------------------
     def lookup_prefix(self, token_ids: list[int], salt: str = "") -> list[int]:
@@ -265,7 +272,7 @@ class BlockManager:
     def touch_written(self, seq_id: int, start: int, end: int) -> None:
         """Positions [start, end) of seq_id are written this step: its blocks there hold that
         many more tokens (their BlockInfos are rebuilt at the next report)."""
-        table, bs, fill_to = self.table(seq_id), self.block_size, self.pool.fill_to
+        table, bs, fill_to = self.tables_by_seq[seq_id], self.block_size, self.pool.fill_to
         if end - start == 1:
             b = table[start // bs]
             if b >= 0:

@@ -52,6 +52,7 @@ class BlockPool:
         self._infos: list[BlockInfo | None] = [None] * num_blocks
         self._dirty: set[int] = set(range(num_blocks))
         self.ref_count = self._ref.__getitem__
+        self.ref_counts = self._ref              # the same list, read only (subscript reads)
         self.touch_block = self._dirty.add       # (b >= 0): see `touch`; `_dirty` is never rebound
 
     # ---- reads -------------------------------------------------------------------------------

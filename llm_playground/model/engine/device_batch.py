@@ -16,6 +16,8 @@ slot mappings on the GPU the same way). Deferred input ids (overlap scheduling) 
 from the previous step's draws. Per batch the host makes two copies (int64 and int32 parts
 packed, each part 16-byte aligned, which the kernels' pointer specialisation prefers); on CUDA
 they come from pinned memory without blocking, so the host never waits for the previous step.
+`host_to_device` and `to_pinned` are the small host <-> device copies the runner makes around a
+step (through pinned memory on CUDA, without blocking).
 This module does not decide what runs; it only keeps the tables and derives.
 """
 from __future__ import annotations
@@ -143,3 +145,10 @@ def _pack(parts: list, dtype, align: int, device: torch.device) -> tuple[torch.T
     for part, start in zip(parts, offsets):
         flat[start:start + len(part)] = part
     return _host(flat, device), offsets
+
+
+def to_pinned(t: torch.Tensor) -> torch.Tensor:
+    """A pinned host tensor that `t` (on CUDA) is being copied into, without blocking."""
+    host = torch.empty(t.shape, dtype=t.dtype, device="cpu", pin_memory=True)
+    host.copy_(t, non_blocking=True)
+    return host

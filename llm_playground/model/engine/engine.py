@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable
 
 from llm_playground.model.engine import run_ahead
-from llm_playground.model.engine.batch_builder import plan_batch
+from llm_playground.model.engine.batch_builder import group_by_mask, plan_batch
 from llm_playground.model.engine.block_manager import BlockManager
 from llm_playground.model.engine.cache_report import cache_report
 from llm_playground.model.engine.conveniences import EngineConveniences, RequestError
@@ -52,7 +52,7 @@ from llm_playground.model.engine.reports import CacheReport, RequestOutput, Sequ
 from llm_playground.model.engine.request_rules import (check_prompt, collect_outputs, prompt_list)
 from llm_playground.model.engine.sampling_params import SamplingParams
 from llm_playground.model.engine.scheduler import ScheduledSeq, Scheduler
-from llm_playground.model.engine.sequence import Request, Sequence, TextState
+from llm_playground.model.engine.sequence import Request, Sequence, SeqStatus, TextState
 from llm_playground.model.engine.attention_patterns import AttentionPattern, parse_pattern
 
 # RequestError is defined in conveniences.py; callers import it from here, as before.
@@ -262,8 +262,9 @@ class Engine(StepApply, StepFaults, EngineConveniences, SpecControl):
             if not seq.is_finished:              # its last token did not stop it
                 self._end_outgrown(seq)
         for item in sched.scheduled:
-            if not item.seq.is_finished and item.seq.pattern.evicts:
-                self._evict(item.seq)
+            seq = item.seq
+            if seq.pattern.evicts and seq.status is not SeqStatus.FINISHED:
+                self._evict(seq)
         dt = self.clock() - t0
         outputs, self._pending = self._pending, []
         outputs += collect_outputs(self.requests)
@@ -271,12 +272,13 @@ class Engine(StepApply, StepFaults, EngineConveniences, SpecControl):
             del self.groups[rid]                 # the request ended and was reported
         self._step += 1
         finished, self._finished_reports = self._finished_reports, []
+        n_prefill, n_decode = sched.num_prefill_tokens, sched.num_decode_tokens
         return StepReport(
-            step=self._step, outputs=outputs, num_prefill_tokens=sched.num_prefill_tokens,
-            num_decode_tokens=sched.num_decode_tokens, step_time_s=dt,
-            prefill_tokens_per_s=sched.num_prefill_tokens / dt if dt > 0 else 0.0,
-            decode_tokens_per_s=sched.num_decode_tokens / dt if dt > 0 else 0.0,
-            ttft_s=ttft, inter_token_latency_s=dt if sched.num_decode_tokens else 0.0,
+            step=self._step, outputs=outputs, num_prefill_tokens=n_prefill,
+            num_decode_tokens=n_decode, step_time_s=dt,
+            prefill_tokens_per_s=n_prefill / dt if dt > 0 else 0.0,
+            decode_tokens_per_s=n_decode / dt if dt > 0 else 0.0,
+            ttft_s=ttft, inter_token_latency_s=dt if n_decode else 0.0,
             sequences=self._book.sequences() + finished,
             cache=self._cache_report(self.config.report_blocks),
             num_running=len(self.scheduler.running), num_waiting=len(self.scheduler.waiting),
@@ -295,16 +297,17 @@ class Engine(StepApply, StepFaults, EngineConveniences, SpecControl):
         """Bookkeeping of a submitted step: computed counts, written blocks, prefix-cache
         commits of full blocks whose ids are all on the host; with overlap, mark the rows whose
         sequences decode their drawn token next step without waiting for it (run_ahead.py)."""
-        bm, touched = self.bm, self._book.touched
+        bm, has_uncommitted = self.bm, self.bm.has_uncommitted
+        self._book.touched_all([item.seq for item in scheduled])
         for item in scheduled:
             seq = item.seq
-            touched(seq)
             # a verify row's proposals count once accepted (SpecPlanner.landed)
             seq.num_computed = item.end if item.spec is None else item.start + 1
             bm.touch_written(seq.seq_id, item.start, item.end)
-            end = min(item.end, seq.num_tokens)      # a token still on the device is not hashed
-            if bm.has_uncommitted(seq.seq_id, end):
-                bm.commit(seq.seq_id, seq.all_ids, end)
+            if has_uncommitted(seq.seq_id, item.end):     # (monotonic: the common no first)
+                end = min(item.end, seq.num_tokens)  # a token still on the device is not hashed
+                if has_uncommitted(seq.seq_id, end):
+                    bm.commit(seq.seq_id, seq.all_ids, end)
         if self.overlap:
             run_ahead.mark_run_ahead(rows, self.max_model_len, self.spec_planner)
 
@@ -313,23 +316,23 @@ class Engine(StepApply, StepFaults, EngineConveniences, SpecControl):
         """The runner's plan for the scheduled sequences, and per logits row (in plan order)
         [sequence, its group (which said what the row is for), the index of the row's first
         draw in the step, whether the sequence runs ahead of the row's result (set later)]."""
-        by_mask: dict[object, list[ScheduledSeq]] = {}
-        for item in scheduled:
-            by_mask.setdefault(item.seq.pattern.spec, []).append(item)
+        by_mask = group_by_mask(scheduled)
         plan = StepPlan(rerotations=self._rerotations, block_copies=list(copies),
                         released_keys=self._released_keys)
         plan.table_rows, plan.table_data = self.bm.take_table_updates()
         self._rerotations, self._released_keys = [], []
         rows: list[list] = []
         draws = 0
+        groups = self.groups
         for spec, items in by_mask.items():
             logits = []
             for it in items:
                 if it.needs_logits:
-                    group = self.groups[it.seq.request_id]
-                    req = group.logits_request(it.seq)
+                    seq = it.seq
+                    group = groups[seq.request_id]
+                    req = group.logits_request(seq)
                     logits.append(req)
-                    rows.append([it.seq, group, draws, False])
+                    rows.append([seq, group, draws, False])
                     draws += len(req.draws)
             plan.batches.append(plan_batch(items, spec, self.bm, logits))
         return plan, rows

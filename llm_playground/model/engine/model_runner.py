@@ -40,7 +40,8 @@ from llm_playground.kernels.mask import MaskSpec
 from llm_playground.model.engine import eviction
 from llm_playground.model.engine import sampler as sampling
 from llm_playground.model.engine import spec_verify
-from llm_playground.model.engine.device_batch import DeviceBatch, host_to_device
+from llm_playground.model.engine.device_batch import DeviceBatch, host_to_device, to_pinned
+from llm_playground.model.engine.token_choice import choices_per_row
 from llm_playground.model.engine.step_plan import BatchPlan, StepPlan, StepResult
 from llm_playground.model.network.kv_cache import KVCache
 
@@ -120,15 +121,15 @@ class ModelRunner:
                 parts.append(part)
         requests = [r for b in plan.batches for r in b.logits]
         ids, top, choices = torch.zeros(0, dtype=torch.long, device=self.device), None, None
-        verified = ([], None)
+        verified, one_each = ([], None), False
         if parts:
             logits = parts[0] if len(parts) == 1 else torch.cat(parts)                 # (N, V) f32
-            ids, top, choices, verified = self._sample(logits, requests, proposed)
+            ids, top, choices, verified, one_each = self._sample(logits, requests, proposed)
         self._last_ids = ids
         for key in plan.released_keys:
             self._generators.pop(key, None)
             self._generators.pop(spec_verify.draft_key(key), None)
-        self._submitted.append(_Submitted(requests, ids, top, choices, verified))
+        self._submitted.append(_Submitted(requests, ids, top, choices, verified, one_each))
 
     @torch.inference_mode()
     def collect(self) -> StepResult:
@@ -188,27 +189,35 @@ class ModelRunner:
                               props.reshape(-1).index_select(0, host_to_device(src, torch.long, dev)))
 
     def _sample(self, logits: torch.Tensor, requests, proposed: dict
-                ) -> tuple[torch.Tensor, tuple | None, sampling.PendingChoices | None, list]:
+                ) -> tuple[torch.Tensor, tuple | None, sampling.PendingChoices | None, list, bool]:
         """Every draw of every row in one batched `sample_ids` call, then the asked-for top
         logprobs, all on the device: ((D,) ids, (rows, top ids (M, k), top logprobs (M, k)) or
-        None, the draws' PendingChoices or None, (the verifications (request index, ids (k+1,),
-        m (1,)): spec_verify.verify_requests, their TokenChoices or None: verify_choices)). A
+        None, the draws' PendingChoices or None when none asked, (the verifications (request
+        index, ids (k+1,), m (1,)): spec_verify.verify_requests, their TokenChoices or None:
+        verify_choices), whether every request has one draw and none verifies). A
         verification's draw slot in the (D,) ids holds its last emitted id (it never runs ahead)."""
-        rows, params, gens, seen, offsets, slots, vslots = [], [], [], [], [], [], []
-        o = 0
+        draws, rows, vslots = [], [], []        # per draw: its Draw, its logits row
+        offsets = None                          # per request its first row: range() until a verify
+        o, one_each = 0, True                   # one_each: every request one draw, no verify
         for i, req in enumerate(requests):
-            offsets.append(o)
             if req.verify is not None:
-                vslots.append(len(slots) + len(vslots))
+                offsets = list(range(i)) if offsets is None else offsets
+                offsets.append(o)
+                one_each = False
+                vslots.append(len(draws) + len(vslots))
                 o += req.num_rows
                 continue
-            for d in req.draws:
-                slots.append(len(slots) + len(vslots))
-                rows.append(o)
-                params.append(d.params)
-                gens.append(self._generator(d))
-                seen.append(list(d.seen_ids))
+            if offsets is not None:
+                offsets.append(o)
+            n = len(req.draws)
+            draws += req.draws
+            rows += [o] * n
+            one_each = one_each and n == 1
             o += 1
+        offsets = range(len(requests)) if offsets is None else offsets
+        known = self._generators
+        params, seen = [d.params for d in draws], [d.seen_ids for d in draws]
+        gens = [known[d.key] if d.key in known else self._generator(d) for d in draws]
         verified, vchoices = [], None
         if vslots:
             verified = spec_verify.verify_requests(logits, requests, offsets, proposed,
@@ -221,11 +230,13 @@ class ModelRunner:
             if rows != list(range(logits.shape[0])):
                 draw_logits = logits.index_select(
                     0, host_to_device(rows, torch.long, logits.device))        # (D, V)
-            if any(p.logprobs is not None for p in params):   # some draw asks what was considered
+            if [p for p in params if p.logprobs is not None]:  # a draw asks what was considered
                 ids, choices = sampling.sample_ids_with_choices(draw_logits, params, gens, seen)
             else:
                 ids = sampling.sample_ids(draw_logits, params, gens, seen)             # (D,)
         if vslots:
+            vset = set(vslots)
+            slots = [j for j in range(len(draws) + len(vslots)) if j not in vset]
             full = torch.zeros(len(slots) + len(vslots), dtype=torch.long, device=logits.device)
             last = torch.cat([v_ids.index_select(0, m) for _, v_ids, m in verified])
             full.index_copy_(0, host_to_device(vslots, torch.long, logits.device), last)
@@ -240,7 +251,7 @@ class ModelRunner:
             k = min(max(n for _, n in want), lp.shape[1])
             top_lp, top_ids = torch.topk(lp, k, dim=-1)                                # (M, k)
             top = (want, top_ids, top_lp)
-        return ids, top, choices, (verified, vchoices)
+        return ids, top, choices, (verified, vchoices), one_each
 
     def _generator(self, draw, draft: bool = False) -> torch.Generator:
         """The draw's random stream (its draft's with `draft`), made on first use."""
@@ -272,12 +283,14 @@ class _Submitted:
     logprobs, and what the sampler considered) on their way to the host. On CUDA the copies go
     into pinned memory without blocking and an event marks their end; `result` waits for it.
     On CPU they are plain tensors."""
-    __slots__ = ("requests", "ids", "top", "choices", "event", "verified", "vchoices")
+    __slots__ = ("requests", "ids", "top", "choices", "event", "verified", "vchoices",
+                 "one_each")
 
     def __init__(self, requests, ids: torch.Tensor, top: tuple | None,
-                 choices: sampling.PendingChoices | None = None, verified: tuple = ([], None)
-                 ) -> None:
+                 choices: sampling.PendingChoices | None = None, verified: tuple = ([], None),
+                 one_each: bool = False) -> None:
         self.requests = requests
+        self.one_each = one_each      # every request one draw, no verification: ids[i] is row i's
         self.event = None
         verified, self.vchoices = verified        # vchoices: (request indices, PendingChoices)
         # verifications: (request index, emitted ids (k+1,), accepted (1,)) as one pair of
@@ -286,14 +299,15 @@ class _Submitted:
             [i for i, _, _ in verified], torch.cat([v for _, v, _ in verified]),
             torch.cat([m for _, _, m in verified]))
         if ids.device.type == "cuda":
-            ids = _to_pinned(ids)
+            ids = to_pinned(ids)
             if self.verified is not None:
-                self.verified = (self.verified[0], *map(_to_pinned, self.verified[1:]))
+                self.verified = (self.verified[0], to_pinned(self.verified[1]),
+                                 to_pinned(self.verified[2]))
             if top is not None:
-                top = (top[0], _to_pinned(top[1]), _to_pinned(top[2]))
+                top = (top[0], to_pinned(top[1]), to_pinned(top[2]))
             for pending in (choices, self.vchoices and self.vchoices[1]):
                 if pending:
-                    pending.to_host(_to_pinned)
+                    pending.to_host(to_pinned)
             self.event = torch.cuda.Event()
             self.event.record()
         self.ids, self.top, self.choices = ids, top, choices
@@ -303,14 +317,17 @@ class _Submitted:
         if self.event is not None:
             self.event.synchronize()
         requests = self.requests
-        result = StepResult(tokens=[[] for _ in requests], top_logprobs=[None] * len(requests))
         flat = self.ids.tolist()
-        j = 0
-        for i, req in enumerate(requests):
-            n = len(req.draws)
-            if n:
-                result.tokens[i] = flat[j:j + n]
-                j += n
+        if self.one_each:
+            result = StepResult(tokens=[[t] for t in flat], top_logprobs=[None] * len(requests))
+        else:
+            result = StepResult(tokens=[[] for _ in requests], top_logprobs=[None] * len(requests))
+            j = 0
+            for i, req in enumerate(requests):
+                n = len(req.draws)
+                if n:
+                    result.tokens[i] = flat[j:j + n]
+                    j += n
         if self.top is not None:
             want, top_ids, top_lp = self.top
             top_ids, top_lp = top_ids.numpy(), top_lp.numpy()
@@ -326,25 +343,8 @@ class _Submitted:
         if self.choices is not None:
             rows = [i for i, req in enumerate(requests) if req.verify is None
                     for _ in req.draws]                                         # (D,) row of each draw
-            result.choices = _choices_per_row(len(requests), rows, self.choices.choices())
+            result.choices = choices_per_row(len(requests), rows, self.choices.choices())
         if self.vchoices is not None:
             result.choices = spec_verify.place_choices(result.choices, requests, result.tokens,
                                                        *self.vchoices)
         return result
-
-
-def _to_pinned(t: torch.Tensor) -> torch.Tensor:
-    """A pinned host tensor that `t` (on CUDA) is being copied into, without blocking."""
-    host = torch.empty(t.shape, dtype=t.dtype, device="cpu", pin_memory=True)
-    host.copy_(t, non_blocking=True)
-    return host
-
-
-def _choices_per_row(num_rows: int, rows: list[int], choices: list) -> list:
-    """Per logits row, its draws' TokenChoices (parallel to StepResult.tokens[i]), or None for
-    a row none of whose draws asked."""
-    per_row: dict[int, list] = {}
-    for i, choice in zip(rows, choices):
-        per_row.setdefault(i, []).append(choice)
-    return [r if r and any(c is not None for c in r) else None
-            for r in (per_row.get(i) for i in range(num_rows))]

@@ -33,6 +33,8 @@ def prompt_list(prompt_ids) -> tuple[list, tuple[ErrorKind, str] | None]:
     except TypeError:
         return [], (ErrorKind.INVALID_REQUEST, f"the prompt must be a list of token ids, got "
                     f"{type(prompt_ids).__name__}")
+    if set(map(type, ids)) <= {int}:     # plain ints (the usual case): no call per id
+        return ids, None
     return [int(t) if isinstance(t, numbers.Integral) and not isinstance(t, bool) else t
             for t in ids], None
 
@@ -44,7 +46,7 @@ def check_prompt(ids: list[int], params: SamplingParams, pattern: AttentionPatte
     V = vocab_size
     if not ids:
         return invalid, "empty prompt: at least one token is needed"
-    wrong_type = [t for t in ids if type(t) is not int]
+    wrong_type = [t for t in ids if type(t) is not int] if set(map(type, ids)) - {int} else []
     if wrong_type:
         return invalid, (f"prompt token id {wrong_type[0]!r:.40} is not an integer "
                          f"({type(wrong_type[0]).__name__})")
@@ -72,15 +74,17 @@ def stop_reason(seq: Sequence, tok: int, eos_token_ids,
                 max_model_len: int) -> tuple[FinishReason, bool] | None:
     """(finish reason, flush held-back text) if `tok` ends `seq`, else None."""
     p = seq.params
-    eos = () if p.ignore_eos else eos_token_ids
-    if tok in eos or tok in p.stop_token_ids:
+    if (not p.ignore_eos and tok in eos_token_ids) or tok in p.stop_token_ids:
         return FinishReason.END_OF_SEQUENCE, True
-    seq.delta = seq.delta + seq.text.push(tok)
-    if seq.text.stopped:
-        return FinishReason.STOP_STRING, False
-    if len(seq.output_ids) >= p.max_tokens:
+    text = seq.text
+    if text.decoder is not None:     # (without one, push releases nothing and never stops)
+        seq.delta = seq.delta + text.push(tok)
+        if text.stopped:
+            return FinishReason.STOP_STRING, False
+    n_out = len(seq.output_ids)
+    if n_out >= p.max_tokens:
         return FinishReason.MAX_TOKENS, True
-    if not seq.pattern.evicts and seq.num_tokens >= max_model_len:
+    if not seq.pattern.evicts and len(seq.prompt_ids) + n_out >= max_model_len:
         return FinishReason.CONTEXT_FULL, True
     return None
 
@@ -88,7 +92,7 @@ def stop_reason(seq: Sequence, tok: int, eos_token_ids,
 def take_output(seq: Sequence) -> RequestOutput:
     """The tokens and text `seq` produced since its last output (then cleared)."""
     out = RequestOutput(request_id=seq.request_id, new_token_ids=seq.new_tokens,
-                        text_delta=seq.delta, finished=seq.is_finished,
+                        text_delta=seq.delta, finished=seq.status is SeqStatus.FINISHED,
                         finish_reason=seq.finish_reason, error=seq.error,
                         error_kind=seq.error_kind,
                         sample_index=seq.sample_index,

@@ -24,8 +24,9 @@ from llm_playground.model.engine.sequence import Sequence
 
 def last_by_length(seq: Sequence, max_model_len: int) -> bool:
     """Whether the token `seq`'s row draws next certainly ends it (max_tokens or the context)."""
-    return (len(seq.output_ids) + seq.num_pending + 1 >= seq.params.max_tokens
-            or (not seq.pattern.evicts and seq.num_tokens_ahead + 1 >= max_model_len))
+    n_out = len(seq.output_ids) + seq.num_pending + 1       # (no properties: runs per row)
+    return (n_out >= seq.params.max_tokens
+            or (not seq.pattern.evicts and len(seq.prompt_ids) + n_out >= max_model_len))
 
 
 def mark_run_ahead(rows: list[list], max_model_len: int, spec=None) -> None:

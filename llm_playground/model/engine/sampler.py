@@ -136,7 +136,7 @@ def _draw(logits: torch.Tensor, params: list[SamplingParams], generators: list[t
     every = range(N)
     if rec is not None:
         rec.add(tc.MODEL, logits, every)
-    if any(p != 1.0 for p in penalties):
+    if penalties.count(1.0) != N:                # some row has a penalty (no per-row call)
         logits = apply_repetition_penalty(logits.clone(), seen, penalties)   # caller's tensor kept
         if rec is not None:
             rec.add(tc.REPETITION_PENALTY, logits, every, lambda p: p.repetition_penalty != 1.0)

@@ -32,16 +32,19 @@ from llm_playground.model.engine.sequence import Sequence, SeqStatus
 
 class ScheduledSeq:
     """One sequence's share of a step: positions [start, start + num_tokens).
-    A plain slotted class (not a dataclass): the scheduler makes one per sequence per step."""
+    A plain slotted class (not a dataclass): the scheduler makes one per sequence per step.
+    `total`: the sequence's length ahead (Sequence.num_tokens_ahead) when the caller has it."""
     __slots__ = ("seq", "start", "num_tokens", "end", "is_decode", "needs_logits", "spec",
                  "catchup")
 
-    def __init__(self, seq: Sequence, start: int, num_tokens: int) -> None:
+    def __init__(self, seq: Sequence, start: int, num_tokens: int,
+                 total: int | None = None) -> None:
         self.seq = seq
         self.start = start              # first position computed this step (earlier ones are cached)
         self.num_tokens = num_tokens    # new tokens this step (q_len)
         self.end = start + num_tokens
-        total = len(seq.prompt_ids) + len(seq.output_ids) + seq.num_pending
+        if total is None:
+            total = len(seq.prompt_ids) + len(seq.output_ids) + seq.num_pending
         # The K/V of the last sampled token only (vs a prompt / recompute chunk). A one-token
         # prompt, or a prompt whose prefix came from the cache but for its last token, is still
         # prefill: the first token is not out yet (else TTFT and decode tok/s are wrong). A token
@@ -70,19 +73,30 @@ class SchedulerOutput:
     preempted: list[Sequence] = field(default_factory=list)
     outgrown: list[Sequence] = field(default_factory=list)        # need more than the whole cache
 
+    # Both counts are read when the step ends (speculation may have widened decodes by then):
+    # plain loops, not generator expressions, since they run over every scheduled sequence.
     @property
     def num_prefill_tokens(self) -> int:
         """Tokens of prompt (or recompute) chunks in the step."""
-        return sum(s.num_tokens for s in self.scheduled if not s.is_decode)
+        n = 0
+        for s in self.scheduled:
+            if not s.is_decode:
+                n += s.num_tokens
+        return n
 
     @property
     def num_decode_tokens(self) -> int:
         """Tokens of decodes (one per decoding sequence) in the step."""
-        return sum(s.num_tokens for s in self.scheduled if s.is_decode)
+        n = 0
+        for s in self.scheduled:
+            if s.is_decode:
+                n += s.num_tokens
+        return n
 
 
 def _evicts(seq: Sequence) -> bool:
-    return seq.pattern is not None and getattr(seq.pattern, "evicts", False)
+    pattern = seq.pattern
+    return pattern is not None and pattern.evicts
 
 
 class Scheduler:
@@ -129,9 +143,9 @@ class Scheduler:
         """Plan the next step: running sequences first, then admissions (module docstring)."""
         out = SchedulerOutput()
         budget = self.max_num_batched_tokens
-        done: set[int] = set()
         gone: set[int] = set()                   # preempted earlier in this step
         writes_in_place = self.bm.writes_in_place
+        scheduled = out.scheduled
 
         # (sequence, its length ahead): decodes first, then prefill chunks. One pass, the length
         # computed once (Sequence.num_tokens_ahead inlined: this loop runs per sequence per step).
@@ -147,12 +161,12 @@ class Scheduler:
             start = seq.num_computed
             if total == start:
                 continue                         # its row is in flight; nothing to compute yet
-            if total - start == 1 and not _evicts(seq):
+            pattern = seq.pattern
+            if total - start == 1 and (pattern is None or not pattern.evicts):
                 # Fast path (most decodes): the token goes into a block the sequence already
                 # owns alone, so nothing is allocated, copied or preempted.
                 if writes_in_place(seq.seq_id, start):
-                    out.scheduled.append(ScheduledSeq(seq, start, 1))
-                    done.add(seq.seq_id)
+                    scheduled.append(ScheduledSeq(seq, start, 1, total))
                     budget -= 1
                     continue
             n = self._cap_sliding(seq, start, min(total - start, budget))
@@ -160,11 +174,10 @@ class Scheduler:
                 out.outgrown.append(seq)
                 self.remove(seq)
                 continue
-            if not self._make_room(seq, start, start + n, done, gone, out):
+            if not self._make_room(seq, start, start + n, gone, out):
                 continue                         # the sequence itself was preempted
             out.copies += self.bm.prepare_write(seq.seq_id, start, start + n)
-            out.scheduled.append(ScheduledSeq(seq, start, n))
-            done.add(seq.seq_id)
+            scheduled.append(ScheduledSeq(seq, start, n, total))
             budget -= n
 
         # No admissions in a step that had to preempt: memory is short, let the running finish.
@@ -200,11 +213,13 @@ class Scheduler:
             seq.status = SeqStatus.RUNNING
             self.running.append(seq)
             out.copies += self.bm.prepare_write(seq.seq_id, cached, cached + n)
-            out.scheduled.append(ScheduledSeq(seq, cached, n))
-            done.add(seq.seq_id)
+            scheduled.append(ScheduledSeq(seq, cached, n))
             budget -= n
 
-        out.scheduled.sort(key=lambda s: 0 if s.num_tokens == 1 else 1)   # stable: decodes first
+        # Stable: decodes (q_len 1) first, the rest in the order scheduled.
+        ones = [s for s in scheduled if s.num_tokens == 1]
+        if len(ones) != len(scheduled):
+            out.scheduled = ones + [s for s in scheduled if s.num_tokens != 1]
         return out
 
     def _cap_sliding(self, seq: Sequence, start: int, n: int) -> int:
@@ -224,11 +239,12 @@ class Scheduler:
         holes = self.bm.num_holes(seq.seq_id)
         return self.bm.blocks_for(end) - holes > self.bm.num_blocks
 
-    def _make_room(self, seq: Sequence, start: int, end: int, done: set[int], gone: set[int],
+    def _make_room(self, seq: Sequence, start: int, end: int, gone: set[int],
                    out: SchedulerOutput) -> bool:
         """Preempt newest unscheduled running sequences until seq can write [start, end).
         Returns False when seq itself had to be preempted."""
         while self.bm.blocks_needed(seq.seq_id, start, end) > self.bm.num_available:
+            done = {s.seq.seq_id for s in out.scheduled}              # scheduled this step
             victims = [s for s in self.running if s.seq_id not in done
                        and s.num_computed < s.num_tokens_ahead]        # not awaiting a result
             victim = max(victims, key=lambda s: (s.arrival_time, s.seq_id))

@@ -150,6 +150,13 @@ class SequenceGroup:
     # Why the group's rows decode without speculation while the engine speculates, for a group
     # that reports its outputs itself (beam search); set by model/engine/spec_planner.py.
     spec_refusal: str | None = None
+    # Whether the class overrides `end_rows` (set for every subclass): the engine calls it only
+    # then, and skips the bookkeeping per row of groups whose end_rows does nothing.
+    wants_end_rows = False
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.wants_end_rows = cls.end_rows is not SequenceGroup.end_rows
 
     def bind(self, request: Request, ops: GroupOps) -> None:
         """Called once by the engine when the request is added (sequence 0 exists, not yet run)."""
@@ -201,7 +208,8 @@ class SamplingGroup(SequenceGroup):
         """Draws for `seq`'s row: all n samples on the unforked prompt row, else its own."""
         p = seq.params
         if p.repetition_penalty == 1.0 and (p.n == 1 or self.forked):
-            req = self._steady.get(seq.seq_id)
+            steady = self._steady
+            req = steady[seq.seq_id] if seq.seq_id in steady else None
             if req is None:
                 j = seq.sample_index
                 req = self._steady[seq.seq_id] = LogitsRequest(

@@ -17,9 +17,12 @@ import numpy as np
 from llm_playground.model.engine.table_rows import TableRows
 
 
+_NEVER = 1 << 62      # a token count no sequence reaches
+
+
 class _SeqBlocks:
     """One sequence's record (plain slotted class: one is made per admission or fork)."""
-    __slots__ = ("table", "chain", "root", "cacheable", "holes", "version")
+    __slots__ = ("table", "chain", "root", "cacheable", "holes", "version", "next_full")
 
     def __init__(self, table: list[int], chain: list[int], root: int, cacheable: bool,
                  holes: int, version: int) -> None:
@@ -29,6 +32,13 @@ class _SeqBlocks:
         self.cacheable = cacheable
         self.holes = holes            # entries of `table` equal to -1
         self.version = version        # changes whenever `table` does (unique over all tables)
+        # Tokens written at which the next unhashed block is full: (len(chain) + 1) x block
+        # size, or never (uncacheable); kept with `chain` so `has_uncommitted` is one compare.
+        self.next_full = 0
+
+    def set_next_full(self, block_size: int) -> None:
+        """Recompute `next_full` after `chain` or `cacheable` changed."""
+        self.next_full = (len(self.chain) + 1) * block_size if self.cacheable else _NEVER
 
 
 class SequenceTables:
@@ -50,6 +60,9 @@ class SequenceTables:
         self.has = self._tables.__contains__
         self.table = self._tables.__getitem__
         self.find_table = self._tables.get
+        self.tables_by_seq = self._tables            # the same dict, read only
+        self.rows_by_seq = self._rows.row_of         # seq id -> mirror row, read only
+        self.records = self._seqs                    # seq id -> _SeqBlocks, read only
         # (seq_id) -> its row of the mirror, and of the runner's copy of it on the device
         self.row_of = self._rows.row_of.__getitem__
 
@@ -92,9 +105,12 @@ class SequenceTables:
         """Whether a cacheable sequence with num_computed tokens written has full blocks not yet
         hashed, i.e. whether `BlockManager.commit` has work (False for an unknown or
         uncacheable sequence; cheap: lets callers skip building the token list)."""
-        e = self._seqs.get(seq_id)
-        return (e is not None and e.cacheable
-                and len(e.chain) < min(num_computed // self.block_size, len(e.table)))
+        seqs = self._seqs
+        if seq_id not in seqs:
+            return False
+        e = seqs[seq_id]
+        # next_full <= num_computed  <=>  cacheable and len(chain) < num_computed // block_size
+        return e.next_full <= num_computed and len(e.chain) < len(e.table)
 
     def gather(self, seq_ids: list[int], width: int) -> np.ndarray:
         """(B, width) int32 copy of the tables of seq_ids, padded with -1 (from the mirror)."""
@@ -126,7 +142,8 @@ class SequenceTables:
         their hashes. ValueError if it has a table already."""
         if seq_id in self._seqs:
             raise ValueError(f"sequence {seq_id} already has a block table")
-        self._seqs[seq_id] = _SeqBlocks(blocks, chain, root, cacheable, 0, self._bump())
+        self._seqs[seq_id] = e = _SeqBlocks(blocks, chain, root, cacheable, 0, self._bump())
+        e.set_next_full(self.block_size)
         self._tables[seq_id] = blocks
         self._rows.add(seq_id, blocks)
 
@@ -137,6 +154,7 @@ class SequenceTables:
         p = self._seqs[parent_id]
         self._seqs[child_id] = c = _SeqBlocks(list(p.table), list(p.chain), p.root, p.cacheable,
                                               p.holes, self._bump())
+        c.set_next_full(self.block_size)
         self._tables[child_id] = c.table
         self._rows.add(child_id, c.table)
         return c.table
@@ -177,7 +195,9 @@ class SequenceTables:
 
     def extend_chain(self, seq_id: int, h: int) -> None:
         """The sequence's next full block hashes to h."""
-        self._seqs[seq_id].chain.append(h)
+        e = self._seqs[seq_id]
+        e.chain.append(h)
+        e.set_next_full(self.block_size)
 
     def drop(self, seq_id: int) -> list[int]:
         """Forget the sequence; returns its table (KeyError if none)."""
@@ -202,6 +222,8 @@ class SequenceTables:
         for sid, e in self._seqs.items():
             assert e.holes == e.table.count(-1), f"seq {sid}: hole counter out of step"
             assert len(e.chain) <= len(e.table), f"seq {sid}: more hashes than blocks"
+            assert e.next_full == ((len(e.chain) + 1) * self.block_size if e.cacheable
+                                   else _NEVER), f"seq {sid}: next_full out of step"
             row = self._rows.gather([sid], self._rows.width)[0]
             assert row[:len(e.table)].tolist() == e.table and (row[len(e.table):] == -1).all(), \
                 f"seq {sid}: table row mirror out of step"

@@ -27,6 +27,8 @@ from llm_playground.model.engine.sequence import Sequence, SeqStatus
 from llm_playground.model.engine.sequence_group import SequenceGroup
 from llm_playground.model.engine.step_plan import StepResult
 
+_FINISHED = SeqStatus.FINISHED     # a module constant: read per row and per token
+
 
 class StepApply:
     """Engine mixin: a step's sampled ids into sequences, and sequences out of the engine."""
@@ -40,62 +42,70 @@ class StepApply:
         appended: list[tuple[Sequence, int]] = []
         touched: dict[int, SequenceGroup] = {}
         verified: list[tuple[Sequence, int]] = []       # (sequence, proposals accepted)
-        flags: list[bool] = []      # per appended token: an accepted proposal (speculation)
-        picks: list = []            # per appended token: its TokenChoice or None
         spec = self.spec_planner
+        # per appended token: an accepted proposal (speculation only; else not kept)
+        flags: list[bool] | None = [] if spec is not None else None
+        choices = result.choices
+        # per appended token: its TokenChoice or None (only in a step where some row has them)
+        picks: list | None = [] if choices else None
         for r, ((seq, group, _, ahead), toks, top) in enumerate(
                 zip(rows, result.tokens, result.top_logprobs)):
             if ahead:
                 seq.num_pending -= 1
-            if seq.is_finished:          # aborted, or stopped one token earlier (overlap)
+            if seq.status is _FINISHED:  # aborted, or stopped one token earlier (overlap)
                 self.discarded_rows += 1
                 seq.spec_k = 0
                 continue
-            row_choices = result.choices[r] if result.choices else None
             if seq.spec_k:               # a verification: m accepted proposals, then one more
-                pairs = [(seq, t) for t in toks]
                 verified.append((seq, len(toks) - 1))
-                flags += [True] * (len(toks) - 1) + [False]
+                if flags is not None:
+                    flags += [True] * (len(toks) - 1) + [False]
+                pairs = [(seq, t) for t in toks]
             else:
                 pairs = group.take_row(seq, toks, top)
-                flags += [False] * len(pairs)
-                touched.setdefault(id(group), group)
-            picks += _choices_of(pairs, toks, row_choices)
+                if flags is not None:
+                    flags += [False] * len(pairs)
+                if group.wants_end_rows:
+                    touched[id(group)] = group
+            if picks is not None:
+                picks += _choices_of(pairs, toks, choices[r])
             appended += pairs
         for group in touched.values():
             group.end_rows()
         ttft: dict[int | str, float] = {}
-        for (seq, tok), proposed, choice in zip(appended, flags, picks):
-            if seq.is_finished:          # stopped on an earlier token of its verify row
+        bm, has_uncommitted = self.bm, self.bm.has_uncommitted
+        eos, max_len = self.model_config.eos_token_ids, self.max_model_len
+        self._book.touched_all([seq for seq, _ in appended])
+        for k, (seq, tok) in enumerate(appended):
+            if seq.status is _FINISHED:  # stopped on an earlier token of its verify row
                 continue
             seq.output_ids.append(tok)
-            if choice is not None:
-                seq.new_choices.append(choice)
-            if spec is not None:
-                seq.new_spec.append(proposed)
+            if picks is not None and picks[k] is not None:
+                seq.new_choices.append(picks[k])
+            if flags is not None:
+                seq.new_spec.append(flags[k])
             if seq.first_token_time is None:
                 seq.first_token_time = now
-                ttft.setdefault(seq.request_id, now - seq.arrival_time)
+                if seq.request_id not in ttft:
+                    ttft[seq.request_id] = now - seq.arrival_time
             seq.last_token_time = now
             seq.new_tokens.append(tok)
-            self._book.touched(seq)
             # A block whose last id was still on the device when it was written (overlap) is
-            # hashed into the prefix cache now that its ids are all known.
-            end = min(seq.num_computed, seq.num_tokens)
-            if self.bm.has_uncommitted(seq.seq_id, end):
-                self.bm.commit(seq.seq_id, seq.all_ids, end)
-            self._check_stop(seq, tok)
+            # hashed into the prefix cache now that its ids are all known (has_uncommitted
+            # grows with its count: asked at num_computed first, the common no).
+            if has_uncommitted(seq.seq_id, seq.num_computed):
+                end = min(seq.num_computed, seq.num_tokens)
+                if has_uncommitted(seq.seq_id, end):
+                    bm.commit(seq.seq_id, seq.all_ids, end)
+            stop = stop_reason(seq, tok, eos, max_len)
+            if stop is not None:
+                self._finish_sequence(seq, stop[0], flush=stop[1])
         for seq, accepted in verified:
             spec.landed(seq, accepted)   # K/V past the accepted tokens rolled back
             end = min(seq.num_computed, seq.num_tokens)
             if not seq.is_finished and self.bm.has_uncommitted(seq.seq_id, end):
                 self.bm.commit(seq.seq_id, seq.all_ids, end)
         return ttft
-
-    def _check_stop(self, seq: Sequence, tok: int) -> None:
-        stop = stop_reason(seq, tok, self.model_config.eos_token_ids, self.max_model_len)
-        if stop is not None:
-            self._finish_sequence(seq, stop[0], flush=stop[1])
 
     def _finish_sequence(self, seq: Sequence, reason: FinishReason, error: str | None = None,
                         flush: bool = True, error_kind: ErrorKind | None = None) -> None:

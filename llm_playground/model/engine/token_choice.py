@@ -15,6 +15,7 @@ probability: so `top(stage, k)` is exact for every stage, which is what an OpenA
 `logprobs` / `top_logprobs` answer needs (stage 0 = the model's log-probabilities, as vLLM
 returns by default; the last stage = the distribution the id was drawn from).
 
+`choices_per_row` groups a step's choices (one per draw) by logits row, as StepResult carries them.
 This module does not compute anything (the sampler does) and imports no torch.
 """
 from __future__ import annotations
@@ -75,3 +76,14 @@ class TokenChoice:
         row = self.logprobs[s]
         order = np.argsort(-row, kind="stable")[:k]
         return [(int(self.candidate_ids[j]), float(row[j])) for j in order if np.isfinite(row[j])]
+
+
+def choices_per_row(num_rows: int, rows: list[int], choices: list) -> list:
+    """Per logits row, its draws' TokenChoices (parallel to StepResult.tokens[i]), or None for
+    a row none of whose draws asked."""
+    per_row: list = [None] * num_rows
+    for i, choice in zip(rows, choices):
+        if per_row[i] is None:
+            per_row[i] = []
+        per_row[i].append(choice)
+    return [None if r is None or all(c is None for c in r) else r for r in per_row]

@@ -18,6 +18,7 @@ from llm_playground.kernels.dispatch import rms_norm
 from llm_playground.kernels.mask import DENSE, MaskSpec
 from llm_playground.model.network.batch import AttentionBatch
 from llm_playground.model.network.config import ModelConfig
+from llm_playground.model.network.cpu_decode import decode_layer, plan_decode
 from llm_playground.model.network.kv_cache import KVCache
 from llm_playground.model.network.layers import LlamaDecoderLayer
 from llm_playground.model.network.linear import Linear
@@ -132,7 +133,12 @@ class LlamaForCausalLM(nn.Module):
         """input_ids (T,) int64 -> final-normed hidden states (T, H); writes K/V of all T tokens."""
         hidden = F.embedding(input_ids, self.embed_tokens)                     # (T, H)
         residual = None
+        plan = plan_decode(batch, self.rope_cos, self.rope_sin, kv.block_size, self.device,
+                           kv.quantised)   # CPU decodes: model/network/cpu_decode.py
         for i, layer in enumerate(self.layers):
+            if plan is not None:
+                hidden, residual = decode_layer(layer, hidden, residual, kv.k[i], kv.v[i], plan)
+                continue
             hidden, residual = layer(hidden, residual, batch, kv.k[i], kv.v[i],
                                      self.rope_cos, self.rope_sin, kv.scales(i))
         hidden, _ = rms_norm(hidden, self.norm, self.config.rms_norm_eps, residual)

@@ -75,11 +75,19 @@ class QuantLinear(nn.Module):
         n16 = -(-N // 16) * 16
         codes = torch.zeros(n16, kp, dtype=torch.int32)
         codes[:N] = pw.unpacked_codes()
+        scale = pw.scales.float()                                             # (N, Kp/G)
+        zero = (pw.mins.float() + 8 * scale if pw.mins is not None        # s*q + m =
+                else torch.zeros_like(scale))                             # s*(q - 8) + (m + 8 s)
+        # The op takes bfloat16 scales: rounding one shifts every weight of its group by
+        # (q - 8) * (s_bf16 - s), which the group's dot product adds up coherently. The zero
+        # absorbs that shift's mean over the group's own codes, so each group's weights keep
+        # their mean; what is left averages out (tests/model/test_quant_weights.py).
+        scale_b = scale.to(torch.bfloat16).float()
+        centred = (codes[:N].float() - 8).view(N, -1, G).mean(-1)                  # (N, Kp/G)
         scales = torch.zeros(n16, kp // G, dtype=torch.float32)
-        scales[:N] = pw.scales.float()
+        scales[:N] = scale_b
         zeros = torch.zeros_like(scales)
-        if pw.mins is not None:                    # s*q + m = s*(q - 8) + (m + 8 s)
-            zeros[:N] = pw.mins.float() + 8 * pw.scales.float()
+        zeros[:N] = zero - centred * (scale_b - scale)
         self._int4 = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, 1)   # (N16, Kp/2)
         self._sz = torch.stack([scales, zeros], -1).transpose(0, 1).contiguous().to(torch.bfloat16)
         self._kp = kp
@@ -108,15 +116,20 @@ class QuantLinear(nn.Module):
         if self.backend == "triton":
             from llm_playground.kernels.dispatch import quant_linear
             return quant_linear(x, self.packed)
+        # (dtype and width checks in Python: a no-op .to() or slice still costs a dispatch,
+        # about 1 us, and at batch 1 on the CPU a layer is mostly such per-op costs)
         if self.backend == "int8pack":
             if self._kp != self.in_features:
                 x = F.pad(x, (0, self._kp - self.in_features))
-            return torch.ops.aten._weight_int8pack_mm(x, self._codes, self._scales.to(x.dtype))
+            scales = self._scales if self._scales.dtype == x.dtype else self._scales.to(x.dtype)
+            return torch.ops.aten._weight_int8pack_mm(x, self._codes, scales)
         if self.backend == "float":
-            return F.linear(x, self._w.to(x.dtype))
-        xb = x.to(torch.bfloat16)
+            return F.linear(x, self._w if self._w.dtype == x.dtype else self._w.to(x.dtype))
+        xb = x if x.dtype == torch.bfloat16 else x.to(torch.bfloat16)
         if self._kp != self.in_features:
             xb = F.pad(xb, (0, self._kp - self.in_features))
         y = torch.ops.aten._weight_int4pack_mm_for_cpu(xb, self._int4, self.packed.group_size,
                                                        self._sz)     # (T, N16)
-        return y[:, :self._out].to(x.dtype)
+        if y.shape[1] != self._out:
+            y = y[:, :self._out]
+        return y if y.dtype == x.dtype else y.to(x.dtype)
