@@ -17,12 +17,7 @@ _VALID = ("auto", "reference", "triton")
 # The fused norm/SwiGLU + projection kernels for decode-sized batches (kernels/fused_linear.py);
 # benchmarks turn them off to measure what they bring.
 _FUSED_LINEAR = os.environ.get("KERNELS_FUSED_LINEAR", "1") != "0"
-# Rows up to which the fused norm/SwiGLU projections are used (the kernel takes up to
-# fused_linear.MAX_ROWS = 16). Its programs loop over the rows, so its cost grows with each row
-# while cuBLAS's does not: H100, SmolLM2 shapes, one bf16 decode step (quant_decode-h100.json,
-# 2026-12-07) took 0.79 ms at batch 1, 2.28 ms at 16 (fused) and 1.14 ms at 64 (cuBLAS). At one
-# row it wins (2.7 us vs 1.65 + 3.5); by the per-row cost, break-even is about two rows.
-_FUSED_MAX_ROWS, _FUSED_MAX_K = 2, 2048
+_FUSED_MAX_ROWS, _FUSED_MAX_K = 16, 2048   # kernels/fused_linear.py MAX_ROWS, MAX_K (no triton here)
 
 
 def set_backend(name: str) -> None:
