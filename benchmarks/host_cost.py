@@ -48,7 +48,7 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_BASE = "/work/main/.base"
+DEFAULT_BASE = str(Path(__file__).resolve().parents[1] / ".base")   # git archive ff0aedf | tar -x -C .base
 
 # Module names of the two layouts: (ModelConfig, LlamaForCausalLM, LoadedModel, expected_shapes,
 # Engine, EngineConfig, SamplingParams).

@@ -5,6 +5,7 @@ same workload counts exactly the same calls. Not a timing test."""
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -42,11 +43,15 @@ def test_host_cost_overlap_gives_the_same_tokens(tmp_path):
     assert r["output_tokens"] == sum(o for _, o in host_cost.workload(3, 4, 9, 1000, 0))
 
 
-@pytest.mark.skipif(not Path(host_cost.DEFAULT_BASE, "model", "engine.py").exists(),
-                    reason="the old layout's export is not on this machine")
 def test_host_cost_runs_the_old_layout(tmp_path):
+    """The old layout is exported from this repository's history (git archive ff0aedf)."""
+    root = Path(__file__).resolve().parents[2]
+    base = tmp_path / "base"
+    base.mkdir()
+    tar = subprocess.run(["git", "-C", str(root), "archive", "ff0aedf"], capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(base)], input=tar.stdout, check=True)
     out = tmp_path / "base.json"
-    assert host_cost.main([*ARGS, "--trees", "base", "--no-count-forward",
+    assert host_cost.main([*ARGS, "--trees", "base", "--base", str(base), "--no-count-forward",
                            "--json", str(out)]) == 0
     (r,) = json.loads(out.read_text())["rows"]
     assert r["tree"] == "base" and r["host_calls"] > 0
