@@ -51,11 +51,12 @@ def stub_engine(a):
                                     overlap={"auto": None, "on": True, "off": False}[a.overlap]))
     logits = torch.randn(a.max_num_seqs + 8, a.vocab, device=a.device)                # (N, V)
 
-    def forward(plan, prev_ids=None):
-        """The runner's per-batch forward, stubbed: the batch is still built on the device."""
+    def forward(plan, prev_ids=None, proposed=None):
+        """The runner's per-batch forward (ModelRunner._logits), stubbed: the batch is still
+        built on the device."""
         e.runner.batch.build(plan, prev_ids)
         n = len(plan.logits)
-        return logits[:n].clone() if n else None
+        return logits[:n] if n else None      # a view: the sampler reads it, nothing writes it
 
     e.runner._logits = forward
     return e
@@ -74,13 +75,22 @@ def run(a) -> dict:
         prof = cProfile.Profile()
         prof.enable()
     decode, mixed = [], []        # (host ms, sequences scheduled)
+    produced, errors = 0, []
     t0 = time.perf_counter()
     while e.has_unfinished():
         s = time.perf_counter()
         r = e.step()
         ms = (time.perf_counter() - s) * 1e3
         (mixed if r.num_prefill_tokens else decode).append((ms, max(1, r.num_decode_tokens)))
+        for out in r.outputs:
+            produced += len(out.new_token_ids)
+            if out.error:
+                errors.append(out.error)
     total = time.perf_counter() - t0
+    expected = sum(o for _, o in reqs)
+    if errors or produced != expected:   # a stub out of step with the runner fails every step
+        raise RuntimeError(f"engine_overhead: {produced} of {expected} tokens, "
+                           f"{len(errors)} errors (first: {errors[:1]})")
     if prof is not None:
         import pstats
         prof.disable()

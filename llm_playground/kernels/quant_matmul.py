@@ -41,6 +41,10 @@ GEMM_MAX_BLOCK_K = int(os.environ.get("QUANT_GEMM_BLOCK_K", 64))
 GEMM_BLOCK_N = int(os.environ.get("QUANT_GEMM_BLOCK_N", 64))
 NUM_WARPS = int(os.environ.get("QUANT_WARPS", 4))
 SPLIT_WAVES = int(os.environ.get("QUANT_SPLIT_WAVES", 2))   # split-K aims at this many programs per SM
+# How the 4-bit GEMV reads its codes: 0 bytes (x in even/odd halves), 1 int32 words of 8 codes
+# with the nibbles unrolled, 2 int32 words with the nibbles as a tensor axis. 0 until the GPU
+# sweep (.gl-style QUANT_GEMV4=1|2 runs of benchmarks/quant_decode.py) says otherwise.
+GEMV4 = int(os.environ.get("QUANT_GEMV4", 0))
 _SM_COUNT: dict[int, int] = {}
 
 # triton 3.9's interpreter computes bf16 x bf16 tl.dot wrongly (values ~1e10 on 16x16 tiles,
@@ -51,7 +55,8 @@ _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 @triton.jit
 def _qgemv_kernel(X, C, S, Mn, P, N, K, stride_c, stride_s, tiles_per_split, n_tiles,
                   BITS: tl.constexpr, HAS_MIN: tl.constexpr, G: tl.constexpr,
-                  GPT: tl.constexpr, SUBK: tl.constexpr, BLOCK_N: tl.constexpr):
+                  GPT: tl.constexpr, SUBK: tl.constexpr, BLOCK_N: tl.constexpr,
+                  W4: tl.constexpr):
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
     ns = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)                           # (BN,)
@@ -66,17 +71,45 @@ def _qgemv_kernel(X, C, S, Mn, P, N, K, stride_c, stride_s, tiles_per_split, n_t
         s = tl.load(S + ns[:, None] * stride_s + g[None, :], mask=n_ok[:, None],
                     other=0.0).to(tl.float32)                              # (BN, GPT)
         if BITS == 4:
-            HALF: tl.constexpr = SUBK // 2
-            js = tl.arange(0, HALF)                                        # (SUBK/2,) bytes
-            kk = k0 + gi[:, None] * SUBK + 2 * js[None, :]                 # (GPT, SUBK/2) even k
-            b = tl.load(C + ns[:, None, None].to(tl.int64) * stride_c + (kk // 2)[None, :, :],
-                        mask=n_ok[:, None, None], other=0)                 # (BN, GPT, SUBK/2) u8
-            lo = (b & 0xF).to(tl.float32)
-            hi = (b >> 4).to(tl.float32)
-            xe = tl.load(X + kk, mask=kk < K, other=0.0).to(tl.float32)    # (GPT, SUBK/2)
-            xo = tl.load(X + kk + 1, mask=kk + 1 < K, other=0.0).to(tl.float32)
-            d = tl.sum(lo * xe[None, :, :] + hi * xo[None, :, :], axis=2)  # (BN, GPT)
-            xs = tl.sum(xe + xo, axis=1)                                   # (GPT,)
+            if W4 == 0:              # bytes, x split into even and odd columns
+                HALF: tl.constexpr = SUBK // 2
+                js = tl.arange(0, HALF)                                        # (SUBK/2,) bytes
+                kk = k0 + gi[:, None] * SUBK + 2 * js[None, :]                 # (GPT, SUBK/2) even k
+                b = tl.load(C + ns[:, None, None].to(tl.int64) * stride_c + (kk // 2)[None, :, :],
+                            mask=n_ok[:, None, None], other=0)                 # (BN, GPT, SUBK/2) u8
+                lo = (b & 0xF).to(tl.float32)
+                hi = (b >> 4).to(tl.float32)
+                xe = tl.load(X + kk, mask=kk < K, other=0.0).to(tl.float32)    # (GPT, SUBK/2)
+                xo = tl.load(X + kk + 1, mask=kk + 1 < K, other=0.0).to(tl.float32)
+                d = tl.sum(lo * xe[None, :, :] + hi * xo[None, :, :], axis=2)  # (BN, GPT)
+                xs = tl.sum(xe + xo, axis=1)                                   # (GPT,)
+            else:                    # int32 words of 8 codes (C: the codes viewed as int32)
+                SW: tl.constexpr = SUBK // 8                                   # words per group slice
+                ws = k0 // 8 + gi[:, None] * SW + tl.arange(0, SW)[None, :]    # (GPT, SW) word index
+                w = tl.load(C + ns[:, None, None].to(tl.int64) * stride_c + ws[None, :, :],
+                            mask=n_ok[:, None, None], other=0)                 # (BN, GPT, SW) int32
+                if W4 == 1:          # the 8 nibbles unrolled, x read with a stride of 8
+                    acc3 = tl.zeros((BLOCK_N, GPT, SW), dtype=tl.float32)
+                    xs2 = tl.zeros((GPT, SW), dtype=tl.float32)
+                    for i in tl.static_range(8):                               # nibble i: k = 8 word + i
+                        q = (w >> (4 * i)) & 0xF
+                        # exact code -> float32 without a conversion instruction: the bits of 2^23 + q
+                        qf = (q | 0x4B000000).to(tl.float32, bitcast=True) - 8388608.0
+                        kx = ws * 8 + i
+                        xi = tl.load(X + kx, mask=kx < K, other=0.0).to(tl.float32)   # (GPT, SW)
+                        acc3 += qf * xi[None, :, :]
+                        xs2 += xi
+                    d = tl.sum(acc3, axis=2)                                   # (BN, GPT)
+                    xs = tl.sum(xs2, axis=1)                                   # (GPT,)
+                else:                # the nibbles as a last axis, x one contiguous tile
+                    sh = 4 * tl.arange(0, 8)
+                    q = (w[:, :, :, None] >> sh[None, None, None, :]) & 0xF    # (BN, GPT, SW, 8)
+                    qf = (q | 0x4B000000).to(tl.float32, bitcast=True) - 8388608.0
+                    ks = k0 + tl.arange(0, BLOCK_K)
+                    x = tl.load(X + ks, mask=ks < K, other=0.0).to(tl.float32)    # (BK,)
+                    x4 = tl.reshape(x, (GPT, SW, 8))
+                    d = tl.sum(tl.sum(qf * x4[None, :, :, :], axis=3), axis=2)    # (BN, GPT)
+                    xs = tl.sum(tl.sum(x4, axis=2), axis=1)                       # (GPT,)
             if HAS_MIN:
                 m = tl.load(Mn + ns[:, None] * stride_s + g[None, :], mask=n_ok[:, None],
                             other=0.0).to(tl.float32)
@@ -147,6 +180,16 @@ def _pow2_divisor(n: int, cap: int) -> int:
     return min(n & -n, cap)
 
 
+def _code_words(codes: torch.Tensor) -> torch.Tensor:
+    """4-bit codes (N, Kp/2) uint8 as (N, Kp/8) int32 words: word j holds k = 8j..8j+7, code i
+    in bits 4i..4i+3 (little-endian bytes, low nibble first). A view when the rows are aligned
+    (Kp is a multiple of 16), else a copy."""
+    try:
+        return codes.view(torch.int32)
+    except RuntimeError:
+        return codes.contiguous().view(torch.int32)
+
+
 def _sm_count(device: torch.device) -> int:
     if device.type != "cuda":
         return 4                        # the interpreter: a small split still gets exercised
@@ -206,10 +249,12 @@ def quant_linear(x: torch.Tensor, pw: PackedWeight) -> torch.Tensor:
     splits = p["splits"]
     if p["kernel"] == "gemv":
         part = torch.empty((splits, N), dtype=torch.float32, device=x.device)   # (S, N)
+        w4 = GEMV4 if pw.bits == 4 else 0
+        codes = _code_words(pw.codes) if w4 else pw.codes
         _qgemv_kernel[(*p["grid"], splits)](
-            x, pw.codes, pw.scales, mins, part, N, K, pw.codes.stride(0), pw.scales.stride(0),
+            x, codes, pw.scales, mins, part, N, K, codes.stride(0), pw.scales.stride(0),
             p["per"], p["tiles"], BITS=pw.bits, HAS_MIN=pw.mins is not None, G=pw.group_size,
-            GPT=p["gpt"], SUBK=p["subk"], BLOCK_N=GEMV_BLOCK_N, num_warps=NUM_WARPS)
+            GPT=p["gpt"], SUBK=p["subk"], BLOCK_N=GEMV_BLOCK_N, W4=w4, num_warps=NUM_WARPS)
         y = part[0] if splits == 1 else part.sum(0)
         return y.to(x.dtype).view(1, N)
     part = torch.empty((splits, M, N), dtype=torch.float32, device=x.device)     # (S, M, N)
