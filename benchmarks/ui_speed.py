@@ -16,7 +16,14 @@ so all three produce the same tokens (checked). Ratios compare a UI run with the
 the same round, and the table shows their median.
 
 This CPU may be shared with other work: the rates move with the load, so read the ratios
-(measured side by side, alternating) rather than the absolute figures.
+(measured side by side, alternating) rather than the absolute figures. On the 2-core CI-class
+machine the same `generate` run moved between 28 and 43 tok/s within minutes, more than the UI's
+effect. So each run also notes the CPU time of the thread that steps the engine: `engine_busy`
+is that CPU over the decode's wall time. Whatever the UI takes from the engine (the GIL, a
+core) shows as the engine thread not running, whatever the machine's speed, so `busy_vs_cli`
+(engine_busy of a UI run over that of the round's `generate` run) is the drift-free estimate of
+the speed ratio. It assumes the engine's CPU per token is the same in both, which
+`engine_cpu_ms_per_token` shows.
 
   python benchmarks/ui_speed.py                       # 3 rounds of the three modes
   python benchmarks/ui_speed.py --rounds 1 --modes cli,ui-headless   # quick check (256 tokens each)
@@ -54,7 +61,8 @@ class Trace:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self.stamps: list[tuple[float, int]] = []     # (step return time, new tokens)
+        self.stamps: list[tuple[float, int, float]] = []   # (step return time, new tokens, engine
+        # thread CPU time then: the thread that steps the engine, its own CPU, time.thread_time)
         self.ids: list[int] = []
         self.done = False
 
@@ -69,10 +77,10 @@ class Trace:
 
         def traced_step(engine):
             report = step(engine)
-            now = time.perf_counter()
+            now, cpu = time.perf_counter(), time.thread_time()
             for out in report.outputs:
                 if out.new_token_ids:
-                    trace.stamps.append((now, len(out.new_token_ids)))
+                    trace.stamps.append((now, len(out.new_token_ids), cpu))
                     trace.ids += out.new_token_ids
                 if out.finished:
                     trace.finish(str(out.finish_reason))
@@ -199,14 +207,19 @@ def measure(mode: str, prompt: str) -> dict:
             _child("cli" if mode == "cli" else "headless", trace_path, prompt, LOAD_TIMEOUT_S + RUN_TIMEOUT_S)
         data = json.loads(Path(trace_path).read_text())
     stamps = data["stamps"]
-    decode_tokens = sum(n for _, n in stamps[1:])
+    decode_tokens = sum(n for _, n, _ in stamps[1:])
     span = stamps[-1][0] - stamps[0][0] if len(stamps) > 1 else 0.0
     per_token = [(b[0] - a[0]) / b[1] for a, b in zip(stamps, stamps[1:]) if b[1]]
+    engine_cpu = stamps[-1][2] - stamps[0][2] if len(stamps) > 1 else 0.0
     return {"mode": mode, "tokens": len(data["ids"]), "finish_reason": data["finish_reason"],
             "decode_tok_s": decode_tokens / span if span > 0 else None,
             # robust to a stall caused by other work on a shared CPU: 1 / the median token interval
             "median_interval_tok_s": 1.0 / statistics.median(per_token) if per_token else None,
             "stalls_over_250ms": sum(1 for d in per_token if d > 0.25),
+            # the share of the decode time the engine's thread ran (its own CPU over the wall):
+            # what the UI takes from it shows here, unmoved by the machine's speed
+            "engine_busy": engine_cpu / span if span > 0 else None,
+            "engine_cpu_ms_per_token": 1e3 * engine_cpu / decode_tokens if decode_tokens else None,
             "ui_thread_cpu_s": data.get("ui_thread_cpu_s"), "ids": data["ids"],
             "wall_s": time.perf_counter() - t0}
 
@@ -246,12 +259,13 @@ def main() -> None:
     rows = []
     for mode in modes:
         mine = [x for x in runs if x["mode"] == mode and x["decode_tok_s"]]
-        ratios, robust = [], []
+        ratios, robust, busy = [], [], []
         for x in mine:
             base = [c for c in runs if c["mode"] == "cli" and c["round"] == x["round"] and c["decode_tok_s"]]
             if base and mode != "cli":
                 ratios.append(x["decode_tok_s"] / base[0]["decode_tok_s"])
                 robust.append(x["median_interval_tok_s"] / base[0]["median_interval_tok_s"])
+                busy.append(x["engine_busy"] / base[0]["engine_busy"])
         cpu = [x["ui_thread_cpu_s"] for x in mine if x["ui_thread_cpu_s"] is not None]
         rates = [x["decode_tok_s"] for x in mine]
         rows.append({"mode": mode, "runs": len(mine),
@@ -261,10 +275,14 @@ def main() -> None:
                      "vs_cli_per_round": [round(v, 3) for v in ratios],
                      "median_interval_tok_s": statistics.median(x["median_interval_tok_s"] for x in mine) if mine else None,
                      "interval_vs_cli_median": statistics.median(robust) if robust else None,
+                     "engine_busy_median": statistics.median(x["engine_busy"] for x in mine) if mine else None,
+                     "busy_vs_cli_median": statistics.median(busy) if busy else None,
+                     "engine_cpu_ms_per_token": statistics.median(x["engine_cpu_ms_per_token"] for x in mine) if mine else None,
                      "ui_thread_cpu_s": statistics.median(cpu) if cpu else None})
     print()
     print_table(rows, ["mode", "runs", "decode_tok_s_median", "min", "max", "vs_cli_median",
-                       "median_interval_tok_s", "interval_vs_cli_median", "ui_thread_cpu_s"])
+                       "median_interval_tok_s", "interval_vs_cli_median", "engine_busy_median",
+                       "busy_vs_cli_median", "engine_cpu_ms_per_token", "ui_thread_cpu_s"])
     print(f"\nsame tokens in every run: {'yes' if same else 'NO'} ({runs[0]['tokens']} tokens)")
     print(f"CPU: {os.cpu_count()} cores; if other work shares them, the rates move with it - "
           "compare the ratios, measured side by side.")

@@ -188,6 +188,9 @@ class PlaygroundApp(App):
         """Hide the loading bar and hand the model's details to every view."""
         info = self.model_info = msg.info
         self.show_model_line()
+        # a full bar, not an indeterminate one: a hidden indeterminate bar still redraws itself
+        # 15 times a second, UI-thread time taken from the engine for the app's whole life
+        self.query_one("#loading-bar", ProgressBar).update(total=1.0, progress=1.0)
         self.query_one("#loading").display = False
         self.query_one(KVView).set_model(info)
         self.query_one(ChatView).set_model(info)
@@ -222,7 +225,8 @@ class PlaygroundApp(App):
             chat.on_choices(msg)
 
     def on_cache_updated(self, msg: CacheUpdated) -> None:
-        """To the KV view."""
+        """To the KV view; the last message of each live picture, so the pacer counts it."""
+        self.engine_worker.pacer.picture_shown()
         if kv := self._view(KVView):
             kv.update_cache(msg)
 

@@ -27,6 +27,7 @@ from llm_playground.model.engine.outcomes import FinishReason
 from llm_playground.model.engine.sampling_params import SamplingParams
 from llm_playground.playground.background_load import progress_message, run_factory
 from llm_playground.playground.error_hints import hint, hint_text, one_line
+from llm_playground.playground.frame_pacing import MAX_INTERVAL_S, FramePacer
 from llm_playground.playground.generation import Generation
 from llm_playground.playground.load_test import LoadTest
 from llm_playground.playground.messages import (AttentionReady, CacheUpdated, ChatFinished, ChatProgress,
@@ -38,10 +39,11 @@ ProgressFn = Callable[..., None]
 EngineFactory = Callable[[ProgressFn], "tuple[ModelInfo, Any]"]
 
 # Live pictures (chat progress, the cache) go to the UI at most this often, in real time: ten a
-# second reads as smooth streaming, and every picture costs the UI thread layout and rendering
-# work that shares the GIL and the cores with the engine (per step, it slowed decode by a
-# quarter on 2 cores). A first token, a finished answer and the idle engine's last picture are
-# posted at once.
+# second reads as smooth streaming. Every picture costs the UI thread layout and rendering work
+# that shares the GIL and the cores with the engine (per step, it slowed decode by a quarter on
+# 2 cores), so the pacer (playground/frame_pacing.py) spaces them further when the UI's measured
+# cost per picture needs it. A first token, a finished answer and the idle engine's last picture
+# are posted at once.
 PUBLISH_INTERVAL_S = 0.1
 IDLE_POLL_S = 0.1          # how often an idle worker checks for commands and cancellation
 MAX_STEP_FAILURES = 3      # consecutive failed steps before the worker stops stepping
@@ -56,7 +58,9 @@ class EngineWorker:
         self._post = post                      # thread-safe: App.post_message
         self._factory = factory
         self._commands: queue.Queue = queue.Queue()
-        self._interval = publish_interval_s
+        # the app calls pacer.picture_shown() on each picture; _publish spaces them by its interval
+        self.pacer = FramePacer(min_interval_s=publish_interval_s,
+                                max_interval_s=max(publish_interval_s, MAX_INTERVAL_S))
         self._clock = clock                    # real time for the publishing rate (not the engine's)
         self._last_publish = float("-inf")
         self._cache_stale = False              # steps not yet shown in a CacheUpdated
@@ -279,7 +283,7 @@ class EngineWorker:
         """Post each live generation's progress and the cache picture, unless the last ones
         went out less than the publishing interval ago (`force`: now)."""
         now = self._clock()
-        if not force and now - self._last_publish < self._interval:
+        if not force and now - self._last_publish < self.pacer.interval():
             return
         if not self._cache_stale and not any(g.changed for g in self._gens.values()):
             return

@@ -43,3 +43,25 @@ def test_loading_bar_shows_the_weights_percentage():
             assert not app.query_one("#loading").display
 
     asyncio.run(run())
+
+
+def test_hidden_loading_bar_stops_animating():
+    """A load whose last stage has no percentage leaves an indeterminate bar, which redraws itself
+    15 times a second; once the model is ready and the bar hidden, that animation must stop (it
+    took UI-thread time from the engine thread for the app's whole life)."""
+    engine = tiny_engine()
+
+    def factory(progress):
+        progress("building the engine")                  # no fraction: indeterminate
+        return describe(engine, engine.loaded), engine
+
+    app = PlaygroundApp(factory, model_label=MODEL_NAME, references=(), cursor_blink=False)
+
+    async def run():
+        async with app.run_test(size=(120, 40)) as pilot:
+            await wait_for(pilot, lambda: app.model_info is not None)
+            await pilot.pause()
+            assert not app.query_one("#loading").display
+            assert app.query_one("#loading-bar #bar").auto_refresh is None
+
+    asyncio.run(run())
