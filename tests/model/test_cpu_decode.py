@@ -114,3 +114,86 @@ def test_plan_refuses_what_it_does_not_cover():
     spans = plan(decode_batch(TABLES, LENS)).spans
     assert isinstance(spans[0][0], torch.Tensor) and spans[0][1] == 15      # gathered
     assert spans[1] == (12 * BS, 10) and spans[2] == (3 * BS, 3)           # sliced
+
+
+def verify_batch(tables: list[list[int]], lens: list[int], num_decodes: int, q: int) -> AttentionBatch:
+    """Decodes first (one token each), then verify rows of q tokens each (the last accepted
+    token and q - 1 proposals), as the engine orders them; lens: keys after the write."""
+    B = len(lens)
+    width = max(len(t) for t in tables)
+    bt = torch.full((B, width), -1, dtype=torch.int32)
+    for b, t in enumerate(tables):
+        bt[b, :len(t)] = torch.tensor(t, dtype=torch.int32)
+    q_lens = [1] * num_decodes + [q] * (B - num_decodes)
+    pos = [p for n, ql in zip(lens, q_lens) for p in range(n - ql, n)]
+    owner = [b for b, ql in enumerate(q_lens) for _ in range(ql)]
+    slots = [tables[b][p // BS] * BS + p % BS for b, p in zip(owner, pos)]
+    cu = [0]
+    for ql in q_lens:
+        cu.append(cu[-1] + ql)
+    return AttentionBatch(
+        positions=torch.tensor(pos), slot_mapping=torch.tensor(slots),
+        cu_seqlens_q=torch.tensor(cu, dtype=torch.int32),
+        context_lens=torch.tensor(lens, dtype=torch.int32), block_tables=bt, max_q_len=max(q_lens),
+        max_context_len=max(lens), num_decodes=num_decodes, has_holes=False,
+        num_verify=B - num_decodes, verify_q_len=q if B > num_decodes else 0)
+
+
+# a decode (sliced), then verify rows of 5 tokens: gathered blocks across a block edge, sliced
+V_TABLES = [[12, 13, 14], [7, 2, 11, 5], [3, 4]]
+V_LENS = [10, 15, 7]
+
+
+def run_verify(model, dtype, monkeypatch, tables=V_TABLES, lens=V_LENS, num_decodes=1, q=5):
+    g = torch.Generator().manual_seed(2)
+    kv = KVCache(CFG.num_layers, 16, BS, CFG.num_kv_heads, CFG.head_dim, dtype, "cpu")
+    kv.k_pool.copy_(torch.randn(kv.k_pool.shape, generator=g))
+    kv.v_pool.copy_(torch.randn(kv.v_pool.shape, generator=g))
+    kv2 = copy.deepcopy(kv)
+    kv2.k, kv2.v = list(kv2.k_pool.unbind(0)), list(kv2.v_pool.unbind(0))
+    batch = verify_batch(tables, lens, num_decodes, q)
+    ids = torch.randint(0, CFG.vocab_size, (batch.num_tokens,), generator=g)
+    assert plan_decode(batch, model.rope_cos, model.rope_sin, BS, model.device, False) is not None
+    fast = model.compute_logits(model(ids, batch, kv))
+    monkeypatch.setattr(llama_mod, "plan_decode", lambda *a, **k: None)
+    general = model.compute_logits(model(ids, batch, kv2))
+    return fast, general, kv, kv2
+
+
+@pytest.mark.parametrize("num_decodes,q", [(1, 5), (0, 3), (2, 2)])
+def test_float32_verify_rows_equal_general_path(monkeypatch, num_decodes, q):
+    """Speculative verify rows (several causal queries per sequence) on the fast path: every
+    row's logits and the written K/V bit for bit the general path's (kernels/reference.py)."""
+    fast, general, kv, kv2 = run_verify(tiny_model(torch.float32), torch.float32, monkeypatch,
+                                        num_decodes=num_decodes, q=q)
+    assert fast.shape[0] == general.shape[0] == num_decodes + (3 - num_decodes) * q
+    assert torch.equal(fast, general)
+    assert torch.equal(kv.k_pool, kv2.k_pool) and torch.equal(kv.v_pool, kv2.v_pool)
+
+
+@pytest.mark.parametrize("weights", ["float", "int8"])
+def test_bfloat16_verify_rows_close_to_general_path(monkeypatch, weights):
+    fast, general, kv, kv2 = run_verify(tiny_model(torch.bfloat16, weights), torch.bfloat16,
+                                        monkeypatch)
+    err = (fast - general).abs().max().item()
+    assert err < 0.05 * general.abs().max().item(), f"{weights}: max abs error {err}"
+    # argmax must agree wherever the general path's top two are further apart than the
+    # rounding can move them (bfloat16 logits of a random tiny model tie exactly at times)
+    top2 = general.topk(2, dim=-1).values
+    clear = (top2[:, 0] - top2[:, 1]) > 2 * err
+    assert clear.sum() >= general.shape[0] // 2
+    assert torch.equal(fast.argmax(-1)[clear], general.argmax(-1)[clear])
+
+
+def test_plan_refuses_verify_batches_it_does_not_cover():
+    model = tiny_model(torch.float32)
+
+    def plan(batch):
+        return plan_decode(batch, model.rope_cos, model.rope_sin, BS, model.device, False)
+    good = verify_batch(V_TABLES, V_LENS, 1, 5)
+    assert plan(good).q_lens == [1, 5, 5]
+    mixed = verify_batch(V_TABLES, V_LENS, 1, 5)
+    mixed.num_verify = 1                             # the last row is a prefill chunk, not a verify
+    assert plan(mixed) is None
+    holed = verify_batch([[12, 13, 14], [7, -1, 11, 5], [3, 4]], V_LENS, 1, 5)
+    assert plan(holed) is None
