@@ -63,14 +63,20 @@ TABLES = [[7, 2, 11, 5], [12, 13, 14], [3]]
 LENS = [15, 10, 3]
 
 
-def run_both(model, dtype, monkeypatch):
-    """(fast out, general out, fast cache, general cache): the same random cache, one decode step."""
-    g = torch.Generator().manual_seed(1)
+def random_caches(dtype, g: torch.Generator) -> tuple[KVCache, KVCache]:
+    """Two equal caches of random K/V drawn from g: one for each path."""
     kv = KVCache(CFG.num_layers, 16, BS, CFG.num_kv_heads, CFG.head_dim, dtype, "cpu")
     kv.k_pool.copy_(torch.randn(kv.k_pool.shape, generator=g))
     kv.v_pool.copy_(torch.randn(kv.v_pool.shape, generator=g))
     kv2 = copy.deepcopy(kv)
     kv2.k, kv2.v = list(kv2.k_pool.unbind(0)), list(kv2.v_pool.unbind(0))
+    return kv, kv2
+
+
+def run_both(model, dtype, monkeypatch):
+    """(fast out, general out, fast cache, general cache): the same random cache, one decode step."""
+    g = torch.Generator().manual_seed(1)
+    kv, kv2 = random_caches(dtype, g)
     ids = torch.tensor([5, 17, 99])
     batch = decode_batch(TABLES, LENS)
     assert plan_decode(batch, model.rope_cos, model.rope_sin, BS, model.device, False) is not None
@@ -146,11 +152,7 @@ V_LENS = [10, 15, 7]
 
 def run_verify(model, dtype, monkeypatch, tables=V_TABLES, lens=V_LENS, num_decodes=1, q=5):
     g = torch.Generator().manual_seed(2)
-    kv = KVCache(CFG.num_layers, 16, BS, CFG.num_kv_heads, CFG.head_dim, dtype, "cpu")
-    kv.k_pool.copy_(torch.randn(kv.k_pool.shape, generator=g))
-    kv.v_pool.copy_(torch.randn(kv.v_pool.shape, generator=g))
-    kv2 = copy.deepcopy(kv)
-    kv2.k, kv2.v = list(kv2.k_pool.unbind(0)), list(kv2.v_pool.unbind(0))
+    kv, kv2 = random_caches(dtype, g)
     batch = verify_batch(tables, lens, num_decodes, q)
     ids = torch.randint(0, CFG.vocab_size, (batch.num_tokens,), generator=g)
     assert plan_decode(batch, model.rope_cos, model.rope_sin, BS, model.device, False) is not None

@@ -23,6 +23,7 @@ its general path.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import accumulate
 
 import torch
 import torch.nn.functional as F
@@ -98,10 +99,8 @@ def plan_decode(batch: AttentionBatch, cos: torch.Tensor, sin: torch.Tensor, blo
 
 
 def _prefix_sums(q_lens: list[int]) -> list[int]:
-    out = [0]
-    for q in q_lens:
-        out.append(out[-1] + q)
-    return out
+    """[0, q0, q0 + q1, ...]: cu_seqlens_q as a host list."""
+    return list(accumulate(q_lens, initial=0))
 
 
 def rope_qk(qk: torch.Tensor, plan: DecodePlan) -> torch.Tensor:
